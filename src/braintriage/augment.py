@@ -1,0 +1,75 @@
+"""Training augmentation, applied to whole batches on the training device.
+
+The default policy is the original study's: zoom, rotation (+/-10 degrees), brightness (0.6-1.5) and
+horizontal flips. Translation, a contrast (gamma) curve and noise are there for the harder shift to scans from
+other scanners and sites; they are off by default. Never vertical flips (the brain is not top/bottom symmetric) and never shear (it distorts
+anatomy): every geometric transform here is a similarity (rotation x uniform scale x optional left-right
+mirror), built as one affine matrix per image and applied with `grid_sample`, so CPU and GPU share the code.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+
+import torch
+import torch.nn.functional as F
+
+
+@dataclass(frozen=True)
+class AugmentPolicy:
+    zoom: tuple[float, float] = (0.9, 1.1)  # >1 magnifies
+    rotation_degrees: float = 10.0  # uniform in [-r, r]
+    brightness: tuple[float, float] = (0.6, 1.5)  # intensity multiplier
+    horizontal_flip: float = 0.5  # probability of a left-right mirror
+    translate: float = 0.0  # fraction of the half-width, uniform in [-t, t]
+    gamma: tuple[float, float] = (1.0, 1.0)  # contrast curve x ** gamma; (1, 1) = off
+    noise: float = 0.0  # Gaussian noise, standard deviation uniform in [0, noise]; 0 = off
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "AugmentPolicy":
+        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in d.items()})
+
+
+def sample_affine(n: int, policy: AugmentPolicy, generator: torch.Generator | None = None,
+                  device: torch.device | str = "cpu") -> torch.Tensor:
+    """n affine matrices (n, 2, 3) for `F.affine_grid`: output coordinates -> input coordinates."""
+    def uniform(lo: float, hi: float) -> torch.Tensor:
+        return lo + (hi - lo) * torch.rand(n, generator=generator, device=device)
+
+    zoom = uniform(*policy.zoom)
+    angle = uniform(-policy.rotation_degrees, policy.rotation_degrees) * (math.pi / 180)
+    mirror = torch.where(torch.rand(n, generator=generator, device=device) < policy.horizontal_flip, -1.0, 1.0)
+    cos, sin = torch.cos(angle) / zoom, torch.sin(angle) / zoom
+    theta = torch.zeros(n, 2, 3, device=device)
+    # Rotation/zoom applied after mirroring the x axis only: the y axis is never negated (no vertical flip).
+    theta[:, 0, 0] = cos * mirror
+    theta[:, 0, 1] = -sin
+    theta[:, 1, 0] = sin * mirror
+    theta[:, 1, 1] = cos
+    theta[:, 0, 2] = uniform(-policy.translate, policy.translate)
+    theta[:, 1, 2] = uniform(-policy.translate, policy.translate)
+    return theta
+
+
+def augment_batch(images: torch.Tensor, policy: AugmentPolicy, generator: torch.Generator | None = None
+                  ) -> torch.Tensor:
+    """images: float (B, C, H, W) in [0, 1]. Returns an augmented batch of the same shape, in [0, 1]."""
+    n = images.shape[0]
+    theta = sample_affine(n, policy, generator, images.device).to(images.dtype)
+    grid = F.affine_grid(theta, list(images.shape), align_corners=False)
+    out = F.grid_sample(images, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+    def per_image(lo: float, hi: float) -> torch.Tensor:
+        return lo + (hi - lo) * torch.rand(n, 1, 1, 1, generator=generator, device=images.device,
+                                           dtype=images.dtype)
+
+    if policy.gamma != (1.0, 1.0):
+        out = out.clamp(min=1e-6) ** per_image(*policy.gamma)
+    out = out * per_image(*policy.brightness)
+    if policy.noise > 0:
+        noise = torch.randn(out.shape, generator=generator, device=images.device, dtype=images.dtype)
+        out = out + noise * per_image(0.0, policy.noise)
+    return out.clamp_(0.0, 1.0)

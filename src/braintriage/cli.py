@@ -1,0 +1,126 @@
+"""The `braintriage` command line. It only parses arguments and calls the modules that do the work."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+app = typer.Typer(add_completion=False, no_args_is_help=True,
+                  help="Flag brain MRI slices that show a tumor, for specialist review. "
+                       "Decision support only, never a diagnosis.")
+
+
+@app.command()
+def train(
+    data: Path = typer.Argument(..., help="Dataset folder (its Training split for the seed layout), CSV "
+                                          "manifest, or a decoded cache file (.npz)."),
+    output: Path = typer.Option(Path("model.safetensors"), "--output", "-o", help="Model file to write."),
+    run_dir: Path = typer.Option(Path("runs/latest"), help="Folder for history.csv, training_curves.png."),
+    architecture: str = typer.Option("resnet18-w32", "--arch", help="seed-cnn, resnet18-w32 or resnet18."),
+    labels: str = typer.Option("auto", help="type (4 classes, P(tumor) = 1 - P(no tumor)), binary, or auto."),
+    image_size: int = typer.Option(200, help="Square input size in pixels."),
+    epochs: int = typer.Option(60),
+    batch_size: int = typer.Option(64),
+    lr: float = typer.Option(2e-3, help="Peak AdamW learning rate at batch 64 (scaled with batch size)."),
+    weight_decay: float = typer.Option(0.05),
+    label_smoothing: float = typer.Option(0.0),
+    val_fraction: float = typer.Option(0.15),
+    patience: int = typer.Option(15, help="Early stopping: epochs without a better validation loss."),
+    target_sensitivity: float = typer.Option(0.95, help="Threshold is chosen on validation for this."),
+    zoom: tuple[float, float] = typer.Option((0.9, 1.1), help="Zoom range (>1 magnifies)."),
+    rotation: float = typer.Option(10.0, help="Rotation range, +/- degrees."),
+    brightness: tuple[float, float] = typer.Option((0.6, 1.5), help="Brightness multiplier range."),
+    hflip: float = typer.Option(0.5, help="Probability of a horizontal flip (vertical: never)."),
+    translate: float = typer.Option(0.0, help="Shift range, fraction of half the image side."),
+    gamma: tuple[float, float] = typer.Option((1.0, 1.0), help="Contrast curve x**gamma range; 1 1 = off."),
+    noise: float = typer.Option(0.0, help="Largest Gaussian noise standard deviation (image in 0-1)."),
+    seed: int = typer.Option(0),
+    device: str = typer.Option("auto", help="auto, cpu, cuda, cuda:1 ..."),
+    compile: bool = typer.Option(False, help="torch.compile the model (GPU)."),
+    max_steps: Optional[int] = typer.Option(None, help="Stop after this many steps (smoke tests)."),
+    limit: Optional[int] = typer.Option(None, help="Use a random subset of this many images."),
+) -> None:
+    """Train a model from scratch and write it as one model file."""
+    from braintriage.augment import AugmentPolicy
+    from braintriage.train import TrainConfig, train as run_training
+
+    policy = AugmentPolicy(zoom=zoom, rotation_degrees=rotation, brightness=brightness, horizontal_flip=hflip,
+                           translate=translate, gamma=gamma, noise=noise)
+    cfg = TrainConfig(data=str(data), output=str(output), run_dir=str(run_dir), architecture=architecture,
+                      labels=labels, image_size=image_size, epochs=epochs, batch_size=batch_size, lr=lr,
+                      weight_decay=weight_decay, label_smoothing=label_smoothing, val_fraction=val_fraction,
+                      patience=patience, target_sensitivity=target_sensitivity, seed=seed, device=device,
+                      compile=compile, max_steps=max_steps, limit=limit, augment=policy)
+    run_training(cfg, log=typer.echo)
+
+
+@app.command()
+def cache(
+    data: Path = typer.Argument(..., help="Dataset folder or CSV manifest."),
+    output: Path = typer.Option(..., "--output", "-o", help="Cache file to write (.npz)."),
+    split: str = typer.Option("training", help="training or testing, for a seed-layout root."),
+    image_size: int = typer.Option(200),
+) -> None:
+    """Decode and preprocess a dataset once into a portable cache file (train on it anywhere)."""
+    from braintriage.cache import decode_dataset
+    from braintriage.datasets import load_dataset
+    from braintriage.preprocess import PreprocessConfig
+
+    decoded = decode_dataset(load_dataset(data, split), PreprocessConfig(size=image_size))
+    for p, msg in decoded.errors:
+        typer.echo(f"skipped unreadable image {p}: {msg}", err=True)
+    decoded.save(output)
+    typer.echo(f"{len(decoded)} images -> {output} (fingerprint {decoded.fingerprint[:16]})")
+
+
+@app.command()
+def evaluate(
+    data: Path = typer.Argument(..., help="Labelled dataset (Testing split of a seed-layout root), CSV "
+                                          "manifest, or decoded cache file."),
+    model: Optional[Path] = typer.Option(None, "--model", "-m", help="Model file; default: the bundled one."),
+    split: str = typer.Option("testing", help="training or testing, for a seed-layout root."),
+    output_dir: Path = typer.Option(Path("evaluation"), help="Where metrics.json and the PNGs go."),
+) -> None:
+    """Accuracy, sensitivity, specificity, precision, F1, ROC-AUC and the confusion matrix."""
+    from rich.console import Console
+
+    from braintriage.evaluate import evaluate as run_evaluation
+    from braintriage.reports import metrics_table
+
+    report = run_evaluation(data, model, split, output_dir)
+    console = Console()
+    console.print(metrics_table(report["metrics"], f"{data} ({report['metrics']['n']} images)"))
+    if "type_accuracy" in report:
+        console.print(f"tumor type accuracy (4 classes): {report['type_accuracy']:.3f}")
+    for row in report["unreadable"]:
+        console.print(f"[red]unreadable[/red] {row['path']}: {row['error']}")
+    console.print(f"saved {output_dir}/metrics.json and confusion matrix PNG")
+
+
+@app.command()
+def predict(
+    paths: list[Path] = typer.Argument(..., help="Image files and folders (searched recursively)."),
+    model: Optional[Path] = typer.Option(None, "--model", "-m", help="Model file; default: the bundled one."),
+    output: Optional[Path] = typer.Option(None, "--output", "-o", help="Write a CSV of the results here."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No table on the terminal."),
+) -> None:
+    """Score scans: P(tumor) and a verdict at the model's threshold. Exit code 1 if any file failed."""
+    from braintriage.inference import Predictor, expand_inputs
+    from braintriage.results import print_predictions, write_predictions_csv
+
+    predictor = Predictor(model)
+    results = predictor.predict_files(expand_inputs(paths))
+    if output:
+        write_predictions_csv(results, output)
+    if not quiet:
+        print_predictions(results, predictor)
+    failed = sum(r.error is not None for r in results)
+    if failed:
+        typer.echo(f"{failed} of {len(results)} files could not be scored", err=True)
+        raise typer.Exit(1)
+
+
+def main() -> None:
+    app()

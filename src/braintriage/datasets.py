@@ -58,7 +58,10 @@ class Dataset:
 
     def relpath(self, sample: Sample) -> str:
         base = self.root.parent if self.root.is_file() else self.root
-        return sample.path.relative_to(base).as_posix()
+        try:
+            return sample.path.relative_to(base).as_posix()
+        except ValueError:  # a manifest may point outside its own folder
+            return sample.path.as_posix()
 
     def fingerprint(self) -> str:
         """sha256 over (relative path, labels, file content) of every image, in sorted order."""

@@ -1,0 +1,46 @@
+"""Shared fixtures. Dataset tests read the seed dataset from ../shared/data (or BRAINTRIAGE_DATA): in CI a
+missing dataset fails them; on a developer machine without it they are skipped."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+REPO = Path(__file__).resolve().parents[1]
+DEFAULT_DATA = REPO.parent / "shared" / "data" / "brain-tumor-classification-mri"
+
+
+@pytest.fixture(scope="session")
+def seed_data() -> Path:
+    root = Path(os.environ.get("BRAINTRIAGE_DATA", DEFAULT_DATA))
+    if not (root / "Training").is_dir():
+        message = f"seed dataset not found at {root} (set BRAINTRIAGE_DATA)"
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
+    return root
+
+
+def synthetic_slice(size: int = 128, seed: int = 0, lesion: bool = False) -> np.ndarray:
+    """A made-up 'brain slice': an ellipse of noisy tissue on black, with an optional bright blob."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[:size, :size] / size - 0.5
+    head = (xx / 0.4) ** 2 + (yy / 0.45) ** 2 < 1
+    img = np.where(head, 90 + 30 * rng.standard_normal((size, size)), 0)
+    if lesion:
+        img += 120 * np.exp(-(((xx - 0.1) ** 2 + (yy + 0.1) ** 2) / 0.005))
+    return img.clip(0, 255).astype(np.uint8)
+
+
+@pytest.fixture
+def image_folder(tmp_path: Path) -> Path:
+    """A folder of small synthetic scans in several formats."""
+    folder = tmp_path / "scans"
+    folder.mkdir()
+    for i, ext in enumerate(["jpg", "png", "bmp", "tif"]):
+        Image.fromarray(synthetic_slice(seed=i, lesion=i % 2 == 0)).convert("RGB").save(folder / f"scan{i}.{ext}")
+    return folder

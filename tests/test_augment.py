@@ -1,0 +1,50 @@
+import torch
+
+from braintriage.augment import AugmentPolicy, augment_batch, sample_affine
+
+
+def spot_image(n: int, size: int = 64) -> torch.Tensor:
+    """A bright spot near the top-left corner of a dark image."""
+    x = torch.zeros(n, 1, size, size)
+    x[:, :, 8:16, 8:16] = 1.0
+    return x
+
+
+def centre_of_mass(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    size = x.shape[-1]
+    coords = torch.arange(size, dtype=torch.float32)
+    mass = x.sum(dim=(1, 2, 3)).clamp(min=1e-6)
+    return (x.sum(dim=(1, 3)) @ coords / mass), (x.sum(dim=(1, 2)) @ coords / mass)  # (row, col)
+
+
+def test_never_flips_vertically_but_does_flip_horizontally():
+    policy = AugmentPolicy(brightness=(1.0, 1.0))
+    out = augment_batch(spot_image(400), policy, torch.Generator().manual_seed(0))
+    row, col = centre_of_mass(out)
+    assert (row < 32).all(), "the spot at the top must stay in the top half"
+    mirrored = (col > 32).float().mean()
+    assert 0.3 < mirrored < 0.7, "about half the images are mirrored left-right"
+
+
+def test_transforms_are_similarities_without_shear():
+    theta = sample_affine(1000, AugmentPolicy(zoom=(0.8, 1.25), rotation_degrees=10),
+                          torch.Generator().manual_seed(1))
+    a = theta[:, :, :2]
+    gram = a @ a.transpose(1, 2)
+    scale = gram[:, 0, 0]
+    assert torch.allclose(gram[:, 1, 1], scale, atol=1e-5) and gram[:, 0, 1].abs().max() < 1e-5
+    assert (a[:, 1, 1] > 0).all()  # y axis never negated
+    angles = torch.rad2deg(torch.atan2(a[:, 1, 0].abs(), a[:, 1, 1]))
+    assert angles.max() <= 10.0 + 1e-3
+
+
+def test_brightness_range_and_output_range():
+    x = torch.full((200, 1, 16, 16), 0.5)
+    policy = AugmentPolicy(zoom=(1.0, 1.0), rotation_degrees=0, horizontal_flip=0, brightness=(0.6, 1.5))
+    out = augment_batch(x, policy, torch.Generator().manual_seed(2))
+    centre = out[:, 0, 8, 8]
+    assert centre.min() >= 0.3 - 1e-4 and centre.max() <= 0.75 + 1e-4
+    assert centre.max() - centre.min() > 0.3
+    loud = AugmentPolicy(gamma=(0.5, 2.0), noise=0.1)
+    out = augment_batch(torch.rand(50, 1, 16, 16), loud, torch.Generator().manual_seed(3))
+    assert out.min() >= 0 and out.max() <= 1 and out.shape == (50, 1, 16, 16)

@@ -1,0 +1,85 @@
+import csv
+import json
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from braintriage.cli import app
+from braintriage.inference import Predictor, expand_inputs
+
+runner = CliRunner()
+
+
+@pytest.fixture(scope="module")
+def predictor():
+    return Predictor()  # the bundled model
+
+
+def test_good_and_bad_files_each_get_their_row(predictor, image_folder):
+    (image_folder / "notes.txt").write_text("hello")
+    (image_folder / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 not really")
+    paths = expand_inputs([image_folder, image_folder / "missing.png"])
+    results = predictor.predict_files(paths)
+    assert [r.path for r in results] == paths
+    errors = {r.path.rsplit("/", 1)[1]: r.error for r in results if r.error}
+    assert set(errors) == {"notes.txt", "broken.jpg", "missing.png"}
+    good = [r for r in results if not r.error]
+    assert len(good) == 4
+    for r in good:
+        assert 0 <= r.tumor_probability <= 1
+        assert r.prediction == ("tumor" if r.tumor_probability >= predictor.threshold else "no_tumor")
+        assert abs(sum(r.type_probabilities.values()) - 1) < 1e-4
+
+
+def test_predictions_do_not_depend_on_batching(predictor, image_folder):
+    paths = expand_inputs([image_folder])
+    one_by_one = [predictor.predict_files([p])[0].tumor_probability for p in paths]
+    together = [r.tumor_probability for r in predictor.predict_files(paths)]
+    assert np.allclose(one_by_one, together, atol=1e-5)
+
+
+def test_cli_exit_codes_and_csv(image_folder, tmp_path):
+    out = tmp_path / "p.csv"
+    ok = runner.invoke(app, ["predict", str(image_folder), "--output", str(out)])
+    assert ok.exit_code == 0, ok.output
+    rows = list(csv.DictReader(out.open()))
+    assert list(rows[0]) == ["path", "tumor_probability", "prediction", "error"]
+    assert len(rows) == 4 and all(r["prediction"] in ("tumor", "no_tumor") and not r["error"] for r in rows)
+    assert rows[0]["path"].startswith(str(image_folder))
+
+    (image_folder / "bad.png").write_bytes(b"garbage")
+    bad = runner.invoke(app, ["predict", str(image_folder), "--output", str(out)])
+    assert bad.exit_code == 1
+    rows = list(csv.DictReader(out.open()))
+    assert len(rows) == 5 and sum(bool(r["error"]) for r in rows) == 1
+    assert sum(r["prediction"] != "" for r in rows) == 4
+
+    missing_model = runner.invoke(app, ["predict", str(image_folder), "--model", str(tmp_path / "nope")])
+    assert missing_model.exit_code != 0
+    assert runner.invoke(app, ["predict"]).exit_code == 2  # usage error
+
+
+def test_cli_evaluate_rejects_an_unknown_layout(tmp_path, image_folder):
+    result = runner.invoke(app, ["evaluate", str(image_folder)])
+    assert result.exit_code != 0 and "Known dataset layouts" in str(result.exception)
+
+
+@pytest.mark.dataset
+def test_bundled_model_meets_the_seed_study_on_testing(seed_data, tmp_path):
+    """The bundled model at its own threshold must at least match the original study's best (VGG-19):
+    accuracy >= 0.88 and sensitivity >= 0.85 on Testing, through `evaluate` and through `predict`."""
+    result = runner.invoke(app, ["evaluate", str(seed_data / "Testing"), "--output-dir", str(tmp_path / "ev")])
+    assert result.exit_code == 0, result.output
+    report = json.loads((tmp_path / "ev" / "metrics.json").read_text())
+    m = report["metrics"]
+    assert m["n"] == 394 and m["accuracy"] >= 0.88 and m["sensitivity"] >= 0.85
+    assert (tmp_path / "ev" / "confusion_matrix.png").exists()
+
+    out = tmp_path / "t.csv"
+    result = runner.invoke(app, ["predict", str(seed_data / "Testing"), "--output", str(out), "--quiet"])
+    assert result.exit_code == 0
+    rows = list(csv.DictReader(out.open()))
+    truth = np.array(["/no_tumor/" not in r["path"] for r in rows])
+    said = np.array([r["prediction"] == "tumor" for r in rows])
+    assert len(rows) == 394 and (said == truth).mean() >= 0.88 and said[truth].mean() >= 0.85

@@ -1,0 +1,59 @@
+import numpy as np
+from PIL import Image
+
+from braintriage.cache import DecodedSet, decode_dataset
+from braintriage.datasets import load_dataset
+from braintriage.metrics import binary_metrics, threshold_for_sensitivity
+from braintriage.preprocess import PreprocessConfig
+from braintriage.train import class_weights, grouped_split
+
+
+def blocks(seed: int) -> np.ndarray:
+    """Coarse random blocks: images whose perceptual hashes differ clearly unless the seed is the same."""
+    coarse = np.random.default_rng(seed).integers(0, 256, (8, 8)).astype(np.uint8)
+    return np.kron(coarse, np.ones((12, 12), np.uint8))
+
+
+def test_cache_round_trip_groups_near_copies_and_reports_bad_files(tmp_path):
+    for folder, seeds in (("tumor", [1, 1, 2, 3]), ("no_tumor", [4, 5])):
+        (tmp_path / folder).mkdir()
+        for i, s in enumerate(seeds):  # seed 1 twice: a pixel-identical copy
+            Image.fromarray(blocks(s)).save(tmp_path / folder / f"{i}.png")
+    (tmp_path / "tumor" / "bad.png").write_bytes(b"not a png")
+    decoded = decode_dataset(load_dataset(tmp_path), PreprocessConfig(size=48))
+    assert len(decoded) == 6 and decoded.errors == [("tumor/bad.png", decoded.errors[0][1])]
+    g = dict(zip(decoded.paths, decoded.groups))
+    assert g["tumor/0.png"] == g["tumor/1.png"] != g["tumor/2.png"]
+    decoded.save(tmp_path / "c.npz")
+    again = DecodedSet.load(tmp_path / "c.npz")
+    assert (again.images == decoded.images).all() and again.fingerprint == decoded.fingerprint
+    assert list(again.paths) == list(decoded.paths) and again.preprocess == PreprocessConfig(size=48)
+
+
+def test_grouped_split_never_splits_a_group():
+    rng = np.random.default_rng(0)
+    n = 600
+    groups = rng.integers(0, 150, n)
+    types = groups % 4  # a group shares its type, as near-copies do
+    d = DecodedSet(np.zeros((n, 1, 1), np.uint8), (types > 0).astype(int), types, np.array([str(i) for i in range(n)]),
+                   np.zeros(n, np.uint64), groups, "f", PreprocessConfig())
+    train, val = grouped_split(d, 0.15, seed=0)
+    assert len(set(train) | set(val)) == n and not set(groups[train]) & set(groups[val])
+    assert 0.08 < len(val) / n < 0.25
+    assert set(types[val]) == {0, 1, 2, 3}
+
+
+def test_balanced_class_weights_favour_the_minority():
+    w = class_weights(np.array([0] * 10 + [1] * 60), 2)
+    assert w[0] / w[1] == 6
+
+
+def test_metrics_and_sensitivity_threshold():
+    y = np.array([1, 1, 1, 1, 0, 0])
+    p = np.array([0.9, 0.8, 0.3, 0.6, 0.2, 0.7])
+    m = binary_metrics(y, p, 0.5)
+    assert m["confusion_matrix"] == [[1, 1], [1, 3]]
+    assert (m["sensitivity"], m["specificity"], m["accuracy"]) == (0.75, 0.5, 4 / 6)
+    t = threshold_for_sensitivity(y, p, target=1.0)
+    assert t == 0.3 and binary_metrics(y, p, t)["sensitivity"] == 1.0
+    assert threshold_for_sensitivity(y, p, target=0.5) == 0.5  # capped: never less sensitive than 0.5

@@ -56,13 +56,13 @@ def test_cli_exit_codes_and_csv(image_folder, tmp_path):
     assert sum(r["prediction"] != "" for r in rows) == 4
 
     missing_model = runner.invoke(app, ["predict", str(image_folder), "--model", str(tmp_path / "nope")])
-    assert missing_model.exit_code != 0
+    assert missing_model.exit_code == 2 and "model file not found" in missing_model.output
     assert runner.invoke(app, ["predict"]).exit_code == 2  # usage error
 
 
 def test_cli_evaluate_rejects_an_unknown_layout(tmp_path, image_folder):
     result = runner.invoke(app, ["evaluate", str(image_folder)])
-    assert result.exit_code != 0 and "Known dataset layouts" in str(result.exception)
+    assert result.exit_code == 2 and "Known dataset layouts" in result.output
 
 
 @pytest.mark.dataset

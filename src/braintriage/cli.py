@@ -2,14 +2,29 @@
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Optional
+from typing import Iterator, Optional
 
 import typer
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="Flag brain MRI slices that show a tumor, for specialist review. "
                        "Decision support only, never a diagnosis.")
+
+
+@contextmanager
+def user_errors() -> Iterator[None]:
+    """Mistakes in what the user gave (a dataset layout, a model file) end with a message and exit code 2,
+    not a traceback."""
+    from braintriage.datasets import DatasetLayoutError
+    from braintriage.modelfile import ModelFileError
+
+    try:
+        yield
+    except (DatasetLayoutError, ModelFileError) as e:
+        typer.echo(f"error: {e}", err=True)
+        raise typer.Exit(2) from None
 
 
 @app.command()
@@ -53,7 +68,8 @@ def train(
                       weight_decay=weight_decay, label_smoothing=label_smoothing, val_fraction=val_fraction,
                       patience=patience, target_sensitivity=target_sensitivity, seed=seed, device=device,
                       compile=compile, max_steps=max_steps, limit=limit, augment=policy)
-    run_training(cfg, log=typer.echo)
+    with user_errors():
+        run_training(cfg, log=typer.echo)
 
 
 @app.command()
@@ -68,7 +84,8 @@ def cache(
     from braintriage.datasets import load_dataset
     from braintriage.preprocess import PreprocessConfig
 
-    decoded = decode_dataset(load_dataset(data, split), PreprocessConfig(size=image_size))
+    with user_errors():
+        decoded = decode_dataset(load_dataset(data, split), PreprocessConfig(size=image_size))
     for p, msg in decoded.errors:
         typer.echo(f"skipped unreadable image {p}: {msg}", err=True)
     decoded.save(output)
@@ -89,7 +106,8 @@ def evaluate(
     from braintriage.evaluate import evaluate as run_evaluation
     from braintriage.reports import metrics_table
 
-    report = run_evaluation(data, model, split, output_dir)
+    with user_errors():
+        report = run_evaluation(data, model, split, output_dir)
     console = Console()
     console.print(metrics_table(report["metrics"], f"{data} ({report['metrics']['n']} images)"))
     if "type_accuracy" in report:
@@ -110,7 +128,8 @@ def predict(
     from braintriage.inference import Predictor, expand_inputs
     from braintriage.results import print_predictions, write_predictions_csv
 
-    predictor = Predictor(model)
+    with user_errors():
+        predictor = Predictor(model)
     results = predictor.predict_files(expand_inputs(paths))
     if output:
         write_predictions_csv(results, output)

@@ -28,6 +28,25 @@ def user_errors() -> Iterator[None]:
 
 
 @app.command()
+def audit(
+    data: Path = typer.Argument(..., help="Dataset folder or CSV manifest (a seed root: both splits)."),
+    json_output: Optional[Path] = typer.Option(None, "--json", help="Write the whole audit as one JSON object."),
+) -> None:
+    """Counts, sizes, unreadable files, exact and near duplicates, label conflicts and train/test leakage."""
+    import json
+
+    from braintriage.audit import audit as run_audit
+    from braintriage.reports import print_audit
+
+    with user_errors():
+        result = run_audit(data)
+    print_audit(result)
+    if json_output:
+        json_output.write_text(json.dumps(result, indent=2))
+        typer.echo(f"saved {json_output}")
+
+
+@app.command()
 def train(
     data: Path = typer.Argument(..., help="Dataset folder (its Training split for the seed layout), CSV "
                                           "manifest, or a decoded cache file (.npz)."),

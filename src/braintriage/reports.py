@@ -60,3 +60,40 @@ def metrics_table(metrics: dict, title: str):
     table.add_row("images (tumor / no tumor)", f"{metrics['n']} ({metrics['n_tumor']} / {metrics['n_no_tumor']})")
     table.add_row("missed tumors (FN) / false alarms (FP)", f"{fn} / {fp}")
     return table
+
+
+def print_audit(a: dict) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console()
+    table = Table(title=f"{a['dataset']} ({a['layout']} layout, {a['images']} images, {a['seconds']} s)")
+    table.add_column("split")
+    classes = sorted({c for s in a["splits"].values() for c in s["classes"]})
+    for c in classes:
+        table.add_column(c, justify="right")
+    table.add_column("total", justify="right")
+    for name, s in a["splits"].items():
+        table.add_row(name, *[str(s["classes"].get(c, 0)) for c in classes], str(s["images"]))
+    console.print(table)
+    sizes = a["sizes"]
+    console.print(f"sizes: {sizes['distinct']} distinct, most common {sizes['most_common']}; "
+                  f"width min/median/max {sizes['width_min_median_max']}; modes {a['modes']}")
+    console.print(f"unreadable files: {len(a['unreadable'])}")
+    for row in a["unreadable"]:
+        console.print(f"  [red]{row['split']}/{row['path']}[/red]: {row['error']}")
+    ex, near = a["exact_duplicates"], a["near_duplicates"]
+    console.print(f"exact duplicates: {ex['file_identical_groups']} groups of identical files "
+                  f"({ex['file_identical_images']} images), {ex['pixel_identical_groups']} of identical pixels "
+                  f"({ex['pixel_identical_images']} images)")
+    console.print(f"near duplicates (pHash distance <= {near['max_hamming_distance']}): {near['groups']} groups, "
+                  f"{near['images_in_groups']} images, largest {near['largest_group']}")
+    lc = a["label_conflicts"]
+    console.print(f"label conflicts: {lc['pixel_identical_groups']} groups of pixel-identical images with "
+                  f"different classes; {lc['pairs']} near-duplicate pairs with different classes "
+                  f"({lc['images']} images; {lc['pairs_tumor_vs_no_tumor']} tumor vs no tumor), candidates to inspect")
+    console.print(f"groups crossing splits: {a['cross_split_groups']['groups']}")
+    if "held_out_images" in a:
+        console.print(f"[bold]leaked images: {a['leaked_images']} of {a['held_out_images']}[/bold] non-training "
+                      f"images have a duplicate in training ({a['leaked_pixel_identical']} pixel-identical, "
+                      f"{a['leaked_at_phash_distance_0']} at pHash distance 0); by class {a['leaked_by_class']}")

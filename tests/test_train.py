@@ -1,36 +1,96 @@
 import csv
+import json
 from pathlib import Path
 
+import numpy as np
 import pytest
+import torch
+from PIL import Image
 
 from braintriage.augment import AugmentPolicy
 from braintriage.datasets import load_dataset
 from braintriage.modelfile import read_metadata
-from braintriage.train import TrainConfig, train
+from braintriage.train import TrainConfig, fit_temperature, train
+
+NO_AUGMENT = AugmentPolicy(zoom=(1, 1), rotation_degrees=0, brightness=(1, 1))
 
 
-@pytest.mark.dataset
-def test_a_short_run_on_real_images_lowers_the_loss_and_writes_a_model(seed_data, tmp_path, monkeypatch):
-    monkeypatch.setenv("BRAINTRIAGE_CACHE", str(tmp_path / "cache"))
+@pytest.fixture(scope="module")
+def real_subset(seed_data, tmp_path_factory) -> Path:
+    """A manifest of 64 Training images, 16 per folder, spread over each folder."""
     ds = load_dataset(seed_data, "training")
     by_type: dict[str, list] = {}
     for s in ds.samples:
         by_type.setdefault(s.tumor_type, []).append(s)
-    manifest = tmp_path / "subset.csv"
+    manifest = tmp_path_factory.mktemp("subset") / "subset.csv"
     with manifest.open("w", newline="") as f:
         w = csv.writer(f)
         w.writerow(["path", "label"])
         for t, samples in by_type.items():
-            for s in samples[::24][:16]:  # 16 per type, spread over the folder
+            for s in samples[::24][:16]:
                 w.writerow([s.path, t])
-    cfg = TrainConfig(data=str(manifest), output=str(tmp_path / "m.safetensors"), run_dir=str(tmp_path / "run"),
+    return manifest
+
+
+@pytest.mark.dataset
+def test_a_short_run_on_real_images_lowers_the_loss_and_writes_a_model(real_subset, tmp_path, monkeypatch):
+    monkeypatch.setenv("BRAINTRIAGE_CACHE", str(tmp_path / "cache"))
+    cfg = TrainConfig(data=str(real_subset), output=str(tmp_path / "m.safetensors"), run_dir=str(tmp_path / "run"),
                       image_size=64, epochs=12, batch_size=16, lr=2e-3, val_fraction=0.25, patience=100,
-                      augment=AugmentPolicy(zoom=(1, 1), rotation_degrees=0, brightness=(1, 1)), seed=0)
+                      augment=NO_AUGMENT, seed=0, calibrate=True)
     result = train(cfg, log=lambda *_: None)
     losses = [row["train_loss"] for row in result["history"]]
     assert min(losses[-3:]) < 0.8 * losses[0]
     meta = read_metadata(tmp_path / "m.safetensors")
     assert meta["output"] == "softmax" and 0 < meta["threshold"] <= 0.5
+    assert meta["temperature"] > 0 and len(meta["history"]) == 12
     assert meta["training"]["train_images"] + meta["training"]["validation_images"] == 64
     for name in ("history.csv", "training_curves.png", "metadata.json"):
         assert (Path(cfg.run_dir) / name).stat().st_size > 0
+
+
+@pytest.mark.dataset
+def test_grouped_cross_validation_reports_mean_and_spread(real_subset, tmp_path, monkeypatch):
+    monkeypatch.setenv("BRAINTRIAGE_CACHE", str(tmp_path / "cache"))
+    cfg = TrainConfig(data=str(real_subset), output=str(tmp_path / "unused.safetensors"),
+                      run_dir=str(tmp_path / "cv"), image_size=48, epochs=2, batch_size=16, folds=3,
+                      augment=NO_AUGMENT)
+    result = train(cfg, log=lambda *_: None)
+    saved = json.loads((tmp_path / "cv" / "cv.json").read_text())
+    assert saved["folds"] == 3 and len(saved["per_fold"]) == 3
+    assert sum(f["images"] for f in saved["per_fold"]) == 64
+    for name in ("accuracy", "sensitivity", "specificity"):
+        s = result["summary_at_0.5"][name]
+        assert s["min"] <= s["mean"] <= s["max"] and s["std"] >= 0
+    assert not (tmp_path / "unused.safetensors").exists()
+
+
+def blocks(seed: int) -> np.ndarray:
+    coarse = np.random.default_rng(seed).integers(0, 256, (8, 8)).astype(np.uint8)
+    return np.kron(coarse, np.ones((8, 8), np.uint8))
+
+
+def test_exclude_leaked_drops_training_copies_of_test_images(tmp_path, monkeypatch):
+    monkeypatch.setenv("BRAINTRIAGE_CACHE", str(tmp_path / "cache"))
+    folders = ("glioma_tumor", "meningioma_tumor", "pituitary_tumor", "no_tumor")
+    for k, folder in enumerate(folders):
+        (tmp_path / "train" / folder).mkdir(parents=True)
+        for i in range(4):
+            Image.fromarray(blocks(10 * k + i)).save(tmp_path / "train" / folder / f"{i}.png")
+    for folder in ("tumor", "no_tumor"):
+        (tmp_path / "test" / folder).mkdir(parents=True)
+    Image.fromarray(blocks(0)).save(tmp_path / "test" / "tumor" / "copy.png")  # = train glioma 0
+    Image.fromarray(blocks(31)).save(tmp_path / "test" / "no_tumor" / "copy.png")  # = train no_tumor 1
+    Image.fromarray(blocks(99)).save(tmp_path / "test" / "tumor" / "new.png")
+    cfg = TrainConfig(data=str(tmp_path / "train"), output=str(tmp_path / "m.safetensors"),
+                      run_dir=str(tmp_path / "run"), image_size=32, epochs=1, batch_size=4, val_fraction=0.25,
+                      exclude_leaked=str(tmp_path / "test"), augment=NO_AUGMENT)
+    meta = train(cfg, log=lambda *_: None)["metadata"]
+    assert meta["training"]["excluded_leaked_images"] == 2 and meta["training"]["images"] == 14
+
+
+def test_temperature_scaling_undoes_overconfidence():
+    torch.manual_seed(0)
+    true_logits = torch.randn(4000, 4)
+    targets = torch.multinomial(torch.softmax(true_logits, 1), 1)[:, 0]
+    assert fit_temperature(3.0 * true_logits, targets) == pytest.approx(3.0, rel=0.1)

@@ -73,6 +73,28 @@ def leaked_mask(test_hashes: np.ndarray, train_hashes: np.ndarray,
     return nearest <= max_distance, nearest
 
 
+def image_hashes(paths: list[Path], workers: int = 4) -> np.ndarray:
+    """pHash of each readable image (unreadable ones are skipped)."""
+    def one(p: Path) -> int:
+        try:
+            return int(phash64(decode_image(p)))
+        except ImageReadError:
+            return -1
+
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        values = list(pool.map(one, paths))
+    return np.array([v for v in values if v >= 0], dtype=np.uint64)
+
+
+def dataset_hashes(data: str | Path, split: str = "training") -> np.ndarray:
+    """pHashes of a dataset's images (one split of a seed root), or those stored in a decoded cache."""
+    if str(data).endswith(".npz"):
+        from braintriage.cache import DecodedSet
+
+        return DecodedSet.load(data).phash
+    return image_hashes([s.path for s in load_dataset(data, split=split).samples])
+
+
 def audit(root: str | Path, workers: int = 4) -> dict:
     t0 = time.time()
     splits = dataset_splits(root)

@@ -73,6 +73,10 @@ def train(
     seed: int = typer.Option(0),
     device: str = typer.Option("auto", help="auto, cpu, cuda, cuda:1 ..."),
     compile: bool = typer.Option(False, help="torch.compile the model (GPU)."),
+    calibrate: bool = typer.Option(False, help="Temperature-scale probabilities on validation data."),
+    exclude_leaked: Optional[Path] = typer.Option(
+        None, help="Drop training images that near-duplicate images of this test dataset."),
+    folds: Optional[int] = typer.Option(None, help="Grouped k-fold cross-validation (no model written)."),
     max_steps: Optional[int] = typer.Option(None, help="Stop after this many steps (smoke tests)."),
     limit: Optional[int] = typer.Option(None, help="Use a random subset of this many images."),
 ) -> None:
@@ -86,7 +90,9 @@ def train(
                       labels=labels, image_size=image_size, epochs=epochs, batch_size=batch_size, lr=lr,
                       weight_decay=weight_decay, label_smoothing=label_smoothing, val_fraction=val_fraction,
                       patience=patience, target_sensitivity=target_sensitivity, seed=seed, device=device,
-                      compile=compile, max_steps=max_steps, limit=limit, augment=policy)
+                      compile=compile, calibrate=calibrate,
+                      exclude_leaked=str(exclude_leaked) if exclude_leaked else None, folds=folds,
+                      max_steps=max_steps, limit=limit, augment=policy)
     with user_errors():
         run_training(cfg, log=typer.echo)
 
@@ -118,22 +124,39 @@ def evaluate(
     model: Optional[Path] = typer.Option(None, "--model", "-m", help="Model file; default: the bundled one."),
     split: str = typer.Option("testing", help="training or testing, for a seed-layout root."),
     output_dir: Path = typer.Option(Path("evaluation"), help="Where metrics.json and the PNGs go."),
+    train_data: Optional[Path] = typer.Option(
+        None, help="Training data, to find the unleaked test subset. Default: the seed root's Training, "
+                   "else the seed dataset ($BRAINTRIAGE_DATA or ../shared/data/brain-tumor-classification-mri)."),
+    report: Optional[Path] = typer.Option(None, help="Also write a self-contained HTML report here."),
+    bootstrap: int = typer.Option(1000, help="Bootstrap resamples for the 95% intervals."),
 ) -> None:
-    """Accuracy, sensitivity, specificity, precision, F1, ROC-AUC and the confusion matrix."""
+    """Metrics with 95% CIs, ROC/PR/calibration, sensitivity per tumor type, and the unleaked subset."""
     from rich.console import Console
 
     from braintriage.evaluate import evaluate as run_evaluation
     from braintriage.reports import metrics_table
 
     with user_errors():
-        report = run_evaluation(data, model, split, output_dir)
+        result = run_evaluation(data, model, split, output_dir, train_data, report, bootstrap)
     console = Console()
-    console.print(metrics_table(report["metrics"], f"{data} ({report['metrics']['n']} images)"))
-    if "type_accuracy" in report:
-        console.print(f"tumor type accuracy (4 classes): {report['type_accuracy']:.3f}")
-    for row in report["unreadable"]:
+    console.print(metrics_table(result["metrics"], f"{data}: all images", result["ci95"]))
+    if result.get("unleaked"):
+        leak = result["leakage"]
+        console.print(metrics_table(result["unleaked"]["metrics"], f"unleaked subset: {leak['unleaked_images']} "
+                                    f"images with no near duplicate in {leak['train_data']}",
+                                    result["unleaked"]["ci95"]))
+    for subset in ("all", "unleaked"):
+        block = result if subset == "all" else result.get("unleaked")
+        if block and block["sensitivity_by_type"]:
+            console.print(f"sensitivity by type ({subset}): " + ", ".join(
+                f"{k} {v['value']:.3f} [{v['ci95'][0]:.3f}-{v['ci95'][1]:.3f}] n={v['n']}"
+                for k, v in block["sensitivity_by_type"].items()))
+    console.print(f"calibration: ECE {result['calibration']['ece']:.3f}")
+    if "type_accuracy" in result:
+        console.print(f"tumor type accuracy (4 classes): {result['type_accuracy']:.3f}")
+    for row in result["unreadable"]:
         console.print(f"[red]unreadable[/red] {row['path']}: {row['error']}")
-    console.print(f"saved {output_dir}/metrics.json and confusion matrix PNG")
+    console.print(f"saved {output_dir}/metrics.json and plots" + (f"; report {report}" if report else ""))
 
 
 @app.command()

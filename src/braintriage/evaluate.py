@@ -1,24 +1,48 @@
-"""Evaluate a model on a labelled dataset: metrics as JSON, confusion matrices as PNG.
+"""Evaluate a model on a labelled dataset, honestly.
 
-Images are scored by the same `Predictor` that `predict` uses. A decoded cache file (.npz) is accepted too,
-so a GPU machine without the dataset can evaluate; its images are already preprocessed the same way.
+Every metric comes with a bootstrap 95% confidence interval; ROC, precision-recall and calibration are
+measured; sensitivity is broken down by tumor type; and everything is repeated on the *unleaked* subset:
+test images with no near duplicate (pHash within NEAR_DUPLICATE_DISTANCE bits) in the training data. On the
+seed dataset most test images are copies of training images, so only the unleaked numbers say how the model
+does on scans it has never seen the like of.
+
+Images are scored by the same `Predictor` that `predict` uses. A decoded cache file (.npz) is accepted too.
 """
 
 from __future__ import annotations
 
 import json
+import os
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 from sklearn.metrics import confusion_matrix
 
+from braintriage.audit import dataset_hashes, image_hashes, leaked_mask
 from braintriage.datasets import TUMOR_TYPES, load_dataset
 from braintriage.inference import Predictor
-from braintriage.metrics import binary_metrics
+from braintriage.metrics import binary_metrics, bootstrap_ci, bootstrap_proportion, calibration
+from braintriage.near_duplicates import NEAR_DUPLICATE_DISTANCE
+from braintriage.preprocess import decode_image
+
+SEED_DATA_DEFAULT = Path("../shared/data/brain-tumor-classification-mri")
 
 
-def score_dataset(predictor: Predictor, data: str | Path, split: str = "testing"):
-    """(paths, tumor labels, type indices (-1 unknown), P(tumor), type probabilities or None, errors)."""
+@dataclass
+class Scored:
+    paths: list[str]
+    tumor: np.ndarray  # 1 = tumor
+    type_index: np.ndarray  # index into TUMOR_TYPES, -1 unknown
+    p_tumor: np.ndarray
+    type_probs: np.ndarray | None
+    phash: np.ndarray  # uint64, for the leakage check
+    errors: list[tuple[str, str]]
+    grayscale: Callable[[int], np.ndarray]  # image i as uint8, for thumbnails
+
+
+def score_dataset(predictor: Predictor, data: str | Path, split: str = "testing") -> Scored:
     if str(data).endswith(".npz"):
         from braintriage.cache import DecodedSet
 
@@ -27,50 +51,110 @@ def score_dataset(predictor: Predictor, data: str | Path, split: str = "testing"
             raise ValueError(f"{data} was preprocessed as {decoded.preprocess}, the model needs "
                              f"{predictor.preprocess}")
         p, types = predictor.predict_arrays(decoded.images)
-        return list(decoded.paths), decoded.tumor, decoded.tumor_type, p, types, list(decoded.errors)
+        return Scored(list(decoded.paths), decoded.tumor, decoded.tumor_type, p, types, decoded.phash,
+                      list(decoded.errors), lambda i: decoded.images[i])
     ds = load_dataset(data, split=split)
     results = predictor.predict_files([str(s.path) for s in ds.samples])
     ok = [i for i, r in enumerate(results) if r.error is None]
-    errors = [(results[i].path, results[i].error) for i in range(len(results)) if results[i].error]
-    tumor = np.array([ds.samples[i].tumor for i in ok])
-    type_index = np.array([TUMOR_TYPES.index(ds.samples[i].tumor_type) if ds.samples[i].tumor_type else -1
-                           for i in ok])
-    p = np.array([results[i].tumor_probability for i in ok])
+    samples = [ds.samples[i] for i in ok]
     types = (np.array([[results[i].type_probabilities[n] for n in predictor.class_names] for i in ok])
              if ok and results[ok[0]].type_probabilities else None)
-    return [ds.relpath(ds.samples[i]) for i in ok], tumor, type_index, p, types, errors
+    return Scored(
+        paths=[ds.relpath(s) for s in samples],
+        tumor=np.array([s.tumor for s in samples], dtype=int),
+        type_index=np.array([TUMOR_TYPES.index(s.tumor_type) if s.tumor_type else -1 for s in samples], dtype=int),
+        p_tumor=np.array([results[i].tumor_probability for i in ok]),
+        type_probs=types,
+        phash=image_hashes([s.path for s in samples]),
+        errors=[(ds.relpath(ds.samples[i]), r.error) for i, r in enumerate(results) if r.error],
+        grayscale=lambda i: np.asarray(decode_image(samples[i].path)),
+    )
+
+
+def default_train_data(data: str | Path) -> Path | None:
+    """The training data that goes with `data`: the seed root's Training split, or the seed dataset
+    ($BRAINTRIAGE_DATA, else ../shared/data/...) when `data` is not part of a seed-layout tree."""
+    p = Path(data)
+    if (p / "Training").is_dir():
+        return p
+    if (p.parent / "Training").is_dir() and p.resolve() != (p.parent / "Training").resolve():
+        return p.parent / "Training"
+    seed = Path(os.environ.get("BRAINTRIAGE_DATA", SEED_DATA_DEFAULT))
+    return seed if (seed / "Training").is_dir() else None
+
+
+def subset_metrics(s: Scored, mask: np.ndarray, threshold: float, n_boot: int) -> dict:
+    y, p, t = s.tumor[mask], s.p_tumor[mask], s.type_index[mask]
+    out = {"metrics": binary_metrics(y, p, threshold), "ci95": bootstrap_ci(y, p, threshold, n_boot)}
+    out["sensitivity_by_type"] = {}
+    for k, name in enumerate(TUMOR_TYPES):
+        m = (t == k) & (y == 1)
+        if name != "no_tumor" and m.any():
+            hits = p[m] >= threshold
+            out["sensitivity_by_type"][name] = {"n": int(m.sum()), "value": float(hits.mean()),
+                                                "ci95": bootstrap_proportion(hits, n_boot)}
+    return out
 
 
 def evaluate(data: str | Path, model_path: str | Path | None = None, split: str = "testing",
-             output_dir: str | Path = "evaluation") -> dict:
+             output_dir: str | Path = "evaluation", train_data: str | Path | None = None,
+             report_html: str | Path | None = None, n_boot: int = 1000) -> dict:
     predictor = Predictor(model_path)
-    paths, tumor, type_index, p, types, errors = score_dataset(predictor, data, split)
-    if len(paths) == 0:
+    s = score_dataset(predictor, data, split)
+    if len(s.paths) == 0:
         raise ValueError(f"{data}: no readable images to evaluate")
+    threshold = predictor.threshold
+    everything = np.ones(len(s.paths), dtype=bool)
     report = {
-        "data": str(data), "split": split if not str(data).endswith(".npz") else None,
+        "data": str(data), "split": None if str(data).endswith(".npz") else split,
         "model": str(predictor.model_path), "model_architecture": predictor.metadata["architecture"],
-        "unreadable": [{"path": a, "error": b} for a, b in errors],
-        "metrics": binary_metrics(tumor, p, predictor.threshold),
-        "metrics_at_0.5": binary_metrics(tumor, p, 0.5),
+        "unreadable": [{"path": a, "error": b} for a, b in s.errors],
+        **subset_metrics(s, everything, threshold, n_boot),
+        "metrics_at_0.5": binary_metrics(s.tumor, s.p_tumor, 0.5),
+        "calibration": calibration(s.tumor, s.p_tumor),
     }
-    if types is not None and (type_index >= 0).all():
-        predicted = types.argmax(1)
-        report["type_accuracy"] = float((predicted == type_index).mean())
-        report["type_confusion_matrix"] = confusion_matrix(type_index, predicted,
+    train_data = train_data or default_train_data(data)
+    leaked = None
+    if train_data is not None:
+        leaked, nearest = leaked_mask(s.phash, dataset_hashes(train_data))
+        report["leakage"] = {
+            "train_data": str(train_data), "max_hamming_distance": NEAR_DUPLICATE_DISTANCE,
+            "leaked_images": int(leaked.sum()), "unleaked_images": int((~leaked).sum()),
+            "leaked_at_distance_0": int((nearest == 0).sum()),
+        }
+        report["unleaked"] = subset_metrics(s, ~leaked, threshold, n_boot) if (~leaked).any() else None
+    if s.type_probs is not None and (s.type_index >= 0).all():
+        predicted = s.type_probs.argmax(1)
+        report["type_accuracy"] = float((predicted == s.type_index).mean())
+        report["type_confusion_matrix"] = confusion_matrix(s.type_index, predicted,
                                                            labels=range(len(TUMOR_TYPES))).tolist()
         report["type_labels"] = list(TUMOR_TYPES)
-    report["predictions"] = [{"path": a, "tumor": int(t), "tumor_probability": float(q)}
-                             for a, t, q in zip(paths, tumor, p)]
+    report["predictions"] = [
+        {"path": a, "tumor": int(t), "tumor_probability": float(q),
+         **({"leaked": bool(leaked[i])} if leaked is not None else {})}
+        for i, (a, t, q) in enumerate(zip(s.paths, s.tumor, s.p_tumor))]
 
     out = Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)
     (out / "metrics.json").write_text(json.dumps(report, indent=2))
-    from braintriage.reports import plot_confusion_matrix
+    from braintriage import reports
 
-    plot_confusion_matrix(report["metrics"]["confusion_matrix"], ["no_tumor", "tumor"],
-                          out / "confusion_matrix.png", f"threshold {predictor.threshold:.3f}")
-    if "type_confusion_matrix" in report:
-        plot_confusion_matrix(report["type_confusion_matrix"], list(TUMOR_TYPES),
-                              out / "type_confusion_matrix.png", "tumor type")
+    figures = reports.evaluation_figures(report, s.tumor, s.p_tumor, predictor.metadata)
+    for name, png in figures.items():
+        (out / f"{name}.png").write_bytes(png)
+    if report_html:
+        from braintriage.report_html import write_report
+
+        write_report(report_html, report, figures, predictor.metadata, worst_errors(s, threshold))
     return report
+
+
+def worst_errors(s: Scored, threshold: float, n: int = 6) -> dict[str, list[dict]]:
+    """The most confident mistakes: tumors scored lowest (false negatives), normals scored highest."""
+    fn = [i for i in np.argsort(s.p_tumor) if s.tumor[i] == 1 and s.p_tumor[i] < threshold][:n]
+    fp = [i for i in np.argsort(-s.p_tumor) if s.tumor[i] == 0 and s.p_tumor[i] >= threshold][:n]
+
+    def rows(ids):
+        return [{"path": s.paths[i], "tumor_probability": float(s.p_tumor[i]), "image": s.grayscale(i)} for i in ids]
+
+    return {"false_negatives": rows(fn), "false_positives": rows(fp)}

@@ -53,6 +53,7 @@ class Predictor:
         norm = self.metadata["input"]["normalization"]
         self.mean, self.std = norm["mean"], norm["std"]
         self.threshold = float(self.metadata["threshold"])
+        self.temperature = float(self.metadata.get("temperature", 1.0))
         self.class_names = self.metadata["class_names"]
 
     @torch.inference_mode()
@@ -62,7 +63,7 @@ class Predictor:
         for i in range(0, len(images_u8), self.batch_size):
             x = to_model_input(torch.from_numpy(np.ascontiguousarray(images_u8[i:i + self.batch_size])),
                                self.mean, self.std).to(self.device)
-            p, types = tumor_probability(self.model(x))
+            p, types = tumor_probability(self.model(x), self.temperature)
             p_all.append(p.cpu().numpy())
             if types is not None:
                 types_all.append(types.cpu().numpy())

@@ -43,3 +43,52 @@ def threshold_for_sensitivity(y_true: np.ndarray, p_tumor: np.ndarray, target: f
         return ceiling
     allowed_misses = int(np.floor((1.0 - target) * len(pos) + 1e-9))
     return float(min(pos[allowed_misses], ceiling))
+
+
+def bootstrap_ci(y_true: np.ndarray, p_tumor: np.ndarray, threshold: float, n_boot: int = 1000,
+                 seed: int = 0, level: float = 0.95) -> dict[str, list[float]]:
+    """Percentile bootstrap confidence intervals (images resampled with replacement) for METRIC_NAMES.
+    A metric undefined in a resample (no tumors, say) is left out of that metric's interval."""
+    y_true, p_tumor = np.asarray(y_true).astype(int), np.asarray(p_tumor, dtype=float)
+    rng = np.random.default_rng(seed)
+    samples = {name: [] for name in METRIC_NAMES}
+    for _ in range(n_boot):
+        idx = rng.integers(0, len(y_true), len(y_true))
+        m = binary_metrics(y_true[idx], p_tumor[idx], threshold)
+        for name in METRIC_NAMES:
+            samples[name].append(m[name])
+    tail = (1 - level) / 2 * 100
+    out = {}
+    for name, values in samples.items():
+        v = np.array(values, dtype=float)
+        v = v[~np.isnan(v)]
+        out[name] = [float(np.percentile(v, tail)), float(np.percentile(v, 100 - tail))] if len(v) else [
+            float("nan"), float("nan")]
+    return out
+
+
+def calibration(y_true: np.ndarray, p_tumor: np.ndarray, bins: int = 10) -> dict:
+    """Expected calibration error of P(tumor) over equal-width bins, with the reliability table."""
+    y_true, p_tumor = np.asarray(y_true, dtype=float), np.asarray(p_tumor, dtype=float)
+    edges = np.linspace(0, 1, bins + 1)
+    which = np.clip(np.digitize(p_tumor, edges[1:-1]), 0, bins - 1)
+    table, ece = [], 0.0
+    for b in range(bins):
+        m = which == b
+        if m.any():
+            conf, freq = float(p_tumor[m].mean()), float(y_true[m].mean())
+            ece += m.mean() * abs(conf - freq)
+            table.append({"bin": [float(edges[b]), float(edges[b + 1])], "n": int(m.sum()),
+                          "mean_probability": conf, "fraction_tumor": freq})
+    return {"ece": float(ece), "bins": table}
+
+
+def bootstrap_proportion(hits: np.ndarray, n_boot: int = 1000, seed: int = 0, level: float = 0.95
+                         ) -> list[float]:
+    """Percentile bootstrap interval of a proportion (for example sensitivity within one tumor type)."""
+    hits = np.asarray(hits, dtype=float)
+    if len(hits) == 0:
+        return [float("nan"), float("nan")]
+    means = np.random.default_rng(seed).choice(hits, (n_boot, len(hits))).mean(axis=1)
+    tail = (1 - level) / 2 * 100
+    return [float(np.percentile(means, tail)), float(np.percentile(means, 100 - tail))]

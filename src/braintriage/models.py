@@ -115,13 +115,14 @@ def to_model_input(images_uint8: torch.Tensor, mean: float, std: float) -> torch
     return (x - mean) / std
 
 
-def tumor_probability(logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+def tumor_probability(logits: torch.Tensor, temperature: float = 1.0
+                      ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """P(tumor) per image, and the per-type probabilities when the model predicts types.
 
     A one-output model gives sigmoid P(tumor). A type model gives softmax over TUMOR_TYPES with "no tumor"
-    at index 0, so P(tumor) = 1 - P(no tumor).
+    at index 0, so P(tumor) = 1 - P(no tumor). `temperature` (fitted on validation data) calibrates them.
     """
-    logits = logits.float()
+    logits = logits.float() / temperature
     if logits.shape[1] == 1:
         return torch.sigmoid(logits[:, 0]), None
     probs = torch.softmax(logits, dim=1)

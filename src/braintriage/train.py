@@ -6,6 +6,7 @@
   4. each epoch: validation loss and metrics; keep the best checkpoint; stop early when it stops improving
   5. pick the operating threshold on validation for a target sensitivity; write the model file,
      the per-epoch CSV and the training-curve plot
+`--folds K` runs steps 2-4 K times on grouped folds instead, and reports mean and spread.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from tqdm import tqdm
 from braintriage.augment import AugmentPolicy, augment_batch
 from braintriage.cache import DecodedSet, cached_decode
 from braintriage.datasets import TUMOR_TYPES, load_dataset
-from braintriage.metrics import binary_metrics, threshold_for_sensitivity
+from braintriage.metrics import METRIC_NAMES, binary_metrics, threshold_for_sensitivity
 from braintriage.modelfile import save_model
 from braintriage.models import DEFAULT_MODEL, build_model, count_parameters, to_model_input, tumor_probability
 from braintriage.preprocess import PreprocessConfig
@@ -53,6 +54,9 @@ class TrainConfig:
     seed: int = 0
     device: str = "auto"
     compile: bool = False
+    calibrate: bool = False  # fit a temperature on validation logits (calibrated probabilities)
+    exclude_leaked: str | None = None  # drop training images that near-duplicate this test dataset
+    folds: int | None = None  # grouped k-fold cross-validation instead of training one model
     max_steps: int | None = None  # stop after this many optimizer steps (smoke tests)
     limit: int | None = None  # use only this many images, a stratified sample (smoke tests)
     augment: AugmentPolicy = field(default_factory=AugmentPolicy)
@@ -112,16 +116,25 @@ def predict_logits(model, images_u8: torch.Tensor, mean: float, std: float, batc
     return torch.cat(out)
 
 
-def train(cfg: TrainConfig, log=print) -> dict:
-    t_start = time.time()
-    torch.manual_seed(cfg.seed)
-    np.random.seed(cfg.seed)
-    device = pick_device(cfg.device)
-    on_cuda = device.type == "cuda"
-    if on_cuda:
-        torch.backends.cudnn.benchmark = True
+@dataclass
+class Prepared:
+    decoded: DecodedSet
+    labels: str  # "type" or "binary"
+    targets: np.ndarray  # training target per image
+    num_classes: int
+    excluded_leaked: int
 
+
+def prepare_data(cfg: TrainConfig, log=print) -> Prepared:
     decoded = load_training_data(cfg, log)
+    excluded = 0
+    if cfg.exclude_leaked:
+        from braintriage.audit import dataset_hashes, leaked_mask
+
+        leaked, _ = leaked_mask(decoded.phash, dataset_hashes(cfg.exclude_leaked, split="testing"))
+        excluded = int(leaked.sum())
+        decoded = decoded.subset(np.flatnonzero(~leaked))
+        log(f"excluded {excluded} training images that near-duplicate images of {cfg.exclude_leaked}")
     if cfg.limit and cfg.limit < len(decoded):
         rng = np.random.default_rng(cfg.seed)
         decoded = decoded.subset(np.sort(rng.choice(len(decoded), cfg.limit, replace=False)))
@@ -130,24 +143,40 @@ def train(cfg: TrainConfig, log=print) -> dict:
         labels = "type" if (decoded.tumor_type >= 0).all() else "binary"
     if labels == "type" and (decoded.tumor_type < 0).any():
         raise ValueError("--labels type needs a tumor type for every image; this dataset has binary labels only")
-    targets_all = decoded.tumor_type if labels == "type" else decoded.tumor
-    num_classes = len(TUMOR_TYPES) if labels == "type" else 2
+    targets = decoded.tumor_type if labels == "type" else decoded.tumor
+    return Prepared(decoded, labels, targets, len(TUMOR_TYPES) if labels == "type" else 2, excluded)
 
-    train_idx, val_idx = grouped_split(decoded, cfg.val_fraction, cfg.seed)
-    log(f"{len(decoded)} images: {len(train_idx)} train, {len(val_idx)} validation "
-        f"({len(np.unique(decoded.groups))} near-duplicate groups, none split); device {device}")
+
+@dataclass
+class Fitted:
+    model: torch.nn.Module  # best checkpoint loaded, on the training device
+    history: list[dict]
+    best_row: dict
+    best_loss: float
+    val_logits: torch.Tensor
+    mean: float
+    std: float
+    steps: int
+
+
+def fit(cfg: TrainConfig, data: Prepared, train_idx: np.ndarray, val_idx: np.ndarray, device: torch.device,
+        desc: str = "training", log=print) -> Fitted:
+    """Train one model on train_idx, early-stopping on val_idx; returns the best checkpoint."""
+    torch.manual_seed(cfg.seed)
+    on_cuda = device.type == "cuda"
+    decoded = data.decoded
     mean = float(decoded.images[train_idx].mean() / 255.0)
     std = float(decoded.images[train_idx].std() / 255.0)
 
     # The whole dataset lives on the training device as uint8; a step only moves an index batch.
     images = torch.from_numpy(decoded.images).unsqueeze(1).to(device)
-    targets = torch.from_numpy(targets_all).to(device)
-    weights = class_weights(targets_all[train_idx], num_classes).to(device)
+    targets = torch.from_numpy(data.targets).to(device)
+    weights = class_weights(data.targets[train_idx], data.num_classes).to(device)
     train_ids = torch.from_numpy(train_idx).to(device)
 
-    model = build_model(cfg.architecture, 1, num_classes if labels == "type" else 1, cfg.image_size)
+    model = build_model(cfg.architecture, 1, data.num_classes if data.labels == "type" else 1, cfg.image_size)
     model = model.to(device, memory_format=torch.channels_last)
-    log(f"{cfg.architecture}: {count_parameters(model) / 1e6:.2f}M parameters; labels: {labels}")
+    log(f"{cfg.architecture}: {count_parameters(model) / 1e6:.2f}M parameters; labels: {data.labels}")
     step_model = torch.compile(model) if cfg.compile else model
 
     lr = cfg.lr * cfg.batch_size / 64
@@ -163,11 +192,9 @@ def train(cfg: TrainConfig, log=print) -> dict:
         1 + math.cos(math.pi * min(1.0, max(0, s - warmup) / max(1, total_steps - warmup))))))
     gen = torch.Generator(device=device).manual_seed(cfg.seed)
 
-    run_dir = Path(cfg.run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    history, best, best_loss, stale, step = [], None, float("inf"), 0, 0
+    history, best, best_loss, best_row, stale, step = [], None, float("inf"), None, 0, 0
     val_u8, val_tumor = images[val_idx], decoded.tumor[val_idx]
-    bar = tqdm(range(cfg.epochs), desc="training", unit="epoch", dynamic_ncols=True)
+    bar = tqdm(range(cfg.epochs), desc=desc, unit="epoch", dynamic_ncols=True)
     for epoch in bar:
         t_epoch = time.time()
         model.train()
@@ -197,8 +224,7 @@ def train(cfg: TrainConfig, log=print) -> dict:
 
         val_logits = predict_logits(model, val_u8, mean, std, 256, on_cuda)
         val_loss = weighted_loss(val_logits, targets[val_idx], weights, 0.0).item()
-        p_val = tumor_probability(val_logits)[0].cpu().numpy()
-        m = binary_metrics(val_tumor, p_val, 0.5)
+        m = binary_metrics(val_tumor, tumor_probability(val_logits)[0].cpu().numpy(), 0.5)
         row = {"epoch": epoch + 1, "step": step, "lr": schedule.get_last_lr()[0],
                "train_loss": loss_sum.item() / max(seen, 1), "train_accuracy": correct.item() / max(seen, 1),
                "val_loss": val_loss, "val_accuracy": m["accuracy"], "val_recall": m["sensitivity"],
@@ -208,57 +234,134 @@ def train(cfg: TrainConfig, log=print) -> dict:
         bar.set_postfix(loss=f"{row['train_loss']:.3f}", val_loss=f"{val_loss:.3f}",
                         val_acc=f"{m['accuracy']:.3f}", val_recall=f"{m['sensitivity']:.3f}")
         if val_loss < best_loss:
-            best_loss, best, stale = val_loss, copy.deepcopy(model.state_dict()), 0
-            best_row = row
+            best_loss, best, best_row, stale = val_loss, copy.deepcopy(model.state_dict()), row, 0
         else:
             stale += 1
         if stale >= cfg.patience or (cfg.max_steps and step >= cfg.max_steps):
             log(f"stopping after epoch {epoch + 1}" + (" (no better validation loss)" if stale else ""))
             break
     bar.close()
+    model.load_state_dict(best)
+    val_logits = predict_logits(model, val_u8, mean, std, 256, on_cuda)
+    return Fitted(model, history, best_row, best_loss, val_logits, mean, std, step)
+
+
+def fit_temperature(logits: torch.Tensor, targets: torch.Tensor) -> float:
+    """Temperature scaling (Guo et al. 2017): one scalar T > 0 minimising validation NLL of logits / T."""
+    logits, targets = logits.detach().float().cpu(), targets.detach().cpu()
+    log_t = torch.zeros(1, requires_grad=True)
+    opt = torch.optim.LBFGS([log_t], lr=0.1, max_iter=200)
+
+    def nll():
+        opt.zero_grad()
+        z = logits / log_t.exp()
+        loss = (F.binary_cross_entropy_with_logits(z[:, 0], targets.float()) if z.shape[1] == 1
+                else F.cross_entropy(z, targets))
+        loss.backward()
+        return loss
+
+    opt.step(nll)
+    return float(log_t.exp().item())
+
+
+def train(cfg: TrainConfig, log=print) -> dict:
+    t_start = time.time()
+    np.random.seed(cfg.seed)
+    device = pick_device(cfg.device)
+    on_cuda = device.type == "cuda"
+    if on_cuda:
+        torch.backends.cudnn.benchmark = True
+    data = prepare_data(cfg, log)
+    if cfg.folds:
+        return cross_validate(cfg, data, device, log)
+    decoded = data.decoded
+    train_idx, val_idx = grouped_split(decoded, cfg.val_fraction, cfg.seed)
+    log(f"{len(decoded)} images: {len(train_idx)} train, {len(val_idx)} validation "
+        f"({len(np.unique(decoded.groups))} near-duplicate groups, none split); device {device}")
+    fitted = fit(cfg, data, train_idx, val_idx, device, log=log)
+    model, history = fitted.model, fitted.history
     train_seconds = time.time() - t_start
 
-    # Best checkpoint -> threshold for the target sensitivity on validation -> model file.
-    model.load_state_dict(best)
-    p_val = tumor_probability(predict_logits(model, val_u8, mean, std, 256, on_cuda))[0].cpu().numpy()
+    # Best checkpoint -> (optional temperature) -> threshold for the target sensitivity on validation.
+    val_tumor = decoded.tumor[val_idx]
+    temperature = (fit_temperature(fitted.val_logits, torch.from_numpy(data.targets[val_idx]))
+                   if cfg.calibrate else 1.0)
+    p_val = tumor_probability(fitted.val_logits, temperature)[0].cpu().numpy()
     threshold = threshold_for_sensitivity(val_tumor, p_val, cfg.target_sensitivity)
     val_metrics = binary_metrics(val_tumor, p_val, threshold)
-    val_metrics["loss"] = best_loss
-    val_metrics["best_epoch"] = best_row["epoch"]
+    val_metrics["loss"] = fitted.best_loss
+    val_metrics["best_epoch"] = fitted.best_row["epoch"]
     preprocess = PreprocessConfig(size=cfg.image_size)
     metadata = {
         "architecture": cfg.architecture,
         "input": {"channels": 1, "preprocess": preprocess.to_dict(),
-                  "normalization": {"scale": 1 / 255, "mean": mean, "std": std}},
-        "output": "softmax" if labels == "type" else "sigmoid",
-        "class_names": list(TUMOR_TYPES) if labels == "type" else ["no_tumor", "tumor"],
-        "positive": "P(tumor) = 1 - P(no_tumor)" if labels == "type" else "sigmoid(logit)",
+                  "normalization": {"scale": 1 / 255, "mean": fitted.mean, "std": fitted.std}},
+        "output": "softmax" if data.labels == "type" else "sigmoid",
+        "class_names": list(TUMOR_TYPES) if data.labels == "type" else ["no_tumor", "tumor"],
+        "positive": "P(tumor) = 1 - P(no_tumor)" if data.labels == "type" else "sigmoid(logit)",
+        "temperature": temperature,
         "threshold": threshold,
         "threshold_rule": f"highest threshold with validation sensitivity >= {cfg.target_sensitivity}, "
                           f"capped at 0.5",
         "training": {
             "data": Path(cfg.data).name, "data_fingerprint": decoded.fingerprint, "images": len(decoded),
             "train_images": len(train_idx), "validation_images": len(val_idx),
+            "excluded_leaked_images": data.excluded_leaked,
             "validation_split": f"grouped by pHash near-duplicates, stratified, fraction {cfg.val_fraction}",
-            "epochs_run": len(history), "steps": step, "seconds": round(train_seconds, 1),
+            "epochs_run": len(history), "steps": fitted.steps, "seconds": round(train_seconds, 1),
             "device": torch.cuda.get_device_name(device) if on_cuda else "cpu",
             "torch": torch.__version__,
             "config": {k: v for k, v in asdict(cfg).items() if k not in ("data", "output", "run_dir")},
         },
         "validation_metrics": val_metrics,
+        # per-epoch curves travel with the model, so a report can show how it was trained
+        "history": [{k: round(v, 6) if isinstance(v, float) else v for k, v in row.items()} for row in history],
     }
     save_model(cfg.output, model, metadata)
+    run_dir = Path(cfg.run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
     write_history(history, run_dir / "history.csv")
     (run_dir / "metadata.json").write_text(json.dumps(metadata, indent=2))
     try:
-        from braintriage.reports import plot_training_curves
-        plot_training_curves(run_dir / "history.csv", run_dir / "training_curves.png")
+        from braintriage.reports import training_curves_png
+        (run_dir / "training_curves.png").write_bytes(training_curves_png(history))
     except ImportError as e:  # matplotlib is optional where only training runs
         log(f"no training-curve plot ({e})")
-    log(f"saved {cfg.output}: best epoch {best_row['epoch']}, validation loss {best_loss:.4f}, "
+    log(f"saved {cfg.output}: best epoch {fitted.best_row['epoch']}, validation loss {fitted.best_loss:.4f}, "
         f"threshold {threshold:.3f} (validation sensitivity {val_metrics['sensitivity']:.3f}, "
         f"specificity {val_metrics['specificity']:.3f}); {train_seconds:.0f} s")
     return {"metadata": metadata, "history": history}
+
+
+def cross_validate(cfg: TrainConfig, data: Prepared, device: torch.device, log=print) -> dict:
+    """Grouped, stratified k-fold cross-validation of the recipe: each fold trains on the others and is
+    scored (at threshold 0.5 and at the threshold its own validation picks) on its held-out groups.
+    Early stopping watches the held-out fold too, so the numbers lean slightly optimistic. No model is
+    written: train again without --folds for that."""
+    decoded = data.decoded
+    strata = np.where(decoded.tumor_type >= 0, decoded.tumor_type, decoded.tumor + len(TUMOR_TYPES))
+    folds = StratifiedGroupKFold(n_splits=cfg.folds, shuffle=True, random_state=cfg.seed)
+    per_fold = []
+    for k, (train_idx, val_idx) in enumerate(folds.split(np.zeros(len(strata)), strata, decoded.groups)):
+        log(f"fold {k + 1}/{cfg.folds}: {len(train_idx)} train, {len(val_idx)} held out")
+        fitted = fit(cfg, data, train_idx, val_idx, device, desc=f"fold {k + 1}/{cfg.folds}", log=log)
+        p = tumor_probability(fitted.val_logits)[0].cpu().numpy()
+        y = decoded.tumor[val_idx]
+        per_fold.append({"fold": k + 1, "images": len(val_idx), "best_epoch": fitted.best_row["epoch"],
+                         "at_0.5": binary_metrics(y, p, 0.5)})
+    summary = {}
+    for name in METRIC_NAMES:
+        values = np.array([f["at_0.5"][name] for f in per_fold], dtype=float)
+        summary[name] = {"mean": float(np.nanmean(values)), "std": float(np.nanstd(values)),
+                         "min": float(np.nanmin(values)), "max": float(np.nanmax(values))}
+    result = {"folds": cfg.folds, "grouping": "pHash near-duplicate groups, stratified by type",
+              "data_fingerprint": decoded.fingerprint, "per_fold": per_fold, "summary_at_0.5": summary}
+    run_dir = Path(cfg.run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "cv.json").write_text(json.dumps(result, indent=2))
+    for name, v in summary.items():
+        log(f"{name}: {v['mean']:.3f} +/- {v['std']:.3f} (min {v['min']:.3f}, max {v['max']:.3f})")
+    return result
 
 
 def write_history(history: list[dict], path: Path) -> None:

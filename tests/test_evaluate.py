@@ -88,3 +88,19 @@ def test_report_renders_in_headless_chromium(seed_data, small_testing_set, tmp_p
         page.screenshot(path=str(ARTIFACTS / "evaluation-report.png"), full_page=True)
         browser.close()
     shutil.copy(report, ARTIFACTS / "evaluation-report.html")
+
+
+@pytest.mark.dataset
+def test_model_card_is_generated_from_measured_numbers(seed_data, small_testing_set, tmp_path):
+    card = tmp_path / "CARD.md"
+    result = CliRunner().invoke(app, ["model-card", "--data", str(small_testing_set), "--train-data",
+                                      str(seed_data), "--output", str(card), "--output-dir", str(tmp_path / "ev")])
+    assert result.exit_code == 0, result.output
+    text = card.read_text()
+    metrics = json.loads((tmp_path / "ev" / "metrics.json").read_text())
+    for heading in ("## Intended use", "## Training data", "## Evaluation", "## Known failure modes and limits"):
+        assert heading in text
+    assert "not a diagnosis" in text and "pediatric" in text and "2D slices" in text
+    m, ci = metrics["metrics"]["accuracy"], metrics["ci95"]["accuracy"]
+    assert f"| accuracy | {m:.3f} ({ci[0]:.3f}-{ci[1]:.3f}) |" in text
+    assert f"{metrics['leakage']['leaked_images']} of 48 test images" in text

@@ -183,5 +183,28 @@ def predict(
         raise typer.Exit(1)
 
 
+@app.command("model-card")
+def model_card(
+    data: Path = typer.Option(Path("../shared/data/brain-tumor-classification-mri/Testing"),
+                              help="Labelled test data to measure the card's numbers on."),
+    model: Optional[Path] = typer.Option(None, "--model", "-m", help="Model file; default: the bundled one."),
+    output: Path = typer.Option(Path("MODEL_CARD.md"), "--output", "-o"),
+    train_data: Optional[Path] = typer.Option(None, help="Training data, for the unleaked subset."),
+    output_dir: Path = typer.Option(Path("evaluation/model-card"), help="Where the evaluation files go."),
+) -> None:
+    """Evaluate a model and write its model card (Markdown) from its metadata and the measured numbers."""
+    from braintriage.evaluate import evaluate as run_evaluation
+    from braintriage.model_card import model_card as render
+    from braintriage.modelfile import BUNDLED_MODEL
+
+    with user_errors():
+        report = run_evaluation(data, model, "testing", output_dir, train_data)
+        from braintriage.modelfile import read_metadata
+
+        path = model or BUNDLED_MODEL
+        output.write_text(render(read_metadata(path), report, path))
+    typer.echo(f"saved {output}")
+
+
 def main() -> None:
     app()

@@ -183,6 +183,20 @@ def predict(
         raise typer.Exit(1)
 
 
+@app.command()
+def serve(
+    host: str = typer.Option("127.0.0.1", help="Address to listen on (0.0.0.0 exposes it to the network)."),
+    port: int = typer.Option(8000),
+    model: Optional[Path] = typer.Option(None, "--model", "-m", help="Model file; default: the bundled one."),
+    max_upload_mb: float = typer.Option(50.0, help="Largest accepted upload (one request), in MB."),
+) -> None:
+    """Start the clinic web app and its REST API (docs at /docs)."""
+    from braintriage.webapp import serve as run_server
+
+    with user_errors():
+        run_server(host, port, model, max_upload_mb)
+
+
 @app.command("model-card")
 def model_card(
     data: Path = typer.Option(Path("../shared/data/brain-tumor-classification-mri/Testing"),

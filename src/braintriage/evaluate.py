@@ -50,7 +50,7 @@ def score_dataset(predictor: Predictor, data: str | Path, split: str = "testing"
         if decoded.preprocess != predictor.preprocess:
             raise ValueError(f"{data} was preprocessed as {decoded.preprocess}, the model needs "
                              f"{predictor.preprocess}")
-        p, types = predictor.predict_arrays(decoded.images)
+        p, types, _ = predictor.predict_arrays(decoded.images)
         return Scored(list(decoded.paths), decoded.tumor, decoded.tumor_type, p, types, decoded.phash,
                       list(decoded.errors), lambda i: decoded.images[i])
     ds = load_dataset(data, split=split)

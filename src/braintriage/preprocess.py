@@ -1,13 +1,14 @@
 """Decode an image file and turn it into the model's input: the one preprocessing path.
 
-Training (through the decoded cache), evaluation, `predict` and the tests all call `load_and_preprocess`,
-so a scan is seen the same way whichever door it comes in by.
+Training (through the decoded cache), evaluation, `predict`, the web app and the tests all go through
+`decode_image` + `preprocess`, so a scan is seen the same way whichever door it comes in by.
 """
 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
@@ -44,13 +45,19 @@ class PreprocessConfig:
 _RESAMPLE = {"bilinear": Image.Resampling.BILINEAR, "bicubic": Image.Resampling.BICUBIC}
 
 
-def decode_image(path: str | Path) -> Image.Image:
-    """Open an image file fully (so truncation shows up here), as 8-bit grayscale."""
+def decode_image(path: str | Path | BinaryIO) -> Image.Image:
+    """Open an image file (a path or a file object) fully, so truncation shows up here, as 8-bit grayscale.
+    Images over MAX_IMAGE_PIXELS are refused from their header, before any pixel is decoded."""
     try:
         with Image.open(path) as im:
+            if im.width * im.height > MAX_IMAGE_PIXELS:
+                raise ImageReadError(f"image too large ({im.width}x{im.height} pixels; at most "
+                                     f"{MAX_IMAGE_PIXELS:,} are accepted)")
             im.load()
             im = ImageOps.exif_transpose(im)
             return to_grayscale(im)
+    except ImageReadError:
+        raise
     except FileNotFoundError:
         raise ImageReadError("file not found") from None
     except IsADirectoryError:

@@ -1,0 +1,163 @@
+"""The clinic app: a web page and a REST API, served by `braintriage serve` (FastAPI on uvicorn).
+
+Everything is local: the page, its script and styles, and the API documentation's assets (fastapi-offline)
+come from this package, never from a CDN. Uploaded scans stay in memory: they are never written to disk or
+to a log, and the app logs nothing about them.
+
+  GET  /                 the page
+  POST /api/v1/predict   multipart field `files` (one or many); `?heatmap=true` adds heat maps
+  GET  /api/v1/model     the model's metadata
+  GET  /healthz          liveness
+  GET  /docs             OpenAPI documentation
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import io
+from pathlib import Path
+from typing import Annotated
+
+import numpy as np
+from fastapi import File, HTTPException, Query, UploadFile
+from fastapi.responses import FileResponse, JSONResponse
+from fastapi.staticfiles import StaticFiles
+from fastapi_offline import FastAPIOffline
+from PIL import Image
+from pydantic import BaseModel
+from starlette.formparsers import MultiPartParser
+
+from braintriage import __version__
+from braintriage.inference import Prediction, Predictor
+
+STATIC = Path(__file__).parent / "web"
+DEFAULT_MAX_UPLOAD_MB = 50.0
+
+
+class UploadTooLarge(HTTPException):
+    def __init__(self, limit: int):
+        super().__init__(413, f"upload larger than the limit of {limit / 1e6:.0f} MB")
+
+
+class UploadLimit:
+    """ASGI middleware: answers 413 for a request body over `max_bytes`, from its Content-Length header
+    when it has one, else as soon as the streamed body passes the limit: never reading it all."""
+
+    def __init__(self, app, max_bytes: int):
+        self.app, self.max_bytes = app, max_bytes
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        length = dict(scope["headers"]).get(b"content-length")
+        if length is not None and length.isdigit() and int(length) > self.max_bytes:
+            response = JSONResponse({"detail": UploadTooLarge(self.max_bytes).detail}, status_code=413)
+            return await response(scope, receive, send)
+        received = 0
+
+        async def limited_receive():
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.max_bytes:
+                    raise UploadTooLarge(self.max_bytes)  # an HTTPException: FastAPI answers 413
+            return message
+
+        await self.app(scope, limited_receive, send)
+
+
+class FileResult(BaseModel):
+    filename: str
+    tumor_probability: float | None = None
+    prediction: str | None = None  # "tumor" or "no_tumor"
+    threshold: float
+    predicted_type: str | None = None
+    type_probabilities: dict[str, float] | None = None
+    heatmap: str | None = None  # PNG, base64: class activation map, transparent where there is no evidence
+    image: str | None = None  # PNG, base64: the model's view of the scan, which `heatmap` overlays
+    error: str | None = None
+
+
+class PredictResponse(BaseModel):
+    model: str
+    results: list[FileResult]
+
+
+def png_base64(rgba_or_gray: np.ndarray) -> str:
+    buf = io.BytesIO()
+    Image.fromarray(rgba_or_gray).save(buf, format="PNG")
+    return base64.b64encode(buf.getvalue()).decode()
+
+
+def heatmap_rgba(cam: np.ndarray) -> np.ndarray:
+    """Colour a map in [0, 1] (matplotlib's 'jet'), with opacity rising with the evidence."""
+    from matplotlib import colormaps
+
+    rgba = colormaps["jet"](cam)
+    rgba[..., 3] = np.clip(cam * 1.2, 0, 1) * 0.75
+    return (rgba * 255).round().astype(np.uint8)
+
+
+def to_result(p: Prediction, threshold: float) -> FileResult:
+    return FileResult(
+        filename=p.path, tumor_probability=p.tumor_probability, prediction=p.prediction, threshold=threshold,
+        predicted_type=p.predicted_type, type_probabilities=p.type_probabilities, error=p.error,
+        heatmap=png_base64(heatmap_rgba(p.heatmap)) if p.heatmap is not None else None,
+        image=png_base64(p.image) if p.image is not None else None,
+    )
+
+
+def create_app(model_path: str | Path | None = None, max_upload_mb: float = DEFAULT_MAX_UPLOAD_MB):
+    predictor = Predictor(model_path)
+    max_bytes = int(max_upload_mb * 1e6)
+    # Starlette spools multipart parts over 1 MB to a temporary file; scans must stay in memory, and no
+    # accepted part can exceed the upload limit, so the spool threshold is raised to it.
+    MultiPartParser.spool_max_size = max_bytes + 1
+    model_label = f"{predictor.metadata['architecture']} (braintriage {predictor.metadata.get('package_version')})"
+    lock = asyncio.Lock()  # one batch at a time through the model; the CPU is the limit anyway
+
+    app = FastAPIOffline(
+        title="braintriage", version=__version__,
+        description="Flags brain MRI slices that show a tumor, for specialist review. "
+                    "Decision support only, never a diagnosis.")
+    app.add_middleware(UploadLimit, max_bytes=max_bytes)
+
+    @app.get("/healthz", tags=["service"])
+    def healthz() -> dict:
+        return {"status": "ok"}
+
+    @app.get("/api/v1/model", tags=["model"])
+    def model_metadata() -> dict:
+        """The model's metadata: architecture, input, classes, threshold, training data, validation metrics."""
+        return {k: v for k, v in predictor.metadata.items() if k != "history"}
+
+    @app.post("/api/v1/predict", response_model=PredictResponse, tags=["model"],
+              responses={413: {"description": "Upload over the size limit"},
+                         422: {"description": "No file could be read as an image; each entry says why"}})
+    async def predict(files: Annotated[list[UploadFile], File(description="One or many scans")],
+                      heatmap: Annotated[bool, Query(description="Add heat maps (base64 PNG)")] = False):
+        """Score scans. Each file gets its own entry; one that cannot be read gets an `error` there while the
+        rest are answered. When no file could be read the answer is 422."""
+        uploads = [(f.filename or f"file{i + 1}", await f.read()) for i, f in enumerate(files)]
+        async with lock:
+            predictions = await asyncio.to_thread(predictor.predict_uploads, uploads, heatmap)
+        body = PredictResponse(model=model_label, results=[to_result(p, predictor.threshold) for p in predictions])
+        status = 422 if all(p.error for p in predictions) else 200
+        return JSONResponse(body.model_dump(), status_code=status)
+
+    app.mount("/static", StaticFiles(directory=STATIC), name="static")
+
+    @app.get("/", include_in_schema=False)
+    def index() -> FileResponse:
+        return FileResponse(STATIC / "index.html")
+
+    return app
+
+
+def serve(host: str = "127.0.0.1", port: int = 8000, model_path: str | Path | None = None,
+          max_upload_mb: float = DEFAULT_MAX_UPLOAD_MB) -> None:
+    import uvicorn
+
+    uvicorn.run(create_app(model_path, max_upload_mb), host=host, port=port)

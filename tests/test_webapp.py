@@ -1,0 +1,163 @@
+"""The clinic app: API responses (TestClient) and one end-to-end run in headless Chromium."""
+
+import base64
+import io
+import os
+import socket
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from fastapi.testclient import TestClient
+from PIL import Image
+
+from braintriage.webapp import create_app
+from conftest import synthetic_slice
+
+REPO = Path(__file__).resolve().parents[1]
+ARTIFACTS = REPO / "test-artifacts"
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--no-first-run"]
+
+
+def png_bytes(a: np.ndarray, fmt: str = "PNG") -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(a).save(buf, format=fmt)
+    return buf.getvalue()
+
+
+@pytest.fixture(scope="module")
+def client():
+    return TestClient(create_app(max_upload_mb=2))
+
+
+def test_health_model_and_docs(client):
+    assert client.get("/healthz").json() == {"status": "ok"}
+    meta = client.get("/api/v1/model").json()
+    assert meta["architecture"] and 0 < meta["threshold"] <= 1 and "history" not in meta
+    docs = client.get("/docs")
+    assert docs.status_code == 200 and "cdn" not in docs.text.lower() and "https://" not in docs.text
+    assert client.get("/static-offline-docs/swagger-ui-bundle.js").status_code == 200
+    assert "/api/v1/predict" in client.get("/openapi.json").json()["paths"]
+    page = client.get("/")
+    assert page.status_code == 200 and "not a diagnosis" in page.text and "https://" not in page.text
+
+
+def test_predict_one_and_many_with_heatmaps(client):
+    files = [("files", (f"scan{i}.png", png_bytes(synthetic_slice(160, seed=i, lesion=i == 0)), "image/png"))
+             for i in range(3)]
+    r = client.post("/api/v1/predict", files=files[:1])
+    assert r.status_code == 200
+    one = r.json()["results"][0]
+    assert one["filename"] == "scan0.png" and one["prediction"] in ("tumor", "no_tumor")
+    assert 0 <= one["tumor_probability"] <= 1 and one["threshold"] > 0 and one["heatmap"] is None
+
+    r = client.post("/api/v1/predict?heatmap=true", files=files)
+    results = r.json()["results"]
+    assert r.status_code == 200 and [x["filename"] for x in results] == ["scan0.png", "scan1.png", "scan2.png"]
+    heat = Image.open(io.BytesIO(base64.b64decode(results[0]["heatmap"])))
+    view = Image.open(io.BytesIO(base64.b64decode(results[0]["image"])))
+    assert heat.mode == "RGBA" and heat.size == view.size == (200, 200)
+    assert results[0]["predicted_type"] in ("no_tumor", "glioma", "meningioma", "pituitary")
+
+
+def test_bad_files_get_422_alone_and_their_own_entry_in_a_batch(client):
+    bad = ("files", ("notes.txt", b"this is not an image", "text/plain"))
+    good = ("files", ("scan.jpg", png_bytes(synthetic_slice(128), "JPEG"), "image/jpeg"))
+    truncated = ("files", ("cut.jpg", png_bytes(synthetic_slice(256), "JPEG")[:500], "image/jpeg"))
+    r = client.post("/api/v1/predict", files=[bad])
+    assert r.status_code == 422 and "not an image" in r.json()["results"][0]["error"]
+    r = client.post("/api/v1/predict", files=[bad, good, truncated])
+    assert r.status_code == 200
+    errors = [x["error"] for x in r.json()["results"]]
+    assert errors[0] and errors[1] is None and "truncated" in errors[2]
+    assert client.post("/api/v1/predict").status_code == 422  # no files field at all
+
+
+def test_oversize_upload_is_413_and_the_server_keeps_answering(client):
+    big = ("files", ("big.png", os.urandom(3_000_000), "image/png"))
+    r = client.post("/api/v1/predict", files=[big])
+    assert r.status_code == 413 and "limit" in r.json()["detail"]
+
+    def chunks():  # no Content-Length: the limit must stop the stream itself
+        for _ in range(100):
+            yield b"x" * 100_000
+
+    r = client.post("/api/v1/predict", content=chunks(),
+                    headers={"content-type": "multipart/form-data; boundary=xyz"})
+    assert r.status_code == 413
+    assert client.get("/healthz").status_code == 200
+
+
+def test_decompression_bomb_is_refused(client):
+    # A tiny PNG whose header claims 20000 x 20000 pixels.
+    bomb = png_bytes(np.zeros((20000, 20000), np.uint8)[:1, :1])
+    im = Image.new("1", (20000, 20000))
+    buf = io.BytesIO()
+    im.save(buf, format="PNG")
+    assert len(buf.getvalue()) < 200_000
+    r = client.post("/api/v1/predict", files=[("files", ("bomb.png", buf.getvalue(), "image/png")),
+                                             ("files", ("ok.png", bomb, "image/png"))])
+    assert r.status_code == 200
+    results = r.json()["results"]
+    assert "too large" in results[0]["error"] and results[1]["error"] is None
+    assert client.get("/healthz").status_code == 200
+
+
+@pytest.fixture(scope="module")
+def live_server():
+    import uvicorn
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(create_app(), host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    for _ in range(100):
+        if server.started:
+            break
+        time.sleep(0.1)
+    yield f"http://127.0.0.1:{port}"
+    server.should_exit = True
+    thread.join(timeout=10)
+
+
+@pytest.mark.dataset
+def test_clinician_uploads_a_real_scan_in_chromium(seed_data, live_server):
+    if not os.path.exists(CHROMIUM):
+        if os.environ.get("CI"):
+            pytest.fail("Debian's chromium is needed for the browser test (apt-get install chromium)")
+        pytest.skip("chromium not installed")
+    from playwright.sync_api import expect, sync_playwright
+
+    scan = seed_data / "Testing" / "glioma_tumor" / "image(1).jpg"
+    requests = []
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        page = browser.new_page(viewport={"width": 1000, "height": 900})
+        page.on("request", lambda req: requests.append(req.url))
+        page.goto(live_server)
+        expect(page.locator("#model-info")).to_contain_text("flags a scan", timeout=10_000)
+        page.set_input_files("#files", str(scan))
+        card = page.locator(".card").first
+        expect(card.locator(".verdict")).to_have_text("Tumor suspected: refer for specialist review",
+                                                      timeout=30_000)
+        expect(card.locator(".probability")).to_contain_text("Probability of tumor:")
+        expect(card.locator(".type")).to_contain_text("Most likely type")
+        heat = card.locator("img.heat")
+        expect(heat).to_be_hidden()
+        toggle = card.locator("button.heat-toggle")
+        toggle.focus()
+        page.keyboard.press("Enter")  # keyboard usable
+        expect(heat).to_be_visible()
+        expect(toggle).to_have_attribute("aria-pressed", "true")
+        ARTIFACTS.mkdir(exist_ok=True)
+        page.screenshot(path=str(ARTIFACTS / "clinic-app.png"), full_page=True)
+        page.set_viewport_size({"width": 390, "height": 844})  # a small phone
+        page.screenshot(path=str(ARTIFACTS / "clinic-app-small.png"), full_page=True)
+        browser.close()
+    assert all(u.startswith(live_server) or u.startswith("data:") or u.startswith("blob:") for u in requests)

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Retrain the bundled default model from the seed dataset's Training split, with the recipe it was made with.
 # Usage: scripts/train_bundled_model.sh [DATASET_ROOT_OR_CACHE.npz] [extra `braintriage train` options]
-# It writes src/braintriage/assets/default-model.safetensors and runs/bundled/ (history.csv, curves).
+# It writes runs/bundled/ (model.safetensors, history.csv, curves) and exports the model to
+# src/braintriage/assets/default-model.onnx, the file the PyTorch-free runtime ships with.
 # The bundled file came from this recipe on one NVIDIA H200 (42 s); on a 2-core CPU it takes hours.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -12,4 +13,5 @@ braintriage train "$DATA" \
   --epochs 150 --batch-size 128 --lr 2e-3 --weight-decay 0.05 --patience 40 --val-fraction 0.15 \
   --zoom 0.75 1.3 --rotation 15 --translate 0.1 --gamma 0.6 1.6 --noise 0.03 --brightness 0.6 1.5 \
   --target-sensitivity 0.95 --seed 2 \
-  --output src/braintriage/assets/default-model.safetensors --run-dir runs/bundled "$@"
+  --output runs/bundled/model.safetensors --run-dir runs/bundled "$@"
+braintriage export --model runs/bundled/model.safetensors --output src/braintriage/assets/default-model.onnx

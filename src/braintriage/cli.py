@@ -25,6 +25,10 @@ def user_errors() -> Iterator[None]:
     except (DatasetLayoutError, ModelFileError) as e:
         typer.echo(f"error: {e}", err=True)
         raise typer.Exit(2) from None
+    except ModuleNotFoundError as e:  # the light install has no PyTorch and no training tools
+        typer.echo(f"error: this needs {e.name!r}, which comes with the train extra: "
+                   "pip install 'braintriage[train]'", err=True)
+        raise typer.Exit(2) from None
 
 
 @app.command()
@@ -35,10 +39,10 @@ def audit(
     """Counts, sizes, unreadable files, exact and near duplicates, label conflicts and train/test leakage."""
     import json
 
-    from braintriage.audit import audit as run_audit
-    from braintriage.reports import print_audit
-
     with user_errors():
+        from braintriage.audit import audit as run_audit
+        from braintriage.reports import print_audit
+
         result = run_audit(data)
     print_audit(result)
     if json_output:
@@ -81,8 +85,9 @@ def train(
     limit: Optional[int] = typer.Option(None, help="Use a random subset of this many images."),
 ) -> None:
     """Train a model from scratch and write it as one model file."""
-    from braintriage.augment import AugmentPolicy
-    from braintriage.train import TrainConfig, train as run_training
+    with user_errors():
+        from braintriage.augment import AugmentPolicy
+        from braintriage.train import TrainConfig, train as run_training
 
     policy = AugmentPolicy(zoom=zoom, rotation_degrees=rotation, brightness=brightness, horizontal_flip=hflip,
                            translate=translate, gamma=gamma, noise=noise)
@@ -105,11 +110,11 @@ def cache(
     image_size: int = typer.Option(200),
 ) -> None:
     """Decode and preprocess a dataset once into a portable cache file (train on it anywhere)."""
-    from braintriage.cache import decode_dataset
-    from braintriage.datasets import load_dataset
-    from braintriage.preprocess import PreprocessConfig
-
     with user_errors():
+        from braintriage.cache import decode_dataset
+        from braintriage.datasets import load_dataset
+        from braintriage.preprocess import PreprocessConfig
+
         decoded = decode_dataset(load_dataset(data, split), PreprocessConfig(size=image_size))
     for p, msg in decoded.errors:
         typer.echo(f"skipped unreadable image {p}: {msg}", err=True)
@@ -133,10 +138,10 @@ def evaluate(
     """Metrics with 95% CIs, ROC/PR/calibration, sensitivity per tumor type, and the unleaked subset."""
     from rich.console import Console
 
-    from braintriage.evaluate import evaluate as run_evaluation
-    from braintriage.reports import metrics_table
-
     with user_errors():
+        from braintriage.evaluate import evaluate as run_evaluation
+        from braintriage.reports import metrics_table
+
         result = run_evaluation(data, model, split, output_dir, train_data, report, bootstrap)
     console = Console()
     console.print(metrics_table(result["metrics"], f"{data}: all images", result["ci95"]))
@@ -197,6 +202,25 @@ def serve(
         run_server(host, port, model, max_upload_mb)
 
 
+@app.command()
+def export(
+    output: Path = typer.Option(..., "--output", "-o", help="File to write, e.g. model.onnx."),
+    model: Optional[Path] = typer.Option(None, "--model", "-m", help="Model file; default: the bundled one."),
+    format: str = typer.Option("onnx", help="Only onnx for now."),
+) -> None:
+    """Export a model for the PyTorch-free runtime (ONNX Runtime)."""
+    if format != "onnx":
+        typer.echo(f"error: unknown format {format!r}; supported: onnx", err=True)
+        raise typer.Exit(2)
+    from braintriage.modelfile import BUNDLED_MODEL
+
+    with user_errors():
+        from braintriage.export import export_onnx
+
+        export_onnx(model or BUNDLED_MODEL, output)
+    typer.echo(f"saved {output} ({output.stat().st_size / 1e6:.1f} MB)")
+
+
 @app.command("model-card")
 def model_card(
     data: Path = typer.Option(Path("../shared/data/brain-tumor-classification-mri/Testing"),
@@ -207,14 +231,13 @@ def model_card(
     output_dir: Path = typer.Option(Path("evaluation/model-card"), help="Where the evaluation files go."),
 ) -> None:
     """Evaluate a model and write its model card (Markdown) from its metadata and the measured numbers."""
-    from braintriage.evaluate import evaluate as run_evaluation
-    from braintriage.model_card import model_card as render
-    from braintriage.modelfile import BUNDLED_MODEL
+    from braintriage.modelfile import BUNDLED_MODEL, read_metadata
 
     with user_errors():
-        report = run_evaluation(data, model, "testing", output_dir, train_data)
-        from braintriage.modelfile import read_metadata
+        from braintriage.evaluate import evaluate as run_evaluation
+        from braintriage.model_card import model_card as render
 
+        report = run_evaluation(data, model, "testing", output_dir, train_data)
         path = model or BUNDLED_MODEL
         output.write_text(render(read_metadata(path), report, path))
     typer.echo(f"saved {output}")

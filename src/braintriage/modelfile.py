@@ -1,9 +1,15 @@
-"""The model file: one .safetensors file holding the weights and, in its header, JSON metadata.
+"""Model files: weights plus JSON metadata, in one file, loaded without pickle.
 
-Metadata says everything needed to use the weights (as a MONAI bundle does): architecture, input size,
-channels, preprocessing, normalisation, class names, output kind, operating threshold, training-data
-fingerprint, validation metrics and the package version. Loading parses JSON and raw tensors only;
-nothing is unpickled, so a model file from a stranger cannot run code.
+Two formats carry the same metadata (as a MONAI bundle does: architecture, input size, channels,
+preprocessing, normalisation, class names, output kind, operating threshold, training-data fingerprint,
+validation metrics, package version, training history):
+
+  .safetensors  what `train` writes: float16 weights, metadata as JSON in the header.
+  .onnx         what `export` writes and the runtime runs (ONNX Runtime, no PyTorch): the network as an
+                ONNX graph with float16 weights named by their PyTorch state-dict keys, metadata as JSON in
+                the model's metadata_props. The bundled default model is one of these.
+
+Reading metadata needs neither PyTorch nor pickle; a model file from a stranger cannot run code.
 """
 
 from __future__ import annotations
@@ -13,26 +19,77 @@ import os
 from pathlib import Path
 from typing import Any
 
-import torch
-from safetensors import safe_open
-from safetensors.torch import save_file
-
 from braintriage import __version__
-from braintriage.models import build_model
 
 FORMAT_NAME = "braintriage-model"
 FORMAT_VERSION = 1
 METADATA_KEY = "braintriage"
-BUNDLED_MODEL = Path(__file__).parent / "assets" / "default-model.safetensors"
+BUNDLED_MODEL = Path(__file__).parent / "assets" / "default-model.onnx"
+ONNX_PREFIX = "m."  # the exported wrapper holds the network as `m`
 
 
 class ModelFileError(ValueError):
     pass
 
 
-def save_model(path: str | Path, model: torch.nn.Module, metadata: dict[str, Any],
-               weights_dtype: torch.dtype = torch.float16) -> None:
-    """Write weights (floating tensors stored as `weights_dtype`) and metadata, atomically."""
+def _check(meta: dict, path) -> dict:
+    if meta.get("format") != FORMAT_NAME or meta.get("format_version") != FORMAT_VERSION:
+        raise ModelFileError(f"{path}: unsupported model format {meta.get('format')} v{meta.get('format_version')}")
+    return meta
+
+
+def read_metadata(path: str | Path = BUNDLED_MODEL) -> dict[str, Any]:
+    path = Path(path)
+    if not path.is_file():
+        raise ModelFileError(f"{path}: model file not found")
+    if path.suffix == ".onnx":
+        return _check(json.loads(_onnx_metadata(path)), path)
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), framework="numpy") as f:
+            raw = (f.metadata() or {}).get(METADATA_KEY)
+    except Exception as e:  # safetensors raises its own error types for a bad header
+        raise ModelFileError(f"{path}: not a safetensors model file ({e})") from None
+    if raw is None:
+        raise ModelFileError(f"{path}: safetensors file without braintriage metadata")
+    return _check(json.loads(raw), path)
+
+
+def _onnx_metadata(path: Path) -> str:
+    import onnx
+
+    try:
+        model = onnx.load(str(path), load_external_data=False)
+    except Exception as e:
+        raise ModelFileError(f"{path}: not an ONNX model file ({e})") from None
+    props = {p.key: p.value for p in model.metadata_props}
+    if METADATA_KEY not in props:
+        raise ModelFileError(f"{path}: ONNX file without braintriage metadata")
+    return props[METADATA_KEY]
+
+
+def onnx_initializers(path: str | Path) -> dict[str, "np.ndarray"]:  # noqa: F821
+    """The weights of an exported model as float32 numpy arrays, by PyTorch state-dict key."""
+    import numpy as np
+    import onnx
+    from onnx import numpy_helper
+
+    model = onnx.load(str(path), load_external_data=False)
+    out = {}
+    for init in model.graph.initializer:
+        if init.name.startswith(ONNX_PREFIX):
+            a = numpy_helper.to_array(init)
+            out[init.name[len(ONNX_PREFIX):]] = a.astype(np.float32) if a.dtype.kind == "f" else a
+    return out
+
+
+def save_model(path: str | Path, model, metadata: dict[str, Any], weights_dtype=None) -> None:
+    """Write a .safetensors model file: weights (floating tensors as float16) and metadata, atomically."""
+    import torch
+    from safetensors.torch import save_file
+
+    weights_dtype = weights_dtype or torch.float16
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tensors = {k: (v.to(weights_dtype) if v.is_floating_point() else v).detach().cpu().contiguous()
@@ -44,32 +101,29 @@ def save_model(path: str | Path, model: torch.nn.Module, metadata: dict[str, Any
     os.replace(tmp, path)
 
 
-def read_metadata(path: str | Path) -> dict[str, Any]:
-    try:
-        with safe_open(str(path), framework="pt") as f:
-            raw = (f.metadata() or {}).get(METADATA_KEY)
-    except FileNotFoundError:
-        raise ModelFileError(f"{path}: model file not found") from None
-    except Exception as e:  # safetensors raises its own error types for a bad header
-        raise ModelFileError(f"{path}: not a safetensors model file ({e})") from None
-    if raw is None:
-        raise ModelFileError(f"{path}: safetensors file without braintriage metadata")
-    meta = json.loads(raw)
-    if meta.get("format") != FORMAT_NAME or meta.get("format_version") != FORMAT_VERSION:
-        raise ModelFileError(f"{path}: unsupported model format {meta.get('format')} v{meta.get('format_version')}")
-    return meta
+def load_model(path: str | Path = BUNDLED_MODEL):
+    """The PyTorch network of a model file (either format), float32 weights, in eval mode; and its metadata."""
+    import torch
 
+    from braintriage.models import build_model
 
-def load_model(path: str | Path = BUNDLED_MODEL) -> tuple[torch.nn.Module, dict[str, Any]]:
-    """Build the network the metadata names and load its weights (as float32), in eval mode."""
+    path = Path(path)
     meta = read_metadata(path)
     model = build_model(meta["architecture"], in_channels=meta["input"]["channels"],
                         num_outputs=len(meta["class_names"]) if meta["output"] == "softmax" else 1,
                         image_size=meta["input"]["preprocess"]["size"])
-    state = {}
-    with safe_open(str(path), framework="pt") as f:
-        for key in f.keys():
-            t = f.get_tensor(key)
-            state[key] = t.float() if t.is_floating_point() else t
+    if path.suffix == ".onnx":
+        state = {k: torch.from_numpy(v.copy()) for k, v in onnx_initializers(path).items()}
+        for key, value in model.state_dict().items():
+            if key.endswith("num_batches_tracked"):  # a training counter the ONNX graph does not carry
+                state.setdefault(key, value)
+    else:
+        from safetensors import safe_open
+
+        state = {}
+        with safe_open(str(path), framework="pt") as f:
+            for key in f.keys():
+                t = f.get_tensor(key)
+                state[key] = t.float() if t.is_floating_point() else t
     model.load_state_dict(state)
     return model.eval(), meta

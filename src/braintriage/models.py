@@ -128,22 +128,3 @@ def tumor_probability(logits: torch.Tensor, temperature: float = 1.0
     probs = torch.softmax(logits, dim=1)
     return 1.0 - probs[:, 0], probs
 
-
-def tumor_activation_map(features: torch.Tensor, head_weight: torch.Tensor, type_probs: torch.Tensor | None,
-                         size: int) -> torch.Tensor:
-    """Class activation map (Zhou et al. 2016) of the evidence for a tumor, (B, size, size) in [0, 1].
-
-    With a global-average-pool head the logit is a weighted sum of the last feature maps, so the same
-    weights applied before pooling show where the evidence lies. For a type model the map is that of
-    (logit of the most likely tumor type - logit of no tumor); for a binary model, of the single logit.
-    Only positive evidence is kept, scaled by its own maximum.
-    """
-    if type_probs is None:
-        weights = head_weight[0].expand(features.shape[0], -1)
-    else:
-        k = 1 + type_probs[:, 1:].argmax(dim=1)  # most likely tumor type
-        weights = head_weight[k] - head_weight[0]
-    cam = torch.relu(torch.einsum("bc,bchw->bhw", weights.float(), features.float()))
-    cam = torch.nn.functional.interpolate(cam[:, None], size=(size, size), mode="bilinear", align_corners=False)[:, 0]
-    peak = cam.amax(dim=(1, 2), keepdim=True)
-    return torch.where(peak > 0, cam / peak.clamp(min=1e-12), cam)

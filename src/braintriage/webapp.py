@@ -92,12 +92,11 @@ def png_base64(rgba_or_gray: np.ndarray) -> str:
 
 
 def heatmap_rgba(cam: np.ndarray) -> np.ndarray:
-    """Colour a map in [0, 1] (matplotlib's 'jet'), with opacity rising with the evidence."""
-    from matplotlib import colormaps
-
-    rgba = colormaps["jet"](cam)
-    rgba[..., 3] = np.clip(cam * 1.2, 0, 1) * 0.75
-    return (rgba * 255).round().astype(np.uint8)
+    """Colour a map in [0, 1] blue-green-yellow-red (the classic 'jet' ramp), with opacity rising with the
+    evidence, so the scan shows through where the model found none."""
+    ramp = [np.clip(1.5 - np.abs(4 * cam - centre), 0, 1) for centre in (3, 2, 1)]  # red, green, blue
+    alpha = np.clip(cam * 1.2, 0, 1) * 0.75
+    return (np.stack([*ramp, alpha], axis=-1) * 255).round().astype(np.uint8)
 
 
 def to_result(p: Prediction, threshold: float) -> FileResult:

@@ -1,0 +1,95 @@
+"""Inference speed on this machine: cold start of the CLI, and batch throughput on ONNX Runtime vs PyTorch.
+
+    python benchmarks/inference.py [--output benchmarks/inference.json]
+
+Cold start: a new process running `braintriage predict ONE.jpg` against `python -c "import torch"`, median
+of 5 runs each. Throughput: the 394 `Testing` images, preprocessed once, scored in batches of 32 by the
+bundled model, best of 3 passes, on each runtime. Needs the train extra (PyTorch) for the comparison.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+DATA = Path(os.environ.get("BRAINTRIAGE_DATA", REPO.parent / "shared/data/brain-tumor-classification-mri"))
+sys.path.insert(0, str(REPO / "benchmarks"))
+from api_load import hardware  # noqa: E402
+
+
+def median_seconds(cmd: list[str], runs: int = 5) -> float:
+    times = []
+    for _ in range(runs):
+        t = time.perf_counter()
+        subprocess.run(cmd, check=True, capture_output=True)
+        times.append(time.perf_counter() - t)
+    return statistics.median(times)
+
+
+def best_throughput(score, images: np.ndarray, passes: int = 3) -> float:
+    best = 0.0
+    for _ in range(passes):
+        t = time.perf_counter()
+        score(images)
+        best = max(best, len(images) / (time.perf_counter() - t))
+    return best
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--output", type=Path, default=REPO / "benchmarks" / "inference.json")
+    args = ap.parse_args()
+    one = DATA / "Testing/glioma_tumor/image(1).jpg"
+    cli = [sys.executable, "-m", "braintriage", "predict", str(one), "--quiet"]
+    cold_predict = median_seconds(cli)
+    cold_torch = median_seconds([sys.executable, "-c", "import torch"])
+
+    from braintriage.datasets import load_dataset
+    from braintriage.inference import Predictor
+    from braintriage.preprocess import load_and_preprocess
+
+    images = np.stack([load_and_preprocess(s.path) for s in load_dataset(DATA, "testing").samples])
+    onnx_predictor = Predictor()
+    onnx_ips = best_throughput(lambda x: onnx_predictor.predict_arrays(x), images)
+
+    import torch
+
+    from braintriage.modelfile import load_model
+    from braintriage.models import to_model_input
+
+    model, meta = load_model()
+    norm = meta["input"]["normalization"]
+
+    def torch_score(x: np.ndarray) -> None:
+        with torch.inference_mode():
+            for i in range(0, len(x), 32):
+                model(to_model_input(torch.from_numpy(x[i:i + 32]), norm["mean"], norm["std"]))
+
+    torch_ips = best_throughput(torch_score, images)
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                            cwd=REPO).stdout.strip()
+    record = {
+        "benchmark": "inference", "date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "commit": commit,
+        "hardware": hardware(),
+        "cold_start_seconds": {"braintriage_predict_one_jpg": round(cold_predict, 3),
+                               "python_import_torch": round(cold_torch, 3)},
+        "batch_throughput_images_per_s": {"onnxruntime": round(onnx_ips, 1), "pytorch": round(torch_ips, 1)},
+        "batch": 32, "images": len(images), "image_size": meta["input"]["preprocess"]["size"],
+        "model": meta["architecture"],
+    }
+    args.output.write_text(json.dumps(record, indent=2) + "\n")
+    print(json.dumps(record, indent=2))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,103 @@
+"""The PyTorch-free runtime: ONNX export, equivalence with PyTorch, and triage without torch installed."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from braintriage.datasets import load_dataset
+from braintriage.export import export_onnx
+from braintriage.inference import Predictor
+from braintriage.modelfile import BUNDLED_MODEL, load_model, read_metadata, save_model
+from braintriage.models import build_model, to_model_input
+from braintriage.preprocess import load_and_preprocess
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def dataset_images(seed_data: Path, n: int = 100) -> np.ndarray:
+    samples = load_dataset(seed_data, "testing").samples[:: max(1, 394 // n)][:n]
+    return np.stack([load_and_preprocess(s.path) for s in samples])
+
+
+@pytest.mark.dataset
+def test_onnx_runtime_matches_pytorch_on_100_dataset_images(seed_data):
+    images = dataset_images(seed_data)
+    assert len(images) == 100
+    ort_p, ort_types, ort_cams = Predictor(BUNDLED_MODEL).predict_arrays(images, heatmaps=True)
+    model, meta = load_model(BUNDLED_MODEL)  # PyTorch, weights read from the ONNX file's initializers
+    norm = meta["input"]["normalization"]
+    with torch.no_grad():
+        probs = torch.softmax(model(to_model_input(torch.from_numpy(images), norm["mean"], norm["std"])), 1)
+    torch_p = 1 - probs[:, 0].numpy()
+    assert np.abs(ort_p - torch_p).max() < 1e-4
+    assert np.abs(ort_types - probs.numpy()).max() < 1e-4
+    assert ort_cams.shape == (100, 200, 200) and ort_cams.max() <= 1
+
+
+def test_export_round_trip_keeps_weights_outputs_and_metadata(tmp_path):
+    torch.manual_seed(0)
+    model = build_model("resnet18-w32", 1, 4, 64).eval()
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+        for m in model.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.running_mean.uniform_(-0.1, 0.1)
+                m.running_var.uniform_(0.5, 1.5)
+    meta = {"architecture": "resnet18-w32", "output": "softmax", "threshold": 0.4,
+            "class_names": ["no_tumor", "glioma", "meningioma", "pituitary"],
+            "input": {"channels": 1, "preprocess": {"size": 64}, "normalization": {"mean": 0.2, "std": 0.25}}}
+    save_model(tmp_path / "m.safetensors", model, meta)
+    export_onnx(tmp_path / "m.safetensors", tmp_path / "m.onnx")
+    assert read_metadata(tmp_path / "m.onnx")["threshold"] == 0.4
+    images = np.random.default_rng(0).integers(0, 256, (12, 64, 64)).astype(np.uint8)
+    from_torch = Predictor(tmp_path / "m.safetensors").predict_arrays(images, heatmaps=True)
+    from_onnx = Predictor(tmp_path / "m.onnx").predict_arrays(images, heatmaps=True)
+    for a, b in zip(from_torch, from_onnx):
+        assert np.abs(a - b).max() < 1e-4
+    reloaded, _ = load_model(tmp_path / "m.onnx")
+    original, _ = load_model(tmp_path / "m.safetensors")
+    for (k, a), (_, b) in zip(original.state_dict().items(), reloaded.state_dict().items()):
+        assert torch.equal(a, b), k
+
+
+def test_seed_cnn_exports_without_heat_maps(tmp_path):
+    model = build_model("seed-cnn", 1, 1, 48).eval()
+    meta = {"architecture": "seed-cnn", "output": "sigmoid", "threshold": 0.5, "class_names": ["no_tumor", "tumor"],
+            "input": {"channels": 1, "preprocess": {"size": 48}, "normalization": {"mean": 0.2, "std": 0.25}}}
+    save_model(tmp_path / "s.safetensors", model, meta)
+    export_onnx(tmp_path / "s.safetensors", tmp_path / "s.onnx")
+    p, types, cams = Predictor(tmp_path / "s.onnx").predict_arrays(np.zeros((2, 48, 48), np.uint8), heatmaps=True)
+    assert p.shape == (2,) and types is None and cams is None
+
+
+TRIAGE_WITHOUT_TORCH = r"""
+import sys
+sys.modules["torch"] = None  # any `import torch` now fails: the runtime must not need it
+import numpy as np, io
+from PIL import Image
+from typer.testing import CliRunner
+from fastapi.testclient import TestClient
+from braintriage.cli import app
+from braintriage.webapp import create_app
+folder = sys.argv[1]
+for i in range(3):
+    Image.fromarray((np.random.default_rng(i).random((96, 96)) * 255).astype(np.uint8)).save(f"{folder}/s{i}.png")
+result = CliRunner().invoke(app, ["predict", folder, "--output", f"{folder}/out.csv"])
+assert result.exit_code == 0, result.output
+buf = io.BytesIO(); Image.open(f"{folder}/s0.png").save(buf, "PNG")
+r = TestClient(create_app()).post("/api/v1/predict?heatmap=true", files=[("files", ("s0.png", buf.getvalue(), "image/png"))])
+assert r.status_code == 200 and r.json()["results"][0]["heatmap"], r.text
+print("ok without torch")
+"""
+
+
+def test_predict_and_serve_run_without_pytorch(tmp_path):
+    run = subprocess.run([sys.executable, "-c", TRIAGE_WITHOUT_TORCH, str(tmp_path)], capture_output=True, text=True,
+                         cwd=REPO, timeout=300)
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert "ok without torch" in run.stdout

@@ -6,7 +6,8 @@ import pytest
 from typer.testing import CliRunner
 
 from braintriage.cli import app
-from braintriage.inference import Predictor, expand_inputs
+from braintriage.inference import Predictor
+from braintriage.scans import items_from_paths
 
 runner = CliRunner()
 
@@ -19,8 +20,9 @@ def predictor():
 def test_good_and_bad_files_each_get_their_row(predictor, image_folder):
     (image_folder / "notes.txt").write_text("hello")
     (image_folder / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 not really")
-    paths = expand_inputs([image_folder, image_folder / "missing.png"])
-    results = predictor.predict_files(paths)
+    items = items_from_paths([image_folder, image_folder / "missing.png"])
+    paths = [it.path for it in items]
+    results = predictor.predict_items(items)
     assert [r.path for r in results] == paths
     errors = {r.path.rsplit("/", 1)[1]: r.error for r in results if r.error}
     assert set(errors) == {"notes.txt", "broken.jpg", "missing.png"}
@@ -33,7 +35,7 @@ def test_good_and_bad_files_each_get_their_row(predictor, image_folder):
 
 
 def test_predictions_do_not_depend_on_batching(predictor, image_folder):
-    paths = expand_inputs([image_folder])
+    paths = [it.path for it in items_from_paths([image_folder])]
     one_by_one = [predictor.predict_files([p])[0].tumor_probability for p in paths]
     together = [r.tumor_probability for r in predictor.predict_files(paths)]
     assert np.allclose(one_by_one, together, atol=1e-5)
@@ -44,7 +46,7 @@ def test_cli_exit_codes_and_csv(image_folder, tmp_path):
     ok = runner.invoke(app, ["predict", str(image_folder), "--output", str(out)])
     assert ok.exit_code == 0, ok.output
     rows = list(csv.DictReader(out.open()))
-    assert list(rows[0]) == ["path", "tumor_probability", "prediction", "error"]
+    assert list(rows[0]) == ["path", "study", "tumor_probability", "prediction", "slices", "top_slices", "error"]
     assert len(rows) == 4 and all(r["prediction"] in ("tumor", "no_tumor") and not r["error"] for r in rows)
     assert rows[0]["path"].startswith(str(image_folder))
 

@@ -166,25 +166,32 @@ def evaluate(
 
 @app.command()
 def predict(
-    paths: list[Path] = typer.Argument(..., help="Image files and folders (searched recursively)."),
+    paths: list[Path] = typer.Argument(..., help="Image files, DICOM files/series/CD folders, NIfTI volumes, and "
+                                                 "folders of them (searched recursively)."),
     model: Optional[Path] = typer.Option(None, "--model", "-m", help="Model file; default: the bundled one."),
     output: Optional[Path] = typer.Option(None, "--output", "-o", help="Write a CSV of the results here."),
+    axis: Optional[int] = typer.Option(None, help="NIfTI: slice along this axis (0, 1, 2 after reorientation "
+                                                  "to RAS); default: the axis with the fewest voxels."),
+    show_identifiers: bool = typer.Option(False, help="Name DICOM studies by their Study Instance UID instead "
+                                                      "of a hash of it."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No table on the terminal."),
 ) -> None:
-    """Score scans: P(tumor) and a verdict at the model's threshold. Exit code 1 if any file failed."""
-    from braintriage.inference import Predictor, expand_inputs
+    """Score scans: P(tumor) and a verdict at the model's threshold; one row per image or study.
+    Exit code 1 if any file failed."""
+    from braintriage.inference import Predictor
     from braintriage.results import print_predictions, write_predictions_csv
+    from braintriage.scans import items_from_paths
 
     with user_errors():
         predictor = Predictor(model)
-    results = predictor.predict_files(expand_inputs(paths))
+    results = predictor.predict_items(items_from_paths(paths, show_identifiers, axis))
     if output:
         write_predictions_csv(results, output)
     if not quiet:
         print_predictions(results, predictor)
     failed = sum(r.error is not None for r in results)
     if failed:
-        typer.echo(f"{failed} of {len(results)} files could not be scored", err=True)
+        typer.echo(f"{failed} of {len(results)} rows had errors", err=True)
         raise typer.Exit(1)
 
 

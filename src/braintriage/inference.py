@@ -10,17 +10,18 @@ A file that cannot be read is answered with an error on its own row; the rest of
 
 from __future__ import annotations
 
-import io
-import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 from PIL import Image
 
 from braintriage.modelfile import BUNDLED_MODEL, onnx_initializers, read_metadata
-from braintriage.preprocess import ImageReadError, PreprocessConfig, decode_image, preprocess
+from braintriage.preprocess import ImageReadError, PreprocessConfig, preprocess
+from braintriage.scans import ScanItem, items_from_paths, items_from_uploads
+
+SMOOTHING = 3  # slices in the moving average of a study's slice scores
+TOP_SLICES = 3  # most suspicious slices reported per study
 
 
 @dataclass
@@ -32,27 +33,16 @@ class Prediction:
     error: str | None = None
     image: np.ndarray | None = None  # the model's view of the scan (uint8), when heat maps were asked for
     heatmap: np.ndarray | None = None  # class activation map in [0, 1], same size as `image`
+    study: str | None = None  # for a DICOM series, multi-frame file or NIfTI volume
+    slices: int = 1
+    top_slices: list[str] = field(default_factory=list)  # the most suspicious slices, most suspicious first
+    slice_probabilities: list[float | None] | None = None  # per slice, in slice order (studies only)
 
     @property
     def predicted_type(self) -> str | None:
         if not self.type_probabilities:
             return None
         return max(self.type_probabilities, key=self.type_probabilities.get)
-
-
-def expand_inputs(inputs: list[str | Path]) -> list[str]:
-    """Files as given; folders walked recursively (sorted, hidden files skipped). A path that does not
-    exist is kept, so it gets its own error row."""
-    found: list[str] = []
-    for item in inputs:
-        item = str(item)
-        if os.path.isdir(item):
-            for dirpath, dirnames, filenames in os.walk(item):
-                dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-                found += [os.path.join(dirpath, f) for f in sorted(filenames) if not f.startswith(".")]
-        else:
-            found.append(item)
-    return found
 
 
 class OnnxBackend:
@@ -166,34 +156,73 @@ class Predictor:
         return "tumor" if p_tumor >= self.threshold else "no_tumor"
 
     def predict_files(self, paths: list[str], heatmaps: bool = False) -> list[Prediction]:
-        """Score image files; each unreadable one gets its error and the rest are still answered."""
-        return self._predict([str(p) for p in paths], [lambda p=p: decode_image(p) for p in paths], heatmaps)
+        """One result per file path (a DICOM multi-frame file is one study); unreadable files get an error."""
+        return self.predict_items([items_from_paths([p])[0] for p in paths], heatmaps)
 
     def predict_uploads(self, uploads: list[tuple[str, bytes]], heatmaps: bool = False) -> list[Prediction]:
-        """Score files held in memory as (name, bytes): uploads are never written to disk."""
-        return self._predict([name for name, _ in uploads],
-                             [lambda b=blob: decode_image(io.BytesIO(b)) for _, blob in uploads], heatmaps)
+        """Files held in memory as (name, bytes), never written to disk; DICOM files of one series form one
+        study."""
+        return self.predict_items(items_from_uploads(uploads), heatmaps)
 
-    def _predict(self, names: list[str], decoders: list[Callable[[], Image.Image]], heatmaps: bool
-                 ) -> list[Prediction]:
-        results = [Prediction(path=n) for n in names]
-        for start in range(0, len(results), self.batch_size):
+    def predict_items(self, items: list[ScanItem], heatmaps: bool = False) -> list[Prediction]:
+        """Score every slice of every item, in batches across items, then summarise each item. A study's
+        verdict is the maximum of its slice scores smoothed over SMOOTHING neighbouring slices (one bright
+        artefact on a single slice counts less than evidence on adjacent slices), with its TOP_SLICES most
+        suspicious slices."""
+        scores = [[None] * len(it.slices) for it in items]
+        errors = [[None] * len(it.slices) for it in items]
+        views: dict[tuple[int, int], tuple] = {}  # (item, slice) -> (image, heat map, type probabilities)
+        todo = [(i, j) for i, it in enumerate(items) if it.error is None for j in range(len(it.slices))]
+        for start in range(0, len(todo), self.batch_size):
             arrays, ok = [], []
-            for r, decode in zip(results[start:start + self.batch_size], decoders[start:start + self.batch_size]):
+            for i, j in todo[start:start + self.batch_size]:
                 try:
-                    arrays.append(preprocess(decode(), self.preprocess))
-                    ok.append(r)
+                    arrays.append(preprocess(items[i].slices[j].load(), self.preprocess))
+                    ok.append((i, j))
                 except ImageReadError as e:
-                    r.error = str(e)
+                    errors[i][j] = str(e)
             if not ok:
                 continue
             p_tumor, types, cams = self.predict_arrays(np.stack(arrays), heatmaps)
-            for j, r in enumerate(ok):
-                r.tumor_probability = float(p_tumor[j])
-                r.prediction = self.label(r.tumor_probability)
-                if types is not None:
-                    r.type_probabilities = {n: float(v) for n, v in zip(self.class_names, types[j])}
-                if heatmaps:
-                    r.image = arrays[j]
-                    r.heatmap = None if cams is None else cams[j]
-        return results
+            for k, (i, j) in enumerate(ok):
+                scores[i][j] = float(p_tumor[k])
+                views[(i, j)] = (arrays[k] if heatmaps else None, None if cams is None else cams[k],
+                                 None if types is None else types[k])
+        return [self._summarise(i, it, scores[i], errors[i], views) for i, it in enumerate(items)]
+
+    def _summarise(self, i: int, item: ScanItem, scores: list, errors: list, views: dict) -> Prediction:
+        r = Prediction(path=item.path, study=item.study, slices=len(item.slices))
+        if item.error or not item.slices:
+            r.error = item.error or "no images found"
+            return r
+        valid = [j for j, s in enumerate(scores) if s is not None]
+        if not valid:
+            first = next(e for e in errors if e)
+            r.error = first if len(scores) == 1 else f"none of {len(scores)} slices could be read: {first}"
+            return r
+        p = np.array([scores[j] for j in valid])
+        smoothed = smooth(p) if item.is_study else p
+        order = np.argsort(-smoothed, kind="stable")
+        best = valid[order[0]]
+        r.tumor_probability = float(smoothed[order[0]])
+        r.prediction = self.label(r.tumor_probability)
+        image, cam, types = views[(i, best)]
+        if types is not None:
+            r.type_probabilities = {n: float(v) for n, v in zip(self.class_names, types)}
+        r.image, r.heatmap = image, cam
+        if item.is_study:
+            r.top_slices = [item.slices[valid[k]].label for k in order[:TOP_SLICES]]
+            r.slice_probabilities = scores
+            failed = len(scores) - len(valid)
+            if failed:
+                r.error = f"{failed} of {len(scores)} slices could not be read; scored on the rest"
+        return r
+
+
+def smooth(p: np.ndarray, window: int = SMOOTHING) -> np.ndarray:
+    """Moving average along the slice axis, edges padded with the end values."""
+    if len(p) < 2 or window < 2:
+        return p
+    half = window // 2
+    padded = np.pad(p, half, mode="edge")
+    return np.convolve(padded, np.ones(window) / window, mode="valid")

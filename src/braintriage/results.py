@@ -7,7 +7,10 @@ from pathlib import Path
 
 from braintriage.inference import Prediction, Predictor
 
-CSV_COLUMNS = ["path", "tumor_probability", "prediction", "error"]
+# One row per plain image or per study (DICOM series, multi-frame file, NIfTI volume): `study` names a study
+# (a hash of its Study Instance UID, or the volume's file name), `slices` counts its slices and `top_slices`
+# lists the most suspicious ones, most suspicious first, separated by ";".
+CSV_COLUMNS = ["path", "study", "tumor_probability", "prediction", "slices", "top_slices", "error"]
 NOTICE = "Decision support only, not a diagnosis: a suspected tumor means refer for specialist review."
 
 
@@ -17,7 +20,8 @@ def write_predictions_csv(results: list[Prediction], path: str | Path) -> None:
         writer.writerow(CSV_COLUMNS)
         for r in results:
             p = "" if r.tumor_probability is None else f"{r.tumor_probability:.6f}"
-            writer.writerow([r.path, p, r.prediction or "", r.error or ""])
+            writer.writerow([r.path, r.study or "", p, r.prediction or "", r.slices, ";".join(r.top_slices),
+                             r.error or ""])
 
 
 def print_predictions(results: list[Prediction], predictor: Predictor) -> None:
@@ -26,14 +30,20 @@ def print_predictions(results: list[Prediction], predictor: Predictor) -> None:
 
     table = Table(title=f"braintriage ({predictor.metadata['architecture']}, threshold "
                         f"{predictor.threshold:.3f})", caption=NOTICE)
+    studies = any(r.study for r in results)
     table.add_column("path", overflow="fold")
+    if studies:
+        table.add_column("study (slices; most suspicious)", overflow="fold")
     table.add_column("P(tumor)", justify="right")
     table.add_column("verdict")
     for r in results:
-        if r.error:
-            table.add_row(r.path, "", f"[red]error: {r.error}[/red]")
+        study = [f"{r.study} ({r.slices}; {', '.join(r.top_slices)})" if r.study else ""] if studies else []
+        if r.tumor_probability is None:
+            table.add_row(r.path, *study, "", f"[red]error: {r.error}[/red]")
         else:
             verdict = ("[bold yellow]tumor suspected: refer[/bold yellow]" if r.prediction == "tumor"
                        else "no tumor detected")
-            table.add_row(r.path, f"{r.tumor_probability:.3f}", verdict)
+            if r.error:
+                verdict += f" [red]({r.error})[/red]"
+            table.add_row(r.path, *study, f"{r.tumor_probability:.3f}", verdict)
     Console().print(table)

@@ -77,6 +77,10 @@ class FileResult(BaseModel):
     type_probabilities: dict[str, float] | None = None
     heatmap: str | None = None  # PNG, base64: class activation map, transparent where there is no evidence
     image: str | None = None  # PNG, base64: the model's view of the scan, which `heatmap` overlays
+    study: str | None = None  # DICOM series / multi-frame / NIfTI: hashed study name (no identifiers)
+    slices: int = 1
+    top_slices: list[str] = []  # most suspicious slices first; `image`/`heatmap` show the first of them
+    slice_probabilities: list[float | None] | None = None
     error: str | None = None
 
 
@@ -103,6 +107,7 @@ def to_result(p: Prediction, threshold: float) -> FileResult:
     return FileResult(
         filename=p.path, tumor_probability=p.tumor_probability, prediction=p.prediction, threshold=threshold,
         predicted_type=p.predicted_type, type_probabilities=p.type_probabilities, error=p.error,
+        study=p.study, slices=p.slices, top_slices=p.top_slices, slice_probabilities=p.slice_probabilities,
         heatmap=png_base64(heatmap_rgba(p.heatmap)) if p.heatmap is not None else None,
         image=png_base64(p.image) if p.image is not None else None,
     )
@@ -137,13 +142,14 @@ def create_app(model_path: str | Path | None = None, max_upload_mb: float = DEFA
                          422: {"description": "No file could be read as an image; each entry says why"}})
     async def predict(files: Annotated[list[UploadFile], File(description="One or many scans")],
                       heatmap: Annotated[bool, Query(description="Add heat maps (base64 PNG)")] = False):
-        """Score scans. Each file gets its own entry; one that cannot be read gets an `error` there while the
-        rest are answered. When no file could be read the answer is 422."""
+        """Score scans: images (JPEG, PNG, BMP, TIFF), DICOM files (the files of one series, sent together,
+        make one study) and NIfTI volumes. Each image or study gets its own entry; one that cannot be read
+        gets an `error` there while the rest are answered. When nothing could be read the answer is 422."""
         uploads = [(f.filename or f"file{i + 1}", await f.read()) for i, f in enumerate(files)]
         async with lock:
             predictions = await asyncio.to_thread(predictor.predict_uploads, uploads, heatmap)
         body = PredictResponse(model=model_label, results=[to_result(p, predictor.threshold) for p in predictions])
-        status = 422 if all(p.error for p in predictions) else 200
+        status = 422 if all(p.tumor_probability is None for p in predictions) else 200
         return JSONResponse(body.model_dump(), status_code=status)
 
     app.mount("/static", StaticFiles(directory=STATIC), name="static")

@@ -41,7 +41,7 @@ async function analyse(fileList) {
     }
     render();
   }
-  failed = state.results.filter((r) => r.error).length;
+  failed = state.results.filter((r) => r.tumor_probability === null || r.tumor_probability === undefined).length;
   const flagged = state.results.filter((r) => r.prediction === "tumor").length;
   $("status").textContent = `${state.results.length} scan(s) analysed: ${flagged} flagged for review` +
     (failed ? `, ${failed} could not be read.` : ".");
@@ -51,13 +51,14 @@ function card(result, index) {
   const li = document.createElement("li");
   const article = document.createElement("article");
   li.appendChild(article);
-  article.className = "card " + (result.error ? "error" : result.prediction);
+  const failed = result.tumor_probability === null || result.tumor_probability === undefined;
+  article.className = "card " + (failed ? "error" : result.prediction);
   article.setAttribute("aria-label", result.filename);
   const name = document.createElement("p");
   name.className = "filename";
   name.textContent = result.filename;
 
-  if (result.error) {
+  if (result.tumor_probability === null || result.tumor_probability === undefined) {
     const v = document.createElement("p");
     v.className = "verdict";
     v.textContent = "Could not be analysed";
@@ -90,6 +91,13 @@ function card(result, index) {
   prob.className = "probability";
   prob.textContent = `Probability of tumor: ${percent(result.tumor_probability)}`;
   article.append(figure, verdict, prob);
+  if (result.study) {
+    const st = document.createElement("p");
+    st.className = "secondary study";
+    st.textContent = `Study ${result.study}: ${result.slices} slices; most suspicious: ` +
+      `${result.top_slices.join(", ")} (shown)`;
+    article.appendChild(st);
+  }
   if (result.predicted_type && result.type_probabilities) {
     const t = document.createElement("p");
     t.className = "secondary type";
@@ -114,6 +122,12 @@ function card(result, index) {
   printed.className = "print-only secondary";
   printed.textContent = `Model ${state.model ? state.model.architecture + ", braintriage " + state.model.package_version : ""}; ` +
     `threshold ${result.threshold.toFixed(2)}. Decision support, not a diagnosis: a flag means refer for specialist review.`;
+  if (result.error) {  // a study scored although some slices could not be read
+    const warn = document.createElement("p");
+    warn.className = "secondary";
+    warn.textContent = result.error;
+    article.appendChild(warn);
+  }
   article.append(name, printed);
   return li;
 }
@@ -123,7 +137,7 @@ function render() {
   list.replaceChildren();
   let rows = state.results.slice();
   if (state.worklist) {
-    const score = (r) => (r.error ? -1 : r.tumor_probability);
+    const score = (r) => (r.tumor_probability === null || r.tumor_probability === undefined ? -1 : r.tumor_probability);
     rows.sort((a, b) => score(b) - score(a));
   }
   rows.forEach((r, i) => list.appendChild(card(r, i)));
@@ -131,7 +145,7 @@ function render() {
 }
 
 function exportCsv() {
-  const cols = ["filename", "tumor_probability", "prediction", "predicted_type", "threshold", "error"];
+  const cols = ["filename", "study", "tumor_probability", "prediction", "predicted_type", "slices", "threshold", "error"];
   const quote = (v) => {
     const s = v === null || v === undefined ? "" : String(v);
     return /[",\n]/.test(s) ? '"' + s.replace(/"/g, '""') + '"' : s;

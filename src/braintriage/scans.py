@@ -1,0 +1,312 @@
+"""What a clinic hands over, turned into scan items: plain images, DICOM files, series, multi-frame files,
+CD folders with a DICOMDIR, and NIfTI volumes.
+
+Every item is a list of 2D slices, each decoded on demand to an 8-bit grayscale image that then goes through
+the one preprocessing path. A plain image is an item of one slice; a DICOM series or multi-frame file and a
+NIfTI volume are *studies*, scored slice by slice and summarised by `inference.Predictor`.
+
+DICOM pixels get the modality LUT (rescale slope/intercept), then the stored window (or, without one, a
+robust 0.5-99.5 percentile window), then MONOCHROME1 inversion. Compressed transfer syntaxes decode through
+pydicom's plugins (pylibjpeg: JPEG baseline/lossless, JPEG 2000; RLE natively); any other gets a per-file
+error. Privacy: nothing from a DICOM header but the Study Instance UID is used, and that only hashed
+(`study-` + 12 hex digits) unless `show_identifiers` is asked for; pydicom's own log messages are silenced,
+as they can quote header values.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import io
+import logging
+import os
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import BinaryIO, Callable
+
+import numpy as np
+from PIL import Image
+
+from braintriage.preprocess import ImageReadError, decode_image
+
+logging.getLogger("pydicom").setLevel(logging.CRITICAL)
+NIFTI_SUFFIXES = (".nii", ".nii.gz")
+AXIS_NAMES = ("sagittal", "coronal", "axial")  # RAS axes 0, 1, 2 after reorientation
+
+
+@dataclass
+class Slice:
+    label: str  # instance number, frame or index along the axis
+    load: Callable[[], Image.Image]  # 8-bit grayscale; raises ImageReadError
+
+
+@dataclass
+class ScanItem:
+    path: str  # the file or folder as found
+    slices: list[Slice] = field(default_factory=list)
+    study: str | None = None  # a study's name: hashed Study Instance UID, or the volume's file name
+    error: str | None = None  # set when the item could not even be listed
+
+    @property
+    def is_study(self) -> bool:
+        return self.study is not None
+
+
+# ----- DICOM -----------------------------------------------------------------------------------------------
+
+def is_dicom(head: bytes, name: str) -> bool:
+    return head[128:132] == b"DICM" or name.lower().endswith((".dcm", ".dicom"))
+
+
+def study_name(ds, show_identifiers: bool) -> str:
+    uid = str(getattr(ds, "StudyInstanceUID", "") or "")
+    if show_identifiers and uid:
+        return uid
+    return "study-" + hashlib.sha256(uid.encode()).hexdigest()[:12] if uid else "study-unknown"
+
+
+def _read_dicom(source: str | BinaryIO, headers_only: bool = False):
+    import pydicom
+
+    if not isinstance(source, str):
+        source.seek(0)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # pydicom's warnings can quote header values
+            return pydicom.dcmread(source, stop_before_pixels=headers_only, force=True)
+    except Exception as e:
+        raise ImageReadError(f"not a readable DICOM file ({type(e).__name__})") from None
+
+
+def _first_number(value) -> float | None:
+    """A DICOM number that may be multi-valued (several windows): the first one, or None."""
+    from pydicom.multival import MultiValue
+
+    try:
+        return float(value[0] if isinstance(value, (MultiValue, list, tuple)) else value)
+    except (TypeError, ValueError, IndexError):
+        return None
+
+
+def window_to_uint8(values: np.ndarray, ds) -> np.ndarray:
+    """Modality values -> 8 bits through the stored window, or a robust percentile window."""
+    c, w = _first_number(getattr(ds, "WindowCenter", None)), _first_number(getattr(ds, "WindowWidth", None))
+    if c is not None and w is not None and w > 0:
+        lo, hi = c - w / 2, c + w / 2
+    else:
+        lo, hi = np.percentile(values, [0.5, 99.5])
+    scaled = (values.astype(np.float64) - lo) / max(hi - lo, 1e-6)
+    out = np.clip(scaled * 255.0, 0, 255).round().astype(np.uint8)
+    if str(getattr(ds, "PhotometricInterpretation", "")).upper() == "MONOCHROME1":
+        out = 255 - out  # MONOCHROME1: low values are bright
+    return out
+
+
+def dicom_frames(ds) -> list[np.ndarray]:
+    """All frames of a dataset with pixels, as uint8 images ready for preprocessing."""
+    from pydicom.pixels import apply_modality_lut
+
+    syntax = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            pixels = ds.pixel_array
+    except Exception as e:
+        name = getattr(syntax, "name", None) or str(syntax or "unknown")
+        raise ImageReadError(f"DICOM pixel data in transfer syntax '{name}' cannot be decoded here "
+                             f"({type(e).__name__}); JPEG baseline/lossless, JPEG 2000, RLE and "
+                             "uncompressed are supported") from None
+    frames_count = int(getattr(ds, "NumberOfFrames", 1) or 1)
+    samples = int(getattr(ds, "SamplesPerPixel", 1) or 1)
+    if samples == 3:  # colour: luminance, like a colour JPEG
+        pixels = pixels @ np.array([0.299, 0.587, 0.114])
+    if frames_count == 1:
+        pixels = pixels[None]
+    values = apply_modality_lut(pixels, ds) if samples == 1 else pixels
+    return list(window_to_uint8(values, ds))  # one window over all frames of a file
+
+
+def _slice_order(ds) -> tuple:
+    """Sort key for the files of a series: position along the slice normal, else instance number."""
+    try:
+        orientation = np.array([float(v) for v in ds.ImageOrientationPatient])
+        normal = np.cross(orientation[:3], orientation[3:])
+        return (0, float(np.dot(normal, [float(v) for v in ds.ImagePositionPatient])))
+    except (AttributeError, ValueError, TypeError):
+        return (1, int(getattr(ds, "InstanceNumber", 0) or 0))
+
+
+@dataclass
+class _DicomSource:
+    path: str  # display path
+    open: Callable[[], str | BinaryIO]
+    header: object = None
+
+
+def _group_dicom(sources: list[_DicomSource], group_path: Callable[[list[_DicomSource]], str],
+                 show_identifiers: bool) -> list[ScanItem]:
+    """Read headers, then: a multi-frame file is a study by itself; single-frame files of one series are
+    one study, ordered along the slice axis. Unreadable files are items with their error."""
+    items, series = [], {}
+    for src in sources:
+        try:
+            src.header = _read_dicom(src.open(), headers_only=True)
+        except ImageReadError as e:
+            items.append(ScanItem(src.path, error=str(e)))
+            continue
+        if int(getattr(src.header, "NumberOfFrames", 1) or 1) > 1:
+            items.append(_multiframe_item(src, show_identifiers))
+        else:
+            key = (str(getattr(src.header, "StudyInstanceUID", "")), str(getattr(src.header, "SeriesInstanceUID", "")))
+            series.setdefault(key, []).append(src)
+    for members in series.values():
+        members.sort(key=lambda s: _slice_order(s.header))
+        slices = []
+        for i, src in enumerate(members):
+            number = getattr(src.header, "InstanceNumber", None)
+            slices.append(Slice(str(number) if number is not None else str(i + 1),
+                                lambda s=src: Image.fromarray(dicom_frames(_read_dicom(s.open()))[0])))
+        items.append(ScanItem(group_path(members), slices, study_name(members[0].header, show_identifiers)))
+    return items
+
+
+def _multiframe_item(src: _DicomSource, show_identifiers: bool) -> ScanItem:
+    n = int(src.header.NumberOfFrames)
+    cache: dict[str, list[np.ndarray]] = {}
+
+    def frame(i: int) -> Image.Image:
+        if "frames" not in cache:  # decode the file once for all its frames
+            cache["frames"] = dicom_frames(_read_dicom(src.open()))
+        return Image.fromarray(cache["frames"][i])
+
+    return ScanItem(src.path, [Slice(f"frame {i + 1}", lambda i=i: frame(i)) for i in range(n)],
+                    study_name(src.header, show_identifiers))
+
+
+def dicomdir_files(dicomdir: Path) -> list[Path]:
+    """The image files a DICOMDIR (a CD's index) refers to."""
+    ds = _read_dicom(str(dicomdir), headers_only=False)
+    files = []
+    for record in getattr(ds, "DirectoryRecordSequence", []):
+        file_id = getattr(record, "ReferencedFileID", None)
+        if file_id is not None and str(getattr(record, "DirectoryRecordType", "")).upper() == "IMAGE":
+            parts = [file_id] if isinstance(file_id, str) else list(file_id)
+            files.append(dicomdir.parent.joinpath(*parts))
+    return files
+
+
+# ----- NIfTI -----------------------------------------------------------------------------------------------
+
+def nifti_item(path: str, load_image: Callable[[], object], axis: int | None) -> ScanItem:
+    """A NIfTI volume, reoriented to RAS, sliced along `axis` (default: its shortest axis, the slice axis of
+    a typical 2D acquisition), each slice turned the way radiologists view it."""
+    import nibabel as nib
+
+    try:
+        img = nib.as_closest_canonical(load_image())
+        data = np.asanyarray(img.dataobj, dtype=np.float32)
+    except Exception as e:
+        return ScanItem(path, error=f"not a readable NIfTI volume ({type(e).__name__})")
+    while data.ndim > 3:  # a time series: its first volume
+        data = data[..., 0]
+    if data.ndim != 3:
+        return ScanItem(path, error=f"NIfTI data has {data.ndim} dimensions; a 3D volume is needed")
+    if axis is None:
+        axis = int(np.argmin(data.shape))
+    finite = data[np.isfinite(data)]
+    lo, hi = np.percentile(finite, [0.5, 99.5]) if finite.size else (0.0, 1.0)
+    volume = np.clip((np.nan_to_num(data) - lo) / max(hi - lo, 1e-6) * 255, 0, 255).round().astype(np.uint8)
+
+    def view(k: int) -> Image.Image:
+        # RAS array (x: right, y: anterior, z: superior). Rows: anterior or superior at the top; columns:
+        # the patient's right on the viewer's left (radiological convention).
+        plane = np.take(volume, k, axis=axis)
+        return Image.fromarray(np.ascontiguousarray(plane.T[::-1, ::-1]))
+
+    name = Path(path).name
+    study = name[:-7] if name.endswith(".nii.gz") else Path(name).stem
+    return ScanItem(path, [Slice(f"{AXIS_NAMES[axis]} {k}", lambda k=k: view(k)) for k in range(volume.shape[axis])],
+                    study)
+
+
+def _nifti_from_bytes(blob: bytes):
+    import nibabel as nib
+
+    if blob[:2] == b"\x1f\x8b":
+        blob = gzip.decompress(blob)
+    return nib.Nifti1Image.from_bytes(blob)
+
+
+# ----- Putting inputs together -----------------------------------------------------------------------------
+
+def _plain(path: str, opener: Callable[[], str | BinaryIO]) -> ScanItem:
+    return ScanItem(path, [Slice("1", lambda: decode_image(opener()))])
+
+
+def _head(path: str) -> bytes:
+    try:
+        with open(path, "rb") as f:
+            return f.read(132)
+    except OSError:
+        return b""
+
+
+def items_from_paths(inputs: list[str | Path], show_identifiers: bool = False, axis: int | None = None
+                     ) -> list[ScanItem]:
+    """Files as given and folders walked recursively (sorted, hidden files skipped), as scan items: DICOM
+    files grouped into series (a DICOMDIR's referenced files too), NIfTI volumes, the rest plain images.
+    A path that does not exist is kept, so it gets its own error row."""
+    import nibabel as nib
+
+    items: list[ScanItem] = []
+    for item in map(str, inputs):
+        files = []
+        if os.path.isdir(item):
+            for dirpath, dirnames, filenames in os.walk(item):
+                dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+                files += [os.path.join(dirpath, f) for f in sorted(filenames) if not f.startswith(".")]
+        else:
+            files.append(item)
+        referenced: set[str] = set()
+        dicom: list[_DicomSource] = []
+        for f in files:
+            if os.path.basename(f).upper() == "DICOMDIR":
+                try:
+                    for ref in dicomdir_files(Path(f)):
+                        referenced.add(os.path.normpath(str(ref)))
+                        dicom.append(_DicomSource(str(ref), lambda r=str(ref): r))
+                except ImageReadError as e:
+                    items.append(ScanItem(f, error=f"DICOMDIR: {e}"))
+        for f in files:
+            if os.path.normpath(f) in referenced or os.path.basename(f).upper() == "DICOMDIR":
+                continue
+            if f.lower().endswith(NIFTI_SUFFIXES):
+                items.append(nifti_item(f, lambda f=f: nib.load(f), axis))
+            elif is_dicom(_head(f), f):
+                dicom.append(_DicomSource(f, lambda f=f: f))
+            else:
+                items.append(_plain(f, lambda f=f: f))
+        items += _group_dicom(dicom, lambda members: _common_folder(members, item), show_identifiers)
+    return items
+
+
+def _common_folder(members: list[_DicomSource], given: str) -> str:
+    if len(members) == 1:
+        return members[0].path
+    return os.path.commonpath([m.path for m in members]) or given
+
+
+def items_from_uploads(uploads: list[tuple[str, bytes]], show_identifiers: bool = False,
+                       axis: int | None = None) -> list[ScanItem]:
+    """Uploaded files, held in memory: DICOM files of one series become one study, as in a folder."""
+    items, dicom = [], []
+    for name, blob in uploads:
+        if name.lower().endswith(NIFTI_SUFFIXES):
+            items.append(nifti_item(name, lambda b=blob: _nifti_from_bytes(b), axis))
+        elif is_dicom(blob[:132], name):
+            dicom.append(_DicomSource(name, lambda b=blob: io.BytesIO(b)))
+        else:
+            items.append(_plain(name, lambda b=blob: io.BytesIO(b)))
+    series_name = lambda members: members[0].path if len(members) == 1 else f"{members[0].path} (+{len(members) - 1})"  # noqa: E731
+    return items + _group_dicom(dicom, series_name, show_identifiers)

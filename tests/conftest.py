@@ -12,6 +12,17 @@ from PIL import Image
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = REPO.parent / "shared" / "data" / "brain-tumor-classification-mri"
+ARTIFACTS = REPO / "test-artifacts"  # screenshots from the browser tests
+CHROMIUM = "/usr/bin/chromium"  # Debian's package; a downloaded browser build is never used
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--no-first-run"]
+
+
+def require_chromium() -> None:
+    if not os.path.exists(CHROMIUM):
+        if os.environ.get("CI"):
+            pytest.fail("Debian's chromium is needed for the browser tests (scripts/test.sh installs it)")
+        pytest.skip("chromium not installed")
 
 
 @pytest.fixture(scope="session")
@@ -34,6 +45,12 @@ def synthetic_slice(size: int = 128, seed: int = 0, lesion: bool = False) -> np.
     if lesion:
         img += 120 * np.exp(-(((xx - 0.1) ** 2 + (yy + 0.1) ** 2) / 0.005))
     return img.clip(0, 255).astype(np.uint8)
+
+
+def blocks(seed: int, cell: int = 16) -> np.ndarray:
+    """Coarse random 8x8 blocks: images whose perceptual hashes differ clearly unless the seed is the same."""
+    coarse = np.random.default_rng(seed).integers(0, 256, (8, 8)).astype(np.uint8)
+    return np.kron(coarse, np.ones((cell, cell), np.uint8))
 
 
 @pytest.fixture

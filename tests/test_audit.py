@@ -7,11 +7,9 @@ from typer.testing import CliRunner
 
 from braintriage.audit import audit
 from braintriage.cli import app
+from conftest import blocks
 
 
-def blocks(seed: int) -> np.ndarray:
-    coarse = np.random.default_rng(seed).integers(0, 256, (8, 8)).astype(np.uint8)
-    return np.kron(coarse, np.ones((16, 16), np.uint8))
 
 
 def test_audit_finds_copies_leaks_conflicts_and_bad_files(tmp_path):

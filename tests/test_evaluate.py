@@ -1,6 +1,5 @@
 import csv
 import json
-import os
 import shutil
 from pathlib import Path
 
@@ -10,12 +9,8 @@ from typer.testing import CliRunner
 
 from braintriage.cli import app
 from braintriage.metrics import bootstrap_ci, calibration
+from conftest import ARTIFACTS, CHROMIUM, CHROMIUM_ARGS, require_chromium
 
-REPO = Path(__file__).resolve().parents[1]
-ARTIFACTS = REPO / "test-artifacts"
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--no-first-run"]
 
 
 def test_bootstrap_intervals_contain_the_estimate_and_shrink_with_data():
@@ -67,10 +62,7 @@ def test_report_renders_in_headless_chromium(seed_data, small_testing_set, tmp_p
     text = report.read_text()
     assert "http://" not in text and "https://" not in text and "<script" not in text  # self-contained
 
-    if not os.path.exists(CHROMIUM):
-        if os.environ.get("CI"):
-            pytest.fail("Debian's chromium is needed for the browser test (apt-get install chromium)")
-        pytest.skip("chromium not installed")
+    require_chromium()
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as pw:

@@ -90,7 +90,8 @@ for i in range(3):
 result = CliRunner().invoke(app, ["predict", folder, "--output", f"{folder}/out.csv"])
 assert result.exit_code == 0, result.output
 buf = io.BytesIO(); Image.open(f"{folder}/s0.png").save(buf, "PNG")
-r = TestClient(create_app()).post("/api/v1/predict?heatmap=true", files=[("files", ("s0.png", buf.getvalue(), "image/png"))])
+upload = [("files", ("s0.png", buf.getvalue(), "image/png"))]
+r = TestClient(create_app()).post("/api/v1/predict?heatmap=true", files=upload)
 assert r.status_code == 200 and r.json()["results"][0]["heatmap"], r.text
 print("ok without torch")
 """

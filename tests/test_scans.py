@@ -136,7 +136,7 @@ def test_unsupported_transfer_syntax_is_a_clear_error_on_its_row(tmp_path):
     ds = make_dicom(synthetic_slice(64).astype(np.uint16))
     ds.PixelData = encapsulate([b"\xff\xd8 not decodable \xff\xd9"])
     ds.file_meta.TransferSyntaxUID = JPEGLSLossless
-    bad = save(ds, tmp_path / "ls.dcm")
+    save(ds, tmp_path / "ls.dcm")
     Image.fromarray(synthetic_slice(64)).save(tmp_path / "fine.png")
     results = Predictor().predict_items(items_from_paths([tmp_path]))
     errors = {r.path.rsplit("/", 1)[-1]: r.error for r in results}

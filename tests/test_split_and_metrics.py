@@ -6,19 +6,16 @@ from braintriage.datasets import load_dataset
 from braintriage.metrics import binary_metrics, threshold_for_sensitivity
 from braintriage.preprocess import PreprocessConfig
 from braintriage.train import class_weights, grouped_split
+from conftest import blocks
 
 
-def blocks(seed: int) -> np.ndarray:
-    """Coarse random blocks: images whose perceptual hashes differ clearly unless the seed is the same."""
-    coarse = np.random.default_rng(seed).integers(0, 256, (8, 8)).astype(np.uint8)
-    return np.kron(coarse, np.ones((12, 12), np.uint8))
 
 
 def test_cache_round_trip_groups_near_copies_and_reports_bad_files(tmp_path):
     for folder, seeds in (("tumor", [1, 1, 2, 3]), ("no_tumor", [4, 5])):
         (tmp_path / folder).mkdir()
         for i, s in enumerate(seeds):  # seed 1 twice: a pixel-identical copy
-            Image.fromarray(blocks(s)).save(tmp_path / folder / f"{i}.png")
+            Image.fromarray(blocks(s, 12)).save(tmp_path / folder / f"{i}.png")
     (tmp_path / "tumor" / "bad.png").write_bytes(b"not a png")
     decoded = decode_dataset(load_dataset(tmp_path), PreprocessConfig(size=48))
     assert len(decoded) == 6 and decoded.errors == [("tumor/bad.png", decoded.errors[0][1])]

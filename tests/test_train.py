@@ -2,7 +2,6 @@ import csv
 import json
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 from PIL import Image
@@ -11,6 +10,7 @@ from braintriage.augment import AugmentPolicy
 from braintriage.datasets import load_dataset
 from braintriage.modelfile import read_metadata
 from braintriage.train import TrainConfig, fit_temperature, train
+from conftest import blocks
 
 NO_AUGMENT = AugmentPolicy(zoom=(1, 1), rotation_degrees=0, brightness=(1, 1))
 
@@ -65,9 +65,6 @@ def test_grouped_cross_validation_reports_mean_and_spread(real_subset, tmp_path,
     assert not (tmp_path / "unused.safetensors").exists()
 
 
-def blocks(seed: int) -> np.ndarray:
-    coarse = np.random.default_rng(seed).integers(0, 256, (8, 8)).astype(np.uint8)
-    return np.kron(coarse, np.ones((8, 8), np.uint8))
 
 
 def test_exclude_leaked_drops_training_copies_of_test_images(tmp_path, monkeypatch):
@@ -76,12 +73,12 @@ def test_exclude_leaked_drops_training_copies_of_test_images(tmp_path, monkeypat
     for k, folder in enumerate(folders):
         (tmp_path / "train" / folder).mkdir(parents=True)
         for i in range(4):
-            Image.fromarray(blocks(10 * k + i)).save(tmp_path / "train" / folder / f"{i}.png")
+            Image.fromarray(blocks(10 * k + i, 8)).save(tmp_path / "train" / folder / f"{i}.png")
     for folder in ("tumor", "no_tumor"):
         (tmp_path / "test" / folder).mkdir(parents=True)
-    Image.fromarray(blocks(0)).save(tmp_path / "test" / "tumor" / "copy.png")  # = train glioma 0
-    Image.fromarray(blocks(31)).save(tmp_path / "test" / "no_tumor" / "copy.png")  # = train no_tumor 1
-    Image.fromarray(blocks(99)).save(tmp_path / "test" / "tumor" / "new.png")
+    Image.fromarray(blocks(0, 8)).save(tmp_path / "test" / "tumor" / "copy.png")  # = train glioma 0
+    Image.fromarray(blocks(31, 8)).save(tmp_path / "test" / "no_tumor" / "copy.png")  # = train no_tumor 1
+    Image.fromarray(blocks(99, 8)).save(tmp_path / "test" / "tumor" / "new.png")
     cfg = TrainConfig(data=str(tmp_path / "train"), output=str(tmp_path / "m.safetensors"),
                       run_dir=str(tmp_path / "run"), image_size=32, epochs=1, batch_size=4, val_fraction=0.25,
                       exclude_leaked=str(tmp_path / "test"), augment=NO_AUGMENT)

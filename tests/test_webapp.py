@@ -6,7 +6,6 @@ import os
 import socket
 import threading
 import time
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -14,13 +13,8 @@ from fastapi.testclient import TestClient
 from PIL import Image
 
 from braintriage.webapp import create_app
-from conftest import synthetic_slice
+from conftest import ARTIFACTS, CHROMIUM, CHROMIUM_ARGS, require_chromium, synthetic_slice
 
-REPO = Path(__file__).resolve().parents[1]
-ARTIFACTS = REPO / "test-artifacts"
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--no-first-run"]
 
 
 def png_bytes(a: np.ndarray, fmt: str = "PNG") -> bytes:
@@ -128,10 +122,7 @@ def live_server():
 
 @pytest.mark.dataset
 def test_clinician_uploads_a_real_scan_in_chromium(seed_data, live_server):
-    if not os.path.exists(CHROMIUM):
-        if os.environ.get("CI"):
-            pytest.fail("Debian's chromium is needed for the browser test (apt-get install chromium)")
-        pytest.skip("chromium not installed")
+    require_chromium()
     from playwright.sync_api import expect, sync_playwright
 
     scan = seed_data / "Testing" / "glioma_tumor" / "image(1).jpg"

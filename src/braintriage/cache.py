@@ -5,8 +5,8 @@ fingerprint and the preprocessing settings, so a changed image or a new input si
 It also holds each image's perceptual hash and near-duplicate group (for leak-free validation splits),
 and the files that could not be read, reported once when the cache is built.
 
-A cache file is a plain .npz (images as lossless PNG bytes) read with allow_pickle=False; it can be carried to a GPU machine that has
-no copy of the dataset and trained on directly (`braintriage train CACHE.npz`).
+A cache file is a plain .npz (images as lossless PNG bytes) read with allow_pickle=False; it can be carried
+to a GPU machine that has no copy of the dataset and trained on directly (`braintriage train CACHE.npz`).
 """
 
 from __future__ import annotations

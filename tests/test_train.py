@@ -91,3 +91,48 @@ def test_temperature_scaling_undoes_overconfidence():
     true_logits = torch.randn(4000, 4)
     targets = torch.multinomial(torch.softmax(true_logits, 1), 1)[:, 0]
     assert fit_temperature(3.0 * true_logits, targets) == pytest.approx(3.0, rel=0.1)
+
+
+def test_a_killed_run_resumes_to_the_same_steps_and_weights(tmp_path):
+    """Kill a training process after a checkpoint, resume it, and compare with an uninterrupted run."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from braintriage.cache import decode_dataset
+    from braintriage.datasets import load_dataset as load
+    from braintriage.preprocess import PreprocessConfig
+
+    for k, folder in enumerate(("glioma_tumor", "meningioma_tumor", "pituitary_tumor", "no_tumor")):
+        (tmp_path / "data" / folder).mkdir(parents=True)
+        for i in range(8):
+            Image.fromarray(blocks(10 * k + i, 6)).save(tmp_path / "data" / folder / f"{i}.png")
+    decode_dataset(load(tmp_path / "data"), PreprocessConfig(size=48)).save(tmp_path / "c.npz")
+    base = [sys.executable, "-m", "braintriage", "train", str(tmp_path / "c.npz"), "--image-size", "48",
+            "--arch", "seed-cnn", "--epochs", "30", "--batch-size", "8", "--val-fraction", "0.25",
+            "--patience", "100", "--seed", "3", "--checkpoint-seconds", "0"]
+
+    def args(name: str) -> list[str]:
+        return [*base, "--output", str(tmp_path / f"{name}.safetensors"), "--run-dir", str(tmp_path / name)]
+
+    whole = subprocess.run(args("whole"), capture_output=True, text=True, timeout=600)
+    assert whole.returncode == 0, whole.stderr
+    proc = subprocess.Popen(args("killed"), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    checkpoint = tmp_path / "killed" / "checkpoint.pt"
+    deadline = time.time() + 300
+    while time.time() < deadline and proc.poll() is None:
+        if checkpoint.exists() and torch.load(checkpoint, weights_only=True)["epoch"] >= 2:
+            os.kill(proc.pid, signal.SIGKILL)
+            break
+        time.sleep(0.05)
+    proc.wait()
+    assert proc.returncode == -signal.SIGKILL, "the run finished before it could be killed"
+    assert not (tmp_path / "killed.safetensors").exists()
+    resumed = subprocess.run([*args("killed"), "--resume"], capture_output=True, text=True, timeout=600)
+    assert resumed.returncode == 0, resumed.stderr
+    assert "resuming after epoch" in resumed.stdout + resumed.stderr
+    a, b = read_metadata(tmp_path / "whole.safetensors"), read_metadata(tmp_path / "killed.safetensors")
+    assert a["training"]["steps"] == b["training"]["steps"] == 30 * 3
+    assert [r["val_loss"] for r in a["history"]] == pytest.approx([r["val_loss"] for r in b["history"]], rel=1e-5)

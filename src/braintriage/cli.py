@@ -78,6 +78,9 @@ def train(
     device: str = typer.Option("auto", help="auto, cpu, cuda, cuda:1 ..."),
     compile: bool = typer.Option(False, help="torch.compile the model (GPU)."),
     calibrate: bool = typer.Option(False, help="Temperature-scale probabilities on validation data."),
+    resume: bool = typer.Option(False, help="Continue an interrupted run from RUN_DIR/checkpoint.pt."),
+    checkpoint_seconds: float = typer.Option(30.0, help="Save RUN_DIR/checkpoint.pt after an epoch at most "
+                                                        "this often (0: every epoch)."),
     exclude_leaked: Optional[Path] = typer.Option(
         None, help="Drop training images that near-duplicate images of this test dataset."),
     folds: Optional[int] = typer.Option(None, help="Grouped k-fold cross-validation (no model written)."),
@@ -95,7 +98,8 @@ def train(
                       labels=labels, image_size=image_size, epochs=epochs, batch_size=batch_size, lr=lr,
                       weight_decay=weight_decay, label_smoothing=label_smoothing, val_fraction=val_fraction,
                       patience=patience, target_sensitivity=target_sensitivity, seed=seed, device=device,
-                      compile=compile, calibrate=calibrate,
+                      compile=compile, calibrate=calibrate, resume=resume,
+                      checkpoint_seconds=checkpoint_seconds,
                       exclude_leaked=str(exclude_leaked) if exclude_leaked else None, folds=folds,
                       max_steps=max_steps, limit=limit, augment=policy)
     with user_errors():

@@ -13,8 +13,10 @@ from __future__ import annotations
 
 import copy
 import csv
+import hashlib
 import json
 import math
+import os
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -55,6 +57,8 @@ class TrainConfig:
     device: str = "auto"
     compile: bool = False
     calibrate: bool = False  # fit a temperature on validation logits (calibrated probabilities)
+    resume: bool = False  # continue from run_dir/checkpoint.pt
+    checkpoint_seconds: float = 30.0  # write the checkpoint after an epoch once this long has passed since the last
     exclude_leaked: str | None = None  # drop training images that near-duplicate this test dataset
     folds: int | None = None  # grouped k-fold cross-validation instead of training one model
     max_steps: int | None = None  # stop after this many optimizer steps (smoke tests)
@@ -159,9 +163,19 @@ class Fitted:
     steps: int
 
 
+def save_checkpoint(path: Path, state: dict) -> None:
+    """Write atomically (temp file + rename): a run killed while writing leaves the previous checkpoint."""
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(state, tmp)
+    os.replace(tmp, path)
+
+
 def fit(cfg: TrainConfig, data: Prepared, train_idx: np.ndarray, val_idx: np.ndarray, device: torch.device,
-        desc: str = "training", log=print) -> Fitted:
-    """Train one model on train_idx, early-stopping on val_idx; returns the best checkpoint."""
+        desc: str = "training", log=print, checkpoint: Path | None = None) -> Fitted:
+    """Train one model on train_idx, early-stopping on val_idx; returns the best checkpoint. With
+    `checkpoint`, the whole training state is saved there at the end of an epoch every
+    `cfg.checkpoint_seconds`, and `cfg.resume` continues from it: same data order, augmentation and dropout
+    draws, same number of steps."""
     torch.manual_seed(cfg.seed)
     on_cuda = device.type == "cuda"
     decoded = data.decoded
@@ -192,9 +206,26 @@ def fit(cfg: TrainConfig, data: Prepared, train_idx: np.ndarray, val_idx: np.nda
         1 + math.cos(math.pi * min(1.0, max(0, s - warmup) / max(1, total_steps - warmup))))))
     gen = torch.Generator(device=device).manual_seed(cfg.seed)
 
-    history, best, best_loss, best_row, stale, step = [], None, float("inf"), None, 0, 0
+    history, best, best_loss, best_row, stale, step, first_epoch = [], None, float("inf"), None, 0, 0, 0
+    # A run is the same run if it trains on the same images in the same split.
+    split_hash = hashlib.sha256(train_idx.tobytes()).hexdigest()[:16]
+    run_key = f"{decoded.fingerprint}:{split_hash}:{cfg.epochs}:{cfg.batch_size}:{cfg.seed}"
+    if cfg.resume and checkpoint is not None and checkpoint.exists():
+        state = torch.load(checkpoint, map_location=device, weights_only=True)  # tensors and plain data only
+        if state["run_key"] != run_key:
+            raise ValueError(f"{checkpoint} belongs to another run (data, split, epochs, batch size or seed)")
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        schedule.load_state_dict(state["schedule"])
+        gen.set_state(state["generator"].cpu())
+        torch.set_rng_state(state["torch_rng"].cpu())
+        history, best, best_loss, best_row = state["history"], state["best"], state["best_loss"], state["best_row"]
+        stale, step, first_epoch = state["stale"], state["step"], state["epoch"]
+        log(f"resuming after epoch {first_epoch} (step {step}) from {checkpoint}")
     val_u8, val_tumor = images[val_idx], decoded.tumor[val_idx]
-    bar = tqdm(range(cfg.epochs), desc=desc, unit="epoch", dynamic_ncols=True)
+    last_save = time.time()
+    bar = tqdm(range(first_epoch, cfg.epochs), desc=desc, unit="epoch", dynamic_ncols=True,
+               initial=first_epoch, total=cfg.epochs)
     for epoch in bar:
         t_epoch = time.time()
         model.train()
@@ -237,6 +268,13 @@ def fit(cfg: TrainConfig, data: Prepared, train_idx: np.ndarray, val_idx: np.nda
             best_loss, best, best_row, stale = val_loss, copy.deepcopy(model.state_dict()), row, 0
         else:
             stale += 1
+        if checkpoint is not None and time.time() - last_save >= cfg.checkpoint_seconds:
+            last_save = time.time()
+            save_checkpoint(checkpoint, {
+                "run_key": run_key, "epoch": epoch + 1, "step": step, "model": model.state_dict(),
+                "optimizer": optimizer.state_dict(), "schedule": schedule.state_dict(),
+                "generator": gen.get_state(), "torch_rng": torch.get_rng_state(), "history": history,
+                "best": best, "best_loss": best_loss, "best_row": best_row, "stale": stale})
         if stale >= cfg.patience or (cfg.max_steps and step >= cfg.max_steps):
             log(f"stopping after epoch {epoch + 1}" + (" (no better validation loss)" if stale else ""))
             break
@@ -278,7 +316,9 @@ def train(cfg: TrainConfig, log=print) -> dict:
     train_idx, val_idx = grouped_split(decoded, cfg.val_fraction, cfg.seed)
     log(f"{len(decoded)} images: {len(train_idx)} train, {len(val_idx)} validation "
         f"({len(np.unique(decoded.groups))} near-duplicate groups, none split); device {device}")
-    fitted = fit(cfg, data, train_idx, val_idx, device, log=log)
+    run_dir = Path(cfg.run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    fitted = fit(cfg, data, train_idx, val_idx, device, log=log, checkpoint=run_dir / "checkpoint.pt")
     model, history = fitted.model, fitted.history
     train_seconds = time.time() - t_start
 
@@ -318,8 +358,6 @@ def train(cfg: TrainConfig, log=print) -> dict:
         "history": [{k: round(v, 6) if isinstance(v, float) else v for k, v in row.items()} for row in history],
     }
     save_model(cfg.output, model, metadata)
-    run_dir = Path(cfg.run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
     write_history(history, run_dir / "history.csv")
     (run_dir / "metadata.json").write_text(json.dumps(metadata, indent=2))
     try:

@@ -170,13 +170,45 @@ def save_checkpoint(path: Path, state: dict) -> None:
     os.replace(tmp, path)
 
 
+@dataclass(frozen=True)
+class Distributed:
+    """This process's place in a torchrun job (rank 0 of 1 without torchrun)."""
+
+    rank: int = 0
+    world: int = 1
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+
+def start_distributed(cfg: TrainConfig) -> tuple[Distributed, torch.device]:
+    """Join the process group torchrun describes in the environment: NCCL on GPUs, gloo on CPUs.
+    Multi-node jobs come from torchrun's own flags (--nnodes, --rdzv-endpoint)."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    device = pick_device(cfg.device)
+    if world == 1:
+        return Distributed(), device
+    import torch.distributed as dist
+
+    if device.type == "cuda":
+        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+        torch.cuda.set_device(device)
+    dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    return Distributed(dist.get_rank(), dist.get_world_size()), device
+
+
 def fit(cfg: TrainConfig, data: Prepared, train_idx: np.ndarray, val_idx: np.ndarray, device: torch.device,
-        desc: str = "training", log=print, checkpoint: Path | None = None) -> Fitted:
+        desc: str = "training", log=print, checkpoint: Path | None = None,
+        dist_info: Distributed = Distributed()) -> Fitted:
     """Train one model on train_idx, early-stopping on val_idx; returns the best checkpoint. With
     `checkpoint`, the whole training state is saved there at the end of an epoch every
     `cfg.checkpoint_seconds`, and `cfg.resume` continues from it: same data order, augmentation and dropout
-    draws, same number of steps."""
+    draws, same number of steps. Under torchrun each process trains on its share of every global batch
+    (batch_size per process; the learning rate scales with the global batch) through DistributedDataParallel;
+    validation runs whole on every process, so early stopping decides the same everywhere."""
     torch.manual_seed(cfg.seed)
+    world, rank = dist_info.world, dist_info.rank
     on_cuda = device.type == "cuda"
     decoded = data.decoded
     mean = float(decoded.images[train_idx].mean() / 255.0)
@@ -191,25 +223,31 @@ def fit(cfg: TrainConfig, data: Prepared, train_idx: np.ndarray, val_idx: np.nda
     model = build_model(cfg.architecture, 1, data.num_classes if data.labels == "type" else 1, cfg.image_size)
     model = model.to(device, memory_format=torch.channels_last)
     log(f"{cfg.architecture}: {count_parameters(model) / 1e6:.2f}M parameters; labels: {data.labels}")
-    step_model = torch.compile(model) if cfg.compile else model
+    step_model = model
+    if world > 1:
+        step_model = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device] if on_cuda else None)
+    if cfg.compile:
+        step_model = torch.compile(step_model)
 
-    lr = cfg.lr * cfg.batch_size / 64
+    global_batch = cfg.batch_size * world
+    lr = cfg.lr * global_batch / 64
     decay = [p for n, p in model.named_parameters() if p.ndim > 1]
     no_decay = [p for n, p in model.named_parameters() if p.ndim <= 1]
     optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
                                    {"params": no_decay, "weight_decay": 0.0}], lr=lr, fused=on_cuda)
-    steps_per_epoch = max(1, len(train_idx) // cfg.batch_size)  # drop the ragged last batch
+    steps_per_epoch = max(1, len(train_idx) // global_batch)  # drop the ragged last batch
     total_steps = steps_per_epoch * cfg.epochs
     warmup = max(1, int(cfg.warmup_epochs * steps_per_epoch))
     # Linear warm-up, then cosine decay to zero over the planned epochs.
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: min((s + 1) / warmup, 0.5 * (
         1 + math.cos(math.pi * min(1.0, max(0, s - warmup) / max(1, total_steps - warmup))))))
-    gen = torch.Generator(device=device).manual_seed(cfg.seed)
+    gen = torch.Generator(device=device).manual_seed(cfg.seed)  # data order: the same on every process
+    aug_gen = gen if world == 1 else torch.Generator(device=device).manual_seed(cfg.seed + 1 + rank)
 
     history, best, best_loss, best_row, stale, step, first_epoch = [], None, float("inf"), None, 0, 0, 0
     # A run is the same run if it trains on the same images in the same split.
     split_hash = hashlib.sha256(train_idx.tobytes()).hexdigest()[:16]
-    run_key = f"{decoded.fingerprint}:{split_hash}:{cfg.epochs}:{cfg.batch_size}:{cfg.seed}"
+    run_key = f"{decoded.fingerprint}:{split_hash}:{cfg.epochs}:{cfg.batch_size}:{cfg.seed}:{world}"
     if cfg.resume and checkpoint is not None and checkpoint.exists():
         state = torch.load(checkpoint, map_location=device, weights_only=True)  # tensors and plain data only
         if state["run_key"] != run_key:
@@ -218,6 +256,8 @@ def fit(cfg: TrainConfig, data: Prepared, train_idx: np.ndarray, val_idx: np.nda
         optimizer.load_state_dict(state["optimizer"])
         schedule.load_state_dict(state["schedule"])
         gen.set_state(state["generator"].cpu())
+        if world > 1:
+            aug_gen.set_state(state["aug_generators"][rank].cpu())
         torch.set_rng_state(state["torch_rng"].cpu())
         history, best, best_loss, best_row = state["history"], state["best"], state["best_loss"], state["best_row"]
         stale, step, first_epoch = state["stale"], state["step"], state["epoch"]
@@ -234,8 +274,9 @@ def fit(cfg: TrainConfig, data: Prepared, train_idx: np.ndarray, val_idx: np.nda
         correct = torch.zeros((), device=device)
         seen = 0
         for b in range(steps_per_epoch):
-            idx = order[b * cfg.batch_size:(b + 1) * cfg.batch_size]
-            x = augment_batch(images[idx].float().div_(255.0), cfg.augment, gen)
+            first = (b * world + rank) * cfg.batch_size  # this process's share of global batch b
+            idx = order[first:first + cfg.batch_size]
+            x = augment_batch(images[idx].float().div_(255.0), cfg.augment, aug_gen)
             x = ((x - mean) / std).contiguous(memory_format=torch.channels_last)
             y = targets[idx]
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=on_cuda):
@@ -268,13 +309,25 @@ def fit(cfg: TrainConfig, data: Prepared, train_idx: np.ndarray, val_idx: np.nda
             best_loss, best, best_row, stale = val_loss, copy.deepcopy(model.state_dict()), row, 0
         else:
             stale += 1
-        if checkpoint is not None and time.time() - last_save >= cfg.checkpoint_seconds:
+        due = checkpoint is not None and time.time() - last_save >= cfg.checkpoint_seconds
+        aug_states = None
+        if world > 1:  # every process must take part in the same checkpoints: rank 0's clock decides
+            import torch.distributed as dist
+
+            decision = [due]
+            dist.broadcast_object_list(decision, src=0)
+            due = decision[0]
+            if due:
+                aug_states = [None] * world
+                dist.all_gather_object(aug_states, aug_gen.get_state())
+        if due:
             last_save = time.time()
-            save_checkpoint(checkpoint, {
-                "run_key": run_key, "epoch": epoch + 1, "step": step, "model": model.state_dict(),
-                "optimizer": optimizer.state_dict(), "schedule": schedule.state_dict(),
-                "generator": gen.get_state(), "torch_rng": torch.get_rng_state(), "history": history,
-                "best": best, "best_loss": best_loss, "best_row": best_row, "stale": stale})
+            if dist_info.main:
+                save_checkpoint(checkpoint, {
+                    "run_key": run_key, "epoch": epoch + 1, "step": step, "model": model.state_dict(),
+                    "optimizer": optimizer.state_dict(), "schedule": schedule.state_dict(),
+                    "generator": gen.get_state(), "aug_generators": aug_states, "torch_rng": torch.get_rng_state(),
+                    "history": history, "best": best, "best_loss": best_loss, "best_row": best_row, "stale": stale})
         if stale >= cfg.patience or (cfg.max_steps and step >= cfg.max_steps):
             log(f"stopping after epoch {epoch + 1}" + (" (no better validation loss)" if stale else ""))
             break
@@ -305,12 +358,26 @@ def fit_temperature(logits: torch.Tensor, targets: torch.Tensor) -> float:
 def train(cfg: TrainConfig, log=print) -> dict:
     t_start = time.time()
     np.random.seed(cfg.seed)
-    device = pick_device(cfg.device)
+    dist_info, device = start_distributed(cfg)
+    if not dist_info.main:
+        log = lambda *_: None  # noqa: E731  (only rank 0 speaks and writes files)
+    try:
+        return _train(cfg, dist_info, device, t_start, log)
+    finally:
+        if dist_info.world > 1:
+            import torch.distributed as dist
+
+            dist.destroy_process_group()
+
+
+def _train(cfg: TrainConfig, dist_info: Distributed, device: torch.device, t_start: float, log) -> dict:
     on_cuda = device.type == "cuda"
     if on_cuda:
         torch.backends.cudnn.benchmark = True
     data = prepare_data(cfg, log)
     if cfg.folds:
+        if dist_info.world > 1:
+            raise ValueError("--folds runs in one process; start it without torchrun")
         return cross_validate(cfg, data, device, log)
     decoded = data.decoded
     train_idx, val_idx = grouped_split(decoded, cfg.val_fraction, cfg.seed)
@@ -318,9 +385,12 @@ def train(cfg: TrainConfig, log=print) -> dict:
         f"({len(np.unique(decoded.groups))} near-duplicate groups, none split); device {device}")
     run_dir = Path(cfg.run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
-    fitted = fit(cfg, data, train_idx, val_idx, device, log=log, checkpoint=run_dir / "checkpoint.pt")
+    fitted = fit(cfg, data, train_idx, val_idx, device, log=log, checkpoint=run_dir / "checkpoint.pt",
+                 dist_info=dist_info)
     model, history = fitted.model, fitted.history
     train_seconds = time.time() - t_start
+    if not dist_info.main:
+        return {"metadata": None, "history": history}
 
     # Best checkpoint -> (optional temperature) -> threshold for the target sensitivity on validation.
     val_tumor = decoded.tumor[val_idx]
@@ -350,6 +420,7 @@ def train(cfg: TrainConfig, log=print) -> dict:
             "validation_split": f"grouped by pHash near-duplicates, stratified, fraction {cfg.val_fraction}",
             "epochs_run": len(history), "steps": fitted.steps, "seconds": round(train_seconds, 1),
             "device": torch.cuda.get_device_name(device) if on_cuda else "cpu",
+            "processes": dist_info.world,
             "torch": torch.__version__,
             "config": {k: v for k, v in asdict(cfg).items() if k not in ("data", "output", "run_dir")},
         },

@@ -13,8 +13,10 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass
 
+import numpy as np
 import torch
 import torch.nn.functional as F
+from PIL import Image
 
 
 @dataclass(frozen=True)
@@ -74,3 +76,27 @@ def augment_batch(images: torch.Tensor, policy: AugmentPolicy, generator: torch.
         noise = torch.randn(out.shape, generator=generator, device=images.device, dtype=images.dtype)
         out = out + noise * per_image(0.0, policy.noise)
     return out.clamp_(0.0, 1.0)
+
+
+def augment_image(image: np.ndarray, policy: AugmentPolicy, rng: np.random.Generator) -> np.ndarray:
+    """The same policy one image at a time with PIL and numpy: the classic per-image version, kept as the
+    reference the batched version is tested against. image: uint8 (H, W); returns float32 in [0, 1]."""
+    h, w = image.shape
+    zoom = rng.uniform(*policy.zoom)
+    angle = math.radians(rng.uniform(-policy.rotation_degrees, policy.rotation_degrees))
+    mirror = -1.0 if rng.random() < policy.horizontal_flip else 1.0
+    tx, ty = rng.uniform(-policy.translate, policy.translate, 2)
+    cos, sin = math.cos(angle) / zoom, math.sin(angle) / zoom
+    t = ((cos * mirror, -sin, tx), (sin * mirror, cos, ty))  # normalised output -> input, as sample_affine
+    # The same map in pixel coordinates: normalised u = 2X/w - 1 on both sides.
+    coeffs = (t[0][0], t[0][1] * w / h, w / 2 * (t[0][2] + 1 - t[0][0] - t[0][1]),
+              t[1][0] * h / w, t[1][1], h / 2 * (t[1][2] + 1 - t[1][0] - t[1][1]))
+    warped = Image.fromarray(image).transform((w, h), Image.Transform.AFFINE, coeffs,
+                                              resample=Image.Resampling.BILINEAR, fillcolor=0)
+    out = np.asarray(warped, dtype=np.float32) / 255.0
+    if policy.gamma != (1.0, 1.0):
+        out = np.maximum(out, 1e-6) ** rng.uniform(*policy.gamma)
+    out = out * rng.uniform(*policy.brightness)
+    if policy.noise > 0:
+        out = out + rng.standard_normal(out.shape).astype(np.float32) * rng.uniform(0, policy.noise)
+    return np.clip(out, 0.0, 1.0)

@@ -46,7 +46,13 @@ def test_cli_exit_codes_and_csv(image_folder, tmp_path):
     ok = runner.invoke(app, ["predict", str(image_folder), "--output", str(out)])
     assert ok.exit_code == 0, ok.output
     rows = list(csv.DictReader(out.open()))
-    assert list(rows[0]) == ["path", "study", "tumor_probability", "prediction", "slices", "top_slices", "error"]
+    assert list(rows[0]) == ["path", "study", "tumor_probability", "prediction", "slices", "top_slices", "error",
+                             "predicted_type", "probability_no_tumor", "probability_glioma",
+                             "probability_meningioma", "probability_pituitary"]
+    for r in rows:
+        probs = {t: float(r[f"probability_{t}"]) for t in ("no_tumor", "glioma", "meningioma", "pituitary")}
+        assert abs(sum(probs.values()) - 1) < 1e-4 and r["predicted_type"] == max(probs, key=probs.get)
+        assert abs(float(r["tumor_probability"]) - (1 - probs["no_tumor"])) < 1e-5
     assert len(rows) == 4 and all(r["prediction"] in ("tumor", "no_tumor") and not r["error"] for r in rows)
     assert rows[0]["path"].startswith(str(image_folder))
 

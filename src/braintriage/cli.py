@@ -162,7 +162,9 @@ def evaluate(
                 for k, v in block["sensitivity_by_type"].items()))
     console.print(f"calibration: ECE {result['calibration']['ece']:.3f}")
     if "type_accuracy" in result:
-        console.print(f"tumor type accuracy (4 classes): {result['type_accuracy']:.3f}")
+        console.print(f"tumor type accuracy (4 classes): {result['type_accuracy']:.3f}; recall / precision: " +
+                      ", ".join(f"{t} {result['type_recall'][t]:.3f} / {result['type_precision'][t]:.3f}"
+                                for t in result["type_recall"]))
     for row in result["unreadable"]:
         console.print(f"[red]unreadable[/red] {row['path']}: {row['error']}")
     console.print(f"saved {output_dir}/metrics.json and plots" + (f"; report {report}" if report else ""))
@@ -190,7 +192,7 @@ def predict(
         predictor = Predictor(model)
     results = predictor.predict_items(items_from_paths(paths, show_identifiers, axis))
     if output:
-        write_predictions_csv(results, output)
+        write_predictions_csv(results, output, with_types=predictor.metadata["output"] == "softmax")
     if not quiet:
         print_predictions(results, predictor)
     failed = sum(r.error is not None for r in results)

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Callable
 
 import numpy as np
-from sklearn.metrics import confusion_matrix
+from sklearn.metrics import confusion_matrix, precision_score, recall_score
 
 from braintriage.audit import dataset_hashes, image_hashes, leaked_mask
 from braintriage.datasets import TUMOR_TYPES, load_dataset
@@ -126,6 +126,12 @@ def evaluate(data: str | Path, model_path: str | Path | None = None, split: str 
     if s.type_probs is not None and (s.type_index >= 0).all():
         predicted = s.type_probs.argmax(1)
         report["type_accuracy"] = float((predicted == s.type_index).mean())
+        recall, precision = (recall_score(s.type_index, predicted, labels=range(len(TUMOR_TYPES)), average=None,
+                                          zero_division=np.nan),
+                             precision_score(s.type_index, predicted, labels=range(len(TUMOR_TYPES)), average=None,
+                                             zero_division=np.nan))
+        report["type_recall"] = dict(zip(TUMOR_TYPES, map(float, recall)))
+        report["type_precision"] = dict(zip(TUMOR_TYPES, map(float, precision)))
         report["type_confusion_matrix"] = confusion_matrix(s.type_index, predicted,
                                                            labels=range(len(TUMOR_TYPES))).tolist()
         report["type_labels"] = list(TUMOR_TYPES)

@@ -10,18 +10,26 @@ from braintriage.inference import Prediction, Predictor
 # One row per plain image or per study (DICOM series, multi-frame file, NIfTI volume): `study` names a study
 # (a hash of its Study Instance UID, or the volume's file name), `slices` counts its slices and `top_slices`
 # lists the most suspicious ones, most suspicious first, separated by ";".
+# For a model trained on tumor types, `predicted_type` and one probability per type follow (for a study:
+# those of its most suspicious slice).
 CSV_COLUMNS = ["path", "study", "tumor_probability", "prediction", "slices", "top_slices", "error"]
+TYPE_COLUMNS = ["predicted_type", "probability_no_tumor", "probability_glioma", "probability_meningioma",
+                "probability_pituitary"]
 NOTICE = "Decision support only, not a diagnosis: a suspected tumor means refer for specialist review."
 
 
-def write_predictions_csv(results: list[Prediction], path: str | Path) -> None:
+def write_predictions_csv(results: list[Prediction], path: str | Path, with_types: bool = False) -> None:
     with open(path, "w", newline="") as f:
         writer = csv.writer(f)
-        writer.writerow(CSV_COLUMNS)
+        writer.writerow(CSV_COLUMNS + (TYPE_COLUMNS if with_types else []))
         for r in results:
             p = "" if r.tumor_probability is None else f"{r.tumor_probability:.6f}"
-            writer.writerow([r.path, r.study or "", p, r.prediction or "", r.slices, ";".join(r.top_slices),
-                             r.error or ""])
+            row = [r.path, r.study or "", p, r.prediction or "", r.slices, ";".join(r.top_slices), r.error or ""]
+            if with_types:
+                probs = r.type_probabilities or {}
+                row += [r.predicted_type or ""] + [
+                    f"{probs[c.removeprefix('probability_')]:.6f}" if probs else "" for c in TYPE_COLUMNS[1:]]
+            writer.writerow(row)
 
 
 def print_predictions(results: list[Prediction], predictor: Predictor) -> None:

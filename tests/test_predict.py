@@ -47,7 +47,7 @@ def test_cli_exit_codes_and_csv(image_folder, tmp_path):
     assert ok.exit_code == 0, ok.output
     rows = list(csv.DictReader(out.open()))
     assert list(rows[0]) == ["path", "study", "tumor_probability", "prediction", "slices", "top_slices", "error",
-                             "predicted_type", "probability_no_tumor", "probability_glioma",
+                             "warning", "predicted_type", "probability_no_tumor", "probability_glioma",
                              "probability_meningioma", "probability_pituitary"]
     for r in rows:
         probs = {t: float(r[f"probability_{t}"]) for t in ("no_tumor", "glioma", "meningioma", "pituitary")}

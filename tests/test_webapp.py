@@ -152,3 +152,10 @@ def test_clinician_uploads_a_real_scan_in_chromium(seed_data, live_server):
         page.screenshot(path=str(ARTIFACTS / "clinic-app-small.png"), full_page=True)
         browser.close()
     assert all(u.startswith(live_server) or u.startswith("data:") or u.startswith("blob:") for u in requests)
+
+
+def test_an_image_unlike_mri_gets_a_warning_instead_of_a_verdict(client):
+    blank = ("files", ("blank.png", png_bytes(np.full((128, 128), 90, np.uint8)), "image/png"))
+    r = client.post("/api/v1/predict", files=[blank])
+    result = r.json()["results"][0]
+    assert r.status_code == 200 and result["reliable"] is False and "blank" in result["warning"]

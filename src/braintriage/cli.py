@@ -161,6 +161,12 @@ def evaluate(
                 f"{k} {v['value']:.3f} [{v['ci95'][0]:.3f}-{v['ci95'][1]:.3f}] n={v['n']}"
                 for k, v in block["sensitivity_by_type"].items()))
     console.print(f"calibration: ECE {result['calibration']['ece']:.3f}")
+    if result.get("ood_guard"):
+        g = result["ood_guard"]
+        console.print(f"out-of-distribution guard: {g['flagged']} of {len(result['predictions'])} images flagged "
+                      f"(false-alarm rate {g['false_alarm_rate']:.3f} on these brain MRI images"
+                      + (f", {g['unleaked_false_alarm_rate']:.3f} on the unleaked subset)"
+                         if g.get("unleaked_false_alarm_rate") is not None else ")"))
     if "type_accuracy" in result:
         console.print(f"tumor type accuracy (4 classes): {result['type_accuracy']:.3f}; recall / precision: " +
                       ", ".join(f"{t} {result['type_recall'][t]:.3f} / {result['type_precision'][t]:.3f}"
@@ -232,6 +238,26 @@ def export(
 
         export_onnx(model or BUNDLED_MODEL, output)
     typer.echo(f"saved {output} ({output.stat().st_size / 1e6:.1f} MB)")
+
+
+@app.command("calibrate-ood")
+def calibrate_ood(
+    data: Path = typer.Argument(..., help="The model's training data (dataset, CSV or decoded cache)."),
+    model: Optional[Path] = typer.Option(None, "--model", "-m", help="Model file; default: the bundled one."),
+    output: Path = typer.Option(..., "--output", "-o", help="Model file to write, with the guard."),
+    val_fraction: float = typer.Option(0.15, help="As in training: the grouped validation share."),
+    seed: int = typer.Option(0, help="As in training: the seed of the grouped split."),
+) -> None:
+    """Fit the out-of-distribution guard of a trained model on its training data (train does it too)."""
+    from braintriage.modelfile import BUNDLED_MODEL, read_metadata
+
+    with user_errors():
+        from braintriage.train import TrainConfig, calibrate_ood as run, load_training_data
+
+        size = read_metadata(model or BUNDLED_MODEL)["input"]["preprocess"]["size"]
+        decoded = load_training_data(TrainConfig(data=str(data), image_size=size), log=typer.echo)
+        run(model or BUNDLED_MODEL, decoded, output, val_fraction, seed, log=typer.echo)
+    typer.echo(f"saved {output}")
 
 
 @app.command("model-card")

@@ -20,6 +20,7 @@ from typing import Callable
 import numpy as np
 from sklearn.metrics import confusion_matrix, precision_score, recall_score
 
+from braintriage import ood
 from braintriage.audit import dataset_hashes, image_hashes, leaked_mask
 from braintriage.datasets import TUMOR_TYPES, load_dataset
 from braintriage.inference import Predictor
@@ -40,6 +41,7 @@ class Scored:
     phash: np.ndarray  # uint64, for the leakage check
     errors: list[tuple[str, str]]
     grayscale: Callable[[int], np.ndarray]  # image i as uint8, for thumbnails
+    warnings: list[str | None]  # out-of-distribution guard, per image
 
 
 def score_dataset(predictor: Predictor, data: str | Path, split: str = "testing") -> Scored:
@@ -51,8 +53,9 @@ def score_dataset(predictor: Predictor, data: str | Path, split: str = "testing"
             raise ValueError(f"{data} was preprocessed as {decoded.preprocess}, the model needs "
                              f"{predictor.preprocess}")
         p, types, _ = predictor.predict_arrays(decoded.images)
+        warnings = ood.warnings_for(decoded.images, predictor.pooled_features(decoded.images), predictor.ood)
         return Scored(list(decoded.paths), decoded.tumor, decoded.tumor_type, p, types, decoded.phash,
-                      list(decoded.errors), lambda i: decoded.images[i])
+                      list(decoded.errors), lambda i: decoded.images[i], warnings)
     ds = load_dataset(data, split=split)
     results = predictor.predict_files([str(s.path) for s in ds.samples])
     ok = [i for i, r in enumerate(results) if r.error is None]
@@ -68,6 +71,7 @@ def score_dataset(predictor: Predictor, data: str | Path, split: str = "testing"
         phash=image_hashes([s.path for s in samples]),
         errors=[(ds.relpath(ds.samples[i]), r.error) for i, r in enumerate(results) if r.error],
         grayscale=lambda i: np.asarray(decode_image(samples[i].path)),
+        warnings=[results[i].warning for i in ok],
     )
 
 
@@ -112,6 +116,9 @@ def evaluate(data: str | Path, model_path: str | Path | None = None, split: str 
         **subset_metrics(s, everything, threshold, n_boot),
         "metrics_at_0.5": binary_metrics(s.tumor, s.p_tumor, 0.5),
         "calibration": calibration(s.tumor, s.p_tumor),
+        "ood_guard": None if not predictor.ood else {
+            "threshold": predictor.ood["threshold"], "flagged": int(sum(w is not None for w in s.warnings)),
+            "false_alarm_rate": float(np.mean([w is not None for w in s.warnings]))},
     }
     train_data = train_data or default_train_data(data)
     leaked = None
@@ -123,6 +130,10 @@ def evaluate(data: str | Path, model_path: str | Path | None = None, split: str 
             "leaked_at_distance_0": int((nearest == 0).sum()),
         }
         report["unleaked"] = subset_metrics(s, ~leaked, threshold, n_boot) if (~leaked).any() else None
+        if report["ood_guard"]:
+            flagged = np.array([w is not None for w in s.warnings])
+            report["ood_guard"]["unleaked_false_alarm_rate"] = float(flagged[~leaked].mean()) if (~leaked).any() \
+                else None
     if s.type_probs is not None and (s.type_index >= 0).all():
         predicted = s.type_probs.argmax(1)
         report["type_accuracy"] = float((predicted == s.type_index).mean())

@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from braintriage import ood
 from braintriage.modelfile import BUNDLED_MODEL, onnx_initializers, read_metadata
 from braintriage.preprocess import ImageReadError, PreprocessConfig, preprocess
 from braintriage.scans import ScanItem, items_from_paths, items_from_uploads
@@ -37,6 +38,10 @@ class Prediction:
     slices: int = 1
     top_slices: list[str] = field(default_factory=list)  # the most suspicious slices, most suspicious first
     slice_probabilities: list[float | None] | None = None  # per slice, in slice order (studies only)
+    # Set when the input does not look like a brain MRI slice: the prediction is then not to be trusted
+    # (the web app shows the warning instead of a verdict).
+    warning: str | None = None
+    reliable: bool = True  # False when the verdict rests only on inputs that are not like brain MRI
 
     @property
     def predicted_type(self) -> str | None:
@@ -130,13 +135,21 @@ class Predictor:
         self.threshold = float(self.metadata["threshold"])
         self.temperature = float(self.metadata.get("temperature", 1.0))
         self.class_names = self.metadata["class_names"]
+        self.ood = self.metadata.get("ood")  # out-of-distribution guard parameters, when calibrated
 
     def predict_arrays(self, images_u8: np.ndarray, heatmaps: bool = False
                        ) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
         """Preprocessed uint8 images (N, size, size) -> P(tumor) (N,), type probabilities (N, 4) or None,
         and with `heatmaps` the class activation maps (N, size, size) in [0, 1] (None where the
         architecture has no global-average-pool head)."""
-        p_all, types_all, cams_all = [], [], []
+        return self._run(images_u8, heatmaps)[:3]
+
+    def pooled_features(self, images_u8: np.ndarray) -> np.ndarray | None:
+        """The last feature maps averaged over space (N, C): what the out-of-distribution guard looks at."""
+        return self._run(images_u8, False)[3]
+
+    def _run(self, images_u8: np.ndarray, heatmaps: bool):
+        p_all, types_all, cams_all, pooled_all = [], [], [], []
         for i in range(0, len(images_u8), self.batch_size):
             batch = images_u8[i:i + self.batch_size].astype(np.float32) / 255.0
             x = ((batch - self.mean) / self.std)[:, None].astype(np.float32)
@@ -145,12 +158,15 @@ class Predictor:
             p_all.append(p)
             if types is not None:
                 types_all.append(types)
+            if features is not None:
+                pooled_all.append(features.mean(axis=(2, 3)))
             if heatmaps and features is not None:
                 cams_all.append(tumor_activation_map(features, self.backend.head_weight, types, x.shape[-1]))
         empty = np.zeros(0)
         return ((np.concatenate(p_all) if p_all else empty),
                 (np.concatenate(types_all) if types_all else None),
-                (np.concatenate(cams_all) if cams_all else None))
+                (np.concatenate(cams_all) if cams_all else None),
+                (np.concatenate(pooled_all) if pooled_all else None))
 
     def label(self, p_tumor: float) -> str:
         return "tumor" if p_tumor >= self.threshold else "no_tumor"
@@ -172,6 +188,7 @@ class Predictor:
         scores = [[None] * len(it.slices) for it in items]
         errors = [[None] * len(it.slices) for it in items]
         views: dict[tuple[int, int], tuple] = {}  # (item, slice) -> (image, heat map, type probabilities)
+        alarms: dict[tuple[int, int], str | None] = {}  # (item, slice) -> out-of-distribution warning
         todo = [(i, j) for i, it in enumerate(items) if it.error is None for j in range(len(it.slices))]
         for start in range(0, len(todo), self.batch_size):
             arrays, ok = [], []
@@ -183,14 +200,18 @@ class Predictor:
                     errors[i][j] = str(e)
             if not ok:
                 continue
-            p_tumor, types, cams = self.predict_arrays(np.stack(arrays), heatmaps)
+            batch = np.stack(arrays)
+            p_tumor, types, cams, pooled = self._run(batch, heatmaps)
+            for (i, j), warning in zip(ok, ood.warnings_for(batch, pooled, self.ood)):
+                alarms[(i, j)] = warning
             for k, (i, j) in enumerate(ok):
                 scores[i][j] = float(p_tumor[k])
                 views[(i, j)] = (arrays[k] if heatmaps else None, None if cams is None else cams[k],
                                  None if types is None else types[k])
-        return [self._summarise(i, it, scores[i], errors[i], views) for i, it in enumerate(items)]
+        return [self._summarise(i, it, scores[i], errors[i], views, alarms) for i, it in enumerate(items)]
 
-    def _summarise(self, i: int, item: ScanItem, scores: list, errors: list, views: dict) -> Prediction:
+    def _summarise(self, i: int, item: ScanItem, scores: list, errors: list, views: dict, alarms: dict
+                   ) -> Prediction:
         r = Prediction(path=item.path, study=item.study, slices=len(item.slices))
         if item.error or not item.slices:
             r.error = item.error or "no images found"
@@ -200,6 +221,18 @@ class Predictor:
             first = next(e for e in errors if e)
             r.error = first if len(scores) == 1 else f"none of {len(scores)} slices could be read: {first}"
             return r
+        readable = len(valid)
+        # Slices that do not look like brain MRI are left out of a study's verdict; if none is left, or the one
+        # image of a plain item is out of distribution, the result carries the warning.
+        in_dist = [j for j in valid if alarms.get((i, j)) is None]
+        if in_dist:
+            if len(in_dist) < len(valid):
+                r.warning = f"{len(valid) - len(in_dist)} of {len(valid)} slices left out: not like brain MRI"
+            valid = in_dist
+        else:
+            r.reliable = False
+            r.warning = alarms[(i, valid[0])] if len(valid) == 1 else \
+                f"none of {len(valid)} slices looks like a brain MRI slice: prediction unreliable"
         p = np.array([scores[j] for j in valid])
         smoothed = smooth(p) if item.is_study else p
         order = np.argsort(-smoothed, kind="stable")
@@ -213,7 +246,7 @@ class Predictor:
         if item.is_study:
             r.top_slices = [item.slices[valid[k]].label for k in order[:TOP_SLICES]]
             r.slice_probabilities = scores
-            failed = len(scores) - len(valid)
+            failed = len(scores) - readable
             if failed:
                 r.error = f"{failed} of {len(scores)} slices could not be read; scored on the rest"
         return r

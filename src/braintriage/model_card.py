@@ -33,6 +33,22 @@ def _metric_table(report: dict) -> list[str]:
     return lines
 
 
+def _guard_sentence(metadata: dict, report: dict) -> str:
+    guard = metadata.get("ood")
+    if not guard:
+        return ("The model scores anything it is given: photos, other body parts or blank images get a "
+                "probability too, with no warning. Check that the input is a brain MRI slice.")
+    measured = report.get("ood_guard") or {}
+    rate = (f" On this evaluation it flagged {measured['flagged']} of {len(report['predictions'])} real scans "
+            f"({measured['false_alarm_rate']:.1%})" + (f", {measured['unleaked_false_alarm_rate']:.1%} of the "
+            "unleaked ones" if measured.get("unleaked_false_alarm_rate") is not None else "") + ".") if measured else ""
+    return ("An out-of-distribution guard (distance of the model's pooled features from those of the training "
+            f"split; threshold at the {guard['percentile']}th percentile of validation images) warns when an "
+            "input does not look like a brain MRI slice, blank images always. It misses some inputs "
+            "(in tests, a grayscale portrait photo and a logo passed), so check that inputs are brain MRI "
+            "slices." + rate)
+
+
 def _shift_sentence(report: dict) -> str:
     un = report.get("unleaked")
     if not un or un["metrics"]["n_tumor"] == 0:
@@ -134,8 +150,7 @@ def model_card(metadata: dict, report: dict, model_path: str | Path = BUNDLED_MO
         "site metadata.",
         "- Three tumor types only (glioma, meningioma, pituitary); other lesions (metastases, abscesses, "
         "infarcts) were never shown to the model and may get any score.",
-        "- The model scores anything it is given: photos, other body parts or blank images get a probability too, "
-        "with no warning. Check that the input is a brain MRI slice.",
+        f"- {_guard_sentence(metadata, report)}",
         "- Probabilities are not calibrated risks (see the calibration error above); treat them as a ranking.",
         "",
     ]

@@ -84,6 +84,27 @@ def onnx_initializers(path: str | Path) -> dict[str, "np.ndarray"]:  # noqa: F82
     return out
 
 
+def update_metadata(path: str | Path, output: str | Path, changes: dict[str, Any]) -> dict[str, Any]:
+    """Write a copy of a model file (either format) with some metadata keys replaced; weights untouched."""
+    path, output = Path(path), Path(output)
+    meta = {**read_metadata(path), **changes}
+    tmp = output.with_name(output.name + ".tmp")
+    if path.suffix == ".onnx":
+        import onnx
+
+        model = onnx.load(str(path))
+        for prop in model.metadata_props:
+            if prop.key == METADATA_KEY:
+                prop.value = json.dumps(meta)
+        onnx.save(model, str(tmp))
+    else:
+        from safetensors.numpy import load_file, save_file
+
+        save_file(load_file(str(path)), str(tmp), metadata={METADATA_KEY: json.dumps(meta)})
+    os.replace(tmp, output)
+    return meta
+
+
 def save_model(path: str | Path, model, metadata: dict[str, Any], weights_dtype=None) -> None:
     """Write a .safetensors model file: weights (floating tensors as float16) and metadata, atomically."""
     import torch

@@ -12,7 +12,8 @@ from braintriage.inference import Prediction, Predictor
 # lists the most suspicious ones, most suspicious first, separated by ";".
 # For a model trained on tumor types, `predicted_type` and one probability per type follow (for a study:
 # those of its most suspicious slice).
-CSV_COLUMNS = ["path", "study", "tumor_probability", "prediction", "slices", "top_slices", "error"]
+# `warning` is set when the input does not look like a brain MRI slice: its prediction is not to be trusted.
+CSV_COLUMNS = ["path", "study", "tumor_probability", "prediction", "slices", "top_slices", "error", "warning"]
 TYPE_COLUMNS = ["predicted_type", "probability_no_tumor", "probability_glioma", "probability_meningioma",
                 "probability_pituitary"]
 NOTICE = "Decision support only, not a diagnosis: a suspected tumor means refer for specialist review."
@@ -24,7 +25,8 @@ def write_predictions_csv(results: list[Prediction], path: str | Path, with_type
         writer.writerow(CSV_COLUMNS + (TYPE_COLUMNS if with_types else []))
         for r in results:
             p = "" if r.tumor_probability is None else f"{r.tumor_probability:.6f}"
-            row = [r.path, r.study or "", p, r.prediction or "", r.slices, ";".join(r.top_slices), r.error or ""]
+            row = [r.path, r.study or "", p, r.prediction or "", r.slices, ";".join(r.top_slices), r.error or "",
+                   r.warning or ""]
             if with_types:
                 probs = r.type_probabilities or {}
                 row += [r.predicted_type or ""] + [
@@ -51,6 +53,10 @@ def print_predictions(results: list[Prediction], predictor: Predictor) -> None:
         else:
             verdict = ("[bold yellow]tumor suspected: refer[/bold yellow]" if r.prediction == "tumor"
                        else "no tumor detected")
+            if not r.reliable:
+                verdict = f"[magenta]no verdict: {r.warning}[/magenta] (model: {r.prediction})"
+            elif r.warning:
+                verdict += f" [magenta]({r.warning})[/magenta]"
             if r.error:
                 verdict += f" [red]({r.error})[/red]"
             table.add_row(r.path, *study, f"{r.tumor_probability:.3f}", verdict)

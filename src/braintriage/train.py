@@ -31,7 +31,7 @@ from braintriage.augment import AugmentPolicy, augment_batch
 from braintriage.cache import DecodedSet, cached_decode
 from braintriage.datasets import TUMOR_TYPES, load_dataset
 from braintriage.metrics import METRIC_NAMES, binary_metrics, threshold_for_sensitivity
-from braintriage.modelfile import save_model
+from braintriage.modelfile import save_model, update_metadata
 from braintriage.models import DEFAULT_MODEL, build_model, count_parameters, to_model_input, tumor_probability
 from braintriage.preprocess import PreprocessConfig
 
@@ -429,6 +429,7 @@ def _train(cfg: TrainConfig, dist_info: Distributed, device: torch.device, t_sta
         "history": [{k: round(v, 6) if isinstance(v, float) else v for k, v in row.items()} for row in history],
     }
     save_model(cfg.output, model, metadata)
+    metadata["ood"] = calibrate_ood(cfg.output, decoded, cfg.output, cfg.val_fraction, cfg.seed, log)
     write_history(history, run_dir / "history.csv")
     (run_dir / "metadata.json").write_text(json.dumps(metadata, indent=2))
     try:
@@ -471,6 +472,26 @@ def cross_validate(cfg: TrainConfig, data: Prepared, device: torch.device, log=p
     for name, v in summary.items():
         log(f"{name}: {v['mean']:.3f} +/- {v['std']:.3f} (min {v['min']:.3f}, max {v['max']:.3f})")
     return result
+
+
+def calibrate_ood(model_path: str | Path, decoded: DecodedSet, output: str | Path, val_fraction: float = 0.15,
+                  seed: int = 0, log=print) -> dict | None:
+    """Fit the out-of-distribution guard of a model on its training data: the grouped train split for the
+    feature model, the validation split for the alarm threshold. Writes `output` with metadata["ood"]."""
+    from braintriage import ood
+    from braintriage.inference import Predictor
+
+    predictor = Predictor(model_path)
+    train_idx, val_idx = grouped_split(decoded, val_fraction, seed)
+    train_features = predictor.pooled_features(decoded.images[train_idx])
+    if train_features is None:
+        log("no out-of-distribution guard: this architecture has no pooled features")
+        return None
+    params = ood.fit(train_features, predictor.pooled_features(decoded.images[val_idx]))
+    update_metadata(model_path, output, {"ood": params})
+    log(f"out-of-distribution guard: threshold {params['threshold']:.2f} (validation false alarms "
+        f"{params['validation_false_alarm_rate']:.3f})")
+    return params
 
 
 def write_history(history: list[dict], path: Path) -> None:

@@ -81,6 +81,8 @@ class FileResult(BaseModel):
     slices: int = 1
     top_slices: list[str] = []  # most suspicious slices first; `image`/`heatmap` show the first of them
     slice_probabilities: list[float | None] | None = None
+    warning: str | None = None  # e.g. the input does not look like a brain MRI slice
+    reliable: bool = True  # False: the verdict rests only on inputs unlike brain MRI; show the warning instead
     error: str | None = None
 
 
@@ -108,6 +110,7 @@ def to_result(p: Prediction, threshold: float) -> FileResult:
         filename=p.path, tumor_probability=p.tumor_probability, prediction=p.prediction, threshold=threshold,
         predicted_type=p.predicted_type, type_probabilities=p.type_probabilities, error=p.error,
         study=p.study, slices=p.slices, top_slices=p.top_slices, slice_probabilities=p.slice_probabilities,
+        warning=p.warning, reliable=p.reliable,
         heatmap=png_base64(heatmap_rgba(p.heatmap)) if p.heatmap is not None else None,
         image=png_base64(p.image) if p.image is not None else None,
     )

@@ -52,7 +52,8 @@ function card(result, index) {
   const article = document.createElement("article");
   li.appendChild(article);
   const failed = result.tumor_probability === null || result.tumor_probability === undefined;
-  article.className = "card " + (failed ? "error" : result.prediction);
+  const unreliable = result.reliable === false;  // only inputs unlike brain MRI: the warning replaces the verdict
+  article.className = "card " + (failed ? "error" : unreliable ? "warning" : result.prediction);
   article.setAttribute("aria-label", result.filename);
   const name = document.createElement("p");
   name.className = "filename";
@@ -85,8 +86,8 @@ function card(result, index) {
   }
   const verdict = document.createElement("p");
   verdict.className = "verdict";
-  verdict.textContent = result.prediction === "tumor" ? "Tumor suspected: refer for specialist review"
-                                                       : "No tumor detected";
+  verdict.textContent = unreliable ? "No verdict: " + result.warning
+    : result.prediction === "tumor" ? "Tumor suspected: refer for specialist review" : "No tumor detected";
   const prob = document.createElement("p");
   prob.className = "probability";
   prob.textContent = `Probability of tumor: ${percent(result.tumor_probability)}`;
@@ -122,6 +123,12 @@ function card(result, index) {
   printed.className = "print-only secondary";
   printed.textContent = `Model ${state.model ? state.model.architecture + ", braintriage " + state.model.package_version : ""}; ` +
     `threshold ${result.threshold.toFixed(2)}. Decision support, not a diagnosis: a flag means refer for specialist review.`;
+  if (result.warning && !unreliable) {  // a study with slices left out
+    const w = document.createElement("p");
+    w.className = "secondary warning";
+    w.textContent = result.warning;
+    article.appendChild(w);
+  }
   if (result.error) {  // a study scored although some slices could not be read
     const warn = document.createElement("p");
     warn.className = "secondary";
@@ -145,7 +152,8 @@ function render() {
 }
 
 function exportCsv() {
-  const cols = ["filename", "study", "tumor_probability", "prediction", "predicted_type", "slices", "threshold", "error"];
+  const cols = ["filename", "study", "tumor_probability", "prediction", "predicted_type", "slices", "threshold",
+                "warning", "error"];
   const quote = (v) => {
     const s = v === null || v === undefined ? "" : String(v);
     return /[",\n]/.test(s) ? '"' + s.replace(/"/g, '""') + '"' : s;

@@ -53,6 +53,21 @@ def blocks(seed: int, cell: int = 16) -> np.ndarray:
     return np.kron(coarse, np.ones((cell, cell), np.uint8))
 
 
+def tiny_type_cache(folder: Path, per_class: int, size: int = 48) -> Path:
+    """A decoded cache of a made-up four-folder dataset (distinct block images), for fast training runs."""
+    from braintriage.cache import decode_dataset
+    from braintriage.datasets import load_dataset
+    from braintriage.preprocess import PreprocessConfig
+
+    for k, name in enumerate(("glioma_tumor", "meningioma_tumor", "pituitary_tumor", "no_tumor")):
+        (folder / "data" / name).mkdir(parents=True)
+        for i in range(per_class):
+            Image.fromarray(blocks(10 * k + i, 6)).save(folder / "data" / name / f"{i}.png")
+    cache = folder / "c.npz"
+    decode_dataset(load_dataset(folder / "data"), PreprocessConfig(size=size)).save(cache)
+    return cache
+
+
 @pytest.fixture
 def image_folder(tmp_path: Path) -> Path:
     """A folder of small synthetic scans in several formats."""

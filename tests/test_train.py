@@ -10,7 +10,7 @@ from braintriage.augment import AugmentPolicy
 from braintriage.datasets import load_dataset
 from braintriage.modelfile import read_metadata
 from braintriage.train import TrainConfig, fit_temperature, train
-from conftest import blocks
+from conftest import blocks, tiny_type_cache
 
 NO_AUGMENT = AugmentPolicy(zoom=(1, 1), rotation_degrees=0, brightness=(1, 1))
 
@@ -101,16 +101,8 @@ def test_a_killed_run_resumes_to_the_same_steps_and_weights(tmp_path):
     import sys
     import time
 
-    from braintriage.cache import decode_dataset
-    from braintriage.datasets import load_dataset as load
-    from braintriage.preprocess import PreprocessConfig
-
-    for k, folder in enumerate(("glioma_tumor", "meningioma_tumor", "pituitary_tumor", "no_tumor")):
-        (tmp_path / "data" / folder).mkdir(parents=True)
-        for i in range(8):
-            Image.fromarray(blocks(10 * k + i, 6)).save(tmp_path / "data" / folder / f"{i}.png")
-    decode_dataset(load(tmp_path / "data"), PreprocessConfig(size=48)).save(tmp_path / "c.npz")
-    base = [sys.executable, "-m", "braintriage", "train", str(tmp_path / "c.npz"), "--image-size", "48",
+    cache = tiny_type_cache(tmp_path, per_class=8)
+    base = [sys.executable, "-m", "braintriage", "train", str(cache), "--image-size", "48",
             "--arch", "seed-cnn", "--epochs", "30", "--batch-size", "8", "--val-fraction", "0.25",
             "--patience", "100", "--seed", "3", "--checkpoint-seconds", "0"]
 

@@ -91,15 +91,16 @@ function card(result, index) {
   const prob = document.createElement("p");
   prob.className = "probability";
   prob.textContent = `Probability of tumor: ${percent(result.tumor_probability)}`;
-  article.append(figure, verdict, prob);
+  article.append(figure, verdict);
+  if (!unreliable) article.appendChild(prob);  // no confident numbers for an input unlike brain MRI
   if (result.study) {
     const st = document.createElement("p");
     st.className = "secondary study";
-    st.textContent = `Study ${result.study}: ${result.slices} slices; most suspicious: ` +
+    st.textContent = `Study ${result.study}: ${result.slices} slice${result.slices === 1 ? "" : "s"}; most suspicious: ` +
       `${result.top_slices.join(", ")} (shown)`;
     article.appendChild(st);
   }
-  if (result.predicted_type && result.type_probabilities) {
+  if (result.predicted_type && result.type_probabilities && !unreliable) {
     const t = document.createElement("p");
     t.className = "secondary type";
     const label = result.predicted_type.replace("_", " ");

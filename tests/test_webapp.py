@@ -159,3 +159,18 @@ def test_an_image_unlike_mri_gets_a_warning_instead_of_a_verdict(client):
     r = client.post("/api/v1/predict", files=[blank])
     result = r.json()["results"][0]
     assert r.status_code == 200 and result["reliable"] is False and "blank" in result["warning"]
+
+
+def test_uploads_stay_in_memory(client, monkeypatch):
+    """Starlette spools large multipart parts to a temporary file; the app must keep scans in memory."""
+    import tempfile
+
+    def no_disk(self):  # what a spooled file does when it moves to disk
+        raise AssertionError("an upload was written to disk")
+
+    monkeypatch.setattr(tempfile.SpooledTemporaryFile, "rollover", no_disk)
+    rng = np.random.default_rng(0)
+    big = png_bytes(rng.integers(0, 256, (1100, 1100)).astype(np.uint8))  # about 1.2 MB, over the 1 MB spool
+    assert 1_000_000 < len(big) < 2_000_000
+    r = client.post("/api/v1/predict", files=[("files", ("big.png", big, "image/png"))])
+    assert r.status_code == 200 and r.json()["results"][0]["error"] is None

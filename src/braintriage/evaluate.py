@@ -18,15 +18,16 @@ from pathlib import Path
 from typing import Callable
 
 import numpy as np
+from PIL import Image
 from sklearn.metrics import confusion_matrix, precision_score, recall_score
 
-from braintriage import ood
 from braintriage.audit import dataset_hashes, image_hashes, leaked_mask
 from braintriage.datasets import TUMOR_TYPES, load_dataset
 from braintriage.inference import Predictor
 from braintriage.metrics import binary_metrics, bootstrap_ci, bootstrap_proportion, calibration
 from braintriage.near_duplicates import NEAR_DUPLICATE_DISTANCE
 from braintriage.preprocess import decode_image
+from braintriage.scans import ScanItem, Slice
 
 SEED_DATA_DEFAULT = Path("../shared/data/brain-tumor-classification-mri")
 
@@ -52,10 +53,15 @@ def score_dataset(predictor: Predictor, data: str | Path, split: str = "testing"
         if decoded.preprocess != predictor.preprocess:
             raise ValueError(f"{data} was preprocessed as {decoded.preprocess}, the model needs "
                              f"{predictor.preprocess}")
-        p, types, _ = predictor.predict_arrays(decoded.images)
-        warnings = ood.warnings_for(decoded.images, predictor.pooled_features(decoded.images), predictor.ood)
-        return Scored(list(decoded.paths), decoded.tumor, decoded.tumor_type, p, types, decoded.phash,
-                      list(decoded.errors), lambda i: decoded.images[i], warnings)
+        # Already preprocessed: each array goes through the same scoring (and guard) as a file would, once.
+        items = [ScanItem(str(path), [Slice("1", lambda a=a: Image.fromarray(a))])
+                 for path, a in zip(decoded.paths, decoded.images)]
+        results = predictor.predict_items(items)
+        types = (np.array([[r.type_probabilities[n] for n in predictor.class_names] for r in results])
+                 if results and results[0].type_probabilities else None)
+        return Scored(list(decoded.paths), decoded.tumor, decoded.tumor_type,
+                      np.array([r.tumor_probability for r in results]), types, decoded.phash,
+                      list(decoded.errors), lambda i: decoded.images[i], [r.warning for r in results])
     ds = load_dataset(data, split=split)
     results = predictor.predict_files([str(s.path) for s in ds.samples])
     ok = [i for i, r in enumerate(results) if r.error is None]

@@ -79,3 +79,17 @@ def test_batched_augmentation_matches_the_per_image_version_in_distribution():
     for name in a:
         assert ks_2samp(a[name], b[name]).pvalue > 1e-3, name
     assert abs((a["col"] > size / 2).mean() - (b["col"] > size / 2).mean()) < 0.05  # mirrored share
+
+
+def test_progressive_resizing_downscales_without_moving_or_dimming_the_content():
+    x = spot_image(4, size=64)
+    identity = AugmentPolicy(zoom=(1.0, 1.0), rotation_degrees=0, horizontal_flip=0, brightness=(1.0, 1.0))
+    small = augment_batch(x, identity, torch.Generator().manual_seed(0), size=32)
+    assert small.shape == (4, 1, 32, 32)
+    # Anti-aliased: the spot keeps its share of the image's brightness and its place (scaled by half).
+    assert abs(small.mean() - x.mean()) < 1e-3
+    row, col = centre_of_mass(small)
+    assert torch.allclose(row, torch.full((4,), 5.5), atol=0.3) and torch.allclose(col, torch.full((4,), 5.5),
+                                                                                   atol=0.3)
+    same = augment_batch(x, identity, torch.Generator().manual_seed(0), size=64)
+    assert torch.allclose(same, x, atol=1e-5)

@@ -128,3 +128,24 @@ def test_a_killed_run_resumes_to_the_same_steps_and_weights(tmp_path):
     a, b = read_metadata(tmp_path / "whole.safetensors"), read_metadata(tmp_path / "killed.safetensors")
     assert a["training"]["steps"] == b["training"]["steps"] == 30 * 3
     assert [r["val_loss"] for r in a["history"]] == pytest.approx([r["val_loss"] for r in b["history"]], rel=1e-5)
+
+
+def test_progressive_resizing_starts_small_and_ends_at_full_size():
+    from braintriage.train import train_size_at
+
+    cfg = TrainConfig(data="unused", epochs=60, image_size=200, start_size=128)
+    sizes = [train_size_at(e, cfg) for e in range(cfg.epochs)]
+    assert sizes[0] == 128 and sizes[-1] == 200 and sizes == sorted(sizes)
+    assert all(s % 16 == 0 for s in sizes if s != 200)
+    assert sizes.count(200) >= 0.1 * cfg.epochs  # the last epochs settle at the size the model is used at
+    assert {train_size_at(e, TrainConfig(data="unused", epochs=60)) for e in range(60)} == {200}
+
+
+def test_precision_auto_follows_the_hardware_and_rejects_unknown_names():
+    from braintriage.train import native_bf16, use_bf16
+
+    cpu = torch.device("cpu")
+    assert use_bf16("fp32", cpu) is False and use_bf16("bf16", cpu) is True
+    assert use_bf16("auto", cpu) == native_bf16(cpu)
+    with pytest.raises(ValueError, match="precision"):
+        use_bf16("fp16", cpu)

@@ -58,10 +58,14 @@ def sample_affine(n: int, policy: AugmentPolicy, generator: torch.Generator | No
     return theta
 
 
-def augment_batch(images: torch.Tensor, policy: AugmentPolicy, generator: torch.Generator | None = None
-                  ) -> torch.Tensor:
-    """images: float (B, C, H, W) in [0, 1]. Returns an augmented batch of the same shape, in [0, 1]."""
+def augment_batch(images: torch.Tensor, policy: AugmentPolicy, generator: torch.Generator | None = None,
+                  size: int | None = None) -> torch.Tensor:
+    """images: float (B, C, H, W) in [0, 1]. Returns an augmented batch in [0, 1], of the same shape or,
+    with `size`, downscaled to size x size first (anti-aliased; progressive resizing trains early epochs
+    small)."""
     n = images.shape[0]
+    if size is not None and size != images.shape[-1]:
+        images = F.interpolate(images, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
     theta = sample_affine(n, policy, generator, images.device).to(images.dtype)
     grid = F.affine_grid(theta, list(images.shape), align_corners=False)
     out = F.grid_sample(images, grid, mode="bilinear", padding_mode="zeros", align_corners=False)

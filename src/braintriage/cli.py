@@ -59,6 +59,9 @@ def train(
     architecture: str = typer.Option("resnet18-w32", "--arch", help="seed-cnn, resnet18-w32 or resnet18."),
     labels: str = typer.Option("auto", help="type (4 classes, P(tumor) = 1 - P(no tumor)), binary, or auto."),
     image_size: int = typer.Option(200, help="Square input size in pixels."),
+    start_size: Optional[int] = typer.Option(
+        None, help="Progressive resizing: train the first half of the epochs at this size, growing to "
+                   "--image-size by 90% (faster; validation always at --image-size)."),
     epochs: int = typer.Option(60),
     batch_size: int = typer.Option(64),
     lr: float = typer.Option(2e-3, help="Peak AdamW learning rate at batch 64 (scaled with batch size)."),
@@ -76,6 +79,8 @@ def train(
     noise: float = typer.Option(0.0, help="Largest Gaussian noise standard deviation (image in 0-1)."),
     seed: int = typer.Option(0),
     device: str = typer.Option("auto", help="auto, cpu, cuda, cuda:1 ..."),
+    precision: str = typer.Option("auto", help="bf16, fp32, or auto: bf16 autocast where the GPU or CPU "
+                                               "computes bf16 natively (AMX / AVX512-BF16), else fp32."),
     compile: bool = typer.Option(False, help="torch.compile the model (GPU)."),
     calibrate: bool = typer.Option(False, help="Temperature-scale probabilities on validation data."),
     resume: bool = typer.Option(False, help="Continue an interrupted run from RUN_DIR/checkpoint.pt."),
@@ -95,10 +100,11 @@ def train(
     policy = AugmentPolicy(zoom=zoom, rotation_degrees=rotation, brightness=brightness, horizontal_flip=hflip,
                            translate=translate, gamma=gamma, noise=noise)
     cfg = TrainConfig(data=str(data), output=str(output), run_dir=str(run_dir), architecture=architecture,
-                      labels=labels, image_size=image_size, epochs=epochs, batch_size=batch_size, lr=lr,
+                      labels=labels, image_size=image_size, start_size=start_size, epochs=epochs,
+                      batch_size=batch_size, lr=lr,
                       weight_decay=weight_decay, label_smoothing=label_smoothing, val_fraction=val_fraction,
                       patience=patience, target_sensitivity=target_sensitivity, seed=seed, device=device,
-                      compile=compile, calibrate=calibrate, resume=resume,
+                      precision=precision, compile=compile, calibrate=calibrate, resume=resume,
                       checkpoint_seconds=checkpoint_seconds,
                       exclude_leaked=str(exclude_leaked) if exclude_leaked else None, folds=folds,
                       max_steps=max_steps, limit=limit, augment=policy)

@@ -136,6 +136,12 @@ class Predictor:
         self.temperature = float(self.metadata.get("temperature", 1.0))
         self.class_names = self.metadata["class_names"]
         self.ood = self.metadata.get("ood")  # out-of-distribution guard parameters, when calibrated
+        # Test-time augmentation the model was validated with: "horizontal_flip" averages the logits of the
+        # image and its mirror image (the brain is close to left-right symmetric; never top-bottom).
+        self.test_time_augmentation = list(self.metadata.get("test_time_augmentation", []))
+        unknown = set(self.test_time_augmentation) - {"horizontal_flip"}
+        if unknown:
+            raise ValueError(f"{self.model_path}: unknown test-time augmentation {sorted(unknown)}")
 
     def predict_arrays(self, images_u8: np.ndarray, heatmaps: bool = False
                        ) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
@@ -154,6 +160,9 @@ class Predictor:
             batch = images_u8[i:i + self.batch_size].astype(np.float32) / 255.0
             x = ((batch - self.mean) / self.std)[:, None].astype(np.float32)
             logits, features = self.backend.run(x)
+            if "horizontal_flip" in self.test_time_augmentation:
+                # Heat maps and the out-of-distribution guard keep the unflipped image's features.
+                logits = (logits + self.backend.run(np.ascontiguousarray(x[..., ::-1]))[0]) / 2
             p, types = tumor_probability(logits, self.temperature)
             p_all.append(p)
             if types is not None:

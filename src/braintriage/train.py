@@ -44,6 +44,7 @@ class TrainConfig:
     architecture: str = DEFAULT_MODEL
     labels: str = "auto"  # "type": predict tumor type (P(tumor) = 1 - P(no tumor)); "binary"; "auto"
     image_size: int = 200
+    start_size: int | None = None  # progressive resizing: early epochs train at this size, growing to image_size
     epochs: int = 60
     batch_size: int = 64
     lr: float = 2e-3  # AdamW peak learning rate at batch 64; scaled linearly with batch size
@@ -55,6 +56,7 @@ class TrainConfig:
     target_sensitivity: float = 0.95
     seed: int = 0
     device: str = "auto"
+    precision: str = "auto"  # "bf16", "fp32", or "auto": bf16 where the hardware computes it natively
     compile: bool = False
     calibrate: bool = False  # fit a temperature on validation logits (calibrated probabilities)
     resume: bool = False  # continue from run_dir/checkpoint.pt
@@ -70,6 +72,35 @@ def pick_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(name)
+
+
+def native_bf16(device: torch.device) -> bool:
+    """Whether bf16 autocast speeds training up here: any CUDA GPU since Ampere, and CPUs with AMX or
+    AVX512-BF16 (oneDNN runs bf16 convolutions there 2-3x faster than fp32; elsewhere it emulates them)."""
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    caps = torch.cpu.get_capabilities() if hasattr(torch.cpu, "get_capabilities") else {}
+    return bool(caps.get("amx_bf16") or caps.get("avx512_bf16"))
+
+
+def use_bf16(precision: str, device: torch.device) -> bool:
+    if precision not in ("auto", "bf16", "fp32"):
+        raise ValueError(f"precision must be auto, bf16 or fp32, not {precision!r}")
+    return precision == "bf16" or (precision == "auto" and native_bf16(device))
+
+
+# Progressive resizing (as in fast ImageNet/CIFAR trainers): small images are cheap, so the first 50% of
+# epochs train at start_size, the size grows linearly until 90%, and the last epochs train at full size so
+# the network settles at the resolution it is validated and used at.
+RAMP = (0.50, 0.90)
+
+
+def train_size_at(epoch: int, cfg: TrainConfig) -> int:
+    if not cfg.start_size or cfg.start_size >= cfg.image_size:
+        return cfg.image_size
+    progress = (epoch / max(1, cfg.epochs) - RAMP[0]) / (RAMP[1] - RAMP[0])
+    size = cfg.start_size + (cfg.image_size - cfg.start_size) * min(1.0, max(0.0, progress))
+    return min(cfg.image_size, round(size / 16) * 16) if progress < 1 else cfg.image_size
 
 
 def load_training_data(cfg: TrainConfig, log=print) -> DecodedSet:
@@ -210,6 +241,8 @@ def fit(cfg: TrainConfig, data: Prepared, train_idx: np.ndarray, val_idx: np.nda
     torch.manual_seed(cfg.seed)
     world, rank = dist_info.world, dist_info.rank
     on_cuda = device.type == "cuda"
+    bf16 = use_bf16(cfg.precision, device)
+    val_batch = 256 if on_cuda else 64  # CPU caches favour small batches
     decoded = data.decoded
     mean = float(decoded.images[train_idx].mean() / 255.0)
     std = float(decoded.images[train_idx].std() / 255.0)
@@ -222,7 +255,8 @@ def fit(cfg: TrainConfig, data: Prepared, train_idx: np.ndarray, val_idx: np.nda
 
     model = build_model(cfg.architecture, 1, data.num_classes if data.labels == "type" else 1, cfg.image_size)
     model = model.to(device, memory_format=torch.channels_last)
-    log(f"{cfg.architecture}: {count_parameters(model) / 1e6:.2f}M parameters; labels: {data.labels}")
+    log(f"{cfg.architecture}: {count_parameters(model) / 1e6:.2f}M parameters; labels: {data.labels}; "
+        f"{'bf16 autocast' if bf16 else 'fp32'}")
     step_model = model
     if world > 1:
         step_model = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device] if on_cuda else None)
@@ -268,6 +302,7 @@ def fit(cfg: TrainConfig, data: Prepared, train_idx: np.ndarray, val_idx: np.nda
                initial=first_epoch, total=cfg.epochs)
     for epoch in bar:
         t_epoch = time.time()
+        size = train_size_at(epoch, cfg)
         model.train()
         order = train_ids[torch.randperm(len(train_ids), generator=gen, device=device)]
         loss_sum = torch.zeros((), device=device)
@@ -276,10 +311,10 @@ def fit(cfg: TrainConfig, data: Prepared, train_idx: np.ndarray, val_idx: np.nda
         for b in range(steps_per_epoch):
             first = (b * world + rank) * cfg.batch_size  # this process's share of global batch b
             idx = order[first:first + cfg.batch_size]
-            x = augment_batch(images[idx].float().div_(255.0), cfg.augment, aug_gen)
+            x = augment_batch(images[idx].float().div_(255.0), cfg.augment, aug_gen, size)
             x = ((x - mean) / std).contiguous(memory_format=torch.channels_last)
             y = targets[idx]
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=on_cuda):
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
                 logits = step_model(x)
             loss = weighted_loss(logits, y, weights, cfg.label_smoothing)
             optimizer.zero_grad(set_to_none=True)
@@ -294,10 +329,10 @@ def fit(cfg: TrainConfig, data: Prepared, train_idx: np.ndarray, val_idx: np.nda
             if cfg.max_steps and step >= cfg.max_steps:
                 break
 
-        val_logits = predict_logits(model, val_u8, mean, std, 256, on_cuda)
+        val_logits = predict_logits(model, val_u8, mean, std, val_batch, bf16)
         val_loss = weighted_loss(val_logits, targets[val_idx], weights, 0.0).item()
         m = binary_metrics(val_tumor, tumor_probability(val_logits)[0].cpu().numpy(), 0.5)
-        row = {"epoch": epoch + 1, "step": step, "lr": schedule.get_last_lr()[0],
+        row = {"epoch": epoch + 1, "step": step, "lr": schedule.get_last_lr()[0], "train_size": size,
                "train_loss": loss_sum.item() / max(seen, 1), "train_accuracy": correct.item() / max(seen, 1),
                "val_loss": val_loss, "val_accuracy": m["accuracy"], "val_recall": m["sensitivity"],
                "val_precision": m["precision"], "val_specificity": m["specificity"],
@@ -333,7 +368,7 @@ def fit(cfg: TrainConfig, data: Prepared, train_idx: np.ndarray, val_idx: np.nda
             break
     bar.close()
     model.load_state_dict(best)
-    val_logits = predict_logits(model, val_u8, mean, std, 256, on_cuda)
+    val_logits = predict_logits(model, val_u8, mean, std, val_batch, bf16)
     return Fitted(model, history, best_row, best_loss, val_logits, mean, std, step)
 
 

@@ -35,13 +35,13 @@ RECIPE_AUGMENT = dict(zoom=(0.75, 1.3), rotation_degrees=15.0, translate=0.1, ga
 
 
 def run(train_data: str, epochs: int, batch_size: int, device: str, seed: int, out: Path,
-        start_size: int | None = None, precision: str = "auto") -> dict:
+        start_size: int | None = None, precision: str = "auto", compile: bool = False) -> dict:
     from braintriage.augment import AugmentPolicy
     from braintriage.train import TrainConfig, train
 
     cfg = TrainConfig(data=train_data, output=str(out / "model.safetensors"), run_dir=str(out), epochs=epochs,
                       batch_size=batch_size, patience=epochs, seed=seed, device=device, start_size=start_size,
-                      precision=precision, augment=AugmentPolicy(**RECIPE_AUGMENT))
+                      precision=precision, compile=compile, augment=AugmentPolicy(**RECIPE_AUGMENT))
     if not train_data.endswith(".npz"):  # a dataset folder: decode it into an empty cache (cold start)
         os.environ["BRAINTRIAGE_CACHE"] = str(out / "cache")
     t0 = time.perf_counter()
@@ -49,9 +49,13 @@ def run(train_data: str, epochs: int, batch_size: int, device: str, seed: int, o
     wall = time.perf_counter() - t0
     seconds = sum(r["seconds"] for r in history)
     steps = history[-1]["step"]
+    # Steady state: without the first epoch (cuDNN autotuning, torch.compile, allocator warm-up).
+    later = history[1:]
+    steady = ((steps - history[0]["step"]) * batch_size / sum(r["seconds"] for r in later)) if later else None
     return {"epochs": len(history), "steps": steps, "start_size": start_size, "precision": precision,
-            "train_loop_seconds": round(seconds, 2), "wall_seconds": round(wall, 2),
-            "images_per_s": round(steps * batch_size / seconds, 1), "model": cfg.output}
+            "compile": compile, "train_loop_seconds": round(seconds, 2), "wall_seconds": round(wall, 2),
+            "images_per_s": round(steps * batch_size / seconds, 1),
+            "images_per_s_after_first_epoch": steady and round(steady, 1), "model": cfg.output}
 
 
 def testing_accuracy(model_path: str, test_data: str) -> dict:
@@ -80,6 +84,7 @@ def main() -> None:
     ap.add_argument("--device", default="auto")
     ap.add_argument("--start-size", type=int, default=None, help="progressive resizing from this size")
     ap.add_argument("--precision", default="auto", help="auto, bf16 or fp32")
+    ap.add_argument("--compile", action="store_true", help="torch.compile the model")
     ap.add_argument("--seed", type=int, default=2)
     ap.add_argument("--output", type=Path, default=REPO / "benchmarks" / "train_speed.json")
     args = ap.parse_args()
@@ -88,9 +93,9 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         throughput = (run(args.train, args.throughput_epochs, args.batch_size, args.device, args.seed, tmp / "t",
-                          precision=args.precision) if args.throughput_epochs else None)
+                          precision=args.precision, compile=args.compile) if args.throughput_epochs else None)
         full = run(args.train, args.epochs, args.batch_size, args.device, args.seed, tmp / "f", args.start_size,
-                   args.precision)
+                   args.precision, args.compile)
         accuracy = testing_accuracy(full["model"], args.test)
     on_gpu = torch.cuda.is_available() and args.device in ("auto", "cuda")
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,

@@ -93,3 +93,32 @@ def test_progressive_resizing_downscales_without_moving_or_dimming_the_content()
                                                                                    atol=0.3)
     same = augment_batch(x, identity, torch.Generator().manual_seed(0), size=64)
     assert torch.allclose(same, x, atol=1e-5)
+
+
+def test_blur_and_bias_field_match_the_per_image_version_in_distribution():
+    """Blur (how much fine texture survives) and the coil-shading field (how unevenly a flat image ends up
+    lit) have the same distributions in the batched and the per-image versions."""
+    import numpy as np
+    from scipy.stats import ks_2samp
+
+    from braintriage.augment import augment_image
+
+    size, n = 48, 1500
+    # Stripes with a period of 6 pixels: blur fades them smoothly over the whole range of sigma.
+    img = np.repeat((128 + 100 * np.cos(np.arange(size) * 2 * np.pi / 6))[None], size, 0).astype(np.uint8)
+    still = dict(zoom=(1.0, 1.0), rotation_degrees=0, horizontal_flip=0, brightness=(1.0, 1.0))
+    for policy, stat in [
+        (AugmentPolicy(**still, blur=1.5), lambda x: x[:, 8:-8, 8:-8].std(axis=(1, 2))),
+        (AugmentPolicy(**still, bias_field=0.4), lambda x: np.log(x[:, :, :size // 2].mean(axis=(1, 2))
+                                                                 / x[:, :, size // 2:].mean(axis=(1, 2)))),
+    ]:
+        batch = torch.from_numpy(np.repeat(img[None, None], n, 0)).float() / 255
+        batched = augment_batch(batch, policy, torch.Generator().manual_seed(0))[:, 0].numpy()
+        rng = np.random.default_rng(0)
+        single = np.stack([augment_image(img, policy, rng) for _ in range(n)])
+        # Rounded: an unblurred image gives one value, and float noise must not split it into two for KS.
+        a, b = np.round(stat(batched), 4), np.round(stat(single), 4)
+        assert a.std() > 0.01 and ks_2samp(a, b).pvalue > 1e-3, policy
+    sharp = augment_batch(batch[:4], AugmentPolicy(**still), torch.Generator().manual_seed(0))
+    blurred = augment_batch(batch[:4], AugmentPolicy(**still, blur=3.0), torch.Generator().manual_seed(1))
+    assert blurred.shape == sharp.shape and abs(blurred.mean() - sharp.mean()) < 0.01  # blur keeps brightness

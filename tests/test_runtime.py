@@ -102,3 +102,30 @@ def test_predict_and_serve_run_without_pytorch(tmp_path):
                          cwd=REPO, timeout=300)
     assert run.returncode == 0, run.stdout + run.stderr
     assert "ok without torch" in run.stdout
+
+
+def test_flip_test_time_augmentation_averages_the_image_and_its_mirror(tmp_path):
+    from braintriage.modelfile import update_metadata
+
+    torch.manual_seed(1)
+    model = build_model("resnet18-w32", 1, 4, 48).eval()
+    meta = {"architecture": "resnet18-w32", "output": "softmax", "threshold": 0.5,
+            "class_names": ["no_tumor", "glioma", "meningioma", "pituitary"],
+            "input": {"channels": 1, "preprocess": {"size": 48}, "normalization": {"mean": 0.2, "std": 0.25}}}
+    save_model(tmp_path / "m.safetensors", model, meta)
+    export_onnx(tmp_path / "m.safetensors", tmp_path / "m.onnx")
+    update_metadata(tmp_path / "m.onnx", tmp_path / "tta.onnx", {"test_time_augmentation": ["horizontal_flip"]})
+    images = np.random.default_rng(0).integers(0, 256, (6, 48, 48)).astype(np.uint8)
+    with torch.no_grad():
+        x = to_model_input(torch.from_numpy(images), 0.2, 0.25)
+        logits = (model(x) + model(torch.flip(x, dims=[3]))) / 2
+    expected = 1 - torch.softmax(logits, 1)[:, 0].numpy()
+    plain, _, plain_cams = Predictor(tmp_path / "m.onnx").predict_arrays(images, heatmaps=True)
+    tta, _, tta_cams = Predictor(tmp_path / "tta.onnx").predict_arrays(images, heatmaps=True)
+    assert np.abs(tta - expected).max() < 1e-3 and np.abs(tta - plain).max() > 1e-4
+    assert np.array_equal(plain_cams, tta_cams)  # heat maps come from the image as given
+    mirrored, _, _ = Predictor(tmp_path / "tta.onnx").predict_arrays(np.ascontiguousarray(images[..., ::-1]))
+    assert np.abs(mirrored - tta).max() < 1e-4  # a mirrored scan gets the same verdict
+    update_metadata(tmp_path / "m.onnx", tmp_path / "bad.onnx", {"test_time_augmentation": ["vertical_flip"]})
+    with pytest.raises(ValueError, match="vertical_flip"):
+        Predictor(tmp_path / "bad.onnx")

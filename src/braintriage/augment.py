@@ -1,8 +1,8 @@
 """Training augmentation, applied to whole batches on the training device.
 
 The default policy is the original study's: zoom, rotation (+/-10 degrees), brightness (0.6-1.5) and
-horizontal flips. Translation, a contrast (gamma) curve and noise are there for the harder shift to scans
-from other scanners and sites; they are off by default. Never vertical flips (the brain is not top/bottom
+horizontal flips. Translation, a contrast (gamma) curve, noise, blur and a bias field (coil shading) are
+there for the harder shift to scans from other scanners and sites; they are off by default. Never vertical flips (the brain is not top/bottom
 symmetric) and never shear (it distorts anatomy): every geometric transform here is a similarity (rotation
 x uniform scale x optional left-right mirror), built as one affine matrix per image and applied with
 `grid_sample`, so CPU and GPU share the code.
@@ -28,6 +28,9 @@ class AugmentPolicy:
     translate: float = 0.0  # fraction of the half-width, uniform in [-t, t]
     gamma: tuple[float, float] = (1.0, 1.0)  # contrast curve x ** gamma; (1, 1) = off
     noise: float = 0.0  # Gaussian noise, standard deviation uniform in [0, noise]; 0 = off
+    blur: float = 0.0  # Gaussian blur, sigma uniform in [0, blur] pixels (of the output); 0 = off
+    bias_field: float = 0.0  # smooth multiplicative field exp(f), f bilinear from a 4x4 grid of N(0, s^2),
+    #                          s uniform in [0, bias_field]: the slow intensity shading of MRI coils; 0 = off
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -73,6 +76,12 @@ def augment_batch(images: torch.Tensor, policy: AugmentPolicy, generator: torch.
         return lo + (hi - lo) * torch.rand(n, 1, 1, 1, generator=generator, device=images.device,
                                            dtype=images.dtype)
 
+    if policy.blur > 0:
+        out = gaussian_blur(out, per_image(0.0, policy.blur).flatten().clamp(min=1e-3), policy.blur)
+    if policy.bias_field > 0:
+        coarse = torch.randn(n, 1, BIAS_GRID, BIAS_GRID, generator=generator, device=images.device,
+                             dtype=images.dtype) * per_image(0.0, policy.bias_field)
+        out = out * torch.exp(F.interpolate(coarse, size=out.shape[-2:], mode="bilinear", align_corners=False))
     if policy.gamma != (1.0, 1.0):
         out = out.clamp(min=1e-6) ** per_image(*policy.gamma)
     out = out * per_image(*policy.brightness)
@@ -80,6 +89,23 @@ def augment_batch(images: torch.Tensor, policy: AugmentPolicy, generator: torch.
         noise = torch.randn(out.shape, generator=generator, device=images.device, dtype=images.dtype)
         out = out + noise * per_image(0.0, policy.noise)
     return out.clamp_(0.0, 1.0)
+
+
+BIAS_GRID = 4  # the bias field's control points per side
+
+
+def gaussian_blur(images: torch.Tensor, sigma: torch.Tensor, max_sigma: float) -> torch.Tensor:
+    """Blur each image (B, 1, H, W) with its own sigma (B,): one separable grouped convolution, borders
+    mirrored."""
+    n, _, h, w = images.shape
+    radius = max(1, math.ceil(3 * max_sigma))
+    offsets = torch.arange(-radius, radius + 1, device=images.device, dtype=images.dtype)
+    kernel = torch.exp(-offsets[None] ** 2 / (2 * sigma[:, None] ** 2))
+    kernel = kernel / kernel.sum(dim=1, keepdim=True)  # (B, 2r + 1)
+    x = F.pad(images.reshape(1, n, h, w), (radius, radius, radius, radius), mode="reflect")
+    x = F.conv2d(x, kernel[:, None, None, :], groups=n)
+    x = F.conv2d(x, kernel[:, None, :, None], groups=n)
+    return x.reshape(n, 1, h, w)
 
 
 def augment_image(image: np.ndarray, policy: AugmentPolicy, rng: np.random.Generator) -> np.ndarray:
@@ -98,6 +124,14 @@ def augment_image(image: np.ndarray, policy: AugmentPolicy, rng: np.random.Gener
     warped = Image.fromarray(image).transform((w, h), Image.Transform.AFFINE, coeffs,
                                               resample=Image.Resampling.BILINEAR, fillcolor=0)
     out = np.asarray(warped, dtype=np.float32) / 255.0
+    if policy.blur > 0:
+        from scipy.ndimage import gaussian_filter
+
+        out = gaussian_filter(out, max(1e-3, rng.uniform(0, policy.blur)), mode="mirror").astype(np.float32)
+    if policy.bias_field > 0:
+        coarse = (rng.standard_normal((BIAS_GRID, BIAS_GRID)) * rng.uniform(0, policy.bias_field)).astype(np.float32)
+        field = np.asarray(Image.fromarray(coarse, mode="F").resize((w, h), Image.Resampling.BILINEAR))
+        out = out * np.exp(field)
     if policy.gamma != (1.0, 1.0):
         out = np.maximum(out, 1e-6) ** rng.uniform(*policy.gamma)
     out = out * rng.uniform(*policy.brightness)

@@ -77,6 +77,9 @@ def train(
     translate: float = typer.Option(0.0, help="Shift range, fraction of half the image side."),
     gamma: tuple[float, float] = typer.Option((1.0, 1.0), help="Contrast curve x**gamma range; 1 1 = off."),
     noise: float = typer.Option(0.0, help="Largest Gaussian noise standard deviation (image in 0-1)."),
+    blur: float = typer.Option(0.0, help="Largest Gaussian blur sigma, pixels; 0 = off."),
+    bias_field: float = typer.Option(0.0, help="Largest log-amplitude of a smooth intensity field (coil "
+                                                "shading); 0 = off."),
     seed: int = typer.Option(0),
     device: str = typer.Option("auto", help="auto, cpu, cuda, cuda:1 ..."),
     precision: str = typer.Option("auto", help="bf16, fp32, or auto: bf16 autocast where the GPU or CPU "
@@ -98,7 +101,7 @@ def train(
         from braintriage.train import TrainConfig, train as run_training
 
     policy = AugmentPolicy(zoom=zoom, rotation_degrees=rotation, brightness=brightness, horizontal_flip=hflip,
-                           translate=translate, gamma=gamma, noise=noise)
+                           translate=translate, gamma=gamma, noise=noise, blur=blur, bias_field=bias_field)
     cfg = TrainConfig(data=str(data), output=str(output), run_dir=str(run_dir), architecture=architecture,
                       labels=labels, image_size=image_size, start_size=start_size, epochs=epochs,
                       batch_size=batch_size, lr=lr,

@@ -24,6 +24,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
+from train_speed import testing_accuracy  # this folder: the same scoring as the speed benchmark
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "src"))
@@ -44,23 +45,13 @@ def train_once(args, seed: int, processes: int, out: Path) -> dict:
     if done.returncode != 0:
         raise RuntimeError(done.stderr[-3000:])
     meta = read_metadata(out / "model.safetensors")
+    testing = testing_accuracy(str(out / "model.safetensors"), args.test)
     best = min(meta["history"], key=lambda r: r["val_loss"])
     return {"seed": seed, "processes": processes, "steps": meta["training"]["steps"],
             "seconds": meta["training"]["seconds"], "val_loss": best["val_loss"],
             "val_accuracy": best["val_accuracy"], "val_sensitivity": best["val_recall"],
-            **testing(out / "model.safetensors", args.test)}
-
-
-def testing(model: Path, test_cache: str) -> dict:
-    from braintriage.cache import DecodedSet
-    from braintriage.inference import Predictor
-    from braintriage.metrics import binary_metrics
-
-    test = DecodedSet.load(test_cache)
-    predictor = Predictor(model)
-    p, _, _ = predictor.predict_arrays(test.images)
-    m = binary_metrics(test.tumor, p, predictor.threshold)
-    return {"testing_accuracy": round(m["accuracy"], 4), "testing_sensitivity": round(m["sensitivity"], 4)}
+            "testing_accuracy": round(testing["accuracy"], 4),
+            "testing_sensitivity": round(testing["sensitivity"], 4)}
 
 
 def summary(runs: list[dict]) -> dict:

@@ -59,18 +59,14 @@ def run(train_data: str, epochs: int, batch_size: int, device: str, seed: int, o
 
 
 def testing_accuracy(model_path: str, test_data: str) -> dict:
-    import numpy as np
-
-    from braintriage.cache import DecodedSet, cached_decode
-    from braintriage.datasets import load_dataset
+    """Binary metrics at the model's threshold, scored as `braintriage evaluate` scores (folder or cache)."""
+    from braintriage.evaluate import score_dataset
     from braintriage.inference import Predictor
     from braintriage.metrics import binary_metrics
 
     predictor = Predictor(model_path)
-    test = (DecodedSet.load(test_data) if test_data.endswith(".npz") else
-            cached_decode(load_dataset(test_data, split="testing"), predictor.preprocess))
-    p, _, _ = predictor.predict_arrays(test.images)
-    m = binary_metrics(test.tumor, np.asarray(p), predictor.threshold)
+    scored = score_dataset(predictor, test_data)
+    m = binary_metrics(scored.tumor, scored.p_tumor, predictor.threshold)
     return {k: m[k] for k in ("accuracy", "sensitivity", "specificity", "threshold", "n")}
 
 

@@ -2,10 +2,10 @@
 
 The default policy is the original study's: zoom, rotation (+/-10 degrees), brightness (0.6-1.5) and
 horizontal flips. Translation, a contrast (gamma) curve, noise, blur and a bias field (coil shading) are
-there for the harder shift to scans from other scanners and sites; they are off by default. Never vertical flips (the brain is not top/bottom
-symmetric) and never shear (it distorts anatomy): every geometric transform here is a similarity (rotation
-x uniform scale x optional left-right mirror), built as one affine matrix per image and applied with
-`grid_sample`, so CPU and GPU share the code.
+there for the harder shift to scans from other scanners and sites; they are off by default. Never vertical
+flips (the brain is not top/bottom symmetric) and never shear (it distorts anatomy): every geometric
+transform here is a similarity (rotation x uniform scale x optional left-right mirror), built as one affine
+matrix per image and applied with `grid_sample`, so CPU and GPU share the code.
 """
 
 from __future__ import annotations

@@ -104,8 +104,8 @@ def train(
                            translate=translate, gamma=gamma, noise=noise, blur=blur, bias_field=bias_field)
     cfg = TrainConfig(data=str(data), output=str(output), run_dir=str(run_dir), architecture=architecture,
                       labels=labels, image_size=image_size, start_size=start_size, epochs=epochs,
-                      batch_size=batch_size, lr=lr,
-                      weight_decay=weight_decay, label_smoothing=label_smoothing, val_fraction=val_fraction,
+                      batch_size=batch_size, lr=lr, weight_decay=weight_decay, label_smoothing=label_smoothing,
+                      val_fraction=val_fraction,
                       patience=patience, target_sensitivity=target_sensitivity, seed=seed, device=device,
                       precision=precision, compile=compile, calibrate=calibrate, resume=resume,
                       checkpoint_seconds=checkpoint_seconds,

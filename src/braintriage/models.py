@@ -127,4 +127,3 @@ def tumor_probability(logits: torch.Tensor, temperature: float = 1.0
         return torch.sigmoid(logits[:, 0]), None
     probs = torch.softmax(logits, dim=1)
     return 1.0 - probs[:, 0], probs
-

@@ -20,6 +20,7 @@ import os
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 import torch
@@ -113,12 +114,18 @@ def load_training_data(cfg: TrainConfig, log=print) -> DecodedSet:
     return cached_decode(load_dataset(cfg.data, split="training"), preprocess, log=log)
 
 
-def grouped_split(decoded: DecodedSet, val_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Train/validation indices: whole near-duplicate groups go to one side, stratified by type."""
+def grouped_folds(decoded: DecodedSet, n_splits: int, seed: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """(train, held-out) indices for each of n_splits folds: whole near-duplicate groups go to one side,
+    stratified by tumor type (by the binary label where types are unknown)."""
     strata = np.where(decoded.tumor_type >= 0, decoded.tumor_type, decoded.tumor + len(TUMOR_TYPES))
-    folds = StratifiedGroupKFold(n_splits=max(2, round(1 / val_fraction)), shuffle=True, random_state=seed)
-    train_idx, val_idx = next(folds.split(np.zeros(len(strata)), strata, decoded.groups))
-    return np.sort(train_idx), np.sort(val_idx)
+    folds = StratifiedGroupKFold(n_splits=n_splits, shuffle=True, random_state=seed)
+    for train_idx, val_idx in folds.split(np.zeros(len(strata)), strata, decoded.groups):
+        yield np.sort(train_idx), np.sort(val_idx)
+
+
+def grouped_split(decoded: DecodedSet, val_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Train/validation indices: the first of round(1 / val_fraction) grouped folds."""
+    return next(grouped_folds(decoded, max(2, round(1 / val_fraction)), seed))
 
 
 def class_weights(targets: np.ndarray, num_classes: int) -> torch.Tensor:
@@ -484,10 +491,8 @@ def cross_validate(cfg: TrainConfig, data: Prepared, device: torch.device, log=p
     Early stopping watches the held-out fold too, so the numbers lean slightly optimistic. No model is
     written: train again without --folds for that."""
     decoded = data.decoded
-    strata = np.where(decoded.tumor_type >= 0, decoded.tumor_type, decoded.tumor + len(TUMOR_TYPES))
-    folds = StratifiedGroupKFold(n_splits=cfg.folds, shuffle=True, random_state=cfg.seed)
     per_fold = []
-    for k, (train_idx, val_idx) in enumerate(folds.split(np.zeros(len(strata)), strata, decoded.groups)):
+    for k, (train_idx, val_idx) in enumerate(grouped_folds(decoded, cfg.folds, cfg.seed)):
         log(f"fold {k + 1}/{cfg.folds}: {len(train_idx)} train, {len(val_idx)} held out")
         fitted = fit(cfg, data, train_idx, val_idx, device, desc=f"fold {k + 1}/{cfg.folds}", log=log)
         p = tumor_probability(fitted.val_logits)[0].cpu().numpy()

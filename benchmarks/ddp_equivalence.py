@@ -45,13 +45,14 @@ def train_once(args, seed: int, processes: int, out: Path) -> dict:
     if done.returncode != 0:
         raise RuntimeError(done.stderr[-3000:])
     meta = read_metadata(out / "model.safetensors")
-    testing = testing_accuracy(str(out / "model.safetensors"), args.test)
+    testing = testing_accuracy(str(out / "model.safetensors"), args.test, args.train)
     best = min(meta["history"], key=lambda r: r["val_loss"])
     return {"seed": seed, "processes": processes, "steps": meta["training"]["steps"],
             "seconds": meta["training"]["seconds"], "val_loss": best["val_loss"],
             "val_accuracy": best["val_accuracy"], "val_sensitivity": best["val_recall"],
             "testing_accuracy": round(testing["accuracy"], 4),
-            "testing_sensitivity": round(testing["sensitivity"], 4)}
+            "testing_sensitivity": round(testing["sensitivity"], 4),
+            "unleaked_sensitivity": round(testing["unleaked_sensitivity"], 4)}
 
 
 def summary(runs: list[dict]) -> dict:

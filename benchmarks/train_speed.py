@@ -58,8 +58,10 @@ def run(train_data: str, epochs: int, batch_size: int, device: str, seed: int, o
             "images_per_s_after_first_epoch": steady and round(steady, 1), "model": cfg.output}
 
 
-def testing_accuracy(model_path: str, test_data: str) -> dict:
-    """Binary metrics at the model's threshold, scored as `braintriage evaluate` scores (folder or cache)."""
+def testing_accuracy(model_path: str, test_data: str, train_data: str | None = None) -> dict:
+    """Binary metrics at the model's threshold, scored as `braintriage evaluate` scores (folder or cache);
+    with `train_data`, also the sensitivity on the tumors with no near duplicate in it (unleaked)."""
+    from braintriage.audit import dataset_hashes, leaked_mask
     from braintriage.evaluate import score_dataset
     from braintriage.inference import Predictor
     from braintriage.metrics import binary_metrics
@@ -67,7 +69,14 @@ def testing_accuracy(model_path: str, test_data: str) -> dict:
     predictor = Predictor(model_path)
     scored = score_dataset(predictor, test_data)
     m = binary_metrics(scored.tumor, scored.p_tumor, predictor.threshold)
-    return {k: m[k] for k in ("accuracy", "sensitivity", "specificity", "threshold", "n")}
+    result = {k: m[k] for k in ("accuracy", "sensitivity", "specificity", "threshold", "n")}
+    if train_data:
+        leaked, _ = leaked_mask(scored.phash, dataset_hashes(train_data))
+        unleaked_tumors = ~leaked & (scored.tumor == 1)
+        hits = int((scored.p_tumor[unleaked_tumors] >= predictor.threshold).sum())
+        result["unleaked_tumors"] = int(unleaked_tumors.sum())
+        result["unleaked_sensitivity"] = hits / max(1, int(unleaked_tumors.sum()))
+    return result
 
 
 def main() -> None:
@@ -92,7 +101,7 @@ def main() -> None:
                           precision=args.precision, compile=args.compile) if args.throughput_epochs else None)
         full = run(args.train, args.epochs, args.batch_size, args.device, args.seed, tmp / "f", args.start_size,
                    args.precision, args.compile)
-        accuracy = testing_accuracy(full["model"], args.test)
+        accuracy = testing_accuracy(full["model"], args.test, args.train)
     on_gpu = torch.cuda.is_available() and args.device in ("auto", "cuda")
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
                             cwd=REPO).stdout.strip()

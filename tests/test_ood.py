@@ -60,11 +60,12 @@ def test_bundled_guard_flags_non_mri_and_rarely_real_scans(seed_data):
     flagged = {name for name, r in results.items() if r.warning}
     for r in results.values():
         assert r.reliable == (r.warning is None)
-    # Measured: all but the grayscale portrait photo and the logo are flagged (11 inputs).
-    must = {"Minduka_Present_Blue_Pack.png", "terrain", "noise", "blank", "gradient", "checkerboard", "document",
-            "cropped fragment", "inverted scan"}
+    # Measured: all but the logo (grey text on black) are flagged (11 inputs); the portrait photo only since the
+    # guard reads the penultimate stage too.
+    must = {"grace_hopper.jpg", "Minduka_Present_Blue_Pack.png", "terrain", "noise", "blank", "gradient",
+            "checkerboard", "document", "cropped fragment", "inverted scan"}
     assert must <= flagged, sorted(must - flagged)
-    # False alarms on real scans (Testing: measured 20 of 394).
+    # False alarms on real scans (Testing: measured 16 of 394).
     testing = sorted((seed_data / "Testing").rglob("*.jpg"))
     warned = sum(r.warning is not None for r in predictor.predict_files([str(p) for p in testing]))
-    assert warned / len(testing) < 0.08
+    assert warned / len(testing) < 0.07

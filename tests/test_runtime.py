@@ -7,13 +7,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 from braintriage.datasets import load_dataset
 from braintriage.export import export_onnx
 from braintriage.inference import Predictor
-from braintriage.modelfile import BUNDLED_MODEL, load_model, read_metadata, save_model
+from braintriage.modelfile import BUNDLED_MODEL, load_model, read_metadata, save_model, update_metadata
 from braintriage.models import build_model, to_model_input
 from braintriage.preprocess import load_and_preprocess
+from braintriage.scans import ScanItem, Slice
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -59,10 +61,35 @@ def test_export_round_trip_keeps_weights_outputs_and_metadata(tmp_path):
     from_onnx = Predictor(tmp_path / "m.onnx").predict_arrays(images, heatmaps=True)
     for a, b in zip(from_torch, from_onnx):
         assert np.abs(a - b).max() < 1e-4
+    guard_torch = Predictor(tmp_path / "m.safetensors").pooled_features(images)
+    guard_onnx = Predictor(tmp_path / "m.onnx").pooled_features(images)
+    assert guard_onnx.shape == (12, 128 + 256)  # penultimate and last stage of the half-width ResNet-18
+    assert np.abs(guard_torch - guard_onnx).max() < 1e-4
     reloaded, _ = load_model(tmp_path / "m.onnx")
     original, _ = load_model(tmp_path / "m.safetensors")
     for (k, a), (_, b) in zip(original.state_dict().items(), reloaded.state_dict().items()):
         assert torch.equal(a, b), k
+
+
+def test_a_guard_reads_the_layers_it_was_fitted_on(tmp_path):
+    model = build_model("resnet18-w32", 1, 4, 64).eval()
+    meta = {"architecture": "resnet18-w32", "output": "softmax", "threshold": 0.5,
+            "class_names": ["no_tumor", "glioma", "meningioma", "pituitary"],
+            "input": {"channels": 1, "preprocess": {"size": 64}, "normalization": {"mean": 0.2, "std": 0.25}}}
+    save_model(tmp_path / "m.safetensors", model, meta)
+    export_onnx(tmp_path / "m.safetensors", tmp_path / "m.onnx")
+    images = np.random.default_rng(1).integers(0, 256, (6, 64, 64)).astype(np.uint8)
+    assert Predictor(tmp_path / "m.onnx").guard_layers == ("penultimate_stage", "last_stage")
+    # A guard fitted before the penultimate stage was read has no "layers": it gets the last stage alone.
+    legacy = {"mean": [0.0] * 256, "components": [[0.0] * 256], "variances": [1.0], "residual_variance": 1.0,
+              "percentile": 99.5, "threshold": 1e12}
+    update_metadata(tmp_path / "m.onnx", tmp_path / "legacy.onnx", {"ood": legacy})
+    old = Predictor(tmp_path / "legacy.onnx")
+    assert old.guard_layers == ("last_stage",)
+    assert old.pooled_features(images).shape == (6, 256)
+    items = [ScanItem(f"{k}.png", [Slice("1", lambda a=a: Image.fromarray(a))]) for k, a in enumerate(images)]
+    results = old.predict_items(items)  # the guard scores 256 features against its 256-wide fit
+    assert all(r.error is None and r.warning is None for r in results)
 
 
 def test_seed_cnn_exports_without_heat_maps(tmp_path):

@@ -2,7 +2,8 @@
 
 The graph takes the normalised image batch (B, 1, H, W) and returns `logits` and, for a network with a
 global-average-pool head, the last `features` maps, so the runtime can draw the class activation map with
-the head weights it reads from the graph. Weights are stored as float16 (the file stays as small as the
+the head weights it reads from the graph, and `penultimate_features` (the stage before the last, pooled),
+which the out-of-distribution guard reads beside the pooled last maps. Weights are stored as float16 (the file stays as small as the
 .safetensors one) and cast to float32 inside the graph; each keeps its PyTorch state-dict name, so PyTorch
 can load the ONNX file back. The model's metadata travels in the ONNX metadata_props.
 """
@@ -32,9 +33,9 @@ class _Exported(torch.nn.Module):
         self.m = m  # the prefix ONNX_PREFIX in initializer names
 
     def forward(self, x: torch.Tensor):
-        if hasattr(self.m, "feature_maps"):
-            features = self.m.feature_maps(x)
-            return self.m.head(features.mean(dim=(2, 3))), features
+        if hasattr(self.m, "features_with_penultimate"):
+            features, penultimate = self.m.features_with_penultimate(x)
+            return self.m.head(features.mean(dim=(2, 3))), features, penultimate
         return self.m(x)
 
 
@@ -81,7 +82,8 @@ def export_onnx(model_path: str | Path, output: str | Path) -> dict:
     model, meta = load_model(model_path)
     size = meta["input"]["preprocess"]["size"]
     wrapper = _Exported(model).eval()
-    names = ["logits", "features"] if hasattr(model, "feature_maps") else ["logits"]
+    names = (["logits", "features", "penultimate_features"] if hasattr(model, "features_with_penultimate")
+             else ["logits"])
     output = Path(output)
     output.parent.mkdir(parents=True, exist_ok=True)
     tmp = output.with_name(output.name + ".tmp")

@@ -62,9 +62,10 @@ class OnnxBackend:
         self.outputs = [o.name for o in self.session.get_outputs()]
         self.head_weight = (onnx_initializers(path).get("head.weight") if "features" in self.outputs else None)
 
-    def run(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
-        out = self.session.run(None, {"image": x})
-        return out[0], (out[1] if len(out) > 1 else None)
+    def run(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
+        """logits, last feature maps, penultimate stage pooled (None where the graph lacks them)."""
+        out = dict(zip(self.outputs, self.session.run(None, {"image": x})))
+        return out["logits"], out.get("features"), out.get("penultimate_features")
 
 
 class TorchBackend:
@@ -77,16 +78,17 @@ class TorchBackend:
 
         self.torch = torch
         self.model, _ = load_model(path)
-        self.explainable = hasattr(self.model, "feature_maps")
+        self.explainable = hasattr(self.model, "features_with_penultimate")
         self.head_weight = self.model.head.weight.detach().numpy() if self.explainable else None
+        self.outputs = ["logits", "features", "penultimate_features"] if self.explainable else ["logits"]
 
-    def run(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+    def run(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
         with self.torch.inference_mode():
             t = self.torch.from_numpy(x)
             if not self.explainable:
-                return self.model(t).numpy(), None
-            features = self.model.feature_maps(t)
-            return self.model.head(features.mean(dim=(2, 3))).numpy(), features.numpy()
+                return self.model(t).numpy(), None, None
+            features, penultimate = self.model.features_with_penultimate(t)
+            return self.model.head(features.mean(dim=(2, 3))).numpy(), features.numpy(), penultimate.numpy()
 
 
 def tumor_probability(logits: np.ndarray, temperature: float = 1.0) -> tuple[np.ndarray, np.ndarray | None]:
@@ -136,6 +138,11 @@ class Predictor:
         self.temperature = float(self.metadata.get("temperature", 1.0))
         self.class_names = self.metadata["class_names"]
         self.ood = self.metadata.get("ood")  # out-of-distribution guard parameters, when calibrated
+        # The pooled feature maps the guard reads: those it was fitted on; a new fit takes all the network has
+        # (an ONNX file exported before there was a penultimate output has only the last stage).
+        self.available_guard_layers = (ood.LAYERS if "penultimate_features" in self.backend.outputs
+                                       else ("last_stage",))
+        self.guard_layers = ood.layers_of(self.ood) if self.ood else self.available_guard_layers
         # Test-time augmentation the model was validated with: "horizontal_flip" averages the logits of the
         # image and its mirror image (the brain is close to left-right symmetric; never top-bottom).
         self.test_time_augmentation = list(self.metadata.get("test_time_augmentation", []))
@@ -151,7 +158,8 @@ class Predictor:
         return self._run(images_u8, heatmaps)[:3]
 
     def pooled_features(self, images_u8: np.ndarray) -> np.ndarray | None:
-        """The last feature maps averaged over space (N, C): what the out-of-distribution guard looks at."""
+        """Feature maps averaged over space, `guard_layers` side by side (N, C): what the out-of-distribution
+        guard looks at."""
         return self._run(images_u8, False)[3]
 
     def _run(self, images_u8: np.ndarray, heatmaps: bool):
@@ -159,7 +167,7 @@ class Predictor:
         for i in range(0, len(images_u8), self.batch_size):
             batch = images_u8[i:i + self.batch_size].astype(np.float32) / 255.0
             x = ((batch - self.mean) / self.std)[:, None].astype(np.float32)
-            logits, features = self.backend.run(x)
+            logits, features, penultimate = self.backend.run(x)
             if "horizontal_flip" in self.test_time_augmentation:
                 # Heat maps and the out-of-distribution guard keep the unflipped image's features.
                 logits = (logits + self.backend.run(np.ascontiguousarray(x[..., ::-1]))[0]) / 2
@@ -167,8 +175,10 @@ class Predictor:
             p_all.append(p)
             if types is not None:
                 types_all.append(types)
-            if features is not None:
-                pooled_all.append(features.mean(axis=(2, 3)))
+            pooled = {"last_stage": None if features is None else features.mean(axis=(2, 3)),
+                      "penultimate_stage": penultimate}
+            if all(pooled[name] is not None for name in self.guard_layers):
+                pooled_all.append(np.concatenate([pooled[name] for name in self.guard_layers], axis=1))
             if heatmaps and features is not None:
                 cams_all.append(tumor_activation_map(features, self.backend.head_weight, types, x.shape[-1]))
         empty = np.zeros(0)

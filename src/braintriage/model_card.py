@@ -42,10 +42,12 @@ def _guard_sentence(metadata: dict, report: dict) -> str:
     rate = (f" On this evaluation it flagged {measured['flagged']} of {len(report['predictions'])} real scans "
             f"({measured['false_alarm_rate']:.1%})" + (f", {measured['unleaked_false_alarm_rate']:.1%} of the "
             "unleaked ones" if measured.get("unleaked_false_alarm_rate") is not None else "") + ".") if measured else ""
-    return ("An out-of-distribution guard (distance of the model's pooled features from those of the training "
-            f"split; threshold at the {guard['percentile']}th percentile of validation images) warns when an "
-            "input does not look like a brain MRI slice, blank images always. It misses some inputs "
-            "(in tests, a grayscale portrait photo and a logo passed), so check that inputs are brain MRI "
+    layers = " and ".join(name.replace("_", " ") for name in guard.get("layers", ["last_stage"]))
+    return ("An out-of-distribution guard (distance of the model's pooled features, " + layers + ", from "
+            f"those of the training split; threshold at the {guard['percentile']}th percentile of validation "
+            "images) warns when an input does not look like a brain MRI slice, blank images always. It misses "
+            "some inputs that share a slice's look (a bright round or banded shape on black: in this project's "
+            "checks a flower close-up and a grey-on-black logo passed), so check that inputs are brain MRI "
             "slices." + rate)
 
 

@@ -72,6 +72,7 @@ class ResNet(nn.Module):
                 stages.append(BasicBlock(cin, cout, stride=2 if (i > 0 and j == 0) else 1))
                 cin = cout
         self.stages = nn.Sequential(*stages)
+        self.penultimate_end = sum(blocks[:-1]) - 1  # index of the last block before the last stage
         self.dropout = nn.Dropout(dropout)
         self.head = nn.Linear(cin, num_outputs)
         for m in self.modules():
@@ -84,6 +85,18 @@ class ResNet(nn.Module):
     def feature_maps(self, x: torch.Tensor) -> torch.Tensor:
         """Last feature maps (B, C, h, w), before pooling: what a class activation map is made of."""
         return self.stages(self.stem(x))
+
+    def features_with_penultimate(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The last feature maps (B, C, h, w) and the penultimate stage's output averaged over space (B, C/2).
+        The out-of-distribution guard looks at both: a middle stage still sees texture and layout that the
+        last, class-focused one has discarded."""
+        h = self.stem(x)
+        penultimate = h
+        for k, block in enumerate(self.stages):
+            h = block(h)
+            if k == self.penultimate_end:
+                penultimate = h.mean(dim=(2, 3))
+        return h, penultimate
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.dropout(self.feature_maps(x).mean(dim=(2, 3))))

@@ -1,9 +1,12 @@
 """Out-of-distribution guard: does an input look like the brain MRI slices the model was trained on?
 
-The model's own pooled last-layer features of the training split are summarised by a principal-component
-model (mean, top components and their variances, and the average variance left over). A new image's score
-is its Mahalanobis distance in that subspace plus its residual off the subspace, both in units of the
-training variance. The alarm threshold is a high percentile of the scores of the *validation* split (held-out
+The model's own features of the training split, pooled over space from its last two stages (`LAYERS`; a
+model calibrated before the penultimate stage was used has only "last_stage"), each dimension scaled by its
+training standard deviation, are summarised by a principal-component model (mean, top components and their
+variances, and the average variance left over). A new image's score is its Mahalanobis distance in that
+subspace plus its residual off the subspace, both in units of the training variance. Features of several
+depths tell novelty better than the last layer alone (Lee et al., NeurIPS 2018): the last stage is tuned to
+the classes, the one before still sees texture and layout. The alarm threshold is a high percentile of the scores of the *validation* split (held-out
 training images), so it is calibrated on training data only; `Testing` is used only to report the false-alarm
 rate. Blank or near-constant images are refused outright. Everything is numpy: the runtime needs no PyTorch.
 """
@@ -13,19 +16,27 @@ from __future__ import annotations
 import numpy as np
 
 COMPONENTS = 32
+LAYERS = ("penultimate_stage", "last_stage")  # pooled feature maps the guard reads, in this order
 PERCENTILE = 99.5  # of validation scores: about 1 in 200 in-distribution slices raises a false alarm
 MIN_STD = 2.0  # grey levels: below this a preprocessed image is blank
 
 
 def fit(train_features: np.ndarray, val_features: np.ndarray, components: int = COMPONENTS,
-        percentile: float = PERCENTILE) -> dict:
-    """OOD parameters from pooled features (N, C) of the training split, thresholded on the validation split."""
+        percentile: float = PERCENTILE, layers: tuple[str, ...] = LAYERS) -> dict:
+    """OOD parameters from pooled features (N, C) of the training split, thresholded on the validation split.
+    `layers` records which pooled feature maps the columns are (see `layers_of`)."""
+    # Standardise each dimension, so a stage with large activations does not drown the other; a floor keeps
+    # near-dead channels from turning rounding noise into alarms.
+    std = train_features.std(axis=0)
+    scale = np.maximum(std, 1e-3 * std.max())
+    train_features = train_features / scale
     mean = train_features.mean(axis=0)
     centred = train_features - mean
     _, singular, vt = np.linalg.svd(centred, full_matrices=False)
     variances = singular ** 2 / max(len(train_features) - 1, 1)
     k = min(components, len(variances) - 1)
-    params = {"mean": mean.tolist(), "components": vt[:k].tolist(), "variances": variances[:k].tolist(),
+    params = {"layers": list(layers), "scale": scale.tolist(), "mean": mean.tolist(),
+              "components": vt[:k].tolist(), "variances": variances[:k].tolist(),
               "residual_variance": float(max(variances[k:].mean(), 1e-12)), "percentile": percentile}
     val_scores = score(val_features, params)
     params["threshold"] = float(np.percentile(val_scores, percentile))
@@ -36,11 +47,18 @@ def fit(train_features: np.ndarray, val_features: np.ndarray, components: int = 
 def score(features: np.ndarray, params: dict) -> np.ndarray:
     """Novelty score per row of pooled features: subspace Mahalanobis + residual, per dimension."""
     mean, comps = np.asarray(params["mean"]), np.asarray(params["components"])
+    if "scale" in params:
+        features = features / np.asarray(params["scale"])
     centred = features - mean
     projected = centred @ comps.T
     inside = (projected ** 2 / np.asarray(params["variances"])).sum(axis=1)
     residual = ((centred - projected @ comps) ** 2).sum(axis=1) / params["residual_variance"]
     return (inside + residual) / features.shape[1]
+
+
+def layers_of(params: dict | None) -> tuple[str, ...]:
+    """The pooled feature maps a guard was fitted on; guards fitted before there was a choice used the last."""
+    return tuple(params.get("layers", ["last_stage"])) if params else LAYERS
 
 
 def warnings_for(images_u8: np.ndarray, features: np.ndarray | None, params: dict | None) -> list[str | None]:

@@ -40,6 +40,16 @@ def test_onnx_runtime_matches_pytorch_on_100_dataset_images(seed_data):
     assert ort_cams.shape == (100, 200, 200) and ort_cams.max() <= 1
 
 
+def type_model_files(tmp_path: Path, model: torch.nn.Module, size: int, threshold: float = 0.5) -> Path:
+    """Save a 4-type resnet18-w32 as m.safetensors and export it to m.onnx in tmp_path; returns the ONNX path."""
+    meta = {"architecture": "resnet18-w32", "output": "softmax", "threshold": threshold,
+            "class_names": ["no_tumor", "glioma", "meningioma", "pituitary"],
+            "input": {"channels": 1, "preprocess": {"size": size}, "normalization": {"mean": 0.2, "std": 0.25}}}
+    save_model(tmp_path / "m.safetensors", model, meta)
+    export_onnx(tmp_path / "m.safetensors", tmp_path / "m.onnx")
+    return tmp_path / "m.onnx"
+
+
 def test_export_round_trip_keeps_weights_outputs_and_metadata(tmp_path):
     torch.manual_seed(0)
     model = build_model("resnet18-w32", 1, 4, 64).eval()
@@ -50,11 +60,7 @@ def test_export_round_trip_keeps_weights_outputs_and_metadata(tmp_path):
             if isinstance(m, torch.nn.BatchNorm2d):
                 m.running_mean.uniform_(-0.1, 0.1)
                 m.running_var.uniform_(0.5, 1.5)
-    meta = {"architecture": "resnet18-w32", "output": "softmax", "threshold": 0.4,
-            "class_names": ["no_tumor", "glioma", "meningioma", "pituitary"],
-            "input": {"channels": 1, "preprocess": {"size": 64}, "normalization": {"mean": 0.2, "std": 0.25}}}
-    save_model(tmp_path / "m.safetensors", model, meta)
-    export_onnx(tmp_path / "m.safetensors", tmp_path / "m.onnx")
+    type_model_files(tmp_path, model, 64, threshold=0.4)
     assert read_metadata(tmp_path / "m.onnx")["threshold"] == 0.4
     images = np.random.default_rng(0).integers(0, 256, (12, 64, 64)).astype(np.uint8)
     from_torch = Predictor(tmp_path / "m.safetensors").predict_arrays(images, heatmaps=True)
@@ -72,12 +78,7 @@ def test_export_round_trip_keeps_weights_outputs_and_metadata(tmp_path):
 
 
 def test_a_guard_reads_the_layers_it_was_fitted_on(tmp_path):
-    model = build_model("resnet18-w32", 1, 4, 64).eval()
-    meta = {"architecture": "resnet18-w32", "output": "softmax", "threshold": 0.5,
-            "class_names": ["no_tumor", "glioma", "meningioma", "pituitary"],
-            "input": {"channels": 1, "preprocess": {"size": 64}, "normalization": {"mean": 0.2, "std": 0.25}}}
-    save_model(tmp_path / "m.safetensors", model, meta)
-    export_onnx(tmp_path / "m.safetensors", tmp_path / "m.onnx")
+    type_model_files(tmp_path, build_model("resnet18-w32", 1, 4, 64).eval(), 64)
     images = np.random.default_rng(1).integers(0, 256, (6, 64, 64)).astype(np.uint8)
     assert Predictor(tmp_path / "m.onnx").guard_layers == ("penultimate_stage", "last_stage")
     # A guard fitted before the penultimate stage was read has no "layers": it gets the last stage alone.
@@ -132,15 +133,9 @@ def test_predict_and_serve_run_without_pytorch(tmp_path):
 
 
 def test_flip_test_time_augmentation_averages_the_image_and_its_mirror(tmp_path):
-    from braintriage.modelfile import update_metadata
-
     torch.manual_seed(1)
     model = build_model("resnet18-w32", 1, 4, 48).eval()
-    meta = {"architecture": "resnet18-w32", "output": "softmax", "threshold": 0.5,
-            "class_names": ["no_tumor", "glioma", "meningioma", "pituitary"],
-            "input": {"channels": 1, "preprocess": {"size": 48}, "normalization": {"mean": 0.2, "std": 0.25}}}
-    save_model(tmp_path / "m.safetensors", model, meta)
-    export_onnx(tmp_path / "m.safetensors", tmp_path / "m.onnx")
+    type_model_files(tmp_path, model, 48)
     update_metadata(tmp_path / "m.onnx", tmp_path / "tta.onnx", {"test_time_augmentation": ["horizontal_flip"]})
     images = np.random.default_rng(0).integers(0, 256, (6, 48, 48)).astype(np.uint8)
     with torch.no_grad():

@@ -3,9 +3,10 @@
 The graph takes the normalised image batch (B, 1, H, W) and returns `logits` and, for a network with a
 global-average-pool head, the last `features` maps, so the runtime can draw the class activation map with
 the head weights it reads from the graph, and `penultimate_features` (the stage before the last, pooled),
-which the out-of-distribution guard reads beside the pooled last maps. Weights are stored as float16 (the file stays as small as the
-.safetensors one) and cast to float32 inside the graph; each keeps its PyTorch state-dict name, so PyTorch
-can load the ONNX file back. The model's metadata travels in the ONNX metadata_props.
+which the out-of-distribution guard reads beside the pooled last maps. Weights are stored as float16 (the
+file stays as small as the .safetensors one) and cast to float32 inside the graph; each keeps its PyTorch
+state-dict name, so PyTorch can load the ONNX file back. The model's metadata travels in the ONNX
+metadata_props.
 """
 
 from __future__ import annotations
@@ -19,7 +20,8 @@ import onnx
 import torch
 from onnx import helper, numpy_helper
 
-from braintriage.modelfile import FORMAT_NAME, FORMAT_VERSION, METADATA_KEY, ONNX_PREFIX, load_model
+from braintriage.modelfile import (EXPLAINABLE_OUTPUTS, FORMAT_NAME, FORMAT_VERSION, METADATA_KEY, ONNX_PREFIX,
+                                   load_model)
 from braintriage import __version__
 
 OPSET = 17
@@ -82,8 +84,7 @@ def export_onnx(model_path: str | Path, output: str | Path) -> dict:
     model, meta = load_model(model_path)
     size = meta["input"]["preprocess"]["size"]
     wrapper = _Exported(model).eval()
-    names = (["logits", "features", "penultimate_features"] if hasattr(model, "features_with_penultimate")
-             else ["logits"])
+    names = list(EXPLAINABLE_OUTPUTS) if hasattr(model, "features_with_penultimate") else ["logits"]
     output = Path(output)
     output.parent.mkdir(parents=True, exist_ok=True)
     tmp = output.with_name(output.name + ".tmp")

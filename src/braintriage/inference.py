@@ -17,7 +17,7 @@ import numpy as np
 from PIL import Image
 
 from braintriage import ood
-from braintriage.modelfile import BUNDLED_MODEL, onnx_initializers, read_metadata
+from braintriage.modelfile import BUNDLED_MODEL, EXPLAINABLE_OUTPUTS, onnx_initializers, read_metadata
 from braintriage.preprocess import ImageReadError, PreprocessConfig, preprocess
 from braintriage.scans import ScanItem, items_from_paths, items_from_uploads
 
@@ -80,7 +80,7 @@ class TorchBackend:
         self.model, _ = load_model(path)
         self.explainable = hasattr(self.model, "features_with_penultimate")
         self.head_weight = self.model.head.weight.detach().numpy() if self.explainable else None
-        self.outputs = ["logits", "features", "penultimate_features"] if self.explainable else ["logits"]
+        self.outputs = list(EXPLAINABLE_OUTPUTS) if self.explainable else ["logits"]
 
     def run(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
         with self.torch.inference_mode():
@@ -155,14 +155,14 @@ class Predictor:
         """Preprocessed uint8 images (N, size, size) -> P(tumor) (N,), type probabilities (N, 4) or None,
         and with `heatmaps` the class activation maps (N, size, size) in [0, 1] (None where the
         architecture has no global-average-pool head)."""
-        return self._run(images_u8, heatmaps)[:3]
+        return self._run(images_u8, heatmaps, self.guard_layers)[:3]
 
-    def pooled_features(self, images_u8: np.ndarray) -> np.ndarray | None:
-        """Feature maps averaged over space, `guard_layers` side by side (N, C): what the out-of-distribution
-        guard looks at."""
-        return self._run(images_u8, False)[3]
+    def pooled_features(self, images_u8: np.ndarray, layers: tuple[str, ...] | None = None) -> np.ndarray | None:
+        """Feature maps averaged over space, side by side (N, C): what the out-of-distribution guard looks at.
+        `layers` defaults to those of this model's guard (`guard_layers`)."""
+        return self._run(images_u8, False, layers or self.guard_layers)[3]
 
-    def _run(self, images_u8: np.ndarray, heatmaps: bool):
+    def _run(self, images_u8: np.ndarray, heatmaps: bool, guard_layers: tuple[str, ...]):
         p_all, types_all, cams_all, pooled_all = [], [], [], []
         for i in range(0, len(images_u8), self.batch_size):
             batch = images_u8[i:i + self.batch_size].astype(np.float32) / 255.0
@@ -177,8 +177,8 @@ class Predictor:
                 types_all.append(types)
             pooled = {"last_stage": None if features is None else features.mean(axis=(2, 3)),
                       "penultimate_stage": penultimate}
-            if all(pooled[name] is not None for name in self.guard_layers):
-                pooled_all.append(np.concatenate([pooled[name] for name in self.guard_layers], axis=1))
+            if all(pooled[name] is not None for name in guard_layers):
+                pooled_all.append(np.concatenate([pooled[name] for name in guard_layers], axis=1))
             if heatmaps and features is not None:
                 cams_all.append(tumor_activation_map(features, self.backend.head_weight, types, x.shape[-1]))
         empty = np.zeros(0)
@@ -220,7 +220,7 @@ class Predictor:
             if not ok:
                 continue
             batch = np.stack(arrays)
-            p_tumor, types, cams, pooled = self._run(batch, heatmaps)
+            p_tumor, types, cams, pooled = self._run(batch, heatmaps, self.guard_layers)
             for (i, j), warning in zip(ok, ood.warnings_for(batch, pooled, self.ood)):
                 alarms[(i, j)] = warning
             for k, (i, j) in enumerate(ok):

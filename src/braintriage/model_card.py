@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from braintriage import ood
 from braintriage.metrics import METRIC_NAMES
 from braintriage.modelfile import BUNDLED_MODEL
 from braintriage.models import build_model, count_parameters
@@ -42,7 +43,7 @@ def _guard_sentence(metadata: dict, report: dict) -> str:
     rate = (f" On this evaluation it flagged {measured['flagged']} of {len(report['predictions'])} real scans "
             f"({measured['false_alarm_rate']:.1%})" + (f", {measured['unleaked_false_alarm_rate']:.1%} of the "
             "unleaked ones" if measured.get("unleaked_false_alarm_rate") is not None else "") + ".") if measured else ""
-    layers = " and ".join(name.replace("_", " ") for name in guard.get("layers", ["last_stage"]))
+    layers = " and ".join(name.replace("_", " ") for name in ood.layers_of(guard))
     return ("An out-of-distribution guard (distance of the model's pooled features, " + layers + ", from "
             f"those of the training split; threshold at the {guard['percentile']}th percentile of validation "
             "images) warns when an input does not look like a brain MRI slice, blank images always. It misses "

@@ -6,9 +6,10 @@ training standard deviation, are summarised by a principal-component model (mean
 variances, and the average variance left over). A new image's score is its Mahalanobis distance in that
 subspace plus its residual off the subspace, both in units of the training variance. Features of several
 depths tell novelty better than the last layer alone (Lee et al., NeurIPS 2018): the last stage is tuned to
-the classes, the one before still sees texture and layout. The alarm threshold is a high percentile of the scores of the *validation* split (held-out
-training images), so it is calibrated on training data only; `Testing` is used only to report the false-alarm
-rate. Blank or near-constant images are refused outright. Everything is numpy: the runtime needs no PyTorch.
+the classes, the one before still sees texture and layout. The alarm threshold is a high percentile of the
+scores of the *validation* split (held-out training images), so it is calibrated on training data only;
+`Testing` is used only to report the false-alarm rate. Blank or near-constant images are refused outright.
+Everything is numpy: the runtime needs no PyTorch.
 """
 
 from __future__ import annotations

@@ -522,14 +522,13 @@ def calibrate_ood(model_path: str | Path, decoded: DecodedSet, output: str | Pat
     from braintriage.inference import Predictor
 
     predictor = Predictor(model_path)
-    predictor.guard_layers = predictor.available_guard_layers  # a refit replaces any earlier guard whole
+    layers = predictor.available_guard_layers  # a refit replaces any earlier guard whole, with all there is
     train_idx, val_idx = grouped_split(decoded, val_fraction, seed)
-    train_features = predictor.pooled_features(decoded.images[train_idx])
+    train_features = predictor.pooled_features(decoded.images[train_idx], layers)
     if train_features is None:
         log("no out-of-distribution guard: this architecture has no pooled features")
         return None
-    params = ood.fit(train_features, predictor.pooled_features(decoded.images[val_idx]),
-                     layers=predictor.guard_layers)
+    params = ood.fit(train_features, predictor.pooled_features(decoded.images[val_idx], layers), layers=layers)
     update_metadata(model_path, output, {"ood": params})
     log(f"out-of-distribution guard: threshold {params['threshold']:.2f} (validation false alarms "
         f"{params['validation_false_alarm_rate']:.3f})")

@@ -63,6 +63,42 @@ def test_grouped_cross_validation_reports_mean_and_spread(real_subset, tmp_path,
         s = result["summary_at_0.5"][name]
         assert s["min"] <= s["mean"] <= s["max"] and s["std"] >= 0
     assert not (tmp_path / "unused.safetensors").exists()
+    # Every image is predicted once, by the fold that did not train on it.
+    with (tmp_path / "cv" / "oof.csv").open() as f:
+        oof = list(csv.DictReader(f))
+    assert len(oof) == 64 and len({r["path"] for r in oof}) == 64
+    assert {int(r["fold"]) for r in oof} == {1, 2, 3}
+    assert all(0 <= float(r["p_tumor"]) <= 1 for r in oof)
+    assert all(float(r["p_no_tumor"]) == pytest.approx(1 - float(r["p_tumor"]), abs=1e-5) for r in oof)
+    assert all(f["held_out_loss"] > 0 and 0 <= f["type_accuracy"] <= 1 for f in saved["per_fold"])
+    assert saved["pooled_out_of_fold"]["at_specificity_0.95"]["specificity"] >= 0.95
+
+
+def test_weight_averaging_saves_the_average_not_the_last_weights(tmp_path):
+    """With a decay of (almost) 1 the average never moves from the weights after the first step, so the
+    saved model must equal a one-step run, and differ from the same run without averaging."""
+    from safetensors.torch import load_file
+
+    cache = tiny_type_cache(tmp_path, per_class=8)
+    common = dict(data=str(cache), run_dir=str(tmp_path / "run"), image_size=48, architecture="seed-cnn",
+                  batch_size=8, val_fraction=0.25, patience=100, seed=3, augment=NO_AUGMENT, lr=1e-2,
+                  warmup_epochs=0.3)
+
+    def weights(name: str, **changes) -> dict:
+        out = tmp_path / f"{name}.safetensors"
+        train(TrainConfig(**common, output=str(out), **changes), log=lambda *_: None)
+        return load_file(out)
+
+    one_step = weights("one-step", epochs=1, max_steps=1)
+    averaged = weights("averaged", epochs=4, ema_decay=1 - 1e-9)
+    plain = weights("plain", epochs=4)
+    assert one_step.keys() == averaged.keys() == plain.keys()
+
+    def largest_difference(a: dict, b: dict) -> float:
+        return max(float((a[k].float() - b[k].float()).abs().max()) for k in a)
+
+    assert largest_difference(one_step, averaged) < 1e-6
+    assert largest_difference(one_step, plain) > 1e-3
 
 
 
@@ -93,7 +129,8 @@ def test_temperature_scaling_undoes_overconfidence():
     assert fit_temperature(3.0 * true_logits, targets) == pytest.approx(3.0, rel=0.1)
 
 
-def test_a_killed_run_resumes_to_the_same_steps_and_weights(tmp_path):
+@pytest.mark.parametrize("ema", [[], ["--ema-decay", "0.9"]], ids=["plain", "weight-averaging"])
+def test_a_killed_run_resumes_to_the_same_steps_and_weights(tmp_path, ema):
     """Kill a training process after a checkpoint, resume it, and compare with an uninterrupted run."""
     import os
     import signal
@@ -104,7 +141,7 @@ def test_a_killed_run_resumes_to_the_same_steps_and_weights(tmp_path):
     cache = tiny_type_cache(tmp_path, per_class=8)
     base = [sys.executable, "-m", "braintriage", "train", str(cache), "--image-size", "48",
             "--arch", "seed-cnn", "--epochs", "30", "--batch-size", "8", "--val-fraction", "0.25",
-            "--patience", "100", "--seed", "3", "--checkpoint-seconds", "0"]
+            "--patience", "100", "--seed", "3", "--checkpoint-seconds", "0", *ema]
 
     def args(name: str) -> list[str]:
         return [*base, "--output", str(tmp_path / f"{name}.safetensors"), "--run-dir", str(tmp_path / name)]

@@ -67,6 +67,9 @@ def train(
     lr: float = typer.Option(2e-3, help="Peak AdamW learning rate at batch 64 (scaled with batch size)."),
     weight_decay: float = typer.Option(0.05),
     label_smoothing: float = typer.Option(0.0),
+    ema_decay: Optional[float] = typer.Option(
+        None, help="Validate and save an exponential moving average of the weights with this decay per step "
+                   "(e.g. 0.998); off by default."),
     val_fraction: float = typer.Option(0.15),
     patience: int = typer.Option(15, help="Early stopping: epochs without a better validation loss."),
     target_sensitivity: float = typer.Option(0.95, help="Threshold is chosen on validation for this."),
@@ -105,7 +108,7 @@ def train(
     cfg = TrainConfig(data=str(data), output=str(output), run_dir=str(run_dir), architecture=architecture,
                       labels=labels, image_size=image_size, start_size=start_size, epochs=epochs,
                       batch_size=batch_size, lr=lr, weight_decay=weight_decay, label_smoothing=label_smoothing,
-                      val_fraction=val_fraction,
+                      ema_decay=ema_decay, val_fraction=val_fraction,
                       patience=patience, target_sensitivity=target_sensitivity, seed=seed, device=device,
                       precision=precision, compile=compile, calibrate=calibrate, resume=resume,
                       checkpoint_seconds=checkpoint_seconds,

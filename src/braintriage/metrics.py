@@ -45,6 +45,17 @@ def threshold_for_sensitivity(y_true: np.ndarray, p_tumor: np.ndarray, target: f
     return float(min(pos[allowed_misses], ceiling))
 
 
+def threshold_for_specificity(y_true: np.ndarray, p_tumor: np.ndarray, target: float) -> float:
+    """The lowest threshold that keeps specificity >= target on these images: the most sensitive operating
+    point that still clears `target` of the normals."""
+    neg = np.sort(np.asarray(p_tumor, dtype=float)[np.asarray(y_true) == 0])[::-1]
+    if len(neg) == 0:
+        return 0.0
+    allowed_alarms = int(np.floor((1.0 - target) * len(neg) + 1e-9))
+    # Predict tumor at p >= threshold: just above the highest normal score that must be cleared.
+    return float(np.nextafter(neg[allowed_alarms], np.inf))
+
+
 def bootstrap_ci(y_true: np.ndarray, p_tumor: np.ndarray, threshold: float, n_boot: int = 1000,
                  seed: int = 0, level: float = 0.95) -> dict[str, list[float]]:
     """Percentile bootstrap confidence intervals (images resampled with replacement) for METRIC_NAMES.

@@ -4,6 +4,7 @@
   2. split off validation by near-duplicate group, stratified by tumor type (no near-copy on both sides)
   3. each step: index a batch on the device, augment it there, forward/backward with class weighting
   4. each epoch: validation loss and metrics; keep the best checkpoint; stop early when it stops improving
+     (with --ema-decay, of a moving average of the weights instead of the weights themselves)
   5. pick the operating threshold on validation for a target sensitivity; write the model file,
      the per-epoch CSV and the training-curve plot
 `--folds K` runs steps 2-4 K times on grouped folds instead, and reports mean and spread.
@@ -31,7 +32,8 @@ from tqdm import tqdm
 from braintriage.augment import AugmentPolicy, augment_batch
 from braintriage.cache import DecodedSet, cached_decode
 from braintriage.datasets import TUMOR_TYPES, load_dataset
-from braintriage.metrics import METRIC_NAMES, binary_metrics, threshold_for_sensitivity
+from braintriage.metrics import (METRIC_NAMES, binary_metrics, threshold_for_sensitivity,
+                                 threshold_for_specificity)
 from braintriage.modelfile import save_model, update_metadata
 from braintriage.models import DEFAULT_MODEL, build_model, count_parameters, to_model_input, tumor_probability
 from braintriage.preprocess import PreprocessConfig
@@ -52,6 +54,7 @@ class TrainConfig:
     weight_decay: float = 0.05
     warmup_epochs: float = 2.0
     label_smoothing: float = 0.0
+    ema_decay: float | None = None  # validate and keep an exponential moving average of the weights (e.g. 0.998)
     val_fraction: float = 0.15
     patience: int = 15  # epochs without a better validation loss before stopping
     target_sensitivity: float = 0.95
@@ -269,6 +272,12 @@ def fit(cfg: TrainConfig, data: Prepared, train_idx: np.ndarray, val_idx: np.nda
         step_model = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device] if on_cuda else None)
     if cfg.compile:
         step_model = torch.compile(step_model)
+    # Weight averaging (EMA, as in SWA/SWAD) finds flatter minima, which hold up better on data from other
+    # sources; the average, BatchNorm statistics included, is what gets validated and saved.
+    ema = (torch.optim.swa_utils.AveragedModel(
+        model, multi_avg_fn=torch.optim.swa_utils.get_ema_multi_avg_fn(cfg.ema_decay), use_buffers=True)
+        if cfg.ema_decay else None)
+    eval_model = ema.module if ema is not None else model
 
     global_batch = cfg.batch_size * world
     lr = cfg.lr * global_batch / 64
@@ -289,6 +298,7 @@ def fit(cfg: TrainConfig, data: Prepared, train_idx: np.ndarray, val_idx: np.nda
     # A run is the same run if it trains on the same images in the same split.
     split_hash = hashlib.sha256(train_idx.tobytes()).hexdigest()[:16]
     run_key = f"{decoded.fingerprint}:{split_hash}:{cfg.epochs}:{cfg.batch_size}:{cfg.seed}:{world}"
+    run_key += f":ema {cfg.ema_decay}" if cfg.ema_decay else ""
     if cfg.resume and checkpoint is not None and checkpoint.exists():
         state = torch.load(checkpoint, map_location=device, weights_only=True)  # tensors and plain data only
         if state["run_key"] != run_key:
@@ -296,6 +306,8 @@ def fit(cfg: TrainConfig, data: Prepared, train_idx: np.ndarray, val_idx: np.nda
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         schedule.load_state_dict(state["schedule"])
+        if ema is not None:
+            ema.load_state_dict(state["ema"])
         gen.set_state(state["generator"].cpu())
         if world > 1:
             aug_gen.set_state(state["aug_generators"][rank].cpu())
@@ -328,6 +340,8 @@ def fit(cfg: TrainConfig, data: Prepared, train_idx: np.ndarray, val_idx: np.nda
             loss.backward()
             optimizer.step()
             schedule.step()
+            if ema is not None:
+                ema.update_parameters(model)
             loss_sum += loss.detach() * len(idx)
             pred = logits.argmax(1) if logits.shape[1] > 1 else (logits[:, 0] > 0).long()
             correct += (pred == y).sum()
@@ -336,7 +350,7 @@ def fit(cfg: TrainConfig, data: Prepared, train_idx: np.ndarray, val_idx: np.nda
             if cfg.max_steps and step >= cfg.max_steps:
                 break
 
-        val_logits = predict_logits(model, val_u8, mean, std, val_batch, bf16)
+        val_logits = predict_logits(eval_model, val_u8, mean, std, val_batch, bf16)
         val_loss = weighted_loss(val_logits, targets[val_idx], weights, 0.0).item()
         m = binary_metrics(val_tumor, tumor_probability(val_logits)[0].cpu().numpy(), 0.5)
         row = {"epoch": epoch + 1, "step": step, "lr": schedule.get_last_lr()[0], "train_size": size,
@@ -348,7 +362,7 @@ def fit(cfg: TrainConfig, data: Prepared, train_idx: np.ndarray, val_idx: np.nda
         bar.set_postfix(loss=f"{row['train_loss']:.3f}", val_loss=f"{val_loss:.3f}",
                         val_acc=f"{m['accuracy']:.3f}", val_recall=f"{m['sensitivity']:.3f}")
         if val_loss < best_loss:
-            best_loss, best, best_row, stale = val_loss, copy.deepcopy(model.state_dict()), row, 0
+            best_loss, best, best_row, stale = val_loss, copy.deepcopy(eval_model.state_dict()), row, 0
         else:
             stale += 1
         due = checkpoint is not None and time.time() - last_save >= cfg.checkpoint_seconds
@@ -368,6 +382,7 @@ def fit(cfg: TrainConfig, data: Prepared, train_idx: np.ndarray, val_idx: np.nda
                 save_checkpoint(checkpoint, {
                     "run_key": run_key, "epoch": epoch + 1, "step": step, "model": model.state_dict(),
                     "optimizer": optimizer.state_dict(), "schedule": schedule.state_dict(),
+                    "ema": ema.state_dict() if ema is not None else None,
                     "generator": gen.get_state(), "aug_generators": aug_states, "torch_rng": torch.get_rng_state(),
                     "history": history, "best": best, "best_loss": best_loss, "best_row": best_row, "stale": stale})
         if stale >= cfg.patience or (cfg.max_steps and step >= cfg.max_steps):
@@ -472,7 +487,7 @@ def _train(cfg: TrainConfig, dist_info: Distributed, device: torch.device, t_sta
     }
     save_model(cfg.output, model, metadata)
     metadata["ood"] = calibrate_ood(cfg.output, decoded, cfg.output, cfg.val_fraction, cfg.seed, log)
-    write_history(history, run_dir / "history.csv")
+    write_csv(history, run_dir / "history.csv")
     (run_dir / "metadata.json").write_text(json.dumps(metadata, indent=2))
     try:
         from braintriage.reports import training_curves_png
@@ -487,30 +502,53 @@ def _train(cfg: TrainConfig, dist_info: Distributed, device: torch.device, t_sta
 
 def cross_validate(cfg: TrainConfig, data: Prepared, device: torch.device, log=print) -> dict:
     """Grouped, stratified k-fold cross-validation of the recipe: each fold trains on the others and is
-    scored (at threshold 0.5 and at the threshold its own validation picks) on its held-out groups.
-    Early stopping watches the held-out fold too, so the numbers lean slightly optimistic. No model is
-    written: train again without --folds for that."""
+    scored on its held-out groups (at threshold 0.5; held-out loss; tumor-type accuracy). The out-of-fold
+    predictions of all images go to RUN_DIR/oof.csv, and the pooled summary names the most sensitive
+    threshold that keeps out-of-fold specificity >= 0.95. Early stopping watches the held-out fold too, so
+    the numbers lean slightly optimistic. No model is written: train again without --folds for that."""
     decoded = data.decoded
-    per_fold = []
+    per_fold, oof_rows = [], []
     for k, (train_idx, val_idx) in enumerate(grouped_folds(decoded, cfg.folds, cfg.seed)):
         log(f"fold {k + 1}/{cfg.folds}: {len(train_idx)} train, {len(val_idx)} held out")
         fitted = fit(cfg, data, train_idx, val_idx, device, desc=f"fold {k + 1}/{cfg.folds}", log=log)
-        p = tumor_probability(fitted.val_logits)[0].cpu().numpy()
+        p, probs = (t.cpu().numpy() if t is not None else None for t in tumor_probability(fitted.val_logits))
         y = decoded.tumor[val_idx]
-        per_fold.append({"fold": k + 1, "images": len(val_idx), "best_epoch": fitted.best_row["epoch"],
-                         "at_0.5": binary_metrics(y, p, 0.5)})
+        fold = {"fold": k + 1, "images": len(val_idx), "best_epoch": fitted.best_row["epoch"],
+                "held_out_loss": fitted.best_loss, "at_0.5": binary_metrics(y, p, 0.5)}
+        if probs is not None:
+            fold["type_accuracy"] = float((probs.argmax(1) == decoded.tumor_type[val_idx]).mean())
+        per_fold.append(fold)
+        for j, i in enumerate(val_idx):
+            row = {"path": str(decoded.paths[i]), "fold": k + 1, "tumor": int(decoded.tumor[i]),
+                   "tumor_type": TUMOR_TYPES[decoded.tumor_type[i]] if decoded.tumor_type[i] >= 0 else "",
+                   "p_tumor": round(float(p[j]), 6)}
+            if probs is not None:
+                row.update({f"p_{name}": round(float(probs[j, c]), 6) for c, name in enumerate(TUMOR_TYPES)})
+            oof_rows.append(row)
     summary = {}
-    for name in METRIC_NAMES:
-        values = np.array([f["at_0.5"][name] for f in per_fold], dtype=float)
+    for name in (*METRIC_NAMES, "held_out_loss", "type_accuracy"):
+        values = np.array([f["at_0.5"].get(name, f.get(name, np.nan)) for f in per_fold], dtype=float)
+        if np.isnan(values).all():
+            continue
         summary[name] = {"mean": float(np.nanmean(values)), "std": float(np.nanstd(values)),
                          "min": float(np.nanmin(values)), "max": float(np.nanmax(values))}
+    y_all = np.array([r["tumor"] for r in oof_rows])
+    p_all = np.array([r["p_tumor"] for r in oof_rows])
+    threshold = threshold_for_specificity(y_all, p_all, 0.95)
+    pooled = {"at_0.5": binary_metrics(y_all, p_all, 0.5),
+              "at_specificity_0.95": binary_metrics(y_all, p_all, threshold)}
     result = {"folds": cfg.folds, "grouping": "pHash near-duplicate groups, stratified by type",
-              "data_fingerprint": decoded.fingerprint, "per_fold": per_fold, "summary_at_0.5": summary}
+              "data_fingerprint": decoded.fingerprint, "per_fold": per_fold, "summary_at_0.5": summary,
+              "pooled_out_of_fold": pooled}
     run_dir = Path(cfg.run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "cv.json").write_text(json.dumps(result, indent=2))
+    write_csv(oof_rows, run_dir / "oof.csv")
     for name, v in summary.items():
         log(f"{name}: {v['mean']:.3f} +/- {v['std']:.3f} (min {v['min']:.3f}, max {v['max']:.3f})")
+    at95 = pooled["at_specificity_0.95"]
+    log(f"pooled out-of-fold: threshold {threshold:.3f} keeps specificity {at95['specificity']:.3f} with "
+        f"sensitivity {at95['sensitivity']:.3f}")
     return result
 
 
@@ -535,8 +573,8 @@ def calibrate_ood(model_path: str | Path, decoded: DecodedSet, output: str | Pat
     return params
 
 
-def write_history(history: list[dict], path: Path) -> None:
+def write_csv(rows: list[dict], path: Path) -> None:
     with path.open("w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(history[0]))
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
         writer.writeheader()
-        writer.writerows(history)
+        writer.writerows(rows)

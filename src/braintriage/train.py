@@ -161,6 +161,30 @@ def predict_logits(model, images_u8: torch.Tensor, mean: float, std: float, batc
     return torch.cat(out)
 
 
+@torch.no_grad()
+def reestimate_batchnorm(model: torch.nn.Module, images_u8: torch.Tensor, mean: float, std: float,
+                         policy: AugmentPolicy, size: int, batch_size: int, autocast: bool, seed: int) -> None:
+    """Recompute BatchNorm statistics for the model's current weights (SWA's `update_bn`, batched on the
+    device and under autocast). An average of weights needs this: the averaged running statistics of many
+    different networks, at the smaller sizes of progressive resizing too, are not the averaged network's own.
+    The same images and augmentation draws every call (a fixed seed), so runs stay reproducible."""
+    norms = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    momenta = [m.momentum for m in norms]
+    for m in norms:
+        m.reset_running_stats()
+        m.momentum = None  # a cumulative average over the batches below
+    was_training = model.training
+    model.train()
+    gen = torch.Generator(device=images_u8.device).manual_seed(seed)
+    for i in range(0, len(images_u8), batch_size):
+        x = augment_batch(images_u8[i:i + batch_size].float().div_(255.0), policy, gen, size)
+        with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=autocast):
+            model(((x - mean) / std).contiguous(memory_format=torch.channels_last))
+    for m, momentum in zip(norms, momenta):
+        m.momentum = momentum
+    model.train(was_training)
+
+
 @dataclass
 class Prepared:
     decoded: DecodedSet
@@ -239,6 +263,9 @@ def start_distributed(cfg: TrainConfig) -> tuple[Distributed, torch.device]:
     return Distributed(dist.get_rank(), dist.get_world_size()), device
 
 
+BN_SAMPLE = 512  # training images that re-estimate an averaged model's BatchNorm statistics
+
+
 def fit(cfg: TrainConfig, data: Prepared, train_idx: np.ndarray, val_idx: np.ndarray, device: torch.device,
         desc: str = "training", log=print, checkpoint: Path | None = None,
         dist_info: Distributed = Distributed()) -> Fitted:
@@ -273,9 +300,10 @@ def fit(cfg: TrainConfig, data: Prepared, train_idx: np.ndarray, val_idx: np.nda
     if cfg.compile:
         step_model = torch.compile(step_model)
     # Weight averaging (EMA, as in SWA/SWAD) finds flatter minima, which hold up better on data from other
-    # sources; the average, BatchNorm statistics included, is what gets validated and saved.
+    # sources; the average is what gets validated and saved, its BatchNorm statistics re-estimated first on
+    # a fixed sample of training images (BN_SAMPLE).
     ema = (torch.optim.swa_utils.AveragedModel(
-        model, multi_avg_fn=torch.optim.swa_utils.get_ema_multi_avg_fn(cfg.ema_decay), use_buffers=True)
+        model, multi_avg_fn=torch.optim.swa_utils.get_ema_multi_avg_fn(cfg.ema_decay), use_buffers=False)
         if cfg.ema_decay else None)
     eval_model = ema.module if ema is not None else model
 
@@ -350,6 +378,10 @@ def fit(cfg: TrainConfig, data: Prepared, train_idx: np.ndarray, val_idx: np.nda
             if cfg.max_steps and step >= cfg.max_steps:
                 break
 
+        if ema is not None:
+            bn_ids = train_idx[np.random.default_rng(cfg.seed).permutation(len(train_idx))[:BN_SAMPLE]]
+            reestimate_batchnorm(eval_model, images[torch.from_numpy(np.sort(bn_ids)).to(device)], mean, std,
+                                 cfg.augment, cfg.image_size, val_batch, bf16, cfg.seed)
         val_logits = predict_logits(eval_model, val_u8, mean, std, val_batch, bf16)
         val_loss = weighted_loss(val_logits, targets[val_idx], weights, 0.0).item()
         m = binary_metrics(val_tumor, tumor_probability(val_logits)[0].cpu().numpy(), 0.5)

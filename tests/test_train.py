@@ -85,14 +85,15 @@ def test_weight_averaging_saves_the_average_not_the_last_weights(tmp_path):
                   batch_size=8, val_fraction=0.25, patience=100, seed=3, augment=NO_AUGMENT, lr=1e-2,
                   warmup_epochs=0.3)
 
-    def weights(name: str, **changes) -> dict:
+    def weights(name: str, **changes) -> tuple[dict, list[float]]:
         out = tmp_path / f"{name}.safetensors"
-        train(TrainConfig(**common, output=str(out), **changes), log=lambda *_: None)
-        return load_file(out)
+        history = train(TrainConfig(**common, output=str(out), **changes), log=lambda *_: None)["history"]
+        return load_file(out), [row["train_loss"] for row in history]
 
-    one_step = weights("one-step", epochs=1, max_steps=1)
-    averaged = weights("averaged", epochs=4, ema_decay=1 - 1e-9)
-    plain = weights("plain", epochs=4)
+    one_step, _ = weights("one-step", epochs=1, max_steps=1)
+    averaged, averaged_losses = weights("averaged", epochs=4, ema_decay=1 - 1e-9)
+    plain, plain_losses = weights("plain", epochs=4)
+    assert averaged_losses == plain_losses  # averaging watches the run; it must not change it
     assert one_step.keys() == averaged.keys() == plain.keys()
     statistics = [k for k in one_step if k.endswith(("running_mean", "running_var", "num_batches_tracked"))]
     assert statistics, "the test network should have BatchNorm"

@@ -176,10 +176,12 @@ def reestimate_batchnorm(model: torch.nn.Module, images_u8: torch.Tensor, mean: 
     was_training = model.training
     model.train()
     gen = torch.Generator(device=images_u8.device).manual_seed(seed)
-    for i in range(0, len(images_u8), batch_size):
-        x = augment_batch(images_u8[i:i + batch_size].float().div_(255.0), policy, gen, size)
-        with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=autocast):
-            model(((x - mean) / std).contiguous(memory_format=torch.channels_last))
+    # Dropout draws here must not shift the training run's random stream.
+    with torch.random.fork_rng(devices=[images_u8.device] if images_u8.is_cuda else []):
+        for i in range(0, len(images_u8), batch_size):
+            x = augment_batch(images_u8[i:i + batch_size].float().div_(255.0), policy, gen, size)
+            with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=autocast):
+                model(((x - mean) / std).contiguous(memory_format=torch.channels_last))
     for m, momentum in zip(norms, momenta):
         m.momentum = momentum
     model.train(was_training)

@@ -346,6 +346,9 @@ def fit(cfg: TrainConfig, data: Prepared, train_idx: np.ndarray, val_idx: np.nda
         stale, step, first_epoch = state["stale"], state["step"], state["epoch"]
         log(f"resuming after epoch {first_epoch} (step {step}) from {checkpoint}")
     val_u8, val_tumor = images[val_idx], decoded.tumor[val_idx]
+    if ema is not None:
+        bn_ids = np.sort(np.random.default_rng(cfg.seed).permutation(train_idx)[:BN_SAMPLE])
+        bn_u8 = images[torch.from_numpy(bn_ids).to(device)]
     last_save = time.time()
     bar = tqdm(range(first_epoch, cfg.epochs), desc=desc, unit="epoch", dynamic_ncols=True,
                initial=first_epoch, total=cfg.epochs)
@@ -381,9 +384,8 @@ def fit(cfg: TrainConfig, data: Prepared, train_idx: np.ndarray, val_idx: np.nda
                 break
 
         if ema is not None:
-            bn_ids = train_idx[np.random.default_rng(cfg.seed).permutation(len(train_idx))[:BN_SAMPLE]]
-            reestimate_batchnorm(eval_model, images[torch.from_numpy(np.sort(bn_ids)).to(device)], mean, std,
-                                 cfg.augment, cfg.image_size, val_batch, bf16, cfg.seed)
+            reestimate_batchnorm(eval_model, bn_u8, mean, std, cfg.augment, cfg.image_size, val_batch, bf16,
+                                 cfg.seed)
         val_logits = predict_logits(eval_model, val_u8, mean, std, val_batch, bf16)
         val_loss = weighted_loss(val_logits, targets[val_idx], weights, 0.0).item()
         m = binary_metrics(val_tumor, tumor_probability(val_logits)[0].cpu().numpy(), 0.5)

@@ -3,7 +3,7 @@ from PIL import Image
 
 from braintriage.cache import DecodedSet, decode_dataset
 from braintriage.datasets import load_dataset
-from braintriage.metrics import binary_metrics, threshold_for_sensitivity
+from braintriage.metrics import binary_metrics, threshold_for_sensitivity, threshold_for_specificity
 from braintriage.preprocess import PreprocessConfig
 from braintriage.train import class_weights, grouped_split
 from conftest import blocks
@@ -54,3 +54,15 @@ def test_metrics_and_sensitivity_threshold():
     t = threshold_for_sensitivity(y, p, target=1.0)
     assert t == 0.3 and binary_metrics(y, p, t)["sensitivity"] == 1.0
     assert threshold_for_sensitivity(y, p, target=0.5) == 0.5  # capped: never less sensitive than 0.5
+
+
+def test_specificity_threshold_is_the_most_sensitive_one_that_keeps_the_target():
+    rng = np.random.default_rng(0)
+    y = np.r_[np.zeros(40, int), np.ones(60, int)]
+    p = np.r_[rng.uniform(0, 0.7, 40), rng.uniform(0.3, 1, 60)]
+    for target in (0.9, 0.95, 1.0):
+        t = threshold_for_specificity(y, p, target)
+        assert binary_metrics(y, p, t)["specificity"] >= target
+        # lowering it to the next normal's score gives up specificity below the target
+        lower = p[(y == 0) & (p < t)].max()
+        assert binary_metrics(y, p, lower)["specificity"] < target

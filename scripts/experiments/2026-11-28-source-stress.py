@@ -2,7 +2,7 @@
 
     python scripts/experiments/2026-11-28-source-stress.py MODEL TRAINING_CACHE.npz DATASET_ROOT
 
-In `Training`, 99% of glioma and pituitary images and 83% of meningiomas are 512x512 JPEGs, while the
+In `Training`, every glioma, 97% of pituitary images and 83% of meningiomas are 512x512 JPEGs, while the
 normals mostly come from smaller images (median longest side 262 px) of other shapes. A network can learn
 "small, re-compressed image => no tumor", a cue that breaks on any other hospital's scans. This script
 takes the model's own grouped validation split (rebuilt from its metadata, never `Testing`), re-renders each
@@ -11,8 +11,8 @@ original file as another source would store it, runs the one preprocessing path,
   as-is          the file itself
   small-jpeg     tumors: downscaled to 256 px longest side and re-saved as JPEG quality 75
   large-jpeg     normals: upscaled to 512 px longest side and re-saved as JPEG quality 95
-  tall           tumors: the central 78% of the width only (the median normal's aspect ratio is 0.88-1.0,
-                 a fifth are 0.79 or narrower), so preprocessing pads them with black bars as it does normals
+  tall           tumors: the central 78% of the width only (180 of the 395 normals are taller than wide, 5%
+                 at width/height 0.79 or less), so preprocessing pads them with black bars as it does normals
 A model that reads anatomy keeps its sensitivity on small-jpeg tumors; one that reads the source loses it.
 """
 

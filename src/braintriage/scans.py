@@ -308,5 +308,9 @@ def items_from_uploads(uploads: list[tuple[str, bytes]], show_identifiers: bool 
             dicom.append(_DicomSource(name, lambda b=blob: io.BytesIO(b)))
         else:
             items.append(_plain(name, lambda b=blob: io.BytesIO(b)))
-    series_name = lambda members: members[0].path if len(members) == 1 else f"{members[0].path} (+{len(members) - 1})"  # noqa: E731
-    return items + _group_dicom(dicom, series_name, show_identifiers)
+    return items + _group_dicom(dicom, _upload_series_name, show_identifiers)
+
+
+def _upload_series_name(members: list[_DicomSource]) -> str:
+    """An uploaded series is named by its first file, and how many more it holds."""
+    return members[0].path if len(members) == 1 else f"{members[0].path} (+{len(members) - 1})"

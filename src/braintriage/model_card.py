@@ -113,6 +113,10 @@ def model_card(metadata: dict, report: dict, model_path: str | Path = BUNDLED_MO
         "of unknown provenance; no patient identifiers, ages, sexes, scanners or sites are known, so results "
         "cannot be broken down by any of them, and near-identical neighbouring slices of one patient are only "
         "approximately grouped (by perceptual hash).",
+        "- Class and source are confounded: every glioma and nearly every pituitary tumor image is a 512x512 "
+        "JPEG, while 390 of the 395 normals are smaller images of other shapes. Whether a model decides on "
+        "that instead of the anatomy can be checked on its validation split with "
+        "`scripts/experiments/2026-11-28-source-stress.py` (for the bundled model: it does not; docs/model.md).",
         f"- Recipe: {cfg.get('epochs')} epochs planned, {t['epochs_run']} run (best validation loss at epoch "
         f"{v.get('best_epoch')}), batch {cfg.get('batch_size')}, AdamW lr {cfg.get('lr')} (per 64 images) with "
         f"warm-up and cosine decay, weight decay {cfg.get('weight_decay')}, balanced class weights, "

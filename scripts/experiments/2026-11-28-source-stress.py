@@ -78,7 +78,7 @@ def main() -> None:
         log_odds = np.log(np.clip(p, 1e-7, 1)) - np.log(np.clip(1 - p, 1e-7, 1))
         results[name]["median_log_odds_tumors"] = round(float(np.median(log_odds[tumor == 1])), 2)
         results[name]["median_log_odds_normals"] = round(float(np.median(log_odds[tumor == 0])), 2)
-        results[name]["lowest_log_odds_tumors"] = round(float(np.sort(log_odds[tumor == 1])[1]), 2)  # 2nd lowest
+        results[name]["second_lowest_log_odds_tumors"] = round(float(np.sort(log_odds[tumor == 1])[1]), 2)
         print(name, results[name], flush=True)
     out = {"model": Path(args.model).name, "validation_images": len(val_idx), "tumors": int(tumor.sum()),
            "results": results}

@@ -161,6 +161,14 @@ def predict_logits(model, images_u8: torch.Tensor, mean: float, std: float, batc
     return torch.cat(out)
 
 
+def augmented_input(images_u8: torch.Tensor, policy: AugmentPolicy, gen: torch.Generator, size: int,
+                    mean: float, std: float) -> torch.Tensor:
+    """A uint8 batch on the device -> augmented at `size`, normalised, channels-last: what a training step
+    (and the BatchNorm re-estimation that mimics one) feeds the network."""
+    x = augment_batch(images_u8.float().div_(255.0), policy, gen, size)
+    return ((x - mean) / std).contiguous(memory_format=torch.channels_last)
+
+
 @torch.no_grad()
 def reestimate_batchnorm(model: torch.nn.Module, images_u8: torch.Tensor, mean: float, std: float,
                          policy: AugmentPolicy, size: int, batch_size: int, autocast: bool, seed: int) -> None:
@@ -179,9 +187,9 @@ def reestimate_batchnorm(model: torch.nn.Module, images_u8: torch.Tensor, mean: 
     # Dropout draws here must not shift the training run's random stream.
     with torch.random.fork_rng(devices=[images_u8.device] if images_u8.is_cuda else []):
         for i in range(0, len(images_u8), batch_size):
-            x = augment_batch(images_u8[i:i + batch_size].float().div_(255.0), policy, gen, size)
+            x = augmented_input(images_u8[i:i + batch_size], policy, gen, size, mean, std)
             with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=autocast):
-                model(((x - mean) / std).contiguous(memory_format=torch.channels_last))
+                model(x)
     for m, momentum in zip(norms, momenta):
         m.momentum = momentum
     model.train(was_training)
@@ -363,8 +371,7 @@ def fit(cfg: TrainConfig, data: Prepared, train_idx: np.ndarray, val_idx: np.nda
         for b in range(steps_per_epoch):
             first = (b * world + rank) * cfg.batch_size  # this process's share of global batch b
             idx = order[first:first + cfg.batch_size]
-            x = augment_batch(images[idx].float().div_(255.0), cfg.augment, aug_gen, size)
-            x = ((x - mean) / std).contiguous(memory_format=torch.channels_last)
+            x = augmented_input(images[idx], cfg.augment, aug_gen, size, mean, std)
             y = targets[idx]
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
                 logits = step_model(x)

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from braintriage.preprocess import ImageReadError, PreprocessConfig, load_and_preprocess, preprocess
+from braintriage.preprocess import ImageReadError, PreprocessConfig, head_box, load_and_preprocess, preprocess
 from conftest import synthetic_slice
 
 
@@ -48,3 +48,43 @@ def test_bad_files_raise_a_clear_error(tmp_path):
         load_and_preprocess(tmp_path / "truncated.jpg")
     with pytest.raises(ImageReadError, match="not found"):
         load_and_preprocess(tmp_path / "missing.png")
+
+
+def framed(head: np.ndarray, margin: int, text: bool = False) -> Image.Image:
+    """The same head exported with black margins of `margin` pixels (and, optionally, burnt-in text)."""
+    a = np.pad(head, margin)
+    if text:
+        a[4:10, 4:30] = 255  # a small label in the corner, as scanners burn in
+    return Image.fromarray(a)
+
+
+def head_width(model_input: np.ndarray) -> float:
+    """Fraction of the model input's columns that the head spans."""
+    return float((model_input > 20).mean(axis=0).__gt__(0.05).mean())
+
+
+def test_crop_to_head_sees_a_head_at_the_same_scale_however_it_was_framed():
+    head = synthetic_slice(160)[8:-8, 14:-14]  # tightly framed: the head touches the sides
+    config = PreprocessConfig(size=96, crop_to_head=True)
+    tight = head_width(preprocess(Image.fromarray(head), config))
+    assert tight > 0.8
+    for margin, text in ((40, False), (120, True)):
+        loose = framed(head, margin, text)
+        assert head_width(preprocess(loose, config)) == pytest.approx(tight, abs=0.1)
+        assert head_width(preprocess(loose, PreprocessConfig(size=96))) < tight - 0.25  # uncropped: it shrinks
+
+
+def test_crop_to_head_leaves_blank_flat_and_speck_images_whole():
+    config = PreprocessConfig(size=64, crop_to_head=True)
+    for a in (np.zeros((100, 100), np.uint8), np.full((100, 100), 128, np.uint8)):
+        assert np.array_equal(preprocess(Image.fromarray(a), config), preprocess(Image.fromarray(a),
+                                                                                  PreprocessConfig(size=64)))
+    speck = np.zeros((200, 200), np.uint8)
+    speck[100:104, 100:104] = 255  # 2% of the side: not a head, so no 50x zoom onto it
+    assert head_box(Image.fromarray(speck)) is None
+
+
+def test_crop_setting_travels_with_the_config_and_old_models_do_not_crop():
+    config = PreprocessConfig(size=64, crop_to_head=True)
+    assert PreprocessConfig.from_dict(config.to_dict()) == config
+    assert PreprocessConfig.from_dict({"size": 64}).crop_to_head is False  # model files written before it

@@ -193,3 +193,37 @@ def test_precision_auto_follows_the_hardware_and_rejects_unknown_names():
     assert use_bf16("auto", cpu) == native_bf16(cpu)
     with pytest.raises(ValueError, match="precision"):
         use_bf16("fp16", cpu)
+
+
+def test_a_model_trained_on_head_crops_crops_at_prediction_too(tmp_path, monkeypatch):
+    """--crop-to-head is recorded in the model file, and the runtime then crops the same way: the same head
+    exported with narrow or wide black margins reaches the model as the same picture."""
+    import numpy as np
+
+    from braintriage.export import export_onnx
+    from braintriage.inference import Predictor
+    from conftest import synthetic_slice
+
+    monkeypatch.setenv("BRAINTRIAGE_CACHE", str(tmp_path / "cache"))
+    for k, name in enumerate(("glioma_tumor", "meningioma_tumor", "pituitary_tumor", "no_tumor")):
+        (tmp_path / "data" / name).mkdir(parents=True)
+        for i in range(4):
+            head = synthetic_slice(96, seed=10 * k + i, lesion=k < 3)
+            Image.fromarray(np.pad(head, 10 + 20 * i)).save(tmp_path / "data" / name / f"{i}.png")
+    common = dict(output=str(tmp_path / "m.safetensors"), run_dir=str(tmp_path / "run"), image_size=48,
+                  crop_to_head=True, epochs=1, max_steps=2, batch_size=8, val_fraction=0.25,
+                  augment=NO_AUGMENT)
+    train(TrainConfig(data=str(tmp_path / "data"), **common), log=lambda *_: None)
+    assert read_metadata(tmp_path / "m.safetensors")["input"]["preprocess"]["crop_to_head"] is True
+    with pytest.raises(ValueError, match="crop_to_head=False"):  # a cache decoded without the crop is refused
+        train(TrainConfig(data=str(tiny_type_cache(tmp_path / "uncropped", per_class=2)), **common))
+
+    export_onnx(tmp_path / "m.safetensors", tmp_path / "m.onnx")
+    head = synthetic_slice(150, seed=99, lesion=True)
+    for margin in (20, 120):
+        Image.fromarray(np.pad(head, margin)).save(tmp_path / f"framed-{margin}.png")
+    narrow, wide = Predictor(tmp_path / "m.onnx").predict_files(
+        [str(tmp_path / "framed-20.png"), str(tmp_path / "framed-120.png")], heatmaps=True)
+    assert np.abs(narrow.image.astype(float) - wide.image.astype(float)).mean() < 8  # resampling noise only
+    assert (narrow.image > 20).mean() > 0.5  # the head fills the model's view, not a fifth of it
+    assert narrow.tumor_probability == pytest.approx(wide.tumor_probability, abs=0.05)

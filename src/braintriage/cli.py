@@ -59,6 +59,8 @@ def train(
     architecture: str = typer.Option("resnet18-w32", "--arch", help="seed-cnn, resnet18-w32 or resnet18."),
     labels: str = typer.Option("auto", help="type (4 classes, P(tumor) = 1 - P(no tumor)), binary, or auto."),
     image_size: int = typer.Option(200, help="Square input size in pixels."),
+    crop_to_head: bool = typer.Option(False, help="Crop each image to the head's bounding box before padding "
+                                                  "and resizing (the model file records it)."),
     start_size: Optional[int] = typer.Option(
         None, help="Progressive resizing: train the first half of the epochs at this size, growing to "
                    "--image-size by 90% (faster; validation always at --image-size)."),
@@ -106,7 +108,8 @@ def train(
     policy = AugmentPolicy(zoom=zoom, rotation_degrees=rotation, brightness=brightness, horizontal_flip=hflip,
                            translate=translate, gamma=gamma, noise=noise, blur=blur, bias_field=bias_field)
     cfg = TrainConfig(data=str(data), output=str(output), run_dir=str(run_dir), architecture=architecture,
-                      labels=labels, image_size=image_size, start_size=start_size, epochs=epochs,
+                      labels=labels, image_size=image_size, crop_to_head=crop_to_head, start_size=start_size,
+                      epochs=epochs,
                       batch_size=batch_size, lr=lr, weight_decay=weight_decay, label_smoothing=label_smoothing,
                       ema_decay=ema_decay, val_fraction=val_fraction,
                       patience=patience, target_sensitivity=target_sensitivity, seed=seed, device=device,
@@ -124,6 +127,7 @@ def cache(
     output: Path = typer.Option(..., "--output", "-o", help="Cache file to write (.npz)."),
     split: str = typer.Option("training", help="training or testing, for a seed-layout root."),
     image_size: int = typer.Option(200),
+    crop_to_head: bool = typer.Option(False, help="Crop each image to the head's bounding box first."),
 ) -> None:
     """Decode and preprocess a dataset once into a portable cache file (train on it anywhere)."""
     with user_errors():
@@ -131,7 +135,8 @@ def cache(
         from braintriage.datasets import load_dataset
         from braintriage.preprocess import PreprocessConfig
 
-        decoded = decode_dataset(load_dataset(data, split), PreprocessConfig(size=image_size))
+        config = PreprocessConfig(size=image_size, crop_to_head=crop_to_head)
+        decoded = decode_dataset(load_dataset(data, split), config)
     for p, msg in decoded.errors:
         typer.echo(f"skipped unreadable image {p}: {msg}", err=True)
     decoded.save(output)

@@ -33,13 +33,56 @@ class PreprocessConfig:
     keep_aspect: bool = True  # pad to a square instead of stretching
     pad_value: int = 0  # MRI background is black
     resample: str = "bilinear"
+    # Crop to the head's bounding box first, so a scan framed tightly and one with wide black margins (other
+    # scanners, other export settings) reach the model at the same scale. Off in models trained before it.
+    crop_to_head: bool = False
 
     def to_dict(self) -> dict:
         return asdict(self)
 
     @classmethod
     def from_dict(cls, d: dict) -> "PreprocessConfig":
-        return cls(**{k: d[k] for k in ("size", "keep_aspect", "pad_value", "resample") if k in d})
+        return cls(**{k: d[k] for k in ("size", "keep_aspect", "pad_value", "resample", "crop_to_head")
+                     if k in d})
+
+
+# The head is where a 4x-downsampled (so, smoothed) image is brighter than its background (the median of a
+# border ring) by HEAD_LEVEL of the way to its 99th percentile. Bright parts within HEAD_BRIDGE downsampled
+# pixels of each other count as connected (scalp and brain, which a dark skull separates); of those, the
+# ones with at least HEAD_MIN_PART of the largest one's area make up the head, and smaller ones (burnt-in
+# text, markers, stray bright pixels) do not widen the box. The box then gets HEAD_MARGIN of its size on
+# each side.
+HEAD_LEVEL = 0.15
+HEAD_BRIDGE = 3
+HEAD_MIN_PART = 0.1
+HEAD_MARGIN = 0.04
+
+
+def head_box(im: Image.Image) -> tuple[int, int, int, int] | None:
+    """(left, top, right, bottom) of the head in a grayscale image, or None where no head-like region is
+    found (a blank image, one bright everywhere, or a speck: those are left whole)."""
+    from scipy import ndimage  # imported here: only models that crop need it
+
+    step = 4 if min(im.width, im.height) >= 64 else 1
+    small = np.asarray(im.reduce(step) if step > 1 else im, dtype=np.float32)
+    ring = np.concatenate([small[:2].ravel(), small[-2:].ravel(), small[:, :2].ravel(), small[:, -2:].ravel()])
+    background, bright = float(np.median(ring)), float(np.percentile(small, 99))
+    if bright <= background:
+        return None
+    mask = small > background + HEAD_LEVEL * (bright - background)
+    parts, n_parts = ndimage.label(ndimage.binary_dilation(mask, iterations=HEAD_BRIDGE), structure=np.ones((3, 3)))
+    if n_parts == 0:
+        return None
+    areas = np.bincount(parts.ravel(), weights=mask.ravel())[1:]  # bright pixels only, not the bridges
+    head = mask & np.isin(parts, np.flatnonzero(areas >= HEAD_MIN_PART * areas.max()) + 1)
+    rows, cols = np.flatnonzero(head.any(axis=1)), np.flatnonzero(head.any(axis=0))
+    top, bottom = rows[0] * step, (rows[-1] + 1) * step
+    left, right = cols[0] * step, (cols[-1] + 1) * step
+    mx, my = round(HEAD_MARGIN * (right - left)), round(HEAD_MARGIN * (bottom - top))
+    box = (max(0, left - mx), max(0, top - my), min(im.width, right + mx), min(im.height, bottom + my))
+    if box[2] - box[0] < 0.1 * im.width or box[3] - box[1] < 0.1 * im.height:
+        return None  # a speck, not a head
+    return box
 
 
 _RESAMPLE = {"bilinear": Image.Resampling.BILINEAR, "bicubic": Image.Resampling.BICUBIC}
@@ -86,9 +129,12 @@ def to_grayscale(im: Image.Image) -> Image.Image:
 
 
 def preprocess(im: Image.Image, config: PreprocessConfig = PreprocessConfig()) -> np.ndarray:
-    """Grayscale PIL image -> uint8 array (size, size): padded to a square, then resized."""
+    """Grayscale PIL image -> uint8 array (size, size): cropped to the head (if configured), padded to a
+    square, then resized."""
     if im.mode != "L":
         im = to_grayscale(im)
+    if config.crop_to_head and (box := head_box(im)) is not None:
+        im = im.crop(box)
     if config.keep_aspect and im.width != im.height:
         side = max(im.width, im.height)
         canvas = Image.new("L", (side, side), config.pad_value)

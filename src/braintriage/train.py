@@ -47,6 +47,7 @@ class TrainConfig:
     architecture: str = DEFAULT_MODEL
     labels: str = "auto"  # "type": predict tumor type (P(tumor) = 1 - P(no tumor)); "binary"; "auto"
     image_size: int = 200
+    crop_to_head: bool = False  # preprocessing: crop each image to the head's bounding box first
     start_size: int | None = None  # progressive resizing: early epochs train at this size, growing to image_size
     epochs: int = 60
     batch_size: int = 64
@@ -107,8 +108,13 @@ def train_size_at(epoch: int, cfg: TrainConfig) -> int:
     return min(cfg.image_size, round(size / 16) * 16) if progress < 1 else cfg.image_size
 
 
+def preprocess_config(cfg: TrainConfig) -> PreprocessConfig:
+    """How images become model inputs; stored in the model file, so the runtime does the same."""
+    return PreprocessConfig(size=cfg.image_size, crop_to_head=cfg.crop_to_head)
+
+
 def load_training_data(cfg: TrainConfig, log=print) -> DecodedSet:
-    preprocess = PreprocessConfig(size=cfg.image_size)
+    preprocess = preprocess_config(cfg)
     if str(cfg.data).endswith(".npz"):
         decoded = DecodedSet.load(cfg.data)
         if decoded.preprocess != preprocess:
@@ -337,6 +343,7 @@ def fit(cfg: TrainConfig, data: Prepared, train_idx: np.ndarray, val_idx: np.nda
     split_hash = hashlib.sha256(train_idx.tobytes()).hexdigest()[:16]
     run_key = f"{decoded.fingerprint}:{split_hash}:{cfg.epochs}:{cfg.batch_size}:{cfg.seed}:{world}"
     run_key += f":ema {cfg.ema_decay}" if cfg.ema_decay else ""
+    run_key += ":head" if decoded.preprocess.crop_to_head else ""
     if cfg.resume and checkpoint is not None and checkpoint.exists():
         state = torch.load(checkpoint, map_location=device, weights_only=True)  # tensors and plain data only
         if state["run_key"] != run_key:
@@ -501,7 +508,7 @@ def _train(cfg: TrainConfig, dist_info: Distributed, device: torch.device, t_sta
     val_metrics = binary_metrics(val_tumor, p_val, threshold)
     val_metrics["loss"] = fitted.best_loss
     val_metrics["best_epoch"] = fitted.best_row["epoch"]
-    preprocess = PreprocessConfig(size=cfg.image_size)
+    preprocess = preprocess_config(cfg)
     metadata = {
         "architecture": cfg.architecture,
         "input": {"channels": 1, "preprocess": preprocess.to_dict(),

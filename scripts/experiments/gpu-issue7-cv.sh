@@ -5,6 +5,9 @@
 # normals (issue 7 asks >= 0.95) and decides EMA for it by the rule of 2026-11-28-cv-ema.sh (lower held-out
 # loss in >= 4 of 5 folds and mean specificity at 0.5 not lower). About 3.5 minutes per 5 folds on an H200.
 # Needs the carried cache .devdata/training-200.npz. Writes $OUT/cv-*/{cv.json,oof.csv} and logs.
+# CROP=1 runs the same two with --crop-to-head on .devdata/training-200-head.npz instead (made here by
+# `braintriage cache ... --crop-to-head`); the two caches together exceed the 64 MiB a run carries, so a
+# plain and a cropped cross-validation take one run each.
 set -u
 OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
 export PYTHONPATH=$PWD/src PYTHONUNBUFFERED=1
@@ -13,10 +16,12 @@ EP=150; FOLDS=5; Q=()
 recipe=(--arch resnet18-w32 --labels type --image-size 200 --epochs "$EP" --batch-size 128 --lr 2e-3
         --weight-decay 0.05 --patience 40 --zoom 0.75 1.3 --rotation 15 --translate 0.1 --gamma 0.6 1.6
         --noise 0.03 --brightness 0.6 1.5 --seed 2 --folds "$FOLDS" "${Q[@]}")
-for variant in plain ema; do
-  extra=(); [ "$variant" = ema ] && extra=(--ema-decay 0.998)
+CACHE=.devdata/training-200.npz; CROP_ARGS=(); NAME=""
+[ "${CROP:-0}" = 1 ] && CACHE=.devdata/training-200-head.npz && CROP_ARGS=(--crop-to-head) && NAME=-crop
+for variant in plain$NAME ema$NAME; do
+  extra=("${CROP_ARGS[@]}"); [ "${variant#ema}" != "$variant" ] && extra+=(--ema-decay 0.998)
   echo "== $variant"
-  timeout 280 python3 -m braintriage train .devdata/training-200.npz "${recipe[@]}" "${extra[@]}" \
+  timeout 280 python3 -m braintriage train "$CACHE" "${recipe[@]}" "${extra[@]}" \
     --run-dir "$OUT/cv-$variant" > "$OUT/cv-$variant.log" 2>&1
   echo "rc=$?"; tail -n 9 "$OUT/cv-$variant.log" | tr '\r' '\n' | grep -v "epoch/s" | tail -n 9
 done

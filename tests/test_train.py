@@ -58,6 +58,7 @@ def test_grouped_cross_validation_reports_mean_and_spread(real_subset, tmp_path,
     result = train(cfg, log=lambda *_: None)
     saved = json.loads((tmp_path / "cv" / "cv.json").read_text())
     assert saved["folds"] == 3 and len(saved["per_fold"]) == 3
+    assert saved["preprocess"]["size"] == 48 and saved["config"]["epochs"] == 2  # what was cross-validated
     assert sum(f["images"] for f in saved["per_fold"]) == 64
     for name in ("accuracy", "sensitivity", "specificity"):
         s = result["summary_at_0.5"][name]

@@ -529,7 +529,7 @@ def _train(cfg: TrainConfig, dist_info: Distributed, device: torch.device, t_sta
             "device": torch.cuda.get_device_name(device) if on_cuda else "cpu",
             "processes": dist_info.world,
             "torch": torch.__version__,
-            "config": {k: v for k, v in asdict(cfg).items() if k not in ("data", "output", "run_dir")},
+            "config": recipe(cfg),
         },
         "validation_metrics": val_metrics,
         # per-epoch curves travel with the model, so a report can show how it was trained
@@ -548,6 +548,11 @@ def _train(cfg: TrainConfig, dist_info: Distributed, device: torch.device, t_sta
         f"threshold {threshold:.3f} (validation sensitivity {val_metrics['sensitivity']:.3f}, "
         f"specificity {val_metrics['specificity']:.3f}); {train_seconds:.0f} s")
     return {"metadata": metadata, "history": history}
+
+
+def recipe(cfg: TrainConfig) -> dict:
+    """The training settings, without the paths: what a model file and cv.json record."""
+    return {k: v for k, v in asdict(cfg).items() if k not in ("data", "output", "run_dir")}
 
 
 def cross_validate(cfg: TrainConfig, data: Prepared, device: torch.device, log=print) -> dict:
@@ -588,8 +593,8 @@ def cross_validate(cfg: TrainConfig, data: Prepared, device: torch.device, log=p
     pooled = {"at_0.5": binary_metrics(y_all, p_all, 0.5),
               "at_specificity_0.95": binary_metrics(y_all, p_all, threshold)}
     result = {"folds": cfg.folds, "grouping": "pHash near-duplicate groups, stratified by type",
-              "data_fingerprint": decoded.fingerprint, "per_fold": per_fold, "summary_at_0.5": summary,
-              "pooled_out_of_fold": pooled}
+              "data_fingerprint": decoded.fingerprint, "preprocess": decoded.preprocess.to_dict(),
+              "config": recipe(cfg), "per_fold": per_fold, "summary_at_0.5": summary, "pooled_out_of_fold": pooled}
     run_dir = Path(cfg.run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "cv.json").write_text(json.dumps(result, indent=2))

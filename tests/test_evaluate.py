@@ -57,6 +57,18 @@ def test_report_renders_in_headless_chromium(seed_data, small_testing_set, tmp_p
         lo, hi = metrics["ci95"][name]
         assert lo <= metrics["metrics"][name] <= hi
     assert set(metrics["sensitivity_by_type"]) == {"glioma", "meningioma", "pituitary"}
+    # Tumor type, on all images and again on the unleaked ones: a 4x4 confusion matrix (rows true type) that
+    # accounts for every image, its diagonal is the accuracy, and per-type recall matches its rows.
+    for block, n in ((metrics, 48), (metrics["unleaked"], metrics["leakage"]["unleaked_images"])):
+        matrix = np.array(block["type_confusion_matrix"])
+        assert matrix.shape == (4, 4) and matrix.sum() == n
+        assert block["type_accuracy"] == pytest.approx(np.trace(matrix) / n)
+        lo, hi = block["type_accuracy_ci95"]
+        assert lo <= block["type_accuracy"] <= hi
+        for k, name in enumerate(block["type_labels"]):
+            if matrix[k].sum():
+                assert block["type_recall"][name] == pytest.approx(matrix[k, k] / matrix[k].sum())
+    assert np.array(metrics["type_confusion_matrix"]).sum(axis=1).tolist() == [12, 12, 12, 12]
     for png in ("roc_curve", "pr_curve", "reliability", "confusion_matrix", "training_curves"):
         assert (tmp_path / "ev" / f"{png}.png").stat().st_size > 1000
     text = report.read_text()
@@ -95,4 +107,6 @@ def test_model_card_is_generated_from_measured_numbers(seed_data, small_testing_
     assert "not a diagnosis" in text and "pediatric" in text and "2D slices" in text
     m, ci = metrics["metrics"]["accuracy"], metrics["ci95"]["accuracy"]
     assert f"| accuracy | {m:.3f} ({ci[0]:.3f}-{ci[1]:.3f}) |" in text
+    t, tu = metrics["type_accuracy"], metrics["unleaked"]["type_accuracy"]
+    assert f"| tumor-type accuracy (4 classes) | {t:.3f} " in text and f"| {tu:.3f} (" in text
     assert f"{metrics['leakage']['leaked_images']} of 48 test images" in text

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Session 6 (no GPU lent), run only if the cross-validation of 2026-11-28-cv-crop.sh adopts the head crop:
+# Prepared in session 6 (no GPU lent), to run only if a cross-validation adopts the head crop (session 6's on
+# the laptop recipe, 2026-11-28-cv-crop.sh, did not; so this has not been run):
 # the bundled recipe unchanged (scripts/train_bundled_model.sh: batch 128, 200 px throughout, 150 epochs,
 # patience 40, seed 2, so the bundled model's grouped validation split) plus --crop-to-head, on the 2-core
 # CPU in bf16 (about an hour).

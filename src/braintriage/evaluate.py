@@ -103,7 +103,23 @@ def subset_metrics(s: Scored, mask: np.ndarray, threshold: float, n_boot: int) -
             hits = p[m] >= threshold
             out["sensitivity_by_type"][name] = {"n": int(m.sum()), "value": float(hits.mean()),
                                                 "ci95": bootstrap_proportion(hits, n_boot)}
+    if s.type_probs is not None and (t >= 0).all():
+        out.update(type_metrics(t, s.type_probs[mask].argmax(1), n_boot))
     return out
+
+
+def type_metrics(true: np.ndarray, predicted: np.ndarray, n_boot: int) -> dict:
+    """Four-class scores of a tumor-type model: accuracy with its bootstrap interval, recall and precision
+    per type, and the confusion matrix (rows: true type, columns: predicted, in TUMOR_TYPES order)."""
+    labels = range(len(TUMOR_TYPES))
+    recall = recall_score(true, predicted, labels=labels, average=None, zero_division=np.nan)
+    precision = precision_score(true, predicted, labels=labels, average=None, zero_division=np.nan)
+    return {"type_accuracy": float((predicted == true).mean()),
+            "type_accuracy_ci95": bootstrap_proportion(predicted == true, n_boot),
+            "type_recall": dict(zip(TUMOR_TYPES, map(float, recall))),
+            "type_precision": dict(zip(TUMOR_TYPES, map(float, precision))),
+            "type_confusion_matrix": confusion_matrix(true, predicted, labels=labels).tolist(),
+            "type_labels": list(TUMOR_TYPES)}
 
 
 def evaluate(data: str | Path, model_path: str | Path | None = None, split: str = "testing",
@@ -140,18 +156,6 @@ def evaluate(data: str | Path, model_path: str | Path | None = None, split: str 
             flagged = np.array([w is not None for w in s.warnings])
             report["ood_guard"]["unleaked_false_alarm_rate"] = float(flagged[~leaked].mean()) if (~leaked).any() \
                 else None
-    if s.type_probs is not None and (s.type_index >= 0).all():
-        predicted = s.type_probs.argmax(1)
-        report["type_accuracy"] = float((predicted == s.type_index).mean())
-        recall, precision = (recall_score(s.type_index, predicted, labels=range(len(TUMOR_TYPES)), average=None,
-                                          zero_division=np.nan),
-                             precision_score(s.type_index, predicted, labels=range(len(TUMOR_TYPES)), average=None,
-                                             zero_division=np.nan))
-        report["type_recall"] = dict(zip(TUMOR_TYPES, map(float, recall)))
-        report["type_precision"] = dict(zip(TUMOR_TYPES, map(float, precision)))
-        report["type_confusion_matrix"] = confusion_matrix(s.type_index, predicted,
-                                                           labels=range(len(TUMOR_TYPES))).tolist()
-        report["type_labels"] = list(TUMOR_TYPES)
     report["predictions"] = [
         {"path": a, "tumor": int(t), "tumor_probability": float(q),
          **({"leaked": bool(leaked[i])} if leaked is not None else {})}

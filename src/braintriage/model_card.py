@@ -28,6 +28,13 @@ def _metric_table(report: dict) -> list[str]:
             v, (lo, hi) = block["metrics"][name], block["ci95"][name]
             return f"{_f(v)} ({_f(lo)}-{_f(hi)})" if v == v else "n/a"
         lines.append(f"| {name} | {cell(report)} | {cell(un)} |")
+    if "type_accuracy" in report:
+        def type_cell(block):
+            if "type_accuracy" not in block:
+                return "n/a"
+            lo, hi = block["type_accuracy_ci95"]
+            return f"{_f(block['type_accuracy'])} ({_f(lo)}-{_f(hi)})"
+        lines.append(f"| tumor-type accuracy (4 classes) | {type_cell(report)} | {type_cell(un)} |")
     m, u = report["metrics"], un.get("metrics")
     lines.append(f"| images (tumor / no tumor) | {m['n']} ({m['n_tumor']} / {m['n_no_tumor']}) | "
                  + (f"{u['n']} ({u['n_tumor']} / {u['n_no_tumor']}) |" if u else "n/a |"))
@@ -142,8 +149,7 @@ def model_card(metadata: dict, report: dict, model_path: str | Path = BUNDLED_MO
         "|---|---|---|",
         *per_type,
         "",
-        f"- Calibration: expected calibration error {_f(report['calibration']['ece'])} (10 bins)."
-        + (f" Tumor-type accuracy (4 classes): {_f(report['type_accuracy'])}." if "type_accuracy" in report else ""),
+        f"- Calibration: expected calibration error {_f(report['calibration']['ece'])} (10 bins).",
         f"- Validation (grouped split of `Training`, threshold {v['threshold']:.3f}): sensitivity "
         f"{_f(v['sensitivity'])}, specificity {_f(v['specificity'])}, accuracy {_f(v['accuracy'])} on "
         f"{v['n']} images. Validation images are from the same sources as training, so these are optimistic.",

@@ -1,0 +1,39 @@
+"""Compare two grouped cross-validations of recipes on the same folds: `python compare_cv.py BASE/cv.json
+CANDIDATE/cv.json`. Prints per-fold held-out loss, specificity and sensitivity at 0.5 and tumor-type
+accuracy side by side, how many folds the candidate's held-out loss is lower in, and the pooled out-of-fold
+numbers; the adoption rules in the experiment scripts are read off this table."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+
+def load(path: str) -> dict:
+    return json.loads(open(path).read())
+
+
+def main(base_path: str, candidate_path: str) -> None:
+    base, cand = load(base_path), load(candidate_path)
+    if base["data_fingerprint"] != cand["data_fingerprint"] or base["folds"] != cand["folds"]:
+        sys.exit("not the same data and folds: not comparable")
+    print("fold | held-out loss base -> cand | specificity base -> cand | sensitivity base -> cand | type acc")
+    lower = 0
+    for b, c in zip(base["per_fold"], cand["per_fold"]):
+        lower += c["held_out_loss"] < b["held_out_loss"]
+        print(f"{b['fold']} | {b['held_out_loss']:.3f} -> {c['held_out_loss']:.3f} | "
+              f"{b['at_0.5']['specificity']:.3f} -> {c['at_0.5']['specificity']:.3f} | "
+              f"{b['at_0.5']['sensitivity']:.3f} -> {c['at_0.5']['sensitivity']:.3f} | "
+              f"{b.get('type_accuracy', float('nan')):.3f} -> {c.get('type_accuracy', float('nan')):.3f}")
+    base_mean, cand_mean = (r["summary_at_0.5"]["held_out_loss"]["mean"] for r in (base, cand))
+    print(f"held-out loss lower in {lower} of {len(base['per_fold'])} folds; mean {base_mean:.4f} -> "
+          f"{cand_mean:.4f}")
+    for key in ("at_0.5", "at_specificity_0.95"):
+        b, c = base["pooled_out_of_fold"][key], cand["pooled_out_of_fold"][key]
+        print(f"pooled {key}: threshold {b['threshold']:.3f} -> {c['threshold']:.3f}; specificity "
+              f"{b['specificity']:.3f} -> {c['specificity']:.3f} {b['confusion_matrix'][0]} -> "
+              f"{c['confusion_matrix'][0]}; sensitivity {b['sensitivity']:.3f} -> {c['sensitivity']:.3f}")
+
+
+if __name__ == "__main__":
+    main(*sys.argv[1:3])

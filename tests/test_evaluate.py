@@ -72,6 +72,7 @@ def test_report_renders_in_headless_chromium(seed_data, small_testing_set, tmp_p
     for png in ("roc_curve", "pr_curve", "reliability", "confusion_matrix", "training_curves"):
         assert (tmp_path / "ev" / f"{png}.png").stat().st_size > 1000
     text = report.read_text()
+    assert f"<td>tumor-type accuracy (4 classes)</td><td>{metrics['type_accuracy']:.3f} <small>" in text
     assert "http://" not in text and "https://" not in text and "<script" not in text  # self-contained
 
     require_chromium()

@@ -43,10 +43,18 @@ def _f(v: float) -> str:
 
 
 def _metrics_rows(block: dict | None) -> dict[str, str]:
+    """Each metric of a report block with its interval, plus the four-class type accuracy where measured."""
     if not block:
-        return {name: "n/a" for name in METRIC_NAMES}
+        return {name: "n/a" for name in (*METRIC_NAMES, TYPE_ACCURACY)}
     m, ci = block["metrics"], block["ci95"]
-    return {name: f"{_f(m[name])} <small>({_f(ci[name][0])}-{_f(ci[name][1])})</small>" for name in METRIC_NAMES}
+    rows = {name: f"{_f(m[name])} <small>({_f(ci[name][0])}-{_f(ci[name][1])})</small>" for name in METRIC_NAMES}
+    lo, hi = block.get("type_accuracy_ci95", (None, None))
+    rows[TYPE_ACCURACY] = (f"{_f(block['type_accuracy'])} <small>({_f(lo)}-{_f(hi)})</small>"
+                           if "type_accuracy" in block else "n/a")
+    return rows
+
+
+TYPE_ACCURACY = "tumor-type accuracy (4 classes)"
 
 
 def write_report(path: str | Path, report: dict, figures: dict[str, bytes], metadata: dict,
@@ -72,7 +80,7 @@ threshold {m['threshold']:.3f} ({e(metadata.get('threshold_rule', ''))})</td></t
 </table></section>
 <section id="metrics"><h2>Metrics with bootstrap 95% confidence intervals</h2>
 <table><tr><th>metric</th><th>all images</th><th>unleaked subset</th></tr>
-{''.join(f'<tr><td>{n}</td><td>{all_rows[n]}</td><td>{un_rows[n]}</td></tr>' for n in METRIC_NAMES)}
+{''.join(f'<tr><td>{n}</td><td>{all_rows[n]}</td><td>{un_rows[n]}</td></tr>' for n in (*METRIC_NAMES, TYPE_ACCURACY))}
 </table><p>Unleaked subset: test images with no near duplicate (pHash within
 {report.get('leakage', {}).get('max_hamming_distance', '?')} bits) in the training data. A metric is n/a where
 the subset has no images of a class.</p></section>

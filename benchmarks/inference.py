@@ -3,7 +3,8 @@
     python benchmarks/inference.py [--output benchmarks/inference.json]
 
 Cold start: a new process running `braintriage predict ONE.jpg` against `python -c "import torch"`, median
-of 5 runs each. Throughput: the 394 `Testing` images, preprocessed once, scored in batches of 32 by the
+of 5 runs each; once more with a copy of the bundled model whose metadata turns on the head crop
+(`crop_to_head`, which imports scipy.ndimage), for what a cropping model would cost at start. Throughput: the 394 `Testing` images, preprocessed once, scored in batches of 32 by the
 bundled model, best of 3 passes, on each runtime. Needs the train extra (PyTorch) for the comparison.
 """
 
@@ -52,6 +53,16 @@ def main() -> None:
     one = DATA / "Testing/glioma_tumor/image(1).jpg"
     cli = [sys.executable, "-m", "braintriage", "predict", str(one), "--quiet"]
     cold_predict = median_seconds(cli)
+    import tempfile
+
+    from braintriage.modelfile import BUNDLED_MODEL, read_metadata, update_metadata
+
+    with tempfile.TemporaryDirectory() as tmp:
+        cropping = Path(tmp) / "cropping.onnx"
+        preprocess = {**read_metadata(BUNDLED_MODEL)["input"]["preprocess"], "crop_to_head": True}
+        update_metadata(BUNDLED_MODEL, cropping, {"input": {**read_metadata(BUNDLED_MODEL)["input"],
+                                                            "preprocess": preprocess}})
+        cold_predict_crop = median_seconds([*cli, "--model", str(cropping)])
     cold_torch = median_seconds([sys.executable, "-c", "import torch"])
 
     from braintriage.datasets import load_dataset
@@ -82,6 +93,7 @@ def main() -> None:
         "benchmark": "inference", "date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "commit": commit,
         "hardware": hardware(),
         "cold_start_seconds": {"braintriage_predict_one_jpg": round(cold_predict, 3),
+                               "braintriage_predict_one_jpg_with_head_crop": round(cold_predict_crop, 3),
                                "python_import_torch": round(cold_torch, 3)},
         "batch_throughput_images_per_s": {"onnxruntime": round(onnx_ips, 1), "pytorch": round(torch_ips, 1)},
         "batch": 32, "images": len(images), "image_size": meta["input"]["preprocess"]["size"],

@@ -1,16 +1,29 @@
 """Compare two grouped cross-validations of recipes on the same folds: `python compare_cv.py BASE/cv.json
 CANDIDATE/cv.json`. Prints per-fold held-out loss, specificity and sensitivity at 0.5 and tumor-type
 accuracy side by side, how many folds the candidate's held-out loss is lower in, and the pooled out-of-fold
-numbers; the adoption rules in the experiment scripts are read off this table."""
+numbers (with the binary log loss of P(tumor), from the oof.csv beside each cv.json); the adoption rules in
+the experiment scripts are read off this table."""
 
 from __future__ import annotations
 
+import csv
 import json
+import math
 import sys
+from pathlib import Path
 
 
 def load(path: str) -> dict:
     return json.loads(open(path).read())
+
+
+def binary_log_loss(cv_json: str) -> float:
+    """Mean binary cross-entropy of the out-of-fold P(tumor): how well the tumor verdict itself is scored."""
+    with (Path(cv_json).parent / "oof.csv").open() as f:
+        rows = list(csv.DictReader(f))
+    eps = 1e-6
+    return -sum(math.log(min(max(float(r["p_tumor"]) if r["tumor"] == "1" else 1 - float(r["p_tumor"]), eps), 1))
+                for r in rows) / len(rows)
 
 
 def main(base_path: str, candidate_path: str) -> None:
@@ -33,6 +46,8 @@ def main(base_path: str, candidate_path: str) -> None:
         print(f"pooled {key}: threshold {b['threshold']:.3f} -> {c['threshold']:.3f}; specificity "
               f"{b['specificity']:.3f} -> {c['specificity']:.3f} {b['confusion_matrix'][0]} -> "
               f"{c['confusion_matrix'][0]}; sensitivity {b['sensitivity']:.3f} -> {c['sensitivity']:.3f}")
+    print(f"pooled binary log loss of P(tumor): {binary_log_loss(base_path):.4f} -> "
+          f"{binary_log_loss(candidate_path):.4f}")
 
 
 if __name__ == "__main__":

@@ -7,7 +7,11 @@
 # Needs the carried cache .devdata/training-200.npz. Writes $OUT/cv-*/{cv.json,oof.csv} and logs.
 # CROP=1 runs the same two with --crop-to-head on .devdata/training-200-head.npz instead (made here by
 # `braintriage cache ... --crop-to-head`); the two caches together exceed the 64 MiB a run carries, so a
-# plain and a cropped cross-validation take one run each.
+# plain and a cropped cross-validation take one run each. Rule for the crop, fixed in session 6 before any
+# such run (the laptop recipe's cross-validation left the four-class held-out loss a little worse and every
+# tumor-verdict number better; docs/model.md): adopt --crop-to-head for the bundled recipe if the pooled
+# out-of-fold binary log loss of P(tumor) is lower than the plain run's AND pooled specificity at 0.5 is not
+# lower (`python scripts/experiments/compare_cv.py OUT/cv-plain/cv.json OUT/cv-plain-crop/cv.json`).
 set -u
 OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
 export PYTHONPATH=$PWD/src PYTHONUNBUFFERED=1

@@ -42,6 +42,9 @@ def _f(v: float) -> str:
     return "n/a" if v is None or v != v else f"{v:.3f}"
 
 
+TYPE_ACCURACY = "tumor-type accuracy (4 classes)"  # a row of the metrics table, beside the binary metrics
+
+
 def _metrics_rows(block: dict | None) -> dict[str, str]:
     """Each metric of a report block with its interval, plus the four-class type accuracy where measured."""
     if not block:
@@ -52,9 +55,6 @@ def _metrics_rows(block: dict | None) -> dict[str, str]:
     rows[TYPE_ACCURACY] = (f"{_f(block['type_accuracy'])} <small>({_f(lo)}-{_f(hi)})</small>"
                            if "type_accuracy" in block else "n/a")
     return rows
-
-
-TYPE_ACCURACY = "tumor-type accuracy (4 classes)"
 
 
 def write_report(path: str | Path, report: dict, figures: dict[str, bytes], metadata: dict,

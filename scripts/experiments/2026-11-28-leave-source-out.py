@@ -1,0 +1,75 @@
+"""Leave-source-out validation inside Training: a proxy for the unleaked Testing tumors that needs no Testing.
+
+`Training` mixes sources, and its file size tells them apart: every glioma, 679 meningiomas and 799 pituitary
+tumors are 512x512 JPEGs (one source), while 143 meningiomas and 28 pituitary tumors are not (others), like
+390 of the 395 normals. The unleaked `Testing` tumors come from another source too, which a random or
+grouped validation split cannot imitate. Here the model trains on the 512x512 tumors and 80% of the normals
+(by near-duplicate group) and is scored on the 171 other-source tumors and the remaining normals: how well
+does it find tumors from a source it never saw tumors from?
+
+    python scripts/experiments/2026-11-28-leave-source-out.py TRAINING_ROOT OUT_DIR CACHE.npz [CACHE.npz ...]
+
+Each cache is one variant (for example plain and --crop-to-head), trained with the laptop recipe (80 epochs,
+96 -> 200 px, batch 64, seed 2) on the same images. Early stopping is off (patience = epochs) and the
+numbers are given both for the last epoch (not chosen on the held-out set) and for the epoch with the lowest
+held-out loss (optimistic). Exploratory: one seed per variant, no adoption rule.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from braintriage.augment import AugmentPolicy
+from braintriage.cache import DecodedSet
+from braintriage.metrics import binary_metrics
+from braintriage.models import tumor_probability
+from braintriage.train import TrainConfig, fit, pick_device, prepare_data
+
+RECIPE = dict(epochs=80, start_size=96, batch_size=64, patience=80, seed=2,
+              augment=AugmentPolicy(zoom=(0.75, 1.3), rotation_degrees=15, translate=0.1, gamma=(0.6, 1.6),
+                                    noise=0.03))
+
+
+def source_split(decoded: DecodedSet, root: Path, seed: int = 2) -> tuple[np.ndarray, np.ndarray]:
+    """Held out: tumors not stored as 512x512, and 20% of the normals' near-duplicate groups; whole groups."""
+    square_512 = np.array([Image.open(root / p).size == (512, 512) for p in decoded.paths])
+    normal_groups = np.unique(decoded.groups[decoded.tumor == 0])
+    rng = np.random.default_rng(seed)
+    held_normal_groups = rng.choice(normal_groups, round(0.2 * len(normal_groups)), replace=False)
+    held = ((decoded.tumor == 1) & ~square_512) | ((decoded.tumor == 0) & np.isin(decoded.groups, held_normal_groups))
+    held = np.isin(decoded.groups, decoded.groups[held])  # a near-copy never sits on both sides
+    return np.flatnonzero(~held), np.flatnonzero(held)
+
+
+def main(root: str, out_dir: str, *caches: str) -> None:
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    results = {}
+    for cache in caches:
+        crop = DecodedSet.load(cache).preprocess.crop_to_head
+        cfg = TrainConfig(data=cache, crop_to_head=crop, run_dir=str(out), **RECIPE)
+        data = prepare_data(cfg)
+        train_idx, held_idx = source_split(data.decoded, Path(root))
+        y = data.decoded.tumor[held_idx]
+        fitted = fit(cfg, data, train_idx, held_idx, pick_device("auto"), desc=Path(cache).stem)
+        p = tumor_probability(fitted.val_logits)[0].cpu().numpy()
+        last = fitted.history[-1]
+        results[Path(cache).stem] = {
+            "crop_to_head": crop, "train_images": len(train_idx), "held_out_tumors": int(y.sum()),
+            "held_out_normals": int((y == 0).sum()),
+            "best_epoch": fitted.best_row["epoch"], "best_held_out_loss": fitted.best_loss,
+            "at_best_epoch_0.5": binary_metrics(y, p, 0.5),
+            "at_last_epoch": {k: last[k] for k in last if k.startswith("val_")},
+        }
+        print(json.dumps(results[Path(cache).stem], indent=2), flush=True)
+        (out / "leave_source_out.json").write_text(json.dumps(results, indent=2))
+
+
+if __name__ == "__main__":
+    main(*sys.argv[1:])

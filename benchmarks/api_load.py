@@ -109,7 +109,8 @@ def main() -> int:
     finally:
         server.terminate()
         server.wait(timeout=30)
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=REPO).stdout.strip()
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                            cwd=REPO).stdout.strip()
     record = {"benchmark": "api_load", "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
               "commit": commit, "scan": name, "scan_bytes": len(data), "heatmap": args.heatmap,
               "hardware": hardware(), **result}

@@ -4,8 +4,9 @@
 
 Cold start: a new process running `braintriage predict ONE.jpg` against `python -c "import torch"`, median
 of 5 runs each; once more with a copy of the bundled model whose metadata turns on the head crop
-(`crop_to_head`, which imports scipy.ndimage), for what a cropping model would cost at start. Throughput: the 394 `Testing` images, preprocessed once, scored in batches of 32 by the
-bundled model, best of 3 passes, on each runtime. Needs the train extra (PyTorch) for the comparison.
+(`crop_to_head`, which imports scipy.ndimage), for what a cropping model would cost at start. Throughput:
+the 394 `Testing` images, preprocessed once, scored in batches of 32 by the bundled model, best of 3
+passes, on each runtime. Needs the train extra (PyTorch) for the comparison.
 """
 
 from __future__ import annotations

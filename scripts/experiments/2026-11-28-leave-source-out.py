@@ -36,9 +36,14 @@ RECIPE = dict(epochs=80, start_size=96, batch_size=64, patience=80, seed=2,
                                     noise=0.03))
 
 
+def image_size(path: Path) -> tuple[int, int]:
+    with Image.open(path) as im:  # the header only; closed at once
+        return im.size
+
+
 def source_split(decoded: DecodedSet, root: Path, seed: int = 2) -> tuple[np.ndarray, np.ndarray]:
     """Held out: tumors not stored as 512x512, and 20% of the normals' near-duplicate groups; whole groups."""
-    square_512 = np.array([Image.open(root / p).size == (512, 512) for p in decoded.paths])
+    square_512 = np.array([image_size(root / p) == (512, 512) for p in decoded.paths])
     normal_groups = np.unique(decoded.groups[decoded.tumor == 0])
     rng = np.random.default_rng(seed)
     held_normal_groups = rng.choice(normal_groups, round(0.2 * len(normal_groups)), replace=False)

@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import csv
 import json
-import math
 import sys
 from pathlib import Path
+
+from sklearn.metrics import log_loss
 
 
 def load(path: str) -> dict:
@@ -21,9 +22,7 @@ def binary_log_loss(cv_json: str) -> float:
     """Mean binary cross-entropy of the out-of-fold P(tumor): how well the tumor verdict itself is scored."""
     with (Path(cv_json).parent / "oof.csv").open() as f:
         rows = list(csv.DictReader(f))
-    eps = 1e-6
-    return -sum(math.log(min(max(float(r["p_tumor"]) if r["tumor"] == "1" else 1 - float(r["p_tumor"]), eps), 1))
-                for r in rows) / len(rows)
+    return log_loss([int(r["tumor"]) for r in rows], [float(r["p_tumor"]) for r in rows], labels=[0, 1])
 
 
 def main(base_path: str, candidate_path: str) -> None:

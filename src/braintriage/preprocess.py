@@ -6,7 +6,7 @@ Training (through the decoded cache), evaluation, `predict`, the web app and the
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import BinaryIO
 
@@ -42,8 +42,7 @@ class PreprocessConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> "PreprocessConfig":
-        return cls(**{k: d[k] for k in ("size", "keep_aspect", "pad_value", "resample", "crop_to_head")
-                     if k in d})
+        return cls(**{f.name: d[f.name] for f in fields(cls) if f.name in d})  # keys it lacks keep defaults
 
 
 # The head is where a 4x-downsampled (so, smoothed) image is brighter than its background (the median of a

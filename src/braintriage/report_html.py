@@ -80,7 +80,7 @@ threshold {m['threshold']:.3f} ({e(metadata.get('threshold_rule', ''))})</td></t
 </table></section>
 <section id="metrics"><h2>Metrics with bootstrap 95% confidence intervals</h2>
 <table><tr><th>metric</th><th>all images</th><th>unleaked subset</th></tr>
-{''.join(f'<tr><td>{n}</td><td>{all_rows[n]}</td><td>{un_rows[n]}</td></tr>' for n in (*METRIC_NAMES, TYPE_ACCURACY))}
+{''.join(f'<tr><td>{n}</td><td>{all_rows[n]}</td><td>{un_rows[n]}</td></tr>' for n in all_rows)}
 </table><p>Unleaked subset: test images with no near duplicate (pHash within
 {report.get('leakage', {}).get('max_hamming_distance', '?')} bits) in the training data. A metric is n/a where
 the subset has no images of a class.</p></section>

@@ -122,3 +122,32 @@ def test_blur_and_bias_field_match_the_per_image_version_in_distribution():
     sharp = augment_batch(batch[:4], AugmentPolicy(**still), torch.Generator().manual_seed(0))
     blurred = augment_batch(batch[:4], AugmentPolicy(**still, blur=3.0), torch.Generator().manual_seed(1))
     assert blurred.shape == sharp.shape and abs(blurred.mean() - sharp.mean()) < 0.01  # blur keeps brightness
+
+
+def test_intensity_curves_keep_background_black_and_match_the_per_image_version():
+    """The random intensity curve keeps black black and leaves the image's shape alone, can turn a bright
+    tissue dark and a dark one bright (contrast reordered), is off with probability 0, and has the same
+    distribution in the batched and the per-image versions."""
+    import numpy as np
+    from scipy.stats import ks_2samp
+
+    from braintriage.augment import augment_image
+
+    size, n = 32, 1500
+    img = np.zeros((size, size), np.uint8)
+    img[8:24, 8:16], img[8:24, 16:24] = 60, 200  # a dark and a bright "tissue" on black background
+    still = dict(zoom=(1.0, 1.0), rotation_degrees=0, horizontal_flip=0, brightness=(1.0, 1.0))
+    batch = torch.from_numpy(np.repeat(img[None, None], n, 0)).float() / 255
+    policy = AugmentPolicy(**still, intensity_remap=0.5)
+    batched = augment_batch(batch, policy, torch.Generator().manual_seed(0))[:, 0].numpy()
+    assert np.all(batched[:, :8] == 0) and np.all(batched[:, 24:] == 0)  # background stays black
+    dark, bright = batched[:, 12, 12], batched[:, 12, 20]
+    untouched = np.isclose(dark, 60 / 255, atol=1e-4) & np.isclose(bright, 200 / 255, atol=1e-4)
+    assert 0.4 < untouched.mean() < 0.6  # half the images keep their intensities
+    assert (dark > bright).mean() > 0.15  # and some of the others swap the two tissues' order
+    off = augment_batch(batch[:8], AugmentPolicy(**still), torch.Generator().manual_seed(0))
+    assert torch.allclose(off, batch[:8], atol=1e-5)
+    rng = np.random.default_rng(0)
+    single = np.stack([augment_image(img, policy, rng) for _ in range(n)])
+    for a, b in [(dark, single[:, 12, 12]), (bright, single[:, 12, 20])]:
+        assert ks_2samp(np.round(a, 4), np.round(b, 4)).pvalue > 1e-3

@@ -8,17 +8,22 @@ grouped validation split cannot imitate. Here the model trains on the 512x512 tu
 does it find tumors from a source it never saw tumors from?
 
     python scripts/experiments/2026-11-28-leave-source-out.py TRAINING_ROOT OUT_DIR CACHE.npz [CACHE.npz ...]
+        [--remap P] [--seeds 2 3]
 
 Each cache is one variant (for example plain and --crop-to-head), trained with the laptop recipe (80 epochs,
-96 -> 200 px, batch 64, seed 2) on the same images. Early stopping is off (patience = epochs) and the
-numbers are given both for the last epoch (not chosen on the held-out set) and for the epoch with the lowest
-held-out loss (optimistic). Exploratory: one seed per variant, no adoption rule.
+96 -> 200 px, batch 64, seed 2) on the same images; `--remap P` adds the random intensity curve
+(`--intensity-remap P`) to every variant, `--seeds` trains each variant once per seed (the split stays the
+same: its own seed is fixed at 2). Early stopping is off (patience = epochs) and the numbers are given both
+for the last epoch (not chosen on the held-out set) and for the epoch with the lowest held-out loss
+(optimistic). The first runs (session 6, plain and head crop, seed 2) were exploratory, without a rule;
+rules for later comparisons are written in the shell scripts that run them, before they run.
 """
 
 from __future__ import annotations
 
+import argparse
+import dataclasses
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -52,29 +57,48 @@ def source_split(decoded: DecodedSet, root: Path, seed: int = 2) -> tuple[np.nda
     return np.flatnonzero(~held), np.flatnonzero(held)
 
 
-def main(root: str, out_dir: str, *caches: str) -> None:
+def main(root: str, out_dir: str, caches: list[str], remap: float = 0.0, seeds: tuple[int, ...] = (2,)) -> None:
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    results = {}
-    for cache in caches:
-        crop = DecodedSet.load(cache).preprocess.crop_to_head
-        cfg = TrainConfig(data=cache, crop_to_head=crop, run_dir=str(out), **RECIPE)
-        data = prepare_data(cfg)
-        train_idx, held_idx = source_split(data.decoded, Path(root))
-        y = data.decoded.tumor[held_idx]
-        fitted = fit(cfg, data, train_idx, held_idx, pick_device("auto"), desc=Path(cache).stem)
-        p = tumor_probability(fitted.val_logits)[0].cpu().numpy()
-        last = fitted.history[-1]
-        results[Path(cache).stem] = {
-            "crop_to_head": crop, "train_images": len(train_idx), "held_out_tumors": int(y.sum()),
-            "held_out_normals": int((y == 0).sum()),
-            "best_epoch": fitted.best_row["epoch"], "best_held_out_loss": fitted.best_loss,
-            "at_best_epoch_0.5": binary_metrics(y, p, 0.5),
-            "at_last_epoch": {k: last[k] for k in last if k.startswith("val_")},
-        }
-        print(json.dumps(results[Path(cache).stem], indent=2), flush=True)
-        (out / "leave_source_out.json").write_text(json.dumps(results, indent=2))
+    results_file = out / "leave_source_out.json"
+    results = json.loads(results_file.read_text()) if results_file.exists() else {}
+    for seed in seeds:
+        for cache in caches:
+            name = Path(cache).stem + (f"-remap{remap:g}" if remap else "") + (f"-seed{seed}" if seed != 2 else "")
+            results[name] = run_variant(root, out, cache, remap, seed, name)
+            print(json.dumps(results[name], indent=2), flush=True)
+            results_file.write_text(json.dumps(results, indent=2))
+
+
+def run_variant(root: str, out: Path, cache: str, remap: float, seed: int, name: str) -> dict:
+    crop = DecodedSet.load(cache).preprocess.crop_to_head
+    recipe = dict(RECIPE, seed=seed, patience=RECIPE["epochs"],
+                  augment=dataclasses.replace(RECIPE["augment"], intensity_remap=remap))
+    cfg = TrainConfig(data=cache, crop_to_head=crop, run_dir=str(out), **recipe)
+    data = prepare_data(cfg)
+    train_idx, held_idx = source_split(data.decoded, Path(root))
+    y = data.decoded.tumor[held_idx]
+    fitted = fit(cfg, data, train_idx, held_idx, pick_device("auto"), desc=name)
+    p = tumor_probability(fitted.val_logits)[0].cpu().numpy()
+    last = fitted.history[-1]
+    return {
+        "crop_to_head": crop, "intensity_remap": remap, "seed": seed,
+        "train_images": len(train_idx), "held_out_tumors": int(y.sum()),
+        "held_out_normals": int((y == 0).sum()),
+        "best_epoch": fitted.best_row["epoch"], "best_held_out_loss": fitted.best_loss,
+        "at_best_epoch_0.5": binary_metrics(y, p, 0.5),
+        "at_last_epoch": {k: last[k] for k in last if k.startswith("val_")},
+        "history": [{k: row[k] for k in ("epoch", "val_loss", "val_recall", "val_specificity")
+                     if k in row} for row in fitted.history],
+    }
 
 
 if __name__ == "__main__":
-    main(*sys.argv[1:])
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("root")
+    parser.add_argument("out_dir")
+    parser.add_argument("caches", nargs="+")
+    parser.add_argument("--remap", type=float, default=0.0)
+    parser.add_argument("--seeds", type=int, nargs="+", default=[2])
+    args = parser.parse_args()
+    main(args.root, args.out_dir, args.caches, args.remap, tuple(args.seeds))

@@ -1,8 +1,9 @@
 """Training augmentation, applied to whole batches on the training device.
 
 The default policy is the original study's: zoom, rotation (+/-10 degrees), brightness (0.6-1.5) and
-horizontal flips. Translation, a contrast (gamma) curve, noise, blur and a bias field (coil shading) are
-there for the harder shift to scans from other scanners and sites; they are off by default. Never vertical
+horizontal flips. Translation, a contrast (gamma) curve, noise, blur, a bias field (coil shading) and a random
+intensity curve (tissue contrasts reordered, as between MRI sequences) are there for the harder shift to scans
+from other scanners and sites; they are off by default. Never vertical
 flips (the brain is not top/bottom symmetric) and never shear (it distorts anatomy): every geometric
 transform here is a similarity (rotation x uniform scale x optional left-right mirror), built as one affine
 matrix per image and applied with `grid_sample`, so CPU and GPU share the code.
@@ -31,6 +32,7 @@ class AugmentPolicy:
     blur: float = 0.0  # Gaussian blur, sigma uniform in [0, blur] pixels (of the output); 0 = off
     bias_field: float = 0.0  # smooth multiplicative field exp(f), f bilinear from a 4x4 grid of N(0, s^2),
     #                          s uniform in [0, bias_field]: the slow intensity shading of MRI coils; 0 = off
+    intensity_remap: float = 0.0  # probability of a random piecewise-linear intensity curve (see remap_intensity)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -82,6 +84,8 @@ def augment_batch(images: torch.Tensor, policy: AugmentPolicy, generator: torch.
         coarse = torch.randn(n, 1, BIAS_GRID, BIAS_GRID, generator=generator, device=images.device,
                              dtype=images.dtype) * per_image(0.0, policy.bias_field)
         out = out * torch.exp(F.interpolate(coarse, size=out.shape[-2:], mode="bilinear", align_corners=False))
+    if policy.intensity_remap > 0:
+        out = remap_intensity(out, random_curves(n, policy.intensity_remap, generator, images.device, images.dtype))
     if policy.gamma != (1.0, 1.0):
         out = out.clamp(min=1e-6) ** per_image(*policy.gamma)
     out = out * per_image(*policy.brightness)
@@ -92,6 +96,30 @@ def augment_batch(images: torch.Tensor, policy: AugmentPolicy, generator: torch.
 
 
 BIAS_GRID = 4  # the bias field's control points per side
+CURVE_SEGMENTS = 4  # the random intensity curve is linear between knots at 0, 1/4, ..., 1
+
+
+def random_curves(n: int, probability: float, generator: torch.Generator | None = None,
+                  device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """n intensity curves (n, CURVE_SEGMENTS + 1): the curve's values at evenly spaced knots on [0, 1].
+    With `probability` a curve is random: 0 -> 0 (background stays black, as in every sequence) and the other
+    knots uniform in [0, 1], so it may reorder tissue contrasts (T1 has fluid dark, T2 and FLAIR differ
+    again) and the network must find a tumor by its shape and its boundaries rather than by one sequence's
+    grey levels. Otherwise it is the identity."""
+    knots = torch.rand(n, CURVE_SEGMENTS + 1, generator=generator, device=device, dtype=dtype)
+    knots[:, 0] = 0.0
+    identity = torch.linspace(0.0, 1.0, CURVE_SEGMENTS + 1, device=device, dtype=dtype)
+    random = torch.rand(n, 1, generator=generator, device=device, dtype=dtype) < probability
+    return torch.where(random, knots, identity)
+
+
+def remap_intensity(images: torch.Tensor, curves: torch.Tensor) -> torch.Tensor:
+    """Apply each image's (B, 1, H, W) piecewise-linear curve (B, CURVE_SEGMENTS + 1) to its intensities."""
+    n = images.shape[0]
+    x = images.clamp(0.0, 1.0).reshape(n, -1) * CURVE_SEGMENTS
+    left = x.floor().clamp(max=CURVE_SEGMENTS - 1).long()
+    low, high = curves.gather(1, left), curves.gather(1, left + 1)
+    return (low + (x - left) * (high - low)).reshape(images.shape)
 
 
 def gaussian_blur(images: torch.Tensor, sigma: torch.Tensor, max_sigma: float) -> torch.Tensor:
@@ -132,6 +160,11 @@ def augment_image(image: np.ndarray, policy: AugmentPolicy, rng: np.random.Gener
         coarse = (rng.standard_normal((BIAS_GRID, BIAS_GRID)) * rng.uniform(0, policy.bias_field)).astype(np.float32)
         field = np.asarray(Image.fromarray(coarse, mode="F").resize((w, h), Image.Resampling.BILINEAR))
         out = out * np.exp(field)
+    if policy.intensity_remap > 0:
+        knots = np.linspace(0.0, 1.0, CURVE_SEGMENTS + 1)
+        curve = np.concatenate([[0.0], rng.uniform(0, 1, CURVE_SEGMENTS)])
+        if rng.random() < policy.intensity_remap:
+            out = np.interp(np.clip(out, 0, 1), knots, curve).astype(np.float32)
     if policy.gamma != (1.0, 1.0):
         out = np.maximum(out, 1e-6) ** rng.uniform(*policy.gamma)
     out = out * rng.uniform(*policy.brightness)

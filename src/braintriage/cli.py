@@ -85,6 +85,8 @@ def train(
     blur: float = typer.Option(0.0, help="Largest Gaussian blur sigma, pixels; 0 = off."),
     bias_field: float = typer.Option(0.0, help="Largest log-amplitude of a smooth intensity field (coil "
                                                 "shading); 0 = off."),
+    intensity_remap: float = typer.Option(0.0, help="Probability of a random intensity curve that may reorder "
+                                                    "tissue contrasts (as between MRI sequences); 0 = off."),
     seed: int = typer.Option(0),
     device: str = typer.Option("auto", help="auto, cpu, cuda, cuda:1 ..."),
     precision: str = typer.Option("auto", help="bf16, fp32, or auto: bf16 autocast where the GPU or CPU "
@@ -106,7 +108,8 @@ def train(
         from braintriage.train import TrainConfig, train as run_training
 
     policy = AugmentPolicy(zoom=zoom, rotation_degrees=rotation, brightness=brightness, horizontal_flip=hflip,
-                           translate=translate, gamma=gamma, noise=noise, blur=blur, bias_field=bias_field)
+                           translate=translate, gamma=gamma, noise=noise, blur=blur, bias_field=bias_field,
+                           intensity_remap=intensity_remap)
     cfg = TrainConfig(data=str(data), output=str(output), run_dir=str(run_dir), architecture=architecture,
                       labels=labels, image_size=image_size, crop_to_head=crop_to_head, start_size=start_size,
                       epochs=epochs,

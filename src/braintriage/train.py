@@ -407,6 +407,7 @@ def fit(cfg: TrainConfig, data: Prepared, train_idx: np.ndarray, val_idx: np.nda
                "train_loss": loss_sum.item() / max(seen, 1), "train_accuracy": correct.item() / max(seen, 1),
                "val_loss": val_loss, "val_accuracy": m["accuracy"], "val_recall": m["sensitivity"],
                "val_precision": m["precision"], "val_specificity": m["specificity"],
+               "val_roc_auc": m["roc_auc"],
                "seconds": time.time() - t_epoch}
         history.append(row)
         bar.set_postfix(loss=f"{row['train_loss']:.3f}", val_loss=f"{val_loss:.3f}",

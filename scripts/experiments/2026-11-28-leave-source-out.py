@@ -9,14 +9,17 @@ does it find tumors from a source it never saw tumors from?
 
     python scripts/experiments/2026-11-28-leave-source-out.py TRAINING_ROOT OUT_DIR CACHE.npz [CACHE.npz ...]
         [--remap P] [--seeds 2 3]
+    python scripts/experiments/2026-11-28-leave-source-out.py TRAINING_ROOT - CACHE.npz --write-sizes SIZES.json
 
 Each cache is one variant (for example plain and --crop-to-head), trained with the laptop recipe (80 epochs,
 96 -> 200 px, batch 64, seed 2) on the same images; `--remap P` adds the random intensity curve
 (`--intensity-remap P`) to every variant, `--seeds` trains each variant once per seed (the split stays the
 same: its own seed is fixed at 2). Early stopping is off (patience = epochs) and the numbers are given both
 for the last epoch (not chosen on the held-out set) and for the epoch with the lowest held-out loss
-(optimistic). The first runs (session 6, plain and head crop, seed 2) were exploratory, without a rule;
-rules for later comparisons are written in the shell scripts that run them, before they run.
+(optimistic). TRAINING_ROOT may be a SIZES.json instead (what the split needs from the JPEGs: their stored
+sizes), for a GPU machine that carries the cache only. The first runs (session 6, plain and head crop, seed
+2) were exploratory, without a rule; rules for later comparisons are written in the shell scripts that run
+them, before they run.
 """
 
 from __future__ import annotations
@@ -46,9 +49,18 @@ def image_size(path: Path) -> tuple[int, int]:
         return im.size
 
 
+def stored_sizes(root: Path, paths: np.ndarray) -> dict[str, tuple[int, int]]:
+    """Each image's stored (width, height): read from the files under `root`, or from a JSON file written by
+    `--write-sizes` (a GPU machine gets the decoded cache but not the JPEGs)."""
+    if root.suffix == ".json":
+        return {k: tuple(v) for k, v in json.loads(root.read_text()).items()}
+    return {str(p): image_size(root / p) for p in paths}
+
+
 def source_split(decoded: DecodedSet, root: Path, seed: int = 2) -> tuple[np.ndarray, np.ndarray]:
     """Held out: tumors not stored as 512x512, and 20% of the normals' near-duplicate groups; whole groups."""
-    square_512 = np.array([image_size(root / p) == (512, 512) for p in decoded.paths])
+    sizes = stored_sizes(root, decoded.paths)
+    square_512 = np.array([sizes[str(p)] == (512, 512) for p in decoded.paths])
     normal_groups = np.unique(decoded.groups[decoded.tumor == 0])
     rng = np.random.default_rng(seed)
     held_normal_groups = rng.choice(normal_groups, round(0.2 * len(normal_groups)), replace=False)
@@ -100,5 +112,11 @@ if __name__ == "__main__":
     parser.add_argument("caches", nargs="+")
     parser.add_argument("--remap", type=float, default=0.0)
     parser.add_argument("--seeds", type=int, nargs="+", default=[2])
+    parser.add_argument("--write-sizes", help="only write the images' stored sizes to this JSON file (for "
+                                              "a machine without the JPEGs: pass it as TRAINING_ROOT there)")
     args = parser.parse_args()
+    if args.write_sizes:
+        paths = DecodedSet.load(args.caches[0]).paths
+        Path(args.write_sizes).write_text(json.dumps(stored_sizes(Path(args.root), paths)))
+        raise SystemExit(0)
     main(args.root, args.out_dir, args.caches, args.remap, tuple(args.seeds))

@@ -12,6 +12,10 @@
 # tumor-verdict number better; docs/model.md): adopt --crop-to-head for the bundled recipe if the pooled
 # out-of-fold binary log loss of P(tumor) is lower than the plain run's AND pooled specificity at 0.5 is not
 # lower (`python scripts/experiments/compare_cv.py OUT/cv-plain/cv.json OUT/cv-plain-crop/cv.json`).
+# REMAP=0.5 adds the random intensity curve (--intensity-remap 0.5) to both, for when the leave-source-out
+# proxy (gpu-issue7-lso.sh) adopts it. Rule, fixed in session 7: the proxy measures the gain on other
+# sources, this checks the cost on Training's own: adopt it for the bundled recipe if, against the plain run
+# without it, pooled specificity at 0.5 is not lower and the pooled binary log loss of P(tumor) not higher.
 set -u
 OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
 export PYTHONPATH=$PWD/src PYTHONUNBUFFERED=1
@@ -20,10 +24,11 @@ EP=150; FOLDS=5; Q=()
 recipe=(--arch resnet18-w32 --labels type --image-size 200 --epochs "$EP" --batch-size 128 --lr 2e-3
         --weight-decay 0.05 --patience 40 --zoom 0.75 1.3 --rotation 15 --translate 0.1 --gamma 0.6 1.6
         --noise 0.03 --brightness 0.6 1.5 --seed 2 --folds "$FOLDS" "${Q[@]}")
-CACHE=.devdata/training-200.npz; CROP_ARGS=(); NAME=""
-[ "${CROP:-0}" = 1 ] && CACHE=.devdata/training-200-head.npz && CROP_ARGS=(--crop-to-head) && NAME=-crop
+CACHE=.devdata/training-200.npz; VARIANT_ARGS=(); NAME=""
+[ "${CROP:-0}" = 1 ] && CACHE=.devdata/training-200-head.npz && VARIANT_ARGS=(--crop-to-head) && NAME=-crop
+[ -n "${REMAP:-}" ] && VARIANT_ARGS+=(--intensity-remap "$REMAP") && NAME=$NAME-remap$REMAP
 for variant in plain$NAME ema$NAME; do
-  extra=("${CROP_ARGS[@]}"); [ "${variant#ema}" != "$variant" ] && extra+=(--ema-decay 0.998)
+  extra=("${VARIANT_ARGS[@]}"); [ "${variant#ema}" != "$variant" ] && extra+=(--ema-decay 0.998)
   echo "== $variant"
   timeout 280 python3 -m braintriage train "$CACHE" "${recipe[@]}" "${extra[@]}" \
     --run-dir "$OUT/cv-$variant" > "$OUT/cv-$variant.log" 2>&1

@@ -88,3 +88,26 @@ def test_crop_setting_travels_with_the_config_and_old_models_do_not_crop():
     config = PreprocessConfig(size=64, crop_to_head=True)
     assert PreprocessConfig.from_dict(config.to_dict()) == config
     assert PreprocessConfig.from_dict({"size": 64}).crop_to_head is False  # model files written before it
+
+
+def test_equalize_undoes_contrast_differences_and_keeps_the_background_black():
+    """The same head windowed darkly or brightly (any monotonic curve) reaches the model as nearly the same
+    picture with equalisation, and as clearly different pictures without; black stays black; blank and
+    flat images pass unchanged; old model files do not equalise."""
+    head = synthetic_slice(128, seed=3, lesion=True).astype(np.float32) / 255
+    renderings = [Image.fromarray((255 * x).round().astype(np.uint8)) for x in (head ** 1.8, 0.6 * head ** 0.5)]
+    plain = [preprocess(r, PreprocessConfig(size=64)).astype(float) for r in renderings]
+    equal = [preprocess(r, PreprocessConfig(size=64, equalize=True)).astype(float) for r in renderings]
+    assert np.abs(plain[0] - plain[1]).mean() > 20
+    assert np.abs(equal[0] - equal[1]).mean() < 3
+    from scipy.ndimage import binary_erosion
+
+    outside = binary_erosion(synthetic_slice(64) == 0, iterations=2)  # background, off the blurred rim
+    inside = binary_erosion(synthetic_slice(64) > 0, iterations=2)
+    assert equal[0][outside].max() == 0 and 110 < equal[0][inside].mean() < 150  # tissue spread over the range
+    config = PreprocessConfig(size=64, equalize=True)
+    for a in (np.zeros((100, 100), np.uint8), np.full((100, 100), 128, np.uint8)):
+        assert np.array_equal(preprocess(Image.fromarray(a), config), preprocess(Image.fromarray(a),
+                                                                                  PreprocessConfig(size=64)))
+    assert PreprocessConfig.from_dict(config.to_dict()) == config
+    assert PreprocessConfig.from_dict({"size": 64}).equalize is False

@@ -11,7 +11,7 @@ does it find tumors from a source it never saw tumors from?
         [--remap P] [--seeds 2 3]
     python scripts/experiments/2026-11-28-leave-source-out.py TRAINING_ROOT - CACHE.npz --write-sizes SIZES.json
 
-Each cache is one variant (for example plain and --crop-to-head), trained with the laptop recipe (80 epochs,
+Each cache is one variant (for example plain, --crop-to-head and --equalize), trained with the laptop recipe (80 epochs,
 96 -> 200 px, batch 64, seed 2) on the same images; `--remap P` adds the random intensity curve
 (`--intensity-remap P`) to every variant, `--seeds` trains each variant once per seed (the split stays the
 same: its own seed is fixed at 2). Early stopping is off (patience = epochs) and the numbers are given both
@@ -83,10 +83,10 @@ def main(root: str, out_dir: str, caches: list[str], remap: float = 0.0, seeds: 
 
 
 def run_variant(root: str, out: Path, cache: str, remap: float, seed: int, name: str) -> dict:
-    crop = DecodedSet.load(cache).preprocess.crop_to_head
+    pre = DecodedSet.load(cache).preprocess  # the variant's preprocessing (crop, equalisation) is the cache's
     recipe = dict(RECIPE, seed=seed, patience=RECIPE["epochs"],
                   augment=dataclasses.replace(RECIPE["augment"], intensity_remap=remap))
-    cfg = TrainConfig(data=cache, crop_to_head=crop, run_dir=str(out), **recipe)
+    cfg = TrainConfig(data=cache, crop_to_head=pre.crop_to_head, equalize=pre.equalize, run_dir=str(out), **recipe)
     data = prepare_data(cfg)
     train_idx, held_idx = source_split(data.decoded, Path(root))
     y = data.decoded.tumor[held_idx]
@@ -94,7 +94,7 @@ def run_variant(root: str, out: Path, cache: str, remap: float, seed: int, name:
     p = tumor_probability(fitted.val_logits)[0].cpu().numpy()
     last = fitted.history[-1]
     return {
-        "crop_to_head": crop, "intensity_remap": remap, "seed": seed,
+        "crop_to_head": pre.crop_to_head, "equalize": pre.equalize, "intensity_remap": remap, "seed": seed,
         "train_images": len(train_idx), "held_out_tumors": int(y.sum()),
         "held_out_normals": int((y == 0).sum()),
         "best_epoch": fitted.best_row["epoch"], "best_held_out_loss": fitted.best_loss,

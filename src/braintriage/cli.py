@@ -61,6 +61,8 @@ def train(
     image_size: int = typer.Option(200, help="Square input size in pixels."),
     crop_to_head: bool = typer.Option(False, help="Crop each image to the head's bounding box before padding "
                                                   "and resizing (the model file records it)."),
+    equalize: bool = typer.Option(False, help="Histogram-equalise each image's foreground (the model file "
+                                              "records it)."),
     start_size: Optional[int] = typer.Option(
         None, help="Progressive resizing: train the first half of the epochs at this size, growing to "
                    "--image-size by 90% (faster; validation always at --image-size)."),
@@ -111,7 +113,8 @@ def train(
                            translate=translate, gamma=gamma, noise=noise, blur=blur, bias_field=bias_field,
                            intensity_remap=intensity_remap)
     cfg = TrainConfig(data=str(data), output=str(output), run_dir=str(run_dir), architecture=architecture,
-                      labels=labels, image_size=image_size, crop_to_head=crop_to_head, start_size=start_size,
+                      labels=labels, image_size=image_size, crop_to_head=crop_to_head, equalize=equalize,
+                      start_size=start_size,
                       epochs=epochs,
                       batch_size=batch_size, lr=lr, weight_decay=weight_decay, label_smoothing=label_smoothing,
                       ema_decay=ema_decay, val_fraction=val_fraction,
@@ -131,6 +134,7 @@ def cache(
     split: str = typer.Option("training", help="training or testing, for a seed-layout root."),
     image_size: int = typer.Option(200),
     crop_to_head: bool = typer.Option(False, help="Crop each image to the head's bounding box first."),
+    equalize: bool = typer.Option(False, help="Histogram-equalise each image's foreground."),
 ) -> None:
     """Decode and preprocess a dataset once into a portable cache file (train on it anywhere)."""
     with user_errors():
@@ -138,7 +142,7 @@ def cache(
         from braintriage.datasets import load_dataset
         from braintriage.preprocess import PreprocessConfig
 
-        config = PreprocessConfig(size=image_size, crop_to_head=crop_to_head)
+        config = PreprocessConfig(size=image_size, crop_to_head=crop_to_head, equalize=equalize)
         decoded = decode_dataset(load_dataset(data, split), config)
     for p, msg in decoded.errors:
         typer.echo(f"skipped unreadable image {p}: {msg}", err=True)

@@ -36,6 +36,10 @@ class PreprocessConfig:
     # Crop to the head's bounding box first, so a scan framed tightly and one with wide black margins (other
     # scanners, other export settings) reach the model at the same scale. Off in models trained before it.
     crop_to_head: bool = False
+    # Histogram-equalise the foreground's intensities, so scans windowed, weighted or exported differently
+    # reach the model with one intensity distribution (any monotonic contrast difference is undone; background
+    # stays black). Off in models trained before it.
+    equalize: bool = False
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -84,6 +88,21 @@ def head_box(im: Image.Image) -> tuple[int, int, int, int] | None:
     return box
 
 
+EQUALIZE_LEVEL = 0.05  # foreground: brighter than the background by this much of the way to the 99th percentile
+
+
+def equalize_foreground(im: Image.Image) -> Image.Image:
+    """Histogram equalisation with the histogram of the foreground only (the black background would
+    otherwise take half the output range): pixels at or below the foreground's darkest level become 0."""
+    a = np.asarray(im)
+    ring = np.concatenate([a[:2].ravel(), a[-2:].ravel(), a[:, :2].ravel(), a[:, -2:].ravel()])
+    background, bright = float(np.median(ring)), float(np.percentile(a, 99))
+    mask = a > background + EQUALIZE_LEVEL * (bright - background)
+    if bright <= background or mask.mean() < 0.01:
+        return im  # blank, flat or a speck: nothing to equalise
+    return ImageOps.equalize(im, Image.fromarray(mask.astype(np.uint8) * 255))
+
+
 _RESAMPLE = {"bilinear": Image.Resampling.BILINEAR, "bicubic": Image.Resampling.BICUBIC}
 
 
@@ -128,11 +147,14 @@ def to_grayscale(im: Image.Image) -> Image.Image:
 
 
 def preprocess(im: Image.Image, config: PreprocessConfig = PreprocessConfig()) -> np.ndarray:
-    """Grayscale PIL image -> uint8 array (size, size): cropped to the head (if configured), padded to a
-    square, then resized."""
+    """Grayscale PIL image -> uint8 array (size, size): equalised and cropped to the head (if configured),
+    padded to a square, then resized."""
     if im.mode != "L":
         im = to_grayscale(im)
-    if config.crop_to_head and (box := head_box(im)) is not None:
+    box = head_box(im) if config.crop_to_head else None  # found on the image as stored
+    if config.equalize:
+        im = equalize_foreground(im)
+    if box is not None:
         im = im.crop(box)
     if config.keep_aspect and im.width != im.height:
         side = max(im.width, im.height)

@@ -48,6 +48,7 @@ class TrainConfig:
     labels: str = "auto"  # "type": predict tumor type (P(tumor) = 1 - P(no tumor)); "binary"; "auto"
     image_size: int = 200
     crop_to_head: bool = False  # preprocessing: crop each image to the head's bounding box first
+    equalize: bool = False  # preprocessing: histogram-equalise each image's foreground
     start_size: int | None = None  # progressive resizing: early epochs train at this size, growing to image_size
     epochs: int = 60
     batch_size: int = 64
@@ -110,7 +111,7 @@ def train_size_at(epoch: int, cfg: TrainConfig) -> int:
 
 def preprocess_config(cfg: TrainConfig) -> PreprocessConfig:
     """How images become model inputs; stored in the model file, so the runtime does the same."""
-    return PreprocessConfig(size=cfg.image_size, crop_to_head=cfg.crop_to_head)
+    return PreprocessConfig(size=cfg.image_size, crop_to_head=cfg.crop_to_head, equalize=cfg.equalize)
 
 
 def load_training_data(cfg: TrainConfig, log=print) -> DecodedSet:
@@ -344,6 +345,7 @@ def fit(cfg: TrainConfig, data: Prepared, train_idx: np.ndarray, val_idx: np.nda
     run_key = f"{decoded.fingerprint}:{split_hash}:{cfg.epochs}:{cfg.batch_size}:{cfg.seed}:{world}"
     run_key += f":ema {cfg.ema_decay}" if cfg.ema_decay else ""
     run_key += ":head" if decoded.preprocess.crop_to_head else ""
+    run_key += ":equalize" if decoded.preprocess.equalize else ""
     if cfg.resume and checkpoint is not None and checkpoint.exists():
         state = torch.load(checkpoint, map_location=device, weights_only=True)  # tensors and plain data only
         if state["run_key"] != run_key:

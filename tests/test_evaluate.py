@@ -106,6 +106,7 @@ def test_model_card_is_generated_from_measured_numbers(seed_data, small_testing_
     for heading in ("## Intended use", "## Training data", "## Evaluation", "## Known failure modes and limits"):
         assert heading in text
     assert "not a diagnosis" in text and "pediatric" in text and "2D slices" in text
+    assert "grayscale, padded to a square, resized to" in text  # no crop or equalisation: none recorded
     m, ci = metrics["metrics"]["accuracy"], metrics["ci95"]["accuracy"]
     assert f"| accuracy | {m:.3f} ({ci[0]:.3f}-{ci[1]:.3f}) |" in text
     t, tu = metrics["type_accuracy"], metrics["unleaked"]["type_accuracy"]

@@ -69,6 +69,13 @@ def _shift_sentence(report: dict) -> str:
             f"{missed_un:.1%}, against {missed_all:.1%} of all test tumors.")
 
 
+def _preprocess_steps(preprocess: dict) -> str:
+    """The optional preprocessing steps a model file records, in the order `preprocess` applies them."""
+    steps = [("equalize", "histogram-equalised (foreground)"), ("crop_to_head", "cropped to the head"),
+             ("keep_aspect", "padded to a square")]
+    return "".join(f"{text}, " for key, text in steps if preprocess.get(key, key == "keep_aspect"))
+
+
 def model_card(metadata: dict, report: dict, model_path: str | Path = BUNDLED_MODEL) -> str:
     t = metadata["training"]
     cfg = t.get("config", {})
@@ -95,7 +102,8 @@ def model_card(metadata: dict, report: dict, model_path: str | Path = BUNDLED_MO
         f"{metadata.get('weights_dtype', '?')}, safetensors with JSON metadata; loading never unpickles).",
         f"- Architecture: `{metadata['architecture']}` ({params / 1e6:.2f}M parameters), trained from scratch; "
         f"package version {metadata.get('package_version', '?')}.",
-        f"- Input: one 2D slice, grayscale, padded to a square and resized to {size}x{size}; "
+        f"- Input: one 2D slice, grayscale, {_preprocess_steps(metadata['input']['preprocess'])}resized to "
+        f"{size}x{size}; "
         f"normalised with mean {metadata['input']['normalization']['mean']:.4f}, "
         f"std {metadata['input']['normalization']['std']:.4f}.",
         f"- Output: {metadata['output']} over {', '.join(metadata['class_names'])}; "

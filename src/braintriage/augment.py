@@ -3,10 +3,10 @@
 The default policy is the original study's: zoom, rotation (+/-10 degrees), brightness (0.6-1.5) and
 horizontal flips. Translation, a contrast (gamma) curve, noise, blur, a bias field (coil shading) and a random
 intensity curve (tissue contrasts reordered, as between MRI sequences) are there for the harder shift to scans
-from other scanners and sites; they are off by default. Never vertical
-flips (the brain is not top/bottom symmetric) and never shear (it distorts anatomy): every geometric
-transform here is a similarity (rotation x uniform scale x optional left-right mirror), built as one affine
-matrix per image and applied with `grid_sample`, so CPU and GPU share the code.
+from other scanners and sites; they are off by default. Never vertical flips (the brain is not top/bottom
+symmetric) and never shear (it distorts anatomy): every geometric transform here is a similarity (rotation x
+uniform scale x optional left-right mirror), built as one affine matrix per image and applied with
+`grid_sample`, so CPU and GPU share the code.
 """
 
 from __future__ import annotations

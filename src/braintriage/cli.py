@@ -114,9 +114,8 @@ def train(
                            intensity_remap=intensity_remap)
     cfg = TrainConfig(data=str(data), output=str(output), run_dir=str(run_dir), architecture=architecture,
                       labels=labels, image_size=image_size, crop_to_head=crop_to_head, equalize=equalize,
-                      start_size=start_size,
-                      epochs=epochs,
-                      batch_size=batch_size, lr=lr, weight_decay=weight_decay, label_smoothing=label_smoothing,
+                      start_size=start_size, epochs=epochs, batch_size=batch_size, lr=lr,
+                      weight_decay=weight_decay, label_smoothing=label_smoothing,
                       ema_decay=ema_decay, val_fraction=val_fraction,
                       patience=patience, target_sensitivity=target_sensitivity, seed=seed, device=device,
                       precision=precision, compile=compile, calibrate=calibrate, resume=resume,

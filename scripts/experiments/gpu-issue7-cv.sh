@@ -16,6 +16,8 @@
 # proxy (gpu-issue7-lso.sh) adopts it. Rule, fixed in session 7: the proxy measures the gain on other
 # sources, this checks the cost on Training's own: adopt it for the bundled recipe if, against the plain run
 # without it, pooled specificity at 0.5 is not lower and the pooled binary log loss of P(tumor) not higher.
+# EQ=1 runs them on .devdata/training-200-eq.npz with --equalize instead (adopted by the proxy's rule in
+# session 7; carry that cache alone: it and the plain one together exceed 64 MiB). The same rule as REMAP's.
 set -u
 OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
 export PYTHONPATH=$PWD/src PYTHONUNBUFFERED=1
@@ -26,6 +28,7 @@ recipe=(--arch resnet18-w32 --labels type --image-size 200 --epochs "$EP" --batc
         --noise 0.03 --brightness 0.6 1.5 --seed 2 --folds "$FOLDS" "${Q[@]}")
 CACHE=.devdata/training-200.npz; VARIANT_ARGS=(); NAME=""
 [ "${CROP:-0}" = 1 ] && CACHE=.devdata/training-200-head.npz && VARIANT_ARGS=(--crop-to-head) && NAME=-crop
+[ "${EQ:-0}" = 1 ] && CACHE=.devdata/training-200-eq.npz && VARIANT_ARGS+=(--equalize) && NAME=$NAME-eq
 [ -n "${REMAP:-}" ] && VARIANT_ARGS+=(--intensity-remap "$REMAP") && NAME=$NAME-remap$REMAP
 for variant in plain$NAME ema$NAME; do
   extra=("${VARIANT_ARGS[@]}"); [ "${variant#ema}" != "$variant" ] && extra+=(--ema-decay 0.998)

@@ -69,7 +69,8 @@ def source_split(decoded: DecodedSet, root: Path, seed: int = 2) -> tuple[np.nda
     return np.flatnonzero(~held), np.flatnonzero(held)
 
 
-def main(root: str, out_dir: str, caches: list[str], remap: float = 0.0, seeds: tuple[int, ...] = (2,)) -> None:
+def main(root: str, out_dir: str, caches: list[str], remap: float = 0.0, seeds: tuple[int, ...] = (2,),
+         epochs: int = RECIPE["epochs"]) -> None:
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     results_file = out / "leave_source_out.json"
@@ -77,14 +78,14 @@ def main(root: str, out_dir: str, caches: list[str], remap: float = 0.0, seeds: 
     for seed in seeds:
         for cache in caches:
             name = Path(cache).stem + (f"-remap{remap:g}" if remap else "") + (f"-seed{seed}" if seed != 2 else "")
-            results[name] = run_variant(root, out, cache, remap, seed, name)
+            results[name] = run_variant(root, out, cache, remap, seed, name, epochs)
             print(json.dumps(results[name], indent=2), flush=True)
             results_file.write_text(json.dumps(results, indent=2))
 
 
-def run_variant(root: str, out: Path, cache: str, remap: float, seed: int, name: str) -> dict:
+def run_variant(root: str, out: Path, cache: str, remap: float, seed: int, name: str, epochs: int) -> dict:
     pre = DecodedSet.load(cache).preprocess  # the variant's preprocessing (crop, equalisation) is the cache's
-    recipe = dict(RECIPE, seed=seed, patience=RECIPE["epochs"],
+    recipe = dict(RECIPE, seed=seed, epochs=epochs, patience=epochs,
                   augment=dataclasses.replace(RECIPE["augment"], intensity_remap=remap))
     cfg = TrainConfig(data=cache, crop_to_head=pre.crop_to_head, equalize=pre.equalize, run_dir=str(out), **recipe)
     data = prepare_data(cfg)
@@ -112,6 +113,7 @@ if __name__ == "__main__":
     parser.add_argument("caches", nargs="+")
     parser.add_argument("--remap", type=float, default=0.0)
     parser.add_argument("--seeds", type=int, nargs="+", default=[2])
+    parser.add_argument("--epochs", type=int, default=RECIPE["epochs"], help="fewer only for dry runs")
     parser.add_argument("--write-sizes", help="only write the images' stored sizes to this JSON file (for "
                                               "a machine without the JPEGs: pass it as TRAINING_ROOT there)")
     args = parser.parse_args()
@@ -119,4 +121,4 @@ if __name__ == "__main__":
         paths = DecodedSet.load(args.caches[0]).paths
         Path(args.write_sizes).write_text(json.dumps(stored_sizes(Path(args.root), paths)))
         raise SystemExit(0)
-    main(args.root, args.out_dir, args.caches, args.remap, tuple(args.seeds))
+    main(args.root, args.out_dir, args.caches, args.remap, tuple(args.seeds), args.epochs)

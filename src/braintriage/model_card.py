@@ -12,6 +12,7 @@ from braintriage import ood
 from braintriage.metrics import METRIC_NAMES
 from braintriage.modelfile import BUNDLED_MODEL
 from braintriage.models import build_model, count_parameters
+from braintriage.preprocess import PreprocessConfig
 
 
 def _f(v) -> str:
@@ -70,10 +71,12 @@ def _shift_sentence(report: dict) -> str:
 
 
 def _preprocess_steps(preprocess: dict) -> str:
-    """The optional preprocessing steps a model file records, in the order `preprocess` applies them."""
-    steps = [("equalize", "histogram-equalised (foreground)"), ("crop_to_head", "cropped to the head"),
-             ("keep_aspect", "padded to a square")]
-    return "".join(f"{text}, " for key, text in steps if preprocess.get(key, key == "keep_aspect"))
+    """The optional preprocessing steps a model file records, in the order `preprocess` applies them
+    (settings a model file lacks take PreprocessConfig's defaults, as at prediction time)."""
+    config = PreprocessConfig.from_dict(preprocess)
+    steps = [(config.equalize, "histogram-equalised (foreground)"), (config.crop_to_head, "cropped to the head"),
+             (config.keep_aspect, "padded to a square")]
+    return "".join(f"{text}, " for on, text in steps if on)
 
 
 def model_card(metadata: dict, report: dict, model_path: str | Path = BUNDLED_MODEL) -> str:

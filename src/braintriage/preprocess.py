@@ -61,6 +61,13 @@ HEAD_MIN_PART = 0.1
 HEAD_MARGIN = 0.04
 
 
+def background_and_bright(a: np.ndarray) -> tuple[float, float]:
+    """The background level (the median of a 2-pixel border ring: scans have black or near-black margins)
+    and the bright level (the 99th percentile) of a grayscale image, for the head crop and the equalisation."""
+    ring = np.concatenate([a[:2].ravel(), a[-2:].ravel(), a[:, :2].ravel(), a[:, -2:].ravel()])
+    return float(np.median(ring)), float(np.percentile(a, 99))
+
+
 def head_box(im: Image.Image) -> tuple[int, int, int, int] | None:
     """(left, top, right, bottom) of the head in a grayscale image, or None where no head-like region is
     found (a blank image, one bright everywhere, or a speck: those are left whole)."""
@@ -68,8 +75,7 @@ def head_box(im: Image.Image) -> tuple[int, int, int, int] | None:
 
     step = 4 if min(im.width, im.height) >= 64 else 1
     small = np.asarray(im.reduce(step) if step > 1 else im, dtype=np.float32)
-    ring = np.concatenate([small[:2].ravel(), small[-2:].ravel(), small[:, :2].ravel(), small[:, -2:].ravel()])
-    background, bright = float(np.median(ring)), float(np.percentile(small, 99))
+    background, bright = background_and_bright(small)
     if bright <= background:
         return None
     mask = small > background + HEAD_LEVEL * (bright - background)
@@ -95,8 +101,7 @@ def equalize_foreground(im: Image.Image) -> Image.Image:
     """Histogram equalisation with the histogram of the foreground only (the black background would
     otherwise take half the output range): pixels at or below the foreground's darkest level become 0."""
     a = np.asarray(im)
-    ring = np.concatenate([a[:2].ravel(), a[-2:].ravel(), a[:, :2].ravel(), a[:, -2:].ravel()])
-    background, bright = float(np.median(ring)), float(np.percentile(a, 99))
+    background, bright = background_and_bright(a)
     mask = a > background + EQUALIZE_LEVEL * (bright - background)
     if bright <= background or mask.mean() < 0.01:
         return im  # blank, flat or a speck: nothing to equalise

@@ -1,3 +1,5 @@
+from dataclasses import fields
+
 import numpy as np
 import pytest
 from PIL import Image
@@ -111,3 +113,16 @@ def test_equalize_undoes_contrast_differences_and_keeps_the_background_black():
                                                                                   PreprocessConfig(size=64)))
     assert PreprocessConfig.from_dict(config.to_dict()) == config
     assert PreprocessConfig.from_dict({"size": 64}).equalize is False
+
+
+def test_every_preprocessing_setting_changes_the_cache_and_resume_key():
+    # A cache file or checkpoint made with other preprocessing must never be taken for this one's.
+    base = PreprocessConfig()
+    changed = [PreprocessConfig(size=128), PreprocessConfig(keep_aspect=False), PreprocessConfig(pad_value=9),
+               PreprocessConfig(resample="nearest"), PreprocessConfig(crop_to_head=True),
+               PreprocessConfig(equalize=True)]
+    assert len(changed) == len(fields(PreprocessConfig))  # a new setting needs its line here
+    assert len({base.key(), *(c.key() for c in changed)}) == 1 + len(changed)
+    assert PreprocessConfig(size=128).key() == PreprocessConfig(size=128).key()
+    # Cache files made before the key existed keep their names.
+    assert PreprocessConfig(crop_to_head=True, equalize=True).key() == "200-pad-bilinear-head-eq"

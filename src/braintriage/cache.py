@@ -131,10 +131,7 @@ def cached_decode(ds: Dataset, config: PreprocessConfig, cache_dir: Path | None 
                   log=print) -> DecodedSet:
     """Decode `ds`, or load it from the cache when this fingerprint and preprocessing were seen before."""
     fingerprint = ds.fingerprint()
-    key = f"{fingerprint[:16]}-{config.size}-{'pad' if config.keep_aspect else 'stretch'}-{config.resample}"
-    key += "-head" if config.crop_to_head else ""
-    key += "-eq" if config.equalize else ""
-    path = (cache_dir or default_cache_dir()) / f"decoded-{key}.npz"
+    path = (cache_dir or default_cache_dir()) / f"decoded-{fingerprint[:16]}-{config.key()}.npz"
     if path.exists():
         return DecodedSet.load(path)
     log(f"decoding {len(ds)} images into {path} (once)")

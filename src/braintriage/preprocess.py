@@ -48,6 +48,21 @@ class PreprocessConfig:
     def from_dict(cls, d: dict) -> "PreprocessConfig":
         return cls(**{f.name: d[f.name] for f in fields(cls) if f.name in d})  # keys it lacks keep defaults
 
+    def key(self) -> str:
+        """These settings in a few characters, for cache file names and resume checks: size, padding and
+        resampling, then every other setting that is not at its default (so a new setting, off, leaves the
+        names of existing cache files alone)."""
+        parts = [str(self.size), "pad" if self.keep_aspect else "stretch", self.resample]
+        default = PreprocessConfig()
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if f.name not in ("size", "keep_aspect", "resample") and value != getattr(default, f.name):
+                parts.append(_SHORT_NAMES[f.name] if value is True and f.name in _SHORT_NAMES else f"{f.name}{value}")
+        return "-".join(parts)
+
+
+_SHORT_NAMES = {"crop_to_head": "head", "equalize": "eq"}  # the names cache files had before key() existed
+
 
 # The head is where a 4x-downsampled (so, smoothed) image is brighter than its background (the median of a
 # border ring) by HEAD_LEVEL of the way to its 99th percentile. Bright parts within HEAD_BRIDGE downsampled

@@ -344,12 +344,11 @@ def fit(cfg: TrainConfig, data: Prepared, train_idx: np.ndarray, val_idx: np.nda
     split_hash = hashlib.sha256(train_idx.tobytes()).hexdigest()[:16]
     run_key = f"{decoded.fingerprint}:{split_hash}:{cfg.epochs}:{cfg.batch_size}:{cfg.seed}:{world}"
     run_key += f":ema {cfg.ema_decay}" if cfg.ema_decay else ""
-    run_key += ":head" if decoded.preprocess.crop_to_head else ""
-    run_key += ":equalize" if decoded.preprocess.equalize else ""
+    run_key += f":{decoded.preprocess.key()}"
     if cfg.resume and checkpoint is not None and checkpoint.exists():
         state = torch.load(checkpoint, map_location=device, weights_only=True)  # tensors and plain data only
         if state["run_key"] != run_key:
-            raise ValueError(f"{checkpoint} belongs to another run (data, split, epochs, batch size or seed)")
+            raise ValueError(f"{checkpoint} belongs to another run (data, preprocessing, split, epochs, batch size or seed)")
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         schedule.load_state_dict(state["schedule"])

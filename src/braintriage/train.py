@@ -239,10 +239,11 @@ class Fitted:
     history: list[dict]
     best_row: dict
     best_loss: float
-    val_logits: torch.Tensor
+    val_logits: torch.Tensor  # of the best checkpoint
     mean: float
     std: float
     steps: int
+    last_val_logits: torch.Tensor  # of the last epoch run (the same as val_logits when it was the best)
 
 
 def save_checkpoint(path: Path, state: dict) -> None:
@@ -441,9 +442,10 @@ def fit(cfg: TrainConfig, data: Prepared, train_idx: np.ndarray, val_idx: np.nda
             log(f"stopping after epoch {epoch + 1}" + (" (no better validation loss)" if stale else ""))
             break
     bar.close()
+    last_val_logits = val_logits
     model.load_state_dict(best)
     val_logits = predict_logits(model, val_u8, mean, std, val_batch, bf16)
-    return Fitted(model, history, best_row, best_loss, val_logits, mean, std, step)
+    return Fitted(model, history, best_row, best_loss, val_logits, mean, std, step, last_val_logits)
 
 
 def fit_temperature(logits: torch.Tensor, targets: torch.Tensor) -> float:

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Session 8 (no GPU lent). Run only if the leave-source-out proxy adopts the head crop + intensity curve
-# (2026-11-28-leave-source-out-crop-remap.sh, seeds 4 and 5). Written, with its rule, while those runs were
-# still training, before any of their results.
+# (2026-11-28-leave-source-out-crop-remap.sh, seeds 4 and 5: not adopted; or its second rule, at the
+# specificity-0.95 operating point, 2026-11-28-leave-source-out-crop-remap-spec95.sh, seeds 6 and 7).
+# Written, with its rule, while the seed-4 runs were still training, before any of their results.
 # Candidate: the bundled recipe (seed 2, so the bundled model's grouped validation split) plus --crop-to-head
 # and --intensity-remap 0.5, on the 2-core CPU in bf16, made to fit one session as session 3's CPU candidate
 # was: progressive resizing 128 -> 200 px, batch 64, patience 60 (about 40 minutes).

@@ -175,6 +175,24 @@ def test_a_killed_run_resumes_to_the_same_steps_and_weights(tmp_path, ema):
     assert [r["val_loss"] for r in a["history"]] == pytest.approx([r["val_loss"] for r in b["history"]], rel=1e-5)
 
 
+def test_resuming_a_run_from_its_final_checkpoint_finishes_without_training(tmp_path):
+    """A run killed after its last checkpoint but before writing the model: --resume has no epoch left."""
+    import subprocess
+    import sys
+
+    cache = tiny_type_cache(tmp_path, per_class=8)
+    args = [sys.executable, "-m", "braintriage", "train", str(cache), "--image-size", "48", "--arch", "seed-cnn",
+            "--epochs", "3", "--batch-size", "8", "--val-fraction", "0.25", "--patience", "100", "--seed", "3",
+            "--checkpoint-seconds", "0", "--output", str(tmp_path / "m.safetensors"), "--run-dir", str(tmp_path / "r")]
+    first = subprocess.run(args, capture_output=True, text=True, timeout=600)
+    assert first.returncode == 0, first.stderr
+    assert torch.load(tmp_path / "r" / "checkpoint.pt", weights_only=True)["epoch"] == 3
+    history = read_metadata(tmp_path / "m.safetensors")["history"]
+    (tmp_path / "m.safetensors").unlink()
+    resumed = subprocess.run([*args, "--resume"], capture_output=True, text=True, timeout=600)
+    assert resumed.returncode == 0, resumed.stderr
+    assert read_metadata(tmp_path / "m.safetensors")["history"] == history
+
 def test_progressive_resizing_starts_small_and_ends_at_full_size():
     from braintriage.train import train_size_at
 

@@ -341,6 +341,7 @@ def fit(cfg: TrainConfig, data: Prepared, train_idx: np.ndarray, val_idx: np.nda
     aug_gen = gen if world == 1 else torch.Generator(device=device).manual_seed(cfg.seed + 1 + rank)
 
     history, best, best_loss, best_row, stale, step, first_epoch = [], None, float("inf"), None, 0, 0, 0
+    val_logits = None
     # A run is the same run if it trains on the same images in the same split.
     split_hash = hashlib.sha256(train_idx.tobytes()).hexdigest()[:16]
     run_key = f"{decoded.fingerprint}:{split_hash}:{cfg.epochs}:{cfg.batch_size}:{cfg.seed}:{world}"
@@ -349,7 +350,8 @@ def fit(cfg: TrainConfig, data: Prepared, train_idx: np.ndarray, val_idx: np.nda
     if cfg.resume and checkpoint is not None and checkpoint.exists():
         state = torch.load(checkpoint, map_location=device, weights_only=True)  # tensors and plain data only
         if state["run_key"] != run_key:
-            raise ValueError(f"{checkpoint} belongs to another run (data, preprocessing, split, epochs, batch size or seed)")
+            raise ValueError(f"{checkpoint} belongs to another run "
+                             "(data, preprocessing, split, epochs, batch size or seed)")
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         schedule.load_state_dict(state["schedule"])
@@ -442,7 +444,9 @@ def fit(cfg: TrainConfig, data: Prepared, train_idx: np.ndarray, val_idx: np.nda
             log(f"stopping after epoch {epoch + 1}" + (" (no better validation loss)" if stale else ""))
             break
     bar.close()
-    last_val_logits = val_logits
+    # The last epoch's validation outputs; a run resumed from its final checkpoint ran no epoch here.
+    last_val_logits = val_logits if val_logits is not None else predict_logits(eval_model, val_u8, mean, std,
+                                                                                val_batch, bf16)
     model.load_state_dict(best)
     val_logits = predict_logits(model, val_u8, mean, std, val_batch, bf16)
     return Fitted(model, history, best_row, best_loss, val_logits, mean, std, step, last_val_logits)

@@ -17,10 +17,10 @@ Each cache is one variant (for example plain, --crop-to-head and --equalize), tr
 same: its own seed is fixed at 2). Early stopping is off (patience = epochs) and the numbers are given both
 for the last epoch (not chosen on the held-out set) and for the epoch with the lowest held-out loss
 (optimistic); at the last epoch also at the threshold that keeps 95% of the held-out normals right, with
-each held-out image's P(tumor) (session 8 on). TRAINING_ROOT may be a SIZES.json instead (what the split needs from the JPEGs: their stored
-sizes), for a GPU machine that carries the cache only. The first runs (session 6, plain and head crop, seed
-2) were exploratory, without a rule; rules for later comparisons are written in the shell scripts that run
-them, before they run.
+each held-out image's P(tumor) (session 8 on). TRAINING_ROOT may be a SIZES.json instead (what the split
+needs from the JPEGs: their stored sizes), for a GPU machine that carries the cache only. The first runs
+(session 6, plain and head crop, seed 2) were exploratory, without a rule; rules for later comparisons are
+written in the shell scripts that run them, before they run.
 """
 
 from __future__ import annotations

@@ -20,7 +20,9 @@ The candidate replaces the bundled model if all hold:
   2. on the shared grouped validation split (seed 2, 410 images): the candidate's sensitivity at its own
      threshold >= 0.99 and specificity >= 0.95;
   3. on the same split, its tumor-type accuracy is at most 0.02 (8 images) below the bundled model's.
-`Testing` is scored once afterwards, whatever the outcome.
+`Testing` is scored once afterwards, whatever the outcome. It can only veto, never choose: a replacement that
+fell below the floor the bundled model's acceptance test holds it to (issue 5: `Testing` accuracy >= 0.88 and
+sensitivity >= 0.85, tests/test_predict.py) would not ship, and the bundled model would stay.
 """
 
 from __future__ import annotations

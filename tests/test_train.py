@@ -7,9 +7,10 @@ import torch
 from PIL import Image
 
 from braintriage.augment import AugmentPolicy
+from braintriage.cache import DecodedSet
 from braintriage.datasets import load_dataset
 from braintriage.modelfile import read_metadata
-from braintriage.train import TrainConfig, fit_temperature, train
+from braintriage.train import TrainConfig, fit_temperature, model_validation_split, train
 from conftest import blocks, tiny_type_cache
 
 NO_AUGMENT = AugmentPolicy(zoom=(1, 1), rotation_degrees=0, brightness=(1, 1))
@@ -246,3 +247,21 @@ def test_a_model_trained_on_head_crops_crops_at_prediction_too(tmp_path, monkeyp
     assert np.abs(narrow.image.astype(float) - wide.image.astype(float)).mean() < 8  # resampling noise only
     assert (narrow.image > 20).mean() > 0.5  # the head fills the model's view, not a fifth of it
     assert narrow.tumor_probability == pytest.approx(wide.tumor_probability, abs=0.05)
+
+
+def test_a_models_validation_split_is_rebuilt_from_its_metadata_and_only_for_its_own_data(tmp_path):
+    """Scripts that score a trained model afterwards (TTA, adoption rules) must see the images it was chosen on."""
+    cache = tiny_type_cache(tmp_path / "a", per_class=8)
+    cfg = TrainConfig(data=str(cache), output=str(tmp_path / "m.safetensors"), run_dir=str(tmp_path / "run"),
+                      architecture="seed-cnn", image_size=48, epochs=1, batch_size=8, val_fraction=0.25,
+                      augment=NO_AUGMENT, seed=5)
+    train(cfg, log=lambda *_: None)
+    meta = read_metadata(tmp_path / "m.safetensors")
+    decoded = DecodedSet.load(cache)
+    val_idx = model_validation_split(meta, decoded)
+    stored = meta["validation_metrics"]
+    assert len(val_idx) == meta["training"]["validation_images"] == stored["n"]
+    assert int(decoded.tumor[val_idx].sum()) == stored["n_tumor"]
+    other = DecodedSet.load(tiny_type_cache(tmp_path / "b", per_class=9))
+    with pytest.raises(ValueError, match="not the data"):
+        model_validation_split(meta, other)

@@ -42,7 +42,7 @@ from braintriage.cache import DecodedSet  # noqa: E402
 from braintriage.inference import Predictor  # noqa: E402
 from braintriage.metrics import binary_metrics  # noqa: E402
 from braintriage.modelfile import read_metadata  # noqa: E402
-from braintriage.train import grouped_split  # noqa: E402
+from braintriage.train import model_validation_split  # noqa: E402
 
 BASE_CV, CAND_CV = ROOT / "runs/cv-cpu-oof/cv.json", ROOT / "runs/cv-cpu-crop-remap/cv.json"
 BUNDLED, CANDIDATE = ROOT / "src/braintriage/assets/default-model.onnx", ROOT / "runs/cpu-crop-remap-candidate/model.onnx"
@@ -62,14 +62,11 @@ def pooled(cv_json: Path) -> tuple[list[int], float]:
 def validation(model: Path) -> dict:
     meta = read_metadata(model)
     decoded = DecodedSet.load(CACHES[model])
-    if decoded.fingerprint != meta["training"]["data_fingerprint"]:
-        raise SystemExit(f"{CACHES[model]} is not the data {model} was trained on")
-    cfg = meta["training"]["config"]
-    _, val_idx = grouped_split(decoded, cfg["val_fraction"], cfg["seed"])
+    val_idx = model_validation_split(meta, decoded)
     predictor = Predictor(model)
     p, types, _ = predictor.predict_arrays(decoded.images[val_idx])
     m = binary_metrics(decoded.tumor[val_idx], p, predictor.threshold)
-    return {"split_seed": cfg["seed"], "images": len(val_idx), "threshold": predictor.threshold,
+    return {"split_seed": meta["training"]["config"]["seed"], "images": len(val_idx), "threshold": predictor.threshold,
             "sensitivity": float(m["sensitivity"]), "specificity": float(m["specificity"]),
             "type_accuracy": float((types.argmax(1) == decoded.tumor_type[val_idx]).mean()),
             "validation_ids": val_idx.tolist()}

@@ -34,7 +34,7 @@ from braintriage.inference import Predictor  # noqa: E402
 from braintriage.metrics import binary_metrics  # noqa: E402
 from braintriage.modelfile import read_metadata  # noqa: E402
 from braintriage.preprocess import PreprocessConfig, decode_image, preprocess  # noqa: E402
-from braintriage.train import grouped_split  # noqa: E402
+from braintriage.train import model_validation_split  # noqa: E402
 
 
 def rerender(im: Image.Image, longest: int, quality: int) -> Image.Image:
@@ -53,10 +53,8 @@ def main() -> None:
     ap.add_argument("--json")
     args = ap.parse_args()
     meta = read_metadata(args.model)
-    cfg = meta["training"]["config"]
     decoded = DecodedSet.load(args.cache)
-    assert decoded.fingerprint == meta["training"]["data_fingerprint"], "cache is not the model's training data"
-    _, val_idx = grouped_split(decoded, cfg["val_fraction"], cfg["seed"])
+    val_idx = model_validation_split(meta, decoded)
     predictor = Predictor(args.model)
     config = PreprocessConfig.from_dict(meta["input"]["preprocess"])
     root = Path(args.root)

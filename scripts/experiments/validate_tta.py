@@ -23,7 +23,7 @@ from braintriage.cache import DecodedSet  # noqa: E402
 from braintriage.inference import Predictor  # noqa: E402
 from braintriage.metrics import binary_metrics  # noqa: E402
 from braintriage.modelfile import read_metadata, update_metadata  # noqa: E402
-from braintriage.train import grouped_split  # noqa: E402
+from braintriage.train import model_validation_split  # noqa: E402
 
 
 def scores(predictor: Predictor, decoded: DecodedSet, idx: np.ndarray) -> dict:
@@ -43,10 +43,7 @@ def main() -> None:
     args = ap.parse_args()
     meta = read_metadata(args.model)
     decoded = DecodedSet.load(args.training_cache)
-    if decoded.fingerprint != meta["training"]["data_fingerprint"]:
-        raise SystemExit("the cache is not the data this model was trained on")
-    cfg = meta["training"]["config"]
-    _, val_idx = grouped_split(decoded, cfg["val_fraction"], cfg["seed"])
+    val_idx = model_validation_split(meta, decoded)
     results = {}
     for tta in ([], ["horizontal_flip"]):
         plain = Predictor(args.model)

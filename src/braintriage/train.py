@@ -138,6 +138,15 @@ def grouped_split(decoded: DecodedSet, val_fraction: float, seed: int) -> tuple[
     return next(grouped_folds(decoded, max(2, round(1 / val_fraction)), seed))
 
 
+def model_validation_split(metadata: dict, decoded: DecodedSet) -> np.ndarray:
+    """The validation indices a trained model was chosen on, rebuilt from its metadata (seed and fraction), for
+    scoring it afterwards on images it did not train on. Refuses data that is not what it was trained on."""
+    if decoded.fingerprint != metadata["training"]["data_fingerprint"]:
+        raise ValueError("these images are not the data this model was trained on (data fingerprints differ)")
+    cfg = metadata["training"]["config"]
+    return grouped_split(decoded, cfg["val_fraction"], cfg["seed"])[1]
+
+
 def class_weights(targets: np.ndarray, num_classes: int) -> torch.Tensor:
     """'Balanced' weights n / (k * count): the minority 'no tumor' class counts as much as the rest."""
     counts = np.bincount(targets, minlength=num_classes).astype(np.float64)

@@ -8,19 +8,19 @@ grouped validation split cannot imitate. Here the model trains on the 512x512 tu
 does it find tumors from a source it never saw tumors from?
 
     python scripts/experiments/2026-11-28-leave-source-out.py TRAINING_ROOT OUT_DIR CACHE.npz [CACHE.npz ...]
-        [--remap P] [--seeds 2 3]
+        [--remap P] [--blur S] [--bias-field B] [--seeds 2 3]
     python scripts/experiments/2026-11-28-leave-source-out.py TRAINING_ROOT - CACHE.npz --write-sizes SIZES.json
 
-Each cache is one variant (for example plain, --crop-to-head and --equalize), trained with the laptop recipe (80 epochs,
-96 -> 200 px, batch 64, seed 2) on the same images; `--remap P` adds the random intensity curve
-(`--intensity-remap P`) to every variant, `--seeds` trains each variant once per seed (the split stays the
-same: its own seed is fixed at 2). Early stopping is off (patience = epochs) and the numbers are given both
-for the last epoch (not chosen on the held-out set) and for the epoch with the lowest held-out loss
-(optimistic); at the last epoch also at the threshold that keeps 95% of the held-out normals right, with
-each held-out image's P(tumor) (session 8 on). TRAINING_ROOT may be a SIZES.json instead (what the split
-needs from the JPEGs: their stored sizes), for a GPU machine that carries the cache only. The first runs
-(session 6, plain and head crop, seed 2) were exploratory, without a rule; rules for later comparisons are
-written in the shell scripts that run them, before they run.
+Each cache is one variant (for example plain, --crop-to-head and --equalize), trained with the laptop recipe (80
+epochs, 96 -> 200 px, batch 64, seed 2) on the same images; `--remap P` adds the random intensity curve
+(`--intensity-remap P`) to every variant, `--blur S` and `--bias-field B` blur and coil shading (session 9),
+`--seeds` trains each variant once per seed (the split stays the same: its own seed is fixed at 2). Early stopping
+is off (patience = epochs) and the numbers are given both for the last epoch (not chosen on the held-out set) and
+for the epoch with the lowest held-out loss (optimistic); at the last epoch also at the threshold that keeps 95% of
+the held-out normals right, with each held-out image's P(tumor) (session 8 on). TRAINING_ROOT may be a SIZES.json
+instead (what the split needs from the JPEGs: their stored sizes), for a GPU machine that carries the cache only.
+The first runs (session 6, plain and head crop, seed 2) were exploratory, without a rule; rules for later
+comparisons are written in the shell scripts that run them, before they run.
 """
 
 from __future__ import annotations
@@ -71,15 +71,17 @@ def source_split(decoded: DecodedSet, root: Path, seed: int = 2) -> tuple[np.nda
 
 
 def main(root: str, out_dir: str, caches: list[str], remap: float = 0.0, seeds: tuple[int, ...] = (2,),
-         epochs: int = RECIPE["epochs"]) -> None:
+         epochs: int = RECIPE["epochs"], blur: float = 0.0, bias_field: float = 0.0) -> None:
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     results_file = out / "leave_source_out.json"
     results = json.loads(results_file.read_text()) if results_file.exists() else {}
     for seed in seeds:
         for cache in caches:
-            name = Path(cache).stem + (f"-remap{remap:g}" if remap else "") + (f"-seed{seed}" if seed != 2 else "")
-            results[name] = run_variant(root, out, cache, remap, seed, name, epochs)
+            name = (Path(cache).stem + (f"-remap{remap:g}" if remap else "") + (f"-blur{blur:g}" if blur else "")
+                    + (f"-bias{bias_field:g}" if bias_field else "") + (f"-seed{seed}" if seed != 2 else ""))
+            augment = dataclasses.replace(RECIPE["augment"], intensity_remap=remap, blur=blur, bias_field=bias_field)
+            results[name] = run_variant(root, out, cache, augment, seed, name, epochs)
             print(json.dumps(results[name], indent=2), flush=True)
             results_file.write_text(json.dumps(results, indent=2))
 
@@ -95,10 +97,10 @@ def found_at_specificity(y: np.ndarray, p: np.ndarray, specificity: float) -> di
             "normals_right": int((p[y == 0] <= threshold).sum())}
 
 
-def run_variant(root: str, out: Path, cache: str, remap: float, seed: int, name: str, epochs: int) -> dict:
+def run_variant(root: str, out: Path, cache: str, augment: AugmentPolicy, seed: int, name: str, epochs: int
+                ) -> dict:
     pre = DecodedSet.load(cache).preprocess  # the variant's preprocessing (crop, equalisation) is the cache's
-    recipe = dict(RECIPE, seed=seed, epochs=epochs, patience=epochs,
-                  augment=dataclasses.replace(RECIPE["augment"], intensity_remap=remap))
+    recipe = dict(RECIPE, seed=seed, epochs=epochs, patience=epochs, augment=augment)
     cfg = TrainConfig(data=cache, crop_to_head=pre.crop_to_head, equalize=pre.equalize, run_dir=str(out), **recipe)
     data = prepare_data(cfg)
     train_idx, held_idx = source_split(data.decoded, Path(root))
@@ -108,7 +110,8 @@ def run_variant(root: str, out: Path, cache: str, remap: float, seed: int, name:
     p_last = tumor_probability(fitted.last_val_logits)[0].cpu().numpy()
     last = fitted.history[-1]
     return {
-        "crop_to_head": pre.crop_to_head, "equalize": pre.equalize, "intensity_remap": remap, "seed": seed,
+        "crop_to_head": pre.crop_to_head, "equalize": pre.equalize, "intensity_remap": augment.intensity_remap,
+        "blur": augment.blur, "bias_field": augment.bias_field, "seed": seed,
         "train_images": len(train_idx), "held_out_tumors": int(y.sum()),
         "held_out_normals": int((y == 0).sum()),
         "best_epoch": fitted.best_row["epoch"], "best_held_out_loss": fitted.best_loss,
@@ -128,6 +131,8 @@ if __name__ == "__main__":
     parser.add_argument("out_dir")
     parser.add_argument("caches", nargs="+")
     parser.add_argument("--remap", type=float, default=0.0)
+    parser.add_argument("--blur", type=float, default=0.0)
+    parser.add_argument("--bias-field", type=float, default=0.0)
     parser.add_argument("--seeds", type=int, nargs="+", default=[2])
     parser.add_argument("--epochs", type=int, default=RECIPE["epochs"], help="fewer only for dry runs")
     parser.add_argument("--write-sizes", help="only write the images' stored sizes to this JSON file (for "
@@ -137,4 +142,4 @@ if __name__ == "__main__":
         paths = DecodedSet.load(args.caches[0]).paths
         Path(args.write_sizes).write_text(json.dumps(stored_sizes(Path(args.root), paths)))
         raise SystemExit(0)
-    main(args.root, args.out_dir, args.caches, args.remap, tuple(args.seeds), args.epochs)
+    main(args.root, args.out_dir, args.caches, args.remap, tuple(args.seeds), args.epochs, args.blur, args.bias_field)

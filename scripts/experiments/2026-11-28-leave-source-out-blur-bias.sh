@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Session 9: blur + bias field on top of head crop + intensity curve, on the leave-source-out proxy.
 # Why: the curve covers how tissues are rendered and the crop how a head is framed; other sources also differ
-# in sharpness (their images are smaller and re-compressed: median longest side 262 px against 512) and in
-# coil shading. Blur (sigma up to 1 px) and a bias field (log-amplitude up to 0.3) were tried once, in session
+# in sharpness (the 171 other-source tumors are stored at other sizes: longest side median 326 px, quartiles
+# 239-442, against 512) and in coil shading. Blur (sigma up to 1 px) and a bias field (log-amplitude up to 0.3) were tried once, in session
 # 3, on the in-source validation split only (one run, not adopted there); the proxy has not seen them.
 #
 # Rule, fixed before the runs: blur + bias field join the candidate recipe (crop + curve + blur + bias field)

@@ -27,13 +27,10 @@ sensitivity >= 0.85, tests/test_predict.py) would not ship, and the bundled mode
 
 from __future__ import annotations
 
-import csv
 import json
 import sys
 from pathlib import Path
 
-import numpy as np
-from sklearn.metrics import log_loss
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "src"))
@@ -43,6 +40,7 @@ from braintriage.inference import Predictor  # noqa: E402
 from braintriage.metrics import binary_metrics  # noqa: E402
 from braintriage.modelfile import read_metadata  # noqa: E402
 from braintriage.train import model_validation_split  # noqa: E402
+from compare_cv import binary_log_loss  # noqa: E402  (beside this script)
 
 BASE_CV, CAND_CV = ROOT / "runs/cv-cpu-oof/cv.json", ROOT / "runs/cv-cpu-crop-remap/cv.json"
 BUNDLED, CANDIDATE = ROOT / "src/braintriage/assets/default-model.onnx", ROOT / "runs/cpu-crop-remap-candidate/model.onnx"
@@ -50,13 +48,10 @@ CACHES = {BUNDLED: ROOT / ".devdata/training-200.npz", CANDIDATE: ROOT / ".devda
 
 
 def pooled(cv_json: Path) -> tuple[list[int], float]:
-    """[normals right, normals called tumor] at 0.5, and the binary log loss, over the out-of-fold rows."""
-    with (cv_json.parent / "oof.csv").open() as f:
-        rows = list(csv.DictReader(f))
-    y = np.array([int(r["tumor"]) for r in rows])
-    p = np.array([float(r["p_tumor"]) for r in rows])
-    normals = p[y == 0]
-    return [int((normals < 0.5).sum()), int((normals >= 0.5).sum())], float(log_loss(y, p, labels=[0, 1]))
+    """[normals right, normals called tumor] at 0.5 (stored in cv.json), and the binary log loss of the
+    out-of-fold P(tumor) (compare_cv.py's)."""
+    at_half = json.loads(cv_json.read_text())["pooled_out_of_fold"]["at_0.5"]
+    return at_half["confusion_matrix"][0], binary_log_loss(str(cv_json))
 
 
 def validation(model: Path) -> dict:

@@ -28,49 +28,18 @@ sensitivity >= 0.85, tests/test_predict.py) would not ship, and the bundled mode
 from __future__ import annotations
 
 import json
-import sys
-from pathlib import Path
 
+from adoption import BUNDLED, BUNDLED_CACHE, PLAIN_CV, ROOT, pooled, validation  # beside this script
 
-ROOT = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(ROOT / "src"))
-
-from braintriage.cache import DecodedSet  # noqa: E402
-from braintriage.inference import Predictor  # noqa: E402
-from braintriage.metrics import binary_metrics  # noqa: E402
-from braintriage.modelfile import read_metadata  # noqa: E402
-from braintriage.train import model_validation_split  # noqa: E402
-from compare_cv import binary_log_loss  # noqa: E402  (beside this script)
-
-BASE_CV, CAND_CV = ROOT / "runs/cv-cpu-oof/cv.json", ROOT / "runs/cv-cpu-crop-remap/cv.json"
-BUNDLED, CANDIDATE = ROOT / "src/braintriage/assets/default-model.onnx", ROOT / "runs/cpu-crop-remap-candidate/model.onnx"
-CACHES = {BUNDLED: ROOT / ".devdata/training-200.npz", CANDIDATE: ROOT / ".devdata/training-200-head.npz"}
-
-
-def pooled(cv_json: Path) -> tuple[list[int], float]:
-    """[normals right, normals called tumor] at 0.5 (stored in cv.json), and the binary log loss of the
-    out-of-fold P(tumor) (compare_cv.py's)."""
-    at_half = json.loads(cv_json.read_text())["pooled_out_of_fold"]["at_0.5"]
-    return at_half["confusion_matrix"][0], binary_log_loss(str(cv_json))
-
-
-def validation(model: Path) -> dict:
-    meta = read_metadata(model)
-    decoded = DecodedSet.load(CACHES[model])
-    val_idx = model_validation_split(meta, decoded)
-    predictor = Predictor(model)
-    p, types, _ = predictor.predict_arrays(decoded.images[val_idx])
-    m = binary_metrics(decoded.tumor[val_idx], p, predictor.threshold)
-    return {"split_seed": meta["training"]["config"]["seed"], "images": len(val_idx), "threshold": predictor.threshold,
-            "sensitivity": float(m["sensitivity"]), "specificity": float(m["specificity"]),
-            "type_accuracy": float((types.argmax(1) == decoded.tumor_type[val_idx]).mean()),
-            "validation_ids": val_idx.tolist()}
+BASE_CV, CAND_CV = PLAIN_CV, ROOT / "runs/cv-cpu-crop-remap/cv.json"
+CANDIDATE = ROOT / "runs/cpu-crop-remap-candidate/model.onnx"
 
 
 def main() -> None:
     (base_normals, base_loss), (cand_normals, cand_loss) = pooled(BASE_CV), pooled(CAND_CV)
     rule1 = cand_normals[0] >= base_normals[0] and cand_loss <= base_loss
-    bundled, candidate = validation(BUNDLED), validation(CANDIDATE)
+    bundled = validation(BUNDLED, BUNDLED_CACHE)
+    candidate = validation(CANDIDATE, ROOT / ".devdata/training-200-head.npz")
     if bundled.pop("validation_ids") != candidate.pop("validation_ids"):
         raise SystemExit("the two models were not validated on the same split: not comparable")
     rule2 = candidate["sensitivity"] >= 0.99 and candidate["specificity"] >= 0.95

@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import json
 
-from adoption import BUNDLED, BUNDLED_CACHE, PLAIN_CV, ROOT, pooled, validation  # beside this script
+from adoption import HEAD_CACHE, PLAIN_CV, ROOT, bundled_and_candidate, pooled  # beside this script
 
 BASE_CV, CAND_CV = PLAIN_CV, ROOT / "runs/cv-cpu-crop-remap/cv.json"
 CANDIDATE = ROOT / "runs/cpu-crop-remap-candidate/model.onnx"
@@ -38,10 +38,7 @@ CANDIDATE = ROOT / "runs/cpu-crop-remap-candidate/model.onnx"
 def main() -> None:
     (base_normals, base_loss), (cand_normals, cand_loss) = pooled(BASE_CV), pooled(CAND_CV)
     rule1 = cand_normals[0] >= base_normals[0] and cand_loss <= base_loss
-    bundled = validation(BUNDLED, BUNDLED_CACHE)
-    candidate = validation(CANDIDATE, ROOT / ".devdata/training-200-head.npz")
-    if bundled.pop("validation_ids") != candidate.pop("validation_ids"):
-        raise SystemExit("the two models were not validated on the same split: not comparable")
+    bundled, candidate = bundled_and_candidate(CANDIDATE, HEAD_CACHE)
     rule2 = candidate["sensitivity"] >= 0.99 and candidate["specificity"] >= 0.95
     rule3 = candidate["type_accuracy"] >= bundled["type_accuracy"] - 0.02
     print(json.dumps({

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import json
 
-from adoption import BUNDLED, BUNDLED_CACHE, PLAIN_CV, ROOT, pooled, validation  # beside this script
+from adoption import HEAD_CACHE, PLAIN_CV, ROOT, bundled_and_candidate, pooled  # beside this script
 
 CAND_CV = ROOT / "runs/cv-cpu-crop-remap0.2-blur-bias/cv.json"
 CANDIDATE = ROOT / "runs/cpu-candidate-curve0.2-blur-bias/model.onnx"
@@ -37,10 +37,7 @@ def main() -> None:
     result = {"1_cv_vs_plain": {"normals right / called tumor at 0.5": [base_normals, cand_normals],
                                 "binary log loss": [round(base_loss, 4), round(cand_loss, 4)], "holds": rule1}}
     if CANDIDATE.exists():
-        bundled = validation(BUNDLED, BUNDLED_CACHE)
-        candidate = validation(CANDIDATE, ROOT / ".devdata/training-200-head.npz")
-        if bundled.pop("validation_ids") != candidate.pop("validation_ids"):
-            raise SystemExit("the two models were not validated on the same split: not comparable")
+        bundled, candidate = bundled_and_candidate(CANDIDATE, HEAD_CACHE)
         rule2 = candidate["sensitivity"] >= 0.99 and candidate["specificity"] >= 0.95
         rule3 = candidate["type_accuracy"] >= bundled["type_accuracy"] - 0.02
         result |= {"2_candidate_validation": {**candidate, "holds": rule2},

@@ -20,6 +20,7 @@ from compare_cv import binary_log_loss  # noqa: E402  (beside this file)
 
 BUNDLED = ROOT / "src/braintriage/assets/default-model.onnx"
 BUNDLED_CACHE = ROOT / ".devdata/training-200.npz"
+HEAD_CACHE = ROOT / ".devdata/training-200-head.npz"  # the same images cropped to the head (--crop-to-head)
 PLAIN_CV = ROOT / "runs/cv-cpu-oof/cv.json"  # the laptop recipe's grouped CV, the baseline of every CV rule
 
 
@@ -44,3 +45,12 @@ def validation(model: Path, cache: Path) -> dict:
             "sensitivity": float(m["sensitivity"]), "specificity": float(m["specificity"]),
             "type_accuracy": float((types.argmax(1) == decoded.tumor_type[val_idx]).mean()),
             "validation_ids": val_idx.tolist()}
+
+
+def bundled_and_candidate(candidate: Path, candidate_cache: Path) -> tuple[dict, dict]:
+    """`validation` of the bundled model and of a candidate, refusing the pair unless both were validated on
+    the same images (a candidate trained with the bundled recipe's seed shares its split)."""
+    bundled, cand = validation(BUNDLED, BUNDLED_CACHE), validation(candidate, candidate_cache)
+    if bundled.pop("validation_ids") != cand.pop("validation_ids"):
+        raise SystemExit("the two models were not validated on the same split: not comparable")
+    return bundled, cand

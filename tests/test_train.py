@@ -1,4 +1,5 @@
 import csv
+import dataclasses
 import json
 from pathlib import Path
 
@@ -73,6 +74,18 @@ def test_grouped_cross_validation_reports_mean_and_spread(real_subset, tmp_path,
     assert all(0 <= float(r["p_tumor"]) <= 1 for r in oof)
     assert all(float(r["p_no_tumor"]) == pytest.approx(1 - float(r["p_tumor"]), abs=1e-5) for r in oof)
     assert all(f["held_out_loss"] > 0 and 0 <= f["type_accuracy"] <= 1 for f in saved["per_fold"])
+    # Interrupted after folds 1 and 3: the same command trains fold 2 only and pools all three.
+    (tmp_path / "cv" / "folds" / "fold-2.json").unlink()
+    (tmp_path / "cv" / "cv.json").unlink()
+    lines = []
+    resumed = train(cfg, log=lines.append)
+    assert [k for k in (1, 2, 3) if any(f"fold {k}/3: finished by an earlier run" in line for line in lines)] == [1, 3]
+    assert any(line.startswith("fold 2/3: ") and "held out" in line for line in lines)
+    assert resumed["per_fold"][0] == saved["per_fold"][0] and resumed["per_fold"][2] == saved["per_fold"][2]
+    assert sum(f["images"] for f in resumed["per_fold"]) == 64
+    # Folds of another recipe are refused, never mixed in.
+    with pytest.raises(ValueError, match="another recipe"):
+        train(dataclasses.replace(cfg, epochs=3), log=lambda *_: None)
     assert saved["pooled_out_of_fold"]["at_specificity_0.95"]["specificity"] >= 0.95
 
 

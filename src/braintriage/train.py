@@ -7,7 +7,8 @@
      (with --ema-decay, of a moving average of the weights instead of the weights themselves)
   5. pick the operating threshold on validation for a target sensitivity; write the model file,
      the per-epoch CSV and the training-curve plot
-`--folds K` runs steps 2-4 K times on grouped folds instead, and reports mean and spread.
+`--folds K` runs steps 2-4 K times on grouped folds instead, and reports mean and spread; each finished fold is
+kept, so the same command run again after an interruption trains only the missing folds.
 """
 
 from __future__ import annotations
@@ -577,12 +578,21 @@ def cross_validate(cfg: TrainConfig, data: Prepared, device: torch.device, log=p
     scored on its held-out groups (at threshold 0.5; held-out loss; tumor-type accuracy). The out-of-fold
     predictions of all images go to RUN_DIR/oof.csv, and the pooled summary names the most sensitive
     threshold that keeps out-of-fold specificity >= 0.95. Early stopping watches the held-out fold too, so
-    the numbers lean slightly optimistic. No model is written: train again without --folds for that."""
+    the numbers lean slightly optimistic. No model is written: train again without --folds for that. Folds
+    finished by an earlier, interrupted run of the same recipe on the same data are read back, not retrained."""
     decoded = data.decoded
+    run_dir = Path(cfg.run_dir)
     per_fold, oof_rows = [], []
     for k, (train_idx, val_idx) in enumerate(grouped_folds(decoded, cfg.folds, cfg.seed)):
+        done = finished_fold(run_dir, k + 1, cfg, decoded.fingerprint)
+        if done is not None:
+            log(f"fold {k + 1}/{cfg.folds}: finished by an earlier run of this recipe, read from {run_dir / 'folds'}")
+            per_fold.append(done["fold"])
+            oof_rows.extend(done["oof_rows"])
+            continue
         log(f"fold {k + 1}/{cfg.folds}: {len(train_idx)} train, {len(val_idx)} held out")
         fitted = fit(cfg, data, train_idx, val_idx, device, desc=f"fold {k + 1}/{cfg.folds}", log=log)
+        fold_rows = []
         p, probs = (t.cpu().numpy() if t is not None else None for t in tumor_probability(fitted.val_logits))
         y = decoded.tumor[val_idx]
         fold = {"fold": k + 1, "images": len(val_idx), "best_epoch": fitted.best_row["epoch"],
@@ -596,7 +606,9 @@ def cross_validate(cfg: TrainConfig, data: Prepared, device: torch.device, log=p
                    "p_tumor": round(float(p[j]), 6)}
             if probs is not None:
                 row.update({f"p_{name}": round(float(probs[j, c]), 6) for c, name in enumerate(TUMOR_TYPES)})
-            oof_rows.append(row)
+            fold_rows.append(row)
+        save_fold(run_dir, fold, fold_rows, cfg, decoded.fingerprint)
+        oof_rows.extend(fold_rows)
     summary = {}
     for name in (*METRIC_NAMES, "held_out_loss", "type_accuracy"):
         values = np.array([f["at_0.5"].get(name, f.get(name, np.nan)) for f in per_fold], dtype=float)
@@ -612,8 +624,6 @@ def cross_validate(cfg: TrainConfig, data: Prepared, device: torch.device, log=p
     result = {"folds": cfg.folds, "grouping": "pHash near-duplicate groups, stratified by type",
               "data_fingerprint": decoded.fingerprint, "preprocess": decoded.preprocess.to_dict(),
               "config": recipe(cfg), "per_fold": per_fold, "summary_at_0.5": summary, "pooled_out_of_fold": pooled}
-    run_dir = Path(cfg.run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "cv.json").write_text(json.dumps(result, indent=2))
     write_csv(oof_rows, run_dir / "oof.csv")
     for name, v in summary.items():
@@ -622,6 +632,29 @@ def cross_validate(cfg: TrainConfig, data: Prepared, device: torch.device, log=p
     log(f"pooled out-of-fold: threshold {threshold:.3f} keeps specificity {at95['specificity']:.3f} with "
         f"sensitivity {at95['sensitivity']:.3f}")
     return result
+
+
+def save_fold(run_dir: Path, fold: dict, oof_rows: list[dict], cfg: TrainConfig, fingerprint: str) -> None:
+    """Keep one finished fold (RUN_DIR/folds/fold-K.json) so that an interrupted cross-validation, run again
+    with the same command, trains only the folds still missing: on a laptop one fold is 10-20 minutes."""
+    (run_dir / "folds").mkdir(parents=True, exist_ok=True)
+    record = {"config": recipe(cfg), "data_fingerprint": fingerprint, "fold": fold, "oof_rows": oof_rows}
+    path = run_dir / "folds" / f"fold-{fold['fold']}.json"
+    path.with_suffix(".tmp").write_text(json.dumps(record))
+    path.with_suffix(".tmp").replace(path)  # a run killed mid-write leaves no half fold behind
+
+
+def finished_fold(run_dir: Path, k: int, cfg: TrainConfig, fingerprint: str) -> dict | None:
+    """Fold k as a previous run of this same recipe on this same data saved it, or None if none did. A fold
+    saved by another recipe or from other data is refused, not mixed in: pick a new --run-dir."""
+    path = run_dir / "folds" / f"fold-{k}.json"
+    if not path.exists():
+        return None
+    record = json.loads(path.read_text())
+    if record["config"] != json.loads(json.dumps(recipe(cfg))) or record["data_fingerprint"] != fingerprint:
+        raise ValueError(f"{path} was saved by another recipe or from other data; use a new --run-dir "
+                         "or delete that folder")
+    return record
 
 
 def calibrate_ood(model_path: str | Path, decoded: DecodedSet, output: str | Path, val_fraction: float = 0.15,

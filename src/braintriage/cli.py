@@ -100,7 +100,8 @@ def train(
                                                         "this often (0: every epoch)."),
     exclude_leaked: Optional[Path] = typer.Option(
         None, help="Drop training images that near-duplicate images of this test dataset."),
-    folds: Optional[int] = typer.Option(None, help="Grouped k-fold cross-validation (no model written); rerun to finish an interrupted one."),
+    folds: Optional[int] = typer.Option(
+        None, help="Grouped k-fold cross-validation (no model written); rerun to finish an interrupted one."),
     max_steps: Optional[int] = typer.Option(None, help="Stop after this many steps (smoke tests)."),
     limit: Optional[int] = typer.Option(None, help="Use a random subset of this many images."),
 ) -> None:

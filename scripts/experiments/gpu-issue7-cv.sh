@@ -18,6 +18,10 @@
 # without it, pooled specificity at 0.5 is not lower and the pooled binary log loss of P(tumor) not higher.
 # EQ=1 runs them on .devdata/training-200-eq.npz with --equalize instead (adopted by the proxy's rule in
 # session 7; carry that cache alone: it and the plain one together exceed 64 MiB). The same rule as REMAP's.
+# BLUR_BIAS=1 adds blur (sigma <= 1 px) and a bias field (0.3), the rest of the proxy's candidate recipe
+# (session 9); e.g. CROP=1 REMAP=0.2 BLUR_BIAS=1, whose 80-epoch laptop CV failed REMAP's rule in session 10
+# with every fold's best epoch at 79-80 of 80: does 150 epochs pay its in-source cost back? The same rule.
+# A run stopped by the timeout keeps its finished folds (RUN_DIR/folds/): the same command run again resumes.
 set -u
 OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
 export PYTHONPATH=$PWD/src PYTHONUNBUFFERED=1
@@ -30,6 +34,7 @@ CACHE=.devdata/training-200.npz; VARIANT_ARGS=(); NAME=""
 [ "${CROP:-0}" = 1 ] && CACHE=.devdata/training-200-head.npz && VARIANT_ARGS=(--crop-to-head) && NAME=-crop
 [ "${EQ:-0}" = 1 ] && CACHE=.devdata/training-200-eq.npz && VARIANT_ARGS+=(--equalize) && NAME=$NAME-eq
 [ -n "${REMAP:-}" ] && VARIANT_ARGS+=(--intensity-remap "$REMAP") && NAME=$NAME-remap$REMAP
+[ "${BLUR_BIAS:-0}" = 1 ] && VARIANT_ARGS+=(--blur 1 --bias-field 0.3) && NAME=$NAME-blur1-bias0.3
 for variant in plain$NAME ema$NAME; do
   extra=("${VARIANT_ARGS[@]}"); [ "${variant#ema}" != "$variant" ] && extra+=(--ema-decay 0.998)
   echo "== $variant"

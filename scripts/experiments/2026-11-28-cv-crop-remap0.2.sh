@@ -12,7 +12,8 @@
 # binary log loss of P(tumor) is not higher (<= 0.0658). Read with
 # `python scripts/experiments/compare_cv.py runs/cv-cpu-oof/cv.json runs/cv-cpu-crop-remap0.2/cv.json`.
 # If it passes, crop + curve 0.2 is the recipe for the next bundled-model candidate. Testing is not looked at.
-# About 65 minutes on the 2-core CPU.
+# About 65 minutes on the 2-core CPU. Session 10: folds 1 and 2 finished before the session ended (kept in
+# runs/cv-cpu-crop-remap0.2/folds/); running this again trains folds 3-5 only.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 test -f .devdata/training-200-head.npz || braintriage cache ../shared/data/brain-tumor-classification-mri \

@@ -29,27 +29,10 @@ from __future__ import annotations
 
 import json
 
-from adoption import HEAD_CACHE, PLAIN_CV, ROOT, bundled_and_candidate, pooled  # beside this script
+from adoption import ROOT, decide  # beside this script; decide spells out rules 1-3 above
 
-BASE_CV, CAND_CV = PLAIN_CV, ROOT / "runs/cv-cpu-crop-remap/cv.json"
+CAND_CV = ROOT / "runs/cv-cpu-crop-remap/cv.json"
 CANDIDATE = ROOT / "runs/cpu-crop-remap-candidate/model.onnx"
 
-
-def main() -> None:
-    (base_normals, base_loss), (cand_normals, cand_loss) = pooled(BASE_CV), pooled(CAND_CV)
-    rule1 = cand_normals[0] >= base_normals[0] and cand_loss <= base_loss
-    bundled, candidate = bundled_and_candidate(CANDIDATE, HEAD_CACHE)
-    rule2 = candidate["sensitivity"] >= 0.99 and candidate["specificity"] >= 0.95
-    rule3 = candidate["type_accuracy"] >= bundled["type_accuracy"] - 0.02
-    print(json.dumps({
-        "1_cv_crop_remap_vs_plain": {"normals right / called tumor at 0.5": [base_normals, cand_normals],
-                                     "binary log loss": [round(base_loss, 4), round(cand_loss, 4)], "holds": rule1},
-        "2_candidate_validation": {**candidate, "holds": rule2},
-        "3_type_accuracy": {"bundled": bundled["type_accuracy"], "candidate": candidate["type_accuracy"],
-                            "holds": rule3},
-        "bundled_validation": bundled,
-        "replace_bundled_model": rule1 and rule2 and rule3}, indent=2))
-
-
 if __name__ == "__main__":
-    main()
+    print(json.dumps(decide(CAND_CV, CANDIDATE), indent=2))

@@ -25,31 +25,10 @@ from __future__ import annotations
 
 import json
 
-from adoption import HEAD_CACHE, PLAIN_CV, ROOT, bundled_and_candidate, pooled  # beside this script
+from adoption import ROOT, decide  # beside this script; decide spells out rules 1-3 above
 
 CAND_CV = ROOT / "runs/cv-cpu-crop-remap0.2-blur-bias/cv.json"
 CANDIDATE = ROOT / "runs/cpu-candidate-curve0.2-blur-bias/model.onnx"
 
-
-def main() -> None:
-    (base_normals, base_loss), (cand_normals, cand_loss) = pooled(PLAIN_CV), pooled(CAND_CV)
-    rule1 = cand_normals[0] >= base_normals[0] and cand_loss <= base_loss
-    result = {"1_cv_vs_plain": {"normals right / called tumor at 0.5": [base_normals, cand_normals],
-                                "binary log loss": [round(base_loss, 4), round(cand_loss, 4)], "holds": rule1}}
-    if CANDIDATE.exists():
-        bundled, candidate = bundled_and_candidate(CANDIDATE, HEAD_CACHE)
-        rule2 = candidate["sensitivity"] >= 0.99 and candidate["specificity"] >= 0.95
-        rule3 = candidate["type_accuracy"] >= bundled["type_accuracy"] - 0.02
-        result |= {"2_candidate_validation": {**candidate, "holds": rule2},
-                   "3_type_accuracy": {"bundled": bundled["type_accuracy"], "candidate": candidate["type_accuracy"],
-                                       "holds": rule3},
-                   "bundled_validation": bundled}
-    else:  # rule 1 failed, so the candidate was not trained
-        rule2 = rule3 = False
-        result["candidate"] = f"{CANDIDATE.relative_to(ROOT)} not trained"
-    result["replace_bundled_model"] = rule1 and rule2 and rule3
-    print(json.dumps(result, indent=2))
-
-
 if __name__ == "__main__":
-    main()
+    print(json.dumps(decide(CAND_CV, CANDIDATE), indent=2))

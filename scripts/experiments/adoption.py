@@ -1,6 +1,7 @@
 """The two measurements the bundled-model adoption rules read (scripts/experiments/2026-11-28-adopt-*.py):
 the pooled out-of-fold tumor verdict of a grouped cross-validation, and a model's numbers on its own grouped
-validation split. Each adoption script keeps its own rule; this file only measures."""
+validation split; and `decide`, the rule sessions 9-11 adopted a candidate by (each dated adoption script
+says why that rule and which cross-validation and candidate it reads)."""
 
 from __future__ import annotations
 
@@ -22,6 +23,10 @@ BUNDLED = ROOT / "src/braintriage/assets/default-model.onnx"
 BUNDLED_CACHE = ROOT / ".devdata/training-200.npz"
 HEAD_CACHE = ROOT / ".devdata/training-200-head.npz"  # the same images cropped to the head (--crop-to-head)
 PLAIN_CV = ROOT / "runs/cv-cpu-oof/cv.json"  # the laptop recipe's grouped CV, the baseline of every CV rule
+# Its pooled numbers as docs/model.md records them (sessions 4 and 6): [normals right, normals called tumor] at
+# 0.5 and the binary log loss of P(tumor). Used when the run folder is not on this machine (a fresh checkout in
+# session 11 had lost runs/); the rules were written against these numbers.
+PLAIN_CV_RECORDED = ([361, 34], 0.0658)
 
 
 def pooled(cv_json: Path) -> tuple[list[int], float]:
@@ -29,6 +34,11 @@ def pooled(cv_json: Path) -> tuple[list[int], float]:
     out-of-fold P(tumor) (compare_cv.py's)."""
     at_half = json.loads(cv_json.read_text())["pooled_out_of_fold"]["at_0.5"]
     return at_half["confusion_matrix"][0], binary_log_loss(str(cv_json))
+
+
+def plain_pooled() -> tuple[list[int], float]:
+    """`pooled` of the plain cross-validation, from its run folder if present, else as recorded."""
+    return pooled(PLAIN_CV) if PLAIN_CV.exists() else PLAIN_CV_RECORDED
 
 
 def validation(model: Path, cache: Path) -> dict:
@@ -54,3 +64,31 @@ def bundled_and_candidate(candidate: Path, candidate_cache: Path) -> tuple[dict,
     if bundled.pop("validation_ids") != cand.pop("validation_ids"):
         raise SystemExit("the two models were not validated on the same split: not comparable")
     return bundled, cand
+
+
+def decide(cand_cv: Path, candidate: Path) -> dict:
+    """The rule: the candidate (trained with the bundled recipe's seed, so on its validation split) replaces the
+    bundled model if all hold:
+      1. its recipe's laptop grouped CV (`cand_cv`) against the plain one, same folds: pooled specificity at 0.5
+         not lower AND pooled binary log loss of P(tumor) not higher;
+      2. on the shared grouped validation split (seed 2, 410 images): the candidate's sensitivity at its own
+         threshold >= 0.99 and specificity >= 0.95;
+      3. on the same split, its tumor-type accuracy is at most 0.02 (8 images) below the bundled model's.
+    A candidate is only trained when 1 holds; without it, 2 and 3 count as failed."""
+    (base_normals, base_loss), (cand_normals, cand_loss) = plain_pooled(), pooled(cand_cv)
+    rule1 = cand_normals[0] >= base_normals[0] and cand_loss <= base_loss
+    result = {"1_cv_vs_plain": {"normals right / called tumor at 0.5": [base_normals, cand_normals],
+                                "binary log loss": [round(base_loss, 4), round(cand_loss, 4)], "holds": rule1}}
+    if candidate.exists():
+        bundled, cand = bundled_and_candidate(candidate, HEAD_CACHE)
+        rule2 = cand["sensitivity"] >= 0.99 and cand["specificity"] >= 0.95
+        rule3 = cand["type_accuracy"] >= bundled["type_accuracy"] - 0.02
+        result |= {"2_candidate_validation": {**cand, "holds": rule2},
+                   "3_type_accuracy": {"bundled": bundled["type_accuracy"], "candidate": cand["type_accuracy"],
+                                       "holds": rule3},
+                   "bundled_validation": bundled}
+    else:
+        rule2 = rule3 = False
+        result["candidate"] = f"{candidate.relative_to(ROOT)} not trained"
+    result["replace_bundled_model"] = rule1 and rule2 and rule3
+    return result

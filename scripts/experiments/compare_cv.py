@@ -2,7 +2,8 @@
 CANDIDATE/cv.json`. Prints per-fold held-out loss, specificity and sensitivity at 0.5 and tumor-type
 accuracy side by side, how many folds the candidate's held-out loss is lower in, and the pooled out-of-fold
 numbers (with the binary log loss of P(tumor), from the oof.csv beside each cv.json); the adoption rules in
-the experiment scripts are read off this table."""
+the experiment scripts are read off this table. With one cv.json (`python compare_cv.py CANDIDATE/cv.json`, for
+when the baseline's run folder is not on this machine) it prints that run's numbers alone."""
 
 from __future__ import annotations
 
@@ -23,6 +24,21 @@ def binary_log_loss(cv_json: str) -> float:
     with (Path(cv_json).parent / "oof.csv").open() as f:
         rows = list(csv.DictReader(f))
     return log_loss([int(r["tumor"]) for r in rows], [float(r["p_tumor"]) for r in rows], labels=[0, 1])
+
+
+def show_one(path: str) -> None:
+    run = load(path)
+    print("fold | held-out loss | specificity at 0.5 | sensitivity at 0.5 | type acc | best epoch")
+    for f in run["per_fold"]:
+        print(f"{f['fold']} | {f['held_out_loss']:.3f} | {f['at_0.5']['specificity']:.3f} | "
+              f"{f['at_0.5']['sensitivity']:.3f} | {f.get('type_accuracy', float('nan')):.3f} | "
+              f"{f.get('best_epoch', '?')}")
+    print(f"mean held-out loss {run['summary_at_0.5']['held_out_loss']['mean']:.4f}")
+    for key in ("at_0.5", "at_specificity_0.95"):
+        p = run["pooled_out_of_fold"][key]
+        print(f"pooled {key}: threshold {p['threshold']:.3f}; specificity {p['specificity']:.3f} "
+              f"{p['confusion_matrix'][0]}; sensitivity {p['sensitivity']:.3f} {p['confusion_matrix'][1]}")
+    print(f"pooled binary log loss of P(tumor): {binary_log_loss(path):.4f}")
 
 
 def main(base_path: str, candidate_path: str) -> None:
@@ -50,4 +66,7 @@ def main(base_path: str, candidate_path: str) -> None:
 
 
 if __name__ == "__main__":
-    main(*sys.argv[1:3])
+    if len(sys.argv) == 2:
+        show_one(sys.argv[1])
+    else:
+        main(*sys.argv[1:3])

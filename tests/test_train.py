@@ -61,6 +61,9 @@ def test_grouped_cross_validation_reports_mean_and_spread(real_subset, tmp_path,
     saved = json.loads((tmp_path / "cv" / "cv.json").read_text())
     assert saved["folds"] == 3 and len(saved["per_fold"]) == 3
     assert saved["preprocess"]["size"] == 48 and saved["config"]["epochs"] == 2  # what was cross-validated
+    # which processor trained each fold: the same seed gives other numbers on another one
+    assert len(saved["hardware"]) == 1 and "torch" in saved["hardware"][0]
+    assert all(f["hardware"] == saved["hardware"][0] for f in saved["per_fold"])
     assert sum(f["images"] for f in saved["per_fold"]) == 64
     for name in ("accuracy", "sensitivity", "specificity"):
         s = result["summary_at_0.5"][name]

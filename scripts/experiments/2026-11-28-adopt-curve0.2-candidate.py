@@ -6,9 +6,11 @@ result, before the candidate was trained, and before any `Testing` score of it.
     python scripts/experiments/2026-11-28-adopt-curve0.2-candidate.py
 
 The same rule as sessions 9 and 10 (`adoption.decide`): the CV not worse than plain at 0.5 in specificity and
-binary log loss; validation sensitivity >= 0.99 and specificity >= 0.95; tumor-type accuracy at most 0.02 below
-the bundled model's. Other sources are the leave-source-out proxy's part (crop + curve 0.2: 206 of 370
-other-source tumors found at specificity 0.95 against 173 plain), which the in-source numbers cannot see.
+binary log loss (against both plain runs, session 4's on a Xeon and session 11's on this session's EPYC, as
+2026-11-28-cv-plain-rerun.sh says); validation sensitivity >= 0.99 and specificity >= 0.95; tumor-type
+accuracy at most 0.02 below the bundled model's. Other sources are the leave-source-out proxy's part (crop +
+curve 0.2: 206 of 370 other-source tumors found at specificity 0.95 against 173 plain), which the in-source
+numbers cannot see.
 `Testing` is scored once afterwards, whatever the outcome, and can only veto: a replacement below the floors
 the shipped model's tests hold it to (tests/test_predict.py: `Testing` accuracy >= 0.88 and sensitivity >= 0.85;
 tests/test_ood.py: the listed non-MRI inputs flagged and false alarms on `Testing` < 0.07) would not ship.
@@ -18,10 +20,9 @@ from __future__ import annotations
 
 import json
 
-from adoption import ROOT, decide  # beside this script; decide spells out the rule
+from adoption import ROOT, cv_record, decide  # beside this script; decide spells out the rule
 
-CAND_CV = ROOT / "runs/cv-cpu-crop-remap0.2/cv.json"
 CANDIDATE = ROOT / "runs/cpu-candidate-curve0.2/model.onnx"
 
 if __name__ == "__main__":
-    print(json.dumps(decide(CAND_CV, CANDIDATE), indent=2))
+    print(json.dumps(decide(cv_record("cv-cpu-crop-remap0.2"), CANDIDATE, cv_record("cv-cpu-plain-epyc")), indent=2))

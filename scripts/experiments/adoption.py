@@ -66,19 +66,34 @@ def bundled_and_candidate(candidate: Path, candidate_cache: Path) -> tuple[dict,
     return bundled, cand
 
 
-def decide(cand_cv: Path, candidate: Path) -> dict:
+def cv_record(name: str) -> Path:
+    """A cross-validation's cv.json: the run folder's if on this machine, else the committed record
+    (docs/cv-runs/NAME.json, record_cv.py)."""
+    run = ROOT / "runs" / name / "cv.json"
+    return run if run.exists() else ROOT / "docs/cv-runs" / f"{name}.json"
+
+
+def decide(cand_cv: Path, candidate: Path, other_plain_cv: Path | None = None) -> dict:
     """The rule: the candidate (trained with the bundled recipe's seed, so on its validation split) replaces the
     bundled model if all hold:
       1. its recipe's laptop grouped CV (`cand_cv`) against the plain one, same folds: pooled specificity at 0.5
-         not lower AND pooled binary log loss of P(tumor) not higher;
+         not lower AND pooled binary log loss of P(tumor) not higher (against `other_plain_cv` as well, a plain
+         run on the candidate CV's processor, when given);
       2. on the shared grouped validation split (seed 2, 410 images): the candidate's sensitivity at its own
          threshold >= 0.99 and specificity >= 0.95;
       3. on the same split, its tumor-type accuracy is at most 0.02 (8 images) below the bundled model's.
     A candidate is only trained when 1 holds; without it, 2 and 3 count as failed."""
-    (base_normals, base_loss), (cand_normals, cand_loss) = plain_pooled(), pooled(cand_cv)
-    rule1 = cand_normals[0] >= base_normals[0] and cand_loss <= base_loss
-    result = {"1_cv_vs_plain": {"normals right / called tumor at 0.5": [base_normals, cand_normals],
-                                "binary log loss": [round(base_loss, 4), round(cand_loss, 4)], "holds": rule1}}
+    cand_normals, cand_loss = pooled(cand_cv)
+    plains = {"plain (session 4)": plain_pooled()}
+    if other_plain_cv is not None:
+        plains[other_plain_cv.stem if other_plain_cv.stem != "cv" else other_plain_cv.parent.name] = \
+            pooled(other_plain_cv)
+    result, rule1 = {}, True
+    for name, (base_normals, base_loss) in plains.items():
+        holds = cand_normals[0] >= base_normals[0] and cand_loss <= base_loss
+        rule1 &= holds
+        result[f"1_cv_vs_{name}"] = {"normals right / called tumor at 0.5": [base_normals, cand_normals],
+                                    "binary log loss": [round(base_loss, 4), round(cand_loss, 4)], "holds": holds}
     if candidate.exists():
         bundled, cand = bundled_and_candidate(candidate, HEAD_CACHE)
         rule2 = cand["sensitivity"] >= 0.99 and cand["specificity"] >= 0.95

@@ -20,7 +20,11 @@ def load(path: str) -> dict:
 
 
 def binary_log_loss(cv_json: str) -> float:
-    """Mean binary cross-entropy of the out-of-fold P(tumor): how well the tumor verdict itself is scored."""
+    """Mean binary cross-entropy of the out-of-fold P(tumor): how well the tumor verdict itself is scored.
+    Read from the record if it holds it (docs/cv-runs/, record_cv.py), else computed from oof.csv beside it."""
+    recorded = load(cv_json)["pooled_out_of_fold"].get("binary_log_loss")
+    if recorded is not None:
+        return recorded
     with (Path(cv_json).parent / "oof.csv").open() as f:
         rows = list(csv.DictReader(f))
     return log_loss([int(r["tumor"]) for r in rows], [float(r["p_tumor"]) for r in rows], labels=[0, 1])

@@ -19,6 +19,7 @@ import hashlib
 import json
 import math
 import os
+import platform
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -88,6 +89,24 @@ def native_bf16(device: torch.device) -> bool:
         return torch.cuda.is_bf16_supported()
     caps = torch.cpu.get_capabilities() if hasattr(torch.cpu, "get_capabilities") else {}
     return bool(caps.get("amx_bf16") or caps.get("avx512_bf16"))
+
+
+def hardware_name(device: torch.device) -> str:
+    """The processor a run trained on: the same seed gives different weights on another processor (other
+    kernels round differently, and training amplifies it), so runs compared number for number name theirs."""
+    if device.type == "cuda":
+        name = torch.cuda.get_device_name(device)
+    else:
+        name = next((line.split(":", 1)[1].strip() for line in _cpuinfo_lines() if line.startswith("model name")),
+                    platform.processor() or "unknown CPU")
+    return name
+
+
+def _cpuinfo_lines() -> list[str]:
+    try:
+        return Path("/proc/cpuinfo").read_text().splitlines()
+    except OSError:  # not Linux
+        return []
 
 
 def use_bf16(precision: str, device: torch.device) -> bool:
@@ -544,7 +563,7 @@ def _train(cfg: TrainConfig, dist_info: Distributed, device: torch.device, t_sta
             "excluded_leaked_images": data.excluded_leaked,
             "validation_split": f"grouped by pHash near-duplicates, stratified, fraction {cfg.val_fraction}",
             "epochs_run": len(history), "steps": fitted.steps, "seconds": round(train_seconds, 1),
-            "device": torch.cuda.get_device_name(device) if on_cuda else "cpu",
+            "device": hardware_name(device),
             "processes": dist_info.world,
             "torch": torch.__version__,
             "config": recipe(cfg),
@@ -595,8 +614,10 @@ def cross_validate(cfg: TrainConfig, data: Prepared, device: torch.device, log=p
         fold_rows = []
         p, probs = (t.cpu().numpy() if t is not None else None for t in tumor_probability(fitted.val_logits))
         y = decoded.tumor[val_idx]
-        fold = {"fold": k + 1, "images": len(val_idx), "best_epoch": fitted.best_row["epoch"],
-                "held_out_loss": fitted.best_loss, "at_0.5": binary_metrics(y, p, 0.5)}
+        fold = {"fold": k + 1, "images": len(val_idx),
+                "hardware": f"{hardware_name(device)}, torch {torch.__version__}",
+                "best_epoch": fitted.best_row["epoch"], "held_out_loss": fitted.best_loss,
+                "at_0.5": binary_metrics(y, p, 0.5)}
         if probs is not None:
             fold["type_accuracy"] = float((probs.argmax(1) == decoded.tumor_type[val_idx]).mean())
         per_fold.append(fold)
@@ -621,7 +642,11 @@ def cross_validate(cfg: TrainConfig, data: Prepared, device: torch.device, log=p
     threshold = threshold_for_specificity(y_all, p_all, 0.95)
     pooled = {"at_0.5": binary_metrics(y_all, p_all, 0.5),
               "at_specificity_0.95": binary_metrics(y_all, p_all, threshold)}
-    result = {"folds": cfg.folds, "grouping": "pHash near-duplicate groups, stratified by type",
+    # A resumed run may have trained its folds on different machines; same seed, other numbers (hardware_name)
+    hardware = sorted({f.get("hardware", "not recorded") for f in per_fold})
+    if len(hardware) > 1:
+        log(f"note: the folds were trained on different hardware: {'; '.join(hardware)}")
+    result = {"folds": cfg.folds, "grouping": "pHash near-duplicate groups, stratified by type", "hardware": hardware,
               "data_fingerprint": decoded.fingerprint, "preprocess": decoded.preprocess.to_dict(),
               "config": recipe(cfg), "per_fold": per_fold, "summary_at_0.5": summary, "pooled_out_of_fold": pooled}
     (run_dir / "cv.json").write_text(json.dumps(result, indent=2))

@@ -95,11 +95,9 @@ def hardware_name(device: torch.device) -> str:
     """The processor a run trained on: the same seed gives different weights on another processor (other
     kernels round differently, and training amplifies it), so runs compared number for number name theirs."""
     if device.type == "cuda":
-        name = torch.cuda.get_device_name(device)
-    else:
-        name = next((line.split(":", 1)[1].strip() for line in _cpuinfo_lines() if line.startswith("model name")),
-                    platform.processor() or "unknown CPU")
-    return name
+        return torch.cuda.get_device_name(device)
+    return next((line.split(":", 1)[1].strip() for line in _cpuinfo_lines() if line.startswith("model name")),
+                platform.processor() or "unknown CPU")
 
 
 def _cpuinfo_lines() -> list[str]:

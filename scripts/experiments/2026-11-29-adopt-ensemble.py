@@ -34,6 +34,7 @@ from sklearn.metrics import roc_auc_score
 from adoption import BUNDLED, BUNDLED_CACHE, HEAD_CACHE, ROOT  # beside this script
 from braintriage.cache import DecodedSet
 from braintriage.inference import Predictor
+from braintriage.metrics import threshold_for_sensitivity
 from braintriage.modelfile import read_metadata
 from braintriage.train import model_validation_split
 
@@ -64,12 +65,6 @@ def proxy() -> dict:
     return out
 
 
-def threshold_for(y: np.ndarray, p: np.ndarray, target_sensitivity: float = 0.95) -> float:
-    """The bundled model's rule: the highest threshold with sensitivity >= target, capped at 0.5."""
-    candidates = [t for t in np.unique(p) if (p[y == 1] >= t).mean() >= target_sensitivity]
-    return float(min(0.5, max(candidates)))
-
-
 def scores(y: np.ndarray, types: np.ndarray, target: np.ndarray, threshold: float) -> dict:
     p = 1 - types[:, 0]
     return {"threshold": round(threshold, 4),
@@ -91,7 +86,7 @@ def validation() -> dict:
     out = {"images": len(val_idx),
            "bundled": scores(y, types_a, target, bundled.threshold),
            "member": scores(y, types_b, target, read_metadata(MEMBER)["threshold"]),
-           "ensemble": scores(y, types_e, target, threshold_for(y, 1 - types_e[:, 0]))}
+           "ensemble": scores(y, types_e, target, threshold_for_sensitivity(y, 1 - types_e[:, 0], 0.95))}
     out["V1"] = out["ensemble"]["log_loss"] < out["bundled"]["log_loss"]
     out["V2"] = out["ensemble"]["errors"] <= out["bundled"]["errors"]
     out["V3"] = out["ensemble"]["type_accuracy"] >= out["bundled"]["type_accuracy"] - 0.02

@@ -264,6 +264,21 @@ def export(
     typer.echo(f"saved {output} ({output.stat().st_size / 1e6:.1f} MB)")
 
 
+@app.command("ensemble")
+def ensemble(
+    members: list[Path] = typer.Argument(..., help="Exported member models (.onnx), the primary one first."),
+    data: list[Path] = typer.Option(..., "--data", help="The members' training data: the folder, or one decoded "
+                                                        "cache per member (repeat --data, in member order)."),
+    output: Path = typer.Option(..., "--output", "-o", help="Ensemble model file to write (.onnx)."),
+) -> None:
+    """Average several trained models in one file; validate it and set its threshold on their shared split."""
+    with user_errors():
+        from braintriage.ensemble import build
+
+        build(members, data, output, log=typer.echo)
+    typer.echo(f"saved {output} ({output.stat().st_size / 1e6:.1f} MB)")
+
+
 @app.command("calibrate-ood")
 def calibrate_ood(
     data: Path = typer.Argument(..., help="The model's training data (dataset, CSV or decoded cache)."),

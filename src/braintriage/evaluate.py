@@ -50,6 +50,9 @@ def score_dataset(predictor: Predictor, data: str | Path, split: str = "testing"
         from braintriage.cache import DecodedSet
 
         decoded = DecodedSet.load(data)
+        if len(predictor.input_names) > 1:
+            raise ValueError(f"{data}: a cache holds one preprocessing, and this ensemble reads each scan with each "
+                             "member's own; evaluate it on the image folder")
         if decoded.preprocess != predictor.preprocess:
             raise ValueError(f"{data} was preprocessed as {decoded.preprocess}, the model needs "
                              f"{predictor.preprocess}")

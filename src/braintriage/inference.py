@@ -62,9 +62,10 @@ class OnnxBackend:
         self.outputs = [o.name for o in self.session.get_outputs()]
         self.head_weight = (onnx_initializers(path).get("head.weight") if "features" in self.outputs else None)
 
-    def run(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
-        """logits, last feature maps, penultimate stage pooled (None where the graph lacks them)."""
-        out = dict(zip(self.outputs, self.session.run(None, {"image": x})))
+    def run(self, inputs: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
+        """logits, last feature maps, penultimate stage pooled (None where the graph lacks them); `inputs` by
+        input name (`image`, and one more per further member of an ensemble)."""
+        out = dict(zip(self.outputs, self.session.run(None, inputs)))
         return out["logits"], out.get("features"), out.get("penultimate_features")
 
 
@@ -77,14 +78,14 @@ class TorchBackend:
         from braintriage.modelfile import load_model
 
         self.torch = torch
-        self.model, _ = load_model(path)
+        self.model, _ = load_model(path)  # refuses an ensemble, which runs on ONNX Runtime only
         self.explainable = hasattr(self.model, "features_with_penultimate")
         self.head_weight = self.model.head.weight.detach().numpy() if self.explainable else None
         self.outputs = list(EXPLAINABLE_OUTPUTS) if self.explainable else ["logits"]
 
-    def run(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
+    def run(self, inputs: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
         with self.torch.inference_mode():
-            t = self.torch.from_numpy(x)
+            t = self.torch.from_numpy(inputs["image"])
             if not self.explainable:
                 return self.model(t).numpy(), None, None
             features, penultimate = self.model.features_with_penultimate(t)
@@ -131,9 +132,15 @@ class Predictor:
         self.metadata = read_metadata(self.model_path)
         self.backend = (OnnxBackend if self.model_path.suffix == ".onnx" else TorchBackend)(self.model_path)
         self.batch_size = batch_size
-        self.preprocess = PreprocessConfig.from_dict(self.metadata["input"]["preprocess"])
-        norm = self.metadata["input"]["normalization"]
-        self.mean, self.std = norm["mean"], norm["std"]
+        # One input per network: a plain model has `image`; an ensemble one per member, each read with that
+        # member's preprocessing and normalisation. The first is the primary one: the heat map, the guard and the
+        # image the web app shows are its.
+        members = self.metadata.get("ensemble", {}).get("members") or [
+            {"input": "image", **{k: self.metadata["input"][k] for k in ("preprocess", "normalization")}}]
+        self.input_names = [m["input"] for m in members]
+        self.input_preprocess = [PreprocessConfig.from_dict(m["preprocess"]) for m in members]
+        self.input_normalization = [(m["normalization"]["mean"], m["normalization"]["std"]) for m in members]
+        self.preprocess = self.input_preprocess[0]
         self.threshold = float(self.metadata["threshold"])
         self.temperature = float(self.metadata.get("temperature", 1.0))
         self.class_names = self.metadata["class_names"]
@@ -150,27 +157,39 @@ class Predictor:
         if unknown:
             raise ValueError(f"{self.model_path}: unknown test-time augmentation {sorted(unknown)}")
 
-    def predict_arrays(self, images_u8: np.ndarray, heatmaps: bool = False
+    def predict_arrays(self, images_u8: np.ndarray | list[np.ndarray], heatmaps: bool = False
                        ) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
         """Preprocessed uint8 images (N, size, size) -> P(tumor) (N,), type probabilities (N, 4) or None,
         and with `heatmaps` the class activation maps (N, size, size) in [0, 1] (None where the
-        architecture has no global-average-pool head)."""
+        architecture has no global-average-pool head). An ensemble takes a list: the same N scans preprocessed
+        for each of its inputs (`input_preprocess`), in order."""
         return self._run(images_u8, heatmaps, self.guard_layers)[:3]
 
-    def pooled_features(self, images_u8: np.ndarray, layers: tuple[str, ...] | None = None) -> np.ndarray | None:
+    def pooled_features(self, images_u8: np.ndarray | list[np.ndarray], layers: tuple[str, ...] | None = None
+                        ) -> np.ndarray | None:
         """Feature maps averaged over space, side by side (N, C): what the out-of-distribution guard looks at.
         `layers` defaults to those of this model's guard (`guard_layers`)."""
         return self._run(images_u8, False, layers or self.guard_layers)[3]
 
-    def _run(self, images_u8: np.ndarray, heatmaps: bool, guard_layers: tuple[str, ...]):
+    def _per_input(self, images_u8: np.ndarray | list[np.ndarray]) -> list[np.ndarray]:
+        arrays = [images_u8] if isinstance(images_u8, np.ndarray) else list(images_u8)
+        if len(arrays) != len(self.input_names):
+            raise ValueError(f"this model has {len(self.input_names)} inputs, each with its own preprocessing "
+                             f"({', '.join(c.key() for c in self.input_preprocess)}): give one image array per input")
+        return arrays
+
+    def _run(self, images_u8: np.ndarray | list[np.ndarray], heatmaps: bool, guard_layers: tuple[str, ...]):
+        arrays = self._per_input(images_u8)
         p_all, types_all, cams_all, pooled_all = [], [], [], []
-        for i in range(0, len(images_u8), self.batch_size):
-            batch = images_u8[i:i + self.batch_size].astype(np.float32) / 255.0
-            x = ((batch - self.mean) / self.std)[:, None].astype(np.float32)
+        for i in range(0, len(arrays[0]), self.batch_size):
+            x = {name: (((a[i:i + self.batch_size].astype(np.float32) / 255.0 - mean) / std)[:, None]
+                        .astype(np.float32))
+                 for name, a, (mean, std) in zip(self.input_names, arrays, self.input_normalization)}
             logits, features, penultimate = self.backend.run(x)
             if "horizontal_flip" in self.test_time_augmentation:
                 # Heat maps and the out-of-distribution guard keep the unflipped image's features.
-                logits = (logits + self.backend.run(np.ascontiguousarray(x[..., ::-1]))[0]) / 2
+                mirrored = {name: np.ascontiguousarray(v[..., ::-1]) for name, v in x.items()}
+                logits = (logits + self.backend.run(mirrored)[0]) / 2
             p, types = tumor_probability(logits, self.temperature)
             p_all.append(p)
             if types is not None:
@@ -180,7 +199,8 @@ class Predictor:
             if all(pooled[name] is not None for name in guard_layers):
                 pooled_all.append(np.concatenate([pooled[name] for name in guard_layers], axis=1))
             if heatmaps and features is not None:
-                cams_all.append(tumor_activation_map(features, self.backend.head_weight, types, x.shape[-1]))
+                size = self.input_preprocess[0].size
+                cams_all.append(tumor_activation_map(features, self.backend.head_weight, types, size))
         empty = np.zeros(0)
         return ((np.concatenate(p_all) if p_all else empty),
                 (np.concatenate(types_all) if types_all else None),
@@ -210,22 +230,23 @@ class Predictor:
         alarms: dict[tuple[int, int], str | None] = {}  # (item, slice) -> out-of-distribution warning
         todo = [(i, j) for i, it in enumerate(items) if it.error is None for j in range(len(it.slices))]
         for start in range(0, len(todo), self.batch_size):
-            arrays, ok = [], []
+            arrays, ok = [], []  # per slice: one preprocessed image per model input
             for i, j in todo[start:start + self.batch_size]:
                 try:
-                    arrays.append(preprocess(items[i].slices[j].load(), self.preprocess))
+                    image = items[i].slices[j].load()
+                    arrays.append([preprocess(image, config) for config in self.input_preprocess])
                     ok.append((i, j))
                 except ImageReadError as e:
                     errors[i][j] = str(e)
             if not ok:
                 continue
-            batch = np.stack(arrays)
-            p_tumor, types, cams, pooled = self._run(batch, heatmaps, self.guard_layers)
-            for (i, j), warning in zip(ok, ood.warnings_for(batch, pooled, self.ood)):
+            batches = [np.stack(per_input) for per_input in zip(*arrays)]
+            p_tumor, types, cams, pooled = self._run(batches, heatmaps, self.guard_layers)
+            for (i, j), warning in zip(ok, ood.warnings_for(batches[0], pooled, self.ood)):
                 alarms[(i, j)] = warning
             for k, (i, j) in enumerate(ok):
                 scores[i][j] = float(p_tumor[k])
-                views[(i, j)] = (arrays[k] if heatmaps else None, None if cams is None else cams[k],
+                views[(i, j)] = (arrays[k][0] if heatmaps else None, None if cams is None else cams[k],
                                  None if types is None else types[k])
         return [self._summarise(i, it, scores[i], errors[i], views, alarms) for i, it in enumerate(items)]
 

@@ -133,6 +133,9 @@ def load_model(path: str | Path = BUNDLED_MODEL):
 
     path = Path(path)
     meta = read_metadata(path)
+    if "ensemble" in meta:  # PyTorch would see the first member alone
+        raise ModelFileError(f"{path}: an ensemble of {len(meta['ensemble']['members'])} networks runs on ONNX "
+                             "Runtime only; load one of its members in PyTorch instead")
     model = build_model(meta["architecture"], in_channels=meta["input"]["channels"],
                         num_outputs=len(meta["class_names"]) if meta["output"] == "softmax" else 1,
                         image_size=meta["input"]["preprocess"]["size"])

@@ -79,6 +79,25 @@ def _preprocess_steps(preprocess: dict) -> str:
     return "".join(f"{text}, " for on, text in steps if on)
 
 
+def _ensemble_lines(metadata: dict) -> list[str]:
+    """For an ensemble: one line per member (what it reads, how it was trained, its own validation)."""
+    members = metadata.get("ensemble", {}).get("members", [])
+    lines = [f"- Ensemble of {len(members)} networks: the {metadata['ensemble']['combine']}. The heat map and the "
+             "out-of-distribution guard read the first one; the recipe below is the first one's."] if members else []
+    for k, m in enumerate(members):
+        cfg = m["training"].get("config", {})
+        aug = {key: v for key, v in cfg.get("augment", {}).items() if v}
+        v = m.get("validation_metrics") or {}
+        lines.append(
+            f"  - Member {k + 1}: `{m['architecture']}`, weights {m['weights']}; input "
+            f"{_preprocess_steps(m['preprocess'])}resized to {m['preprocess']['size']}x{m['preprocess']['size']}; "
+            f"{m['training'].get('epochs_run')} epochs, seed {cfg.get('seed')}, augmentation "
+            f"{', '.join(f'{key} {val}' for key, val in aug.items())}; trained in {m['training'].get('seconds')} s "
+            f"on {m['training'].get('device')}; validation sensitivity {_f(v.get('sensitivity'))}, "
+            f"specificity {_f(v.get('specificity'))} at its own threshold {v.get('threshold')}.")
+    return lines
+
+
 def model_card(metadata: dict, report: dict, model_path: str | Path = BUNDLED_MODEL) -> str:
     t = metadata["training"]
     cfg = t.get("config", {})
@@ -105,6 +124,7 @@ def model_card(metadata: dict, report: dict, model_path: str | Path = BUNDLED_MO
         f"{metadata.get('weights_dtype', '?')}, safetensors with JSON metadata; loading never unpickles).",
         f"- Architecture: `{metadata['architecture']}` ({params / 1e6:.2f}M parameters), trained from scratch; "
         f"package version {metadata.get('package_version', '?')}.",
+        *_ensemble_lines(metadata),
         f"- Input: one 2D slice, grayscale, {_preprocess_steps(metadata['input']['preprocess'])}resized to "
         f"{size}x{size}; "
         f"normalised with mean {metadata['input']['normalization']['mean']:.4f}, "

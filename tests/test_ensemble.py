@@ -36,7 +36,8 @@ def member(folder: Path, seed: int, preprocess: dict, fingerprint: str = "f" * 6
             "class_names": ["no_tumor", "glioma", "meningioma", "pituitary"],
             "input": {"channels": 1, "preprocess": {"size": SIZE, **preprocess},
                       "normalization": {"mean": 0.2 + 0.05 * seed, "std": 0.25}},
-            "training": {"data_fingerprint": fingerprint,
+            "training": {"data_fingerprint": fingerprint, "images": 32, "train_images": 24, "validation_images": 8,
+                         "epochs_run": 1, "seconds": 1.0, "device": "test", "torch": torch.__version__,
                          "config": {"seed": split_seed, "val_fraction": 0.25, "target_sensitivity": 0.95}}}
     folder.mkdir(parents=True, exist_ok=True)
     save_model(folder / f"m{seed}.safetensors", model, meta)
@@ -130,3 +131,15 @@ def test_ensemble_command_sets_threshold_on_the_shared_validation_split(tmp_path
     refused = CliRunner().invoke(app, ["ensemble", str(a), str(other), "--data", str(cache), "--output",
                                        str(tmp_path / "x.onnx")])
     assert refused.exit_code == 2 and "validation split" in refused.output
+
+    # evaluate reads an ensemble from image folders (each member preprocessing each file), never from a cache,
+    # and the model card lists the members.
+    from braintriage.evaluate import evaluate
+    from braintriage.model_card import model_card
+
+    report = evaluate(tmp_path / "data", out, output_dir=tmp_path / "ev", train_data=tmp_path / "data", n_boot=50)
+    assert report["metrics"]["n"] == 32 and not report["unreadable"]
+    card = model_card(meta, report, out)
+    assert "Ensemble of 2 networks" in card and "Member 2: `resnet18-w32`, weights int8" in card
+    with pytest.raises(ValueError, match="evaluate it on the image folder"):
+        evaluate(cache, out, output_dir=tmp_path / "ev2")

@@ -12,32 +12,44 @@ from PIL import Image
 from braintriage.datasets import load_dataset
 from braintriage.export import export_onnx
 from braintriage.inference import Predictor
-from braintriage.modelfile import BUNDLED_MODEL, load_model, read_metadata, save_model, update_metadata
+from braintriage.modelfile import (BUNDLED_MODEL, load_model, onnx_initializers, read_metadata, save_model,
+                                   update_metadata)
 from braintriage.models import build_model, to_model_input
-from braintriage.preprocess import load_and_preprocess
+from braintriage.preprocess import PreprocessConfig, load_and_preprocess
 from braintriage.scans import ScanItem, Slice
 
 REPO = Path(__file__).resolve().parents[1]
 
 
-def dataset_images(seed_data: Path, n: int = 100) -> np.ndarray:
-    samples = load_dataset(seed_data, "testing").samples[:: max(1, 394 // n)][:n]
-    return np.stack([load_and_preprocess(s.path) for s in samples])
-
-
 @pytest.mark.dataset
 def test_onnx_runtime_matches_pytorch_on_100_dataset_images(seed_data):
-    images = dataset_images(seed_data)
-    assert len(images) == 100
-    ort_p, ort_types, ort_cams = Predictor(BUNDLED_MODEL).predict_arrays(images, heatmaps=True)
-    model, meta = load_model(BUNDLED_MODEL)  # PyTorch, weights read from the ONNX file's initializers
-    norm = meta["input"]["normalization"]
-    with torch.no_grad():
-        probs = torch.softmax(model(to_model_input(torch.from_numpy(images), norm["mean"], norm["std"])), 1)
-    torch_p = 1 - probs[:, 0].numpy()
-    assert np.abs(ort_p - torch_p).max() < 1e-4
-    assert np.abs(ort_types - probs.numpy()).max() < 1e-4
+    """The bundled model on ONNX Runtime against the same weights in PyTorch; for an ensemble, each member
+    rebuilt in PyTorch from the file's weights, fed its own preprocessing, and the probabilities averaged."""
+    meta = read_metadata(BUNDLED_MODEL)
+    members = meta.get("ensemble", {}).get("members") or [
+        {"architecture": meta["architecture"], **{k: meta["input"][k] for k in ("preprocess", "normalization")}}]
+    samples = load_dataset(seed_data, "testing").samples[::394 // 100][:100]
+    per_member = [np.stack([load_and_preprocess(s.path, PreprocessConfig.from_dict(m["preprocess"]))
+                            for s in samples]) for m in members]
+    assert len(per_member[0]) == 100
+    predictor = Predictor(BUNDLED_MODEL)
+    ort_p, ort_types, ort_cams = predictor.predict_arrays(per_member if len(members) > 1 else per_member[0],
+                                                          heatmaps=True)
+    probs = []
+    for k, (m, images) in enumerate(zip(members, per_member)):
+        model = build_model(m["architecture"], 1, 4, m["preprocess"]["size"]).eval()
+        state = {key: torch.from_numpy(v.copy()) for key, v in onnx_initializers(BUNDLED_MODEL, k).items()}
+        missing, unexpected = model.load_state_dict(state, strict=False)
+        assert not unexpected and all(key.endswith("num_batches_tracked") for key in missing)  # not in ONNX
+        norm = m["normalization"]
+        with torch.no_grad():
+            probs.append(torch.softmax(model(to_model_input(torch.from_numpy(images), norm["mean"], norm["std"])), 1))
+    mean = torch.stack(probs).mean(0).numpy()
+    assert np.abs(ort_p - (1 - mean[:, 0])).max() < 1e-4
+    assert np.abs(ort_types - mean).max() < 1e-4
     assert ort_cams.shape == (100, 200, 200) and ort_cams.max() <= 1
+    if len(members) == 1:
+        assert load_model(BUNDLED_MODEL)[1] == meta  # a single network also loads back into PyTorch whole
 
 
 def type_model_files(tmp_path: Path, model: torch.nn.Module, size: int, threshold: float = 0.5) -> Path:

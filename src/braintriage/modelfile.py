@@ -72,18 +72,23 @@ def _onnx_metadata(path: Path) -> str:
     return props[METADATA_KEY]
 
 
-def onnx_initializers(path: str | Path) -> dict[str, "np.ndarray"]:  # noqa: F821
-    """The weights of an exported model as float32 numpy arrays, by PyTorch state-dict key."""
+def onnx_initializers(path: str | Path, member: int = 0) -> dict[str, "np.ndarray"]:  # noqa: F821
+    """The weights of an exported model (or of member `member` of an ensemble) as float32 numpy arrays, by
+    PyTorch state-dict key; int8 weights are dequantised with their per-channel scales."""
     import numpy as np
     import onnx
     from onnx import numpy_helper
 
+    prefix = ONNX_PREFIX if member == 0 else f"member{member}/{ONNX_PREFIX}"
     model = onnx.load(str(path), load_external_data=False)
+    arrays = {init.name: numpy_helper.to_array(init) for init in model.graph.initializer}
     out = {}
-    for init in model.graph.initializer:
-        if init.name.startswith(ONNX_PREFIX):
-            a = numpy_helper.to_array(init)
-            out[init.name[len(ONNX_PREFIX):]] = a.astype(np.float32) if a.dtype.kind == "f" else a
+    for name, a in arrays.items():
+        if not name.startswith(prefix) or name.endswith(("__scale", "__zero_point")):
+            continue
+        if a.dtype == np.int8 and name + "__scale" in arrays:
+            a = a * arrays[name + "__scale"].reshape(-1, *[1] * (a.ndim - 1))
+        out[name[len(prefix):]] = a.astype(np.float32) if a.dtype.kind == "f" else a
     return out
 
 

@@ -140,6 +140,7 @@ def test_ensemble_command_sets_threshold_on_the_shared_validation_split(tmp_path
     report = evaluate(tmp_path / "data", out, output_dir=tmp_path / "ev", train_data=tmp_path / "data", n_boot=50)
     assert report["metrics"]["n"] == 32 and not report["unreadable"]
     card = model_card(meta, report, out)
+    assert report["model_architecture"] == "ensemble of resnet18-w32 + resnet18-w32"
     assert "Ensemble of 2 networks" in card and "Member 2: `resnet18-w32`, weights int8" in card
     with pytest.raises(ValueError, match="evaluate it on the image folder"):
         evaluate(cache, out, output_dir=tmp_path / "ev2")

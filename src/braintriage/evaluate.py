@@ -25,6 +25,7 @@ from braintriage.audit import dataset_hashes, image_hashes, leaked_mask
 from braintriage.datasets import TUMOR_TYPES, load_dataset
 from braintriage.inference import Predictor
 from braintriage.metrics import binary_metrics, bootstrap_ci, bootstrap_proportion, calibration
+from braintriage.modelfile import model_name
 from braintriage.near_duplicates import NEAR_DUPLICATE_DISTANCE
 from braintriage.preprocess import decode_image
 from braintriage.scans import ScanItem, Slice
@@ -136,7 +137,7 @@ def evaluate(data: str | Path, model_path: str | Path | None = None, split: str 
     everything = np.ones(len(s.paths), dtype=bool)
     report = {
         "data": str(data), "split": None if str(data).endswith(".npz") else split,
-        "model": str(predictor.model_path), "model_architecture": predictor.metadata["architecture"],
+        "model": str(predictor.model_path), "model_architecture": model_name(predictor.metadata),
         "unreadable": [{"path": a, "error": b} for a, b in s.errors],
         **subset_metrics(s, everything, threshold, n_boot),
         "metrics_at_0.5": binary_metrics(s.tumor, s.p_tumor, 0.5),

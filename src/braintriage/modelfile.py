@@ -72,6 +72,12 @@ def _onnx_metadata(path: Path) -> str:
     return props[METADATA_KEY]
 
 
+def model_name(meta: dict[str, Any]) -> str:
+    """The network(s) a model file holds, for labels: `resnet18-w32`, or `ensemble of resnet18-w32 + ...`."""
+    members = meta.get("ensemble", {}).get("members")
+    return f"ensemble of {' + '.join(m['architecture'] for m in members)}" if members else meta["architecture"]
+
+
 def onnx_initializers(path: str | Path, member: int = 0) -> dict[str, "np.ndarray"]:  # noqa: F821
     """The weights of an exported model (or of member `member` of an ensemble) as float32 numpy arrays, by
     PyTorch state-dict key; int8 weights are dequantised with their per-channel scales."""

@@ -13,6 +13,7 @@ import numpy as np
 from PIL import Image
 
 from braintriage.metrics import METRIC_NAMES
+from braintriage.modelfile import model_name
 
 CSS = """
 body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:0 auto;max-width:1100px;padding:1rem;
@@ -70,7 +71,7 @@ def write_report(path: str | Path, report: dict, figures: dict[str, bytes], meta
 <p class="notice" id="notice">Decision support, not a diagnosis. These figures describe the model on this
 dataset; a suspected tumor means: refer for specialist review.</p>
 <section id="summary"><h2>Summary</h2><table>
-<tr><th>model</th><td>{e(metadata['architecture'])} (package {e(metadata.get('package_version', '?'))}),
+<tr><th>model</th><td>{e(model_name(metadata))} (package {e(metadata.get('package_version', '?'))}),
 threshold {m['threshold']:.3f} ({e(metadata.get('threshold_rule', ''))})</td></tr>
 <tr><th>data</th><td>{e(report['data'])}: {m['n']} images ({m['n_tumor']} tumor, {m['n_no_tumor']} no tumor)</td></tr>
 <tr><th>sensitivity (all)</th><td>{all_rows['sensitivity']}</td></tr>

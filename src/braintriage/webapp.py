@@ -30,6 +30,7 @@ from starlette.formparsers import MultiPartParser
 
 from braintriage import __version__
 from braintriage.inference import Prediction, Predictor
+from braintriage.modelfile import model_name
 
 STATIC = Path(__file__).parent / "web"
 DEFAULT_MAX_UPLOAD_MB = 50.0
@@ -122,7 +123,7 @@ def create_app(model_path: str | Path | None = None, max_upload_mb: float = DEFA
     # Starlette spools multipart parts over 1 MB to a temporary file; scans must stay in memory, and no
     # accepted part can exceed the upload limit, so the spool threshold is raised to it.
     MultiPartParser.spool_max_size = max_bytes + 1
-    model_label = f"{predictor.metadata['architecture']} (braintriage {predictor.metadata.get('package_version')})"
+    model_label = f"{model_name(predictor.metadata)} (braintriage {predictor.metadata.get('package_version')})"
     lock = asyncio.Lock()  # one batch at a time through the model; the CPU is the limit anyway
 
     app = FastAPIOffline(

@@ -6,7 +6,9 @@ Cold start: a new process running `braintriage predict ONE.jpg` against `python 
 of 5 runs each; once more with a copy of the bundled model whose metadata turns on the head crop
 (`crop_to_head`, which imports scipy.ndimage), for what a cropping model would cost at start. Throughput:
 the 394 `Testing` images, preprocessed once, scored in batches of 32 by the bundled model, best of 3
-passes, on each runtime. Needs the train extra (PyTorch) for the comparison.
+passes, on each runtime. Needs the train extra (PyTorch) for the comparison. With `--ensemble FILE` (an
+ensemble made by `braintriage ensemble`), its cold start and ONNX Runtime throughput too (each member reading
+its own preprocessing of the 394 images).
 """
 
 from __future__ import annotations
@@ -50,6 +52,7 @@ def best_throughput(score, images: np.ndarray, passes: int = 3) -> float:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--output", type=Path, default=REPO / "benchmarks" / "inference.json")
+    ap.add_argument("--ensemble", type=Path, help="also time this ensemble model file")
     args = ap.parse_args()
     one = DATA / "Testing/glioma_tumor/image(1).jpg"
     cli = [sys.executable, "-m", "braintriage", "predict", str(one), "--quiet"]
@@ -65,6 +68,7 @@ def main() -> None:
             **bundled_input, "preprocess": {**bundled_input["preprocess"], "crop_to_head": True}}})
         cold_predict_crop = median_seconds([*cli, "--model", str(cropping)])
     cold_torch = median_seconds([sys.executable, "-c", "import torch"])
+    cold_ensemble = median_seconds([*cli, "--model", str(args.ensemble)]) if args.ensemble else None
 
     from braintriage.datasets import load_dataset
     from braintriage.inference import Predictor
@@ -73,6 +77,12 @@ def main() -> None:
     images = np.stack([load_and_preprocess(s.path) for s in load_dataset(DATA, "testing").samples])
     onnx_predictor = Predictor()
     onnx_ips = best_throughput(lambda x: onnx_predictor.predict_arrays(x), images)
+    ensemble_ips = None
+    if args.ensemble:
+        ensemble = Predictor(args.ensemble)
+        per_input = [np.stack([load_and_preprocess(s.path, c) for s in load_dataset(DATA, "testing").samples])
+                     for c in ensemble.input_preprocess]
+        ensemble_ips = best_throughput(lambda x: ensemble.predict_arrays(per_input), images)
 
     import torch
 
@@ -97,6 +107,11 @@ def main() -> None:
                                "braintriage_predict_one_jpg_with_head_crop": round(cold_predict_crop, 3),
                                "python_import_torch": round(cold_torch, 3)},
         "batch_throughput_images_per_s": {"onnxruntime": round(onnx_ips, 1), "pytorch": round(torch_ips, 1)},
+        **({"ensemble": {"file": args.ensemble.name, "model": read_metadata(args.ensemble).get("ensemble", {}).get(
+                "combine"), "members": len(read_metadata(args.ensemble)["ensemble"]["members"]),
+            "size_mb": round(args.ensemble.stat().st_size / 1e6, 2),
+            "cold_start_seconds_predict_one_jpg": round(cold_ensemble, 3),
+            "onnxruntime_images_per_s": round(ensemble_ips, 1)}} if args.ensemble else {}),
         "batch": 32, "images": len(images), "image_size": meta["input"]["preprocess"]["size"],
         "model": meta["architecture"],
     }

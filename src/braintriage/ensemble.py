@@ -109,7 +109,9 @@ def assemble(paths: list[str | Path], output: str | Path) -> dict:
     graphs, inputs = [], []
     for k, path in enumerate(paths):
         model = onnx.load(str(path))
-        if k > 0:
+        if k == 0:
+            opset = model.opset_import
+        else:
             model = compose.add_prefix(model, member_prefix(k))
             _weights_to_int8(model.graph)
         logits = next(o.name for o in model.graph.output if o.name.endswith("logits"))
@@ -137,16 +139,14 @@ def assemble(paths: list[str | Path], output: str | Path) -> dict:
         [n for g in graphs for n in g.node] + nodes, "braintriage-ensemble",
         [i for g in graphs for i in g.input], outputs,
         initializer=[i for g in graphs for i in g.initializer] + combine)
-    model = helper.make_model(graph, opset_imports=onnx.load(str(paths[0]), load_external_data=False).opset_import)
+    model = helper.make_model(graph, opset_imports=opset)
+    members = [{"file": path.name, "input": name, "architecture": m["architecture"],
+                "weights": "float16" if k == 0 else "int8, one scale per output channel",
+                "preprocess": m["input"]["preprocess"], "normalization": m["input"]["normalization"],
+                "training": m["training"], "validation_metrics": m.get("validation_metrics")}
+               for k, (path, name, m) in enumerate(zip(paths, inputs, metas))]
     meta = {**metas[0], "temperature": 1.0, "weights_dtype": "float16 and int8 (see ensemble.members)",
-            "ensemble": {
-        "combine": COMBINE,
-        "members": [{"file": path.name, "input": name, "architecture": m["architecture"],
-                     "weights": "float16" if k == 0 else "int8, one scale per output channel",
-                     "preprocess": m["input"]["preprocess"], "normalization": m["input"]["normalization"],
-                     "training": m["training"],
-                     "validation_metrics": m.get("validation_metrics")}
-                    for k, (path, name, m) in enumerate(zip(paths, inputs, metas))]}}
+            "ensemble": {"combine": COMBINE, "members": members}}
     model.metadata_props.add(key=METADATA_KEY, value=json.dumps(meta))
     onnx.checker.check_model(model)
     output = Path(output)
@@ -163,7 +163,7 @@ def build(paths: list[str | Path], data: list[str | Path], output: str | Path, l
     `data`: the training images (a folder, decoded once per member preprocessing) or one decoded cache per
     member, in member order. Returns the metadata written."""
     from braintriage.cache import DecodedSet, cached_decode
-    from braintriage.datasets import TUMOR_TYPES, load_dataset
+    from braintriage.datasets import load_dataset
     from braintriage.inference import Predictor
     from braintriage.metrics import binary_metrics, threshold_for_sensitivity
     from braintriage.train import model_validation_split
@@ -197,7 +197,6 @@ def build(paths: list[str | Path], data: list[str | Path], output: str | Path, l
         "validation_metrics": metrics})
     log(f"saved {output}: {len(paths)} members; validation ({len(y)} images) log loss {metrics['log_loss']:.4f}, "
         f"threshold {threshold:.3f}, sensitivity {metrics['sensitivity']:.3f}, specificity "
-        f"{metrics['specificity']:.3f}, type accuracy {metrics['type_accuracy']:.3f} "
-        f"({len(TUMOR_TYPES)} classes)")
+        f"{metrics['specificity']:.3f}, type accuracy {metrics['type_accuracy']:.3f}")
     return meta
 

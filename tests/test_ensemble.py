@@ -107,7 +107,7 @@ def test_members_must_share_data_and_validation_split(tmp_path):
         assemble([a, tmp_path / "m1.safetensors"], tmp_path / "e.onnx")
 
 
-def test_ensemble_command_sets_threshold_on_the_shared_validation_split(tmp_path):
+def test_ensemble_command_sets_threshold_on_the_shared_validation_split(tmp_path, monkeypatch):
     cache = tiny_type_cache(tmp_path, per_class=8, size=SIZE)
     decoded = DecodedSet.load(cache)
     a = member(tmp_path / "a", 1, {}, fingerprint=decoded.fingerprint)
@@ -126,6 +126,13 @@ def test_ensemble_command_sets_threshold_on_the_shared_validation_split(tmp_path
     assert (p[y == 1] >= predictor.threshold).mean() >= 0.95 and predictor.threshold <= 0.5
     assert v["sensitivity"] == pytest.approx((p[y == 1] >= predictor.threshold).mean())
     assert v["log_loss"] == pytest.approx(-np.mean(np.log(types[np.arange(8), decoded.tumor_type[val_idx]])), rel=1e-4)
+
+    # Given the image folder instead, each member's preprocessing is decoded from it: the same split and numbers.
+    monkeypatch.setenv("BRAINTRIAGE_CACHE", str(tmp_path / "decoded"))
+    again = CliRunner().invoke(app, ["ensemble", str(a), str(b), "--data", str(tmp_path / "data"), "--output",
+                                     str(tmp_path / "again.onnx")])
+    assert again.exit_code == 0, again.output
+    assert read_metadata(tmp_path / "again.onnx")["validation_metrics"] == v
 
     other = member(tmp_path / "c", 3, {}, fingerprint="0" * 64)
     refused = CliRunner().invoke(app, ["ensemble", str(a), str(other), "--data", str(cache), "--output",

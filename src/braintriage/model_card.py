@@ -121,7 +121,9 @@ def model_card(metadata: dict, report: dict, model_path: str | Path = BUNDLED_MO
         "",
         "## Model details",
         f"- File: `{Path(model_path).name}` ({Path(model_path).stat().st_size / 1e6:.1f} MB, weights as "
-        f"{metadata.get('weights_dtype', '?')}, safetensors with JSON metadata; loading never unpickles).",
+        f"{metadata.get('weights_dtype', '?')}, "
+        f"{'an ONNX graph' if Path(model_path).suffix == '.onnx' else 'safetensors'} with JSON metadata; loading "
+        "never unpickles).",
         f"- Architecture: `{metadata['architecture']}` ({params / 1e6:.2f}M parameters), trained from scratch; "
         f"package version {metadata.get('package_version', '?')}.",
         *_ensemble_lines(metadata),

@@ -74,14 +74,14 @@ def main() -> None:
     from braintriage.inference import Predictor
     from braintriage.preprocess import load_and_preprocess
 
-    images = np.stack([load_and_preprocess(s.path) for s in load_dataset(DATA, "testing").samples])
+    samples = load_dataset(DATA, "testing").samples
+    images = np.stack([load_and_preprocess(s.path) for s in samples])
     onnx_predictor = Predictor()
     onnx_ips = best_throughput(lambda x: onnx_predictor.predict_arrays(x), images)
     ensemble_ips = None
     if args.ensemble:
         ensemble = Predictor(args.ensemble)
-        per_input = [np.stack([load_and_preprocess(s.path, c) for s in load_dataset(DATA, "testing").samples])
-                     for c in ensemble.input_preprocess]
+        per_input = [np.stack([load_and_preprocess(s.path, c) for s in samples]) for c in ensemble.input_preprocess]
         ensemble_ips = best_throughput(lambda x: ensemble.predict_arrays(per_input), images)
 
     import torch
@@ -107,8 +107,8 @@ def main() -> None:
                                "braintriage_predict_one_jpg_with_head_crop": round(cold_predict_crop, 3),
                                "python_import_torch": round(cold_torch, 3)},
         "batch_throughput_images_per_s": {"onnxruntime": round(onnx_ips, 1), "pytorch": round(torch_ips, 1)},
-        **({"ensemble": {"file": args.ensemble.name, "model": read_metadata(args.ensemble).get("ensemble", {}).get(
-                "combine"), "members": len(read_metadata(args.ensemble)["ensemble"]["members"]),
+        **({"ensemble": {"file": args.ensemble.name, "model": ensemble.metadata["ensemble"]["combine"],
+                         "members": len(ensemble.input_names),
             "size_mb": round(args.ensemble.stat().st_size / 1e6, 2),
             "cold_start_seconds_predict_one_jpg": round(cold_ensemble, 3),
             "onnxruntime_images_per_s": round(ensemble_ips, 1)}} if args.ensemble else {}),

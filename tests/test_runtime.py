@@ -33,8 +33,7 @@ def test_onnx_runtime_matches_pytorch_on_100_dataset_images(seed_data):
                             for s in samples]) for m in members]
     assert len(per_member[0]) == 100
     predictor = Predictor(BUNDLED_MODEL)
-    ort_p, ort_types, ort_cams = predictor.predict_arrays(per_member if len(members) > 1 else per_member[0],
-                                                          heatmaps=True)
+    ort_p, ort_types, ort_cams = predictor.predict_arrays(per_member, heatmaps=True)  # one array per input
     probs = []
     for k, (m, images) in enumerate(zip(members, per_member)):
         model = build_model(m["architecture"], 1, 4, m["preprocess"]["size"]).eval()

@@ -21,7 +21,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "src"))
 
 from braintriage.cache import DecodedSet  # noqa: E402
 from braintriage.inference import Predictor  # noqa: E402
-from braintriage.metrics import binary_metrics  # noqa: E402
+from braintriage.metrics import binary_metrics, type_log_loss  # noqa: E402
 from braintriage.modelfile import read_metadata, update_metadata  # noqa: E402
 from braintriage.train import model_validation_split  # noqa: E402
 
@@ -30,7 +30,7 @@ def scores(predictor: Predictor, decoded: DecodedSet, idx: np.ndarray) -> dict:
     p, types, _ = predictor.predict_arrays(decoded.images[idx])
     m = binary_metrics(decoded.tumor[idx], p, predictor.threshold)
     target = decoded.tumor_type[idx]
-    log_loss = float(-np.mean(np.log(np.clip(types[np.arange(len(idx)), target], 1e-7, 1))))
+    log_loss = type_log_loss(types, target)
     return {"log_loss": round(log_loss, 4), "type_accuracy": round(float((types.argmax(1) == target).mean()), 4),
             **{k: round(float(m[k]), 4) for k in ("roc_auc", "accuracy", "sensitivity", "specificity")}}
 

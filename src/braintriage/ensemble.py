@@ -27,13 +27,9 @@ from pathlib import Path
 
 import numpy as np
 
-from braintriage.modelfile import METADATA_KEY, ModelFileError, read_metadata
+from braintriage.modelfile import METADATA_KEY, ModelFileError, member_prefix, read_metadata
 
 COMBINE = "mean of the members' softmax probabilities"
-
-
-def member_prefix(k: int) -> str:
-    return f"member{k}/"
 
 
 def _rename(graph, old: str, new: str) -> None:
@@ -92,9 +88,9 @@ def _check_members(paths: list[Path]) -> list[dict]:
                 and t["config"]["seed"] == first["config"]["seed"]
                 and t["config"]["val_fraction"] == first["config"]["val_fraction"])
         if not same:
-            raise ModelFileError(f"{p}: trained on other data or with another validation split than {paths[0]}; an "
-                             "ensemble is validated on images none of its members trained on, so they must share "
-                             "the data, the seed and the validation fraction")
+            raise ModelFileError(f"{p}: trained on other data or with another validation split than {paths[0]}; "
+                                 "an ensemble is validated on images none of its members trained on, so they must "
+                                 "share the data, the seed and the validation fraction")
     return metas
 
 
@@ -165,7 +161,7 @@ def build(paths: list[str | Path], data: list[str | Path], output: str | Path, l
     from braintriage.cache import DecodedSet, cached_decode
     from braintriage.datasets import load_dataset
     from braintriage.inference import Predictor
-    from braintriage.metrics import binary_metrics, threshold_for_sensitivity
+    from braintriage.metrics import binary_metrics, threshold_for_sensitivity, type_log_loss
     from braintriage.train import model_validation_split
 
     meta = assemble(paths, output)
@@ -186,7 +182,7 @@ def build(paths: list[str | Path], data: list[str | Path], output: str | Path, l
     target_sensitivity = meta["training"]["config"].get("target_sensitivity", 0.95)
     threshold = threshold_for_sensitivity(y, p, target_sensitivity)
     metrics = binary_metrics(y, p, threshold)
-    metrics["log_loss"] = float(-np.mean(np.log(np.clip(types[np.arange(len(y)), target], 1e-7, 1))))
+    metrics["log_loss"] = type_log_loss(types, target)
     metrics["type_accuracy"] = float((types.argmax(1) == target).mean())
     from braintriage.modelfile import update_metadata
 

@@ -34,6 +34,11 @@ def binary_metrics(y_true: np.ndarray, p_tumor: np.ndarray, threshold: float) ->
     }
 
 
+def type_log_loss(type_probs: np.ndarray, target: np.ndarray) -> float:
+    """Four-class log loss: the mean of -log P(true type), probabilities clipped at 1e-7."""
+    return float(-np.mean(np.log(np.clip(type_probs[np.arange(len(target)), target], 1e-7, 1))))
+
+
 def threshold_for_sensitivity(y_true: np.ndarray, p_tumor: np.ndarray, target: float,
                               ceiling: float = 0.5) -> float:
     """The highest threshold that keeps sensitivity >= target on these (validation) images, capped at

@@ -72,6 +72,11 @@ def _onnx_metadata(path: Path) -> str:
     return props[METADATA_KEY]
 
 
+def member_prefix(k: int) -> str:
+    """How an ensemble's graph names what belongs to member k (k >= 1; the first member keeps its own names)."""
+    return f"member{k}/"
+
+
 def model_name(meta: dict[str, Any]) -> str:
     """The network(s) a model file holds, for labels: `resnet18-w32`, or `ensemble of resnet18-w32 + ...`."""
     members = meta.get("ensemble", {}).get("members")
@@ -85,7 +90,7 @@ def onnx_initializers(path: str | Path, member: int = 0) -> dict[str, "np.ndarra
     import onnx
     from onnx import numpy_helper
 
-    prefix = ONNX_PREFIX if member == 0 else f"member{member}/{ONNX_PREFIX}"
+    prefix = ONNX_PREFIX if member == 0 else member_prefix(member) + ONNX_PREFIX
     model = onnx.load(str(path), load_external_data=False)
     arrays = {init.name: numpy_helper.to_array(init) for init in model.graph.initializer}
     out = {}

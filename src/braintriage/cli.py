@@ -299,6 +299,28 @@ def calibrate_ood(
     typer.echo(f"saved {output}")
 
 
+@app.command()
+def threshold(
+    model: Path = typer.Argument(..., help="Model file (.safetensors or .onnx) whose threshold to set."),
+    cv: Path = typer.Option(..., "--cv", help="Run folder of `train --folds K` with the model's recipe and data."),
+    output: Path = typer.Option(..., "--output", "-o", help="Model file to write (may be MODEL itself)."),
+    specificity: float = typer.Option(0.95, help="Out-of-fold specificity on the training normals to keep."),
+) -> None:
+    """Set a model's threshold from a grouped cross-validation of its recipe: the most sensitive one that keeps
+    the out-of-fold specificity."""
+    with user_errors():
+        from braintriage.operating_point import threshold_from_cv
+
+        meta = threshold_from_cv(model, cv, output, specificity)
+    point = meta["operating_point"]
+    oof, nested = point["out_of_fold"], point["nested_specificity"]
+    typer.echo(f"threshold {point['previous_threshold']:.4f} -> {meta['threshold']:.4f}: out of fold "
+               f"({point['cross_validation']['folds']} folds) specificity {oof['specificity']:.3f}, sensitivity "
+               f"{oof['sensitivity']:.3f}; nested (each fold at the other folds' threshold) specificity "
+               f"{nested['specificity']:.3f}")
+    typer.echo(f"saved {output}")
+
+
 @app.command("model-card")
 def model_card(
     data: Path = typer.Option(Path("../shared/data/brain-tumor-classification-mri/Testing"),

@@ -98,6 +98,21 @@ def _ensemble_lines(metadata: dict) -> list[str]:
     return lines
 
 
+def _operating_point_lines(metadata: dict) -> list[str]:
+    """Where a threshold set by `braintriage threshold` came from, and what it gave out of fold."""
+    point = metadata.get("operating_point")
+    if not point:
+        return []
+    cv, oof, nested = point["cross_validation"], point["out_of_fold"], point["nested_specificity"]
+    (tn, fp), (fn, tp) = oof["confusion_matrix"]
+    return [f"- Operating point: read off the out-of-fold predictions of a grouped {cv['folds']}-fold "
+            f"cross-validation of this recipe on the same data ({cv['images']} images, {cv['normals']} normals; "
+            f"{', '.join(cv.get('hardware') or [])}): specificity {_f(oof['specificity'])} ({tn} of {tn + fp} "
+            f"normals), sensitivity {_f(oof['sensitivity'])} ({fn} tumors missed); each fold's normals at the "
+            f"threshold the other folds set: specificity {_f(nested['specificity'])}. Threshold before: "
+            f"{point['previous_threshold']:.3f} ({point.get('previous_threshold_rule') or ''})."]
+
+
 def model_card(metadata: dict, report: dict, model_path: str | Path = BUNDLED_MODEL) -> str:
     t = metadata["training"]
     cfg = t.get("config", {})
@@ -135,6 +150,7 @@ def model_card(metadata: dict, report: dict, model_path: str | Path = BUNDLED_MO
         f"{metadata.get('positive', '')}. A scan is flagged \"tumor suspected\" when P(tumor) >= "
         f"{metadata['threshold']:.3f} ({metadata.get('threshold_rule', '')}); temperature "
         f"{metadata.get('temperature', 1.0):.3f}.",
+        *_operating_point_lines(metadata),
         "",
         "## Intended use",
         "- Triage support where no neuroradiologist is at hand: it flags brain MRI slices that may show a "

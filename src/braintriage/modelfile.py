@@ -106,6 +106,8 @@ def onnx_initializers(path: str | Path, member: int = 0) -> dict[str, "np.ndarra
 def update_metadata(path: str | Path, output: str | Path, changes: dict[str, Any]) -> dict[str, Any]:
     """Write a copy of a model file (either format) with some metadata keys replaced; weights untouched."""
     path, output = Path(path), Path(output)
+    if output.suffix != path.suffix:  # the copy keeps the format: a .safetensors named .onnx would not load
+        raise ModelFileError(f"{output.name}: a copy of {path.name} keeps its format; name it *{path.suffix}")
     meta = {**read_metadata(path), **changes}
     tmp = output.with_name(output.name + ".tmp")
     if path.suffix == ".onnx":

@@ -1,0 +1,98 @@
+"""Setting a model's threshold from a grouped cross-validation of its own recipe on its own data."""
+
+import csv
+import dataclasses
+from pathlib import Path
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from braintriage.augment import AugmentPolicy
+from braintriage.cli import app
+from braintriage.inference import Predictor
+from braintriage.model_card import _operating_point_lines
+from braintriage.modelfile import ModelFileError, read_metadata
+from braintriage.operating_point import threshold_from_cv
+from braintriage.train import TrainConfig, train
+from conftest import tiny_type_cache
+
+NO_AUGMENT = AugmentPolicy(zoom=(1, 1), rotation_degrees=0, brightness=(1, 1))
+
+
+@pytest.fixture(scope="module")
+def model_and_cv(tmp_path_factory) -> tuple[Path, TrainConfig]:
+    """A one-epoch model and a two-fold cross-validation of the same recipe on the same made-up data."""
+    folder = tmp_path_factory.mktemp("op")
+    cfg = TrainConfig(data=str(tiny_type_cache(folder, per_class=10)), output=str(folder / "m.safetensors"),
+                      run_dir=str(folder / "run"), image_size=48, architecture="resnet18-w32", epochs=1,
+                      batch_size=8, val_fraction=0.25, patience=100, seed=1, augment=NO_AUGMENT)
+    train(cfg, log=lambda *_: None)
+    train(dataclasses.replace(cfg, folds=2, run_dir=str(folder / "cv")), log=lambda *_: None)
+    return Path(cfg.output), cfg
+
+
+def write_oof(cv_dir: Path, p_normal: list[float], p_tumor: list[float]) -> None:
+    """Replace the CV's out-of-fold P(tumor) with known values (two folds, alternating)."""
+    rows = [{"path": f"n{i}", "fold": 1 + i % 2, "tumor": 0, "p_tumor": p} for i, p in enumerate(p_normal)]
+    rows += [{"path": f"t{i}", "fold": 1 + i % 2, "tumor": 1, "p_tumor": p} for i, p in enumerate(p_tumor)]
+    with (cv_dir / "oof.csv").open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def test_threshold_is_the_most_sensitive_one_keeping_out_of_fold_specificity(model_and_cv, tmp_path):
+    model, cfg = model_and_cv
+    cv_dir = Path(cfg.run_dir).parent / "cv"
+    # 20 normals at 0.01 ... 0.20: specificity 0.95 allows one of them above the threshold (0.20), so the
+    # threshold sits just above the second highest (0.19); tumors at 0.15 and 0.195 are found only below 0.5.
+    write_oof(cv_dir, [round(0.01 * k, 2) for k in range(1, 21)], [0.15, 0.195, 0.6, 0.9])
+    out = tmp_path / "m.safetensors"
+    meta = threshold_from_cv(model, cv_dir, out, specificity=0.95)
+    assert 0.19 < meta["threshold"] < 0.1901
+    point = meta["operating_point"]
+    assert point["out_of_fold"]["specificity"] == 0.95 and point["out_of_fold"]["sensitivity"] == 0.75
+    assert point["out_of_fold"]["confusion_matrix"] == [[19, 1], [1, 3]]
+    assert point["previous_threshold"] == read_metadata(model)["threshold"]
+    assert point["cross_validation"]["folds"] == 2 and point["cross_validation"]["normals"] == 20
+    # nested: fold 1's normals (0.01, 0.03, ... 0.19) at the threshold fold 2's normals set, and the other way
+    assert len(point["nested_specificity"]["fold_thresholds"]) == 2 and point["nested_specificity"]["normals"] == 20
+    assert "cross-validation" in meta["threshold_rule"]
+    # The runtime reads the new threshold: the same weights, a verdict at the new operating point.
+    assert Predictor(out).threshold == meta["threshold"]
+    assert read_metadata(out)["training"] == read_metadata(model)["training"]
+    # The model card says where the threshold came from.
+    card = _operating_point_lines(meta)[0]
+    assert "2-fold cross-validation" in card and "(19 of 20 normals)" in card and "(1 tumors missed)" in card
+
+
+def test_a_cross_validation_of_another_recipe_or_other_data_is_refused(model_and_cv, tmp_path):
+    model, cfg = model_and_cv
+    other = dataclasses.replace(cfg, folds=2, epochs=2, run_dir=str(tmp_path / "cv-other"))
+    train(other, log=lambda *_: None)
+    with pytest.raises(ModelFileError, match="another recipe: epochs: 1 \\(model\\) vs 2"):
+        threshold_from_cv(model, tmp_path / "cv-other", tmp_path / "x.onnx")
+    cv_json = tmp_path / "cv-other" / "cv.json"
+    cv_json.write_text(cv_json.read_text().replace(read_metadata(model)["training"]["data_fingerprint"], "0" * 64))
+    with pytest.raises(ModelFileError, match="other data"):
+        threshold_from_cv(model, tmp_path / "cv-other", tmp_path / "x.onnx")
+    with pytest.raises(ModelFileError, match="no finished cross-validation"):
+        threshold_from_cv(model, tmp_path, tmp_path / "x.onnx")
+    with pytest.raises(ModelFileError, match="keeps its format"):
+        threshold_from_cv(model, Path(cfg.run_dir).parent / "cv", tmp_path / "x.onnx")
+    assert not (tmp_path / "x.onnx").exists()
+
+
+def test_cli_sets_the_threshold_and_reports_a_bad_folder_in_one_line(model_and_cv, tmp_path):
+    model, cfg = model_and_cv
+    cv_dir = Path(cfg.run_dir).parent / "cv"
+    write_oof(cv_dir, list(np.linspace(0.0, 0.3, 40)), [0.2, 0.5, 0.8])
+    runner = CliRunner()
+    result = runner.invoke(app, ["threshold", str(model), "--cv", str(cv_dir), "-o", str(tmp_path / "m.safetensors"),
+                                 "--specificity", "0.9"])
+    assert result.exit_code == 0, result.output
+    assert "-> 0.2" in result.output and "nested" in result.output
+    assert 0.2 < read_metadata(tmp_path / "m.safetensors")["threshold"] < 0.3
+    bad = runner.invoke(app, ["threshold", str(model), "--cv", str(tmp_path), "-o", str(tmp_path / "y.safetensors")])
+    assert bad.exit_code == 2 and "no finished cross-validation" in bad.output

@@ -44,6 +44,7 @@ from braintriage.cache import DecodedSet
 from braintriage.inference import Predictor
 from braintriage.metrics import threshold_for_specificity
 from braintriage.modelfile import read_metadata
+from braintriage.operating_point import nested_specificity
 from braintriage.train import model_validation_split
 
 TARGET_SPECIFICITY = 0.95
@@ -78,19 +79,6 @@ def verdict_counts(y: np.ndarray, p: np.ndarray, threshold: float) -> dict:
             "tumors_missed": int((p[y == 1] < threshold).sum()), "tumors": int(y.sum())}
 
 
-def nested_specificity(fold: np.ndarray, y: np.ndarray, p: np.ndarray) -> dict:
-    """Each fold's normals scored at the threshold the other folds' normals set: how far reading t_cv off the
-    same predictions it is scored on flatters it."""
-    right, total, thresholds = 0, 0, []
-    for k in np.unique(fold):
-        t = threshold_for_specificity(y[fold != k], p[fold != k], TARGET_SPECIFICITY)
-        thresholds.append(round(float(t), 4))
-        right += int((p[(fold == k) & (y == 0)] < t).sum())
-        total += int(((fold == k) & (y == 0)).sum())
-    return {"fold_thresholds": thresholds, "normals_right": right, "normals": total,
-            "specificity": round(right / total, 4), "specificity_ci95": wilson(right, total)}
-
-
 def bundled_validation(threshold: float) -> dict:
     decoded = DecodedSet.load(BUNDLED_CACHE)
     val_idx = model_validation_split(read_metadata(BUNDLED), decoded)
@@ -107,7 +95,7 @@ def main(run_dir: Path) -> dict:
         "pooled_out_of_fold": {
             "at_0.5": verdict_counts(y, p, 0.5), "at_t_cv": verdict_counts(y, p, t_cv),
             "type_accuracy": round(float((probs.argmax(1) == target).mean()), 4),
-            "nested_at_t_cv": nested_specificity(fold, y, p)},
+            "nested_at_t_cv": nested_specificity(fold, y, p, TARGET_SPECIFICITY)},
         "t_cv": round(float(t_cv), 4),
     }
     result["bundled_validation"] = bundled_validation(t_cv)

@@ -57,7 +57,9 @@ def test_threshold_is_the_most_sensitive_one_keeping_out_of_fold_specificity(mod
     assert point["previous_threshold"] == read_metadata(model)["threshold"]
     assert point["cross_validation"]["folds"] == 2 and point["cross_validation"]["normals"] == 20
     # nested: fold 1's normals (0.01, 0.03, ... 0.19) at the threshold fold 2's normals set, and the other way
+    # (fold 2's highest, 0.20, allows no alarm: all 10 of fold 1 right; fold 1's lets 0.20 through: 9 of 10)
     assert len(point["nested_specificity"]["fold_thresholds"]) == 2 and point["nested_specificity"]["normals"] == 20
+    assert point["nested_specificity"]["normals_right"] == 19
     assert "cross-validation" in meta["threshold_rule"]
     # The runtime reads the new threshold: the same weights, a verdict at the new operating point.
     assert Predictor(out).threshold == meta["threshold"]

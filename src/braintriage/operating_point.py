@@ -40,10 +40,8 @@ def recipe_differences(model_config: dict, cv_config: dict) -> list[str]:
             diffs += [f"augment.{d}" for d in recipe_differences(a or {}, b or {})]
         elif key == "labels" and "auto" in (a, b):
             continue
-        elif key not in model_config or key not in cv_config:
-            if a or b:
-                diffs.append(f"{key}: {a!r} (model) vs {b!r} (cross-validation)")
-        elif json.loads(json.dumps(a)) != json.loads(json.dumps(b)):  # tuples from a config equal lists from JSON
+        elif (json.loads(json.dumps(a)) != json.loads(json.dumps(b))  # tuples from a config equal lists from JSON
+              if key in model_config and key in cv_config else bool(a or b)):
             diffs.append(f"{key}: {a!r} (model) vs {b!r} (cross-validation)")
     return diffs
 

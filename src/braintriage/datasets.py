@@ -2,11 +2,14 @@
 
 Layouts understood (checked in this order):
   seed        ROOT/Training/<type folders> and ROOT/Testing/<type folders> (the public seed dataset)
-  types       ROOT/glioma_tumor, meningioma_tumor, pituitary_tumor, no_tumor (one split of the seed set)
+  types       ROOT/glioma_tumor, meningioma_tumor, pituitary_tumor, no_tumor (one split of the seed set), or
+              some of them (a collection of tumors only, as figshare-cheng2017's three)
   two-folder  ROOT/tumor + ROOT/no_tumor, or ROOT/yes + ROOT/no
-  csv         a CSV file with columns path,label (paths relative to the CSV's folder)
+  csv         a CSV file with columns path,label (paths relative to the CSV's folder), and optionally source
 
-Every image gets the binary label (tumor / no tumor) and, where the layout says it, its tumor type.
+Every image gets the binary label (tumor / no tumor), where the layout says it its tumor type, and its
+source: the collection it came from (a manifest's `source` column, else the dataset's folder name), so that
+training on several datasets can weight them and evaluation can hold one out.
 """
 
 from __future__ import annotations
@@ -26,8 +29,10 @@ SEED_SPLITS = {"training": "Training", "testing": "Testing"}
 TWO_FOLDER_LAYOUTS = ({"tumor": "tumor", "no_tumor": "no_tumor"}, {"yes": "tumor", "no": "no_tumor"})
 LAYOUT_HELP = (
     "Known dataset layouts: (1) seed: Training/ and Testing/, each with glioma_tumor/, meningioma_tumor/, "
-    "pituitary_tumor/, no_tumor/; (2) those four folders directly; (3) tumor/ + no_tumor/; (4) yes/ + no/; "
-    "(5) a CSV manifest file with columns path,label (label tumor/no_tumor, yes/no, 1/0 or a tumor type)."
+    "pituitary_tumor/, no_tumor/; (2) those four folders directly, or some of them; (3) tumor/ + no_tumor/; "
+    "(4) yes/ + no/; "
+    "(5) a CSV manifest file with columns path,label (label tumor/no_tumor, yes/no, 1/0 or a tumor type) and "
+    "optionally source."
 )
 
 
@@ -40,6 +45,7 @@ class Sample:
     path: Path
     tumor: int  # 1 = tumor, 0 = no tumor
     tumor_type: str | None  # one of TUMOR_TYPES, or None where the layout does not say
+    source: str = ""  # the collection it came from; "" means the dataset's own name (Dataset.source_of)
 
 
 @dataclass
@@ -56,6 +62,16 @@ class Dataset:
     def has_types(self) -> bool:
         return all(s.tumor_type is not None for s in self.samples)
 
+    @property
+    def name(self) -> str:
+        """The dataset's own name: its folder (a seed root's, not its split's), or a manifest's file stem."""
+        if self.layout == "seed":
+            return self.root.parent.name
+        return self.root.stem if self.root.is_file() else self.root.name
+
+    def source_of(self, sample: Sample) -> str:
+        return sample.source or self.name
+
     def relpath(self, sample: Sample) -> str:
         base = self.root.parent if self.root.is_file() else self.root
         try:
@@ -68,6 +84,8 @@ class Dataset:
         h = hashlib.sha256(f"{self.layout}:{self.split}\n".encode())
         for s in sorted(self.samples, key=self.relpath):
             h.update(f"{self.relpath(s)}\t{s.tumor}\t{s.tumor_type}\t".encode())
+            if s.source:  # a manifest's source column is part of what was trained on
+                h.update(f"{s.source}\t".encode())
             h.update(hashlib.sha256(s.path.read_bytes()).digest())
         return h.hexdigest()
 
@@ -79,7 +97,7 @@ def list_images(folder: Path) -> list[Path]:
 def _from_type_folders(root: Path, layout: str, split: str | None) -> Dataset:
     ds = Dataset(root, layout, split)
     for folder, tumor_type in TYPE_FOLDERS.items():
-        for p in list_images(root / folder):
+        for p in list_images(root / folder) if (root / folder).is_dir() else []:
             ds.samples.append(Sample(p, int(tumor_type != "no_tumor"), tumor_type))
     return ds
 
@@ -101,13 +119,15 @@ def _from_csv(path: Path) -> Dataset:
     with path.open(newline="") as f:
         reader = csv.DictReader(f)
         if not reader.fieldnames or not {"path", "label"} <= set(reader.fieldnames):
-            raise DatasetLayoutError(f"{path}: a manifest needs the columns path,label. {LAYOUT_HELP}")
+            raise DatasetLayoutError(f"{path}: a manifest needs the columns path,label (source optional). "
+                                     f"{LAYOUT_HELP}")
         for row_number, row in enumerate(reader, start=2):
             try:
                 tumor, tumor_type = _parse_label(row["label"])
             except DatasetLayoutError as e:
                 raise DatasetLayoutError(f"{path}, line {row_number}: {e}") from None
-            ds.samples.append(Sample((path.parent / row["path"]).resolve(), tumor, tumor_type))
+            source = (row.get("source") or "").strip()
+            ds.samples.append(Sample((path.parent / row["path"]).resolve(), tumor, tumor_type, source))
     return ds
 
 
@@ -134,4 +154,6 @@ def load_dataset(root: str | Path, split: str = "training") -> Dataset:
                 for p in list_images(root / folder):
                     ds.samples.append(Sample(p, int(label == "tumor"), None if label == "tumor" else "no_tumor"))
             return ds
+    if subdirs & set(TYPE_FOLDERS):  # some of the type folders: a collection of tumors only (figshare's three)
+        return _from_type_folders(root, "types", None)
     raise DatasetLayoutError(f"{root} matches no dataset layout. {LAYOUT_HELP}")

@@ -5,6 +5,8 @@ Sensitivity (recall on tumors) comes first: a missed tumor is the worst error th
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 from sklearn.metrics import confusion_matrix, roc_auc_score
 
@@ -108,3 +110,13 @@ def bootstrap_proportion(hits: np.ndarray, n_boot: int = 1000, seed: int = 0, le
     means = np.random.default_rng(seed).choice(hits, (n_boot, len(hits))).mean(axis=1)
     tail = (1 - level) / 2 * 100
     return [float(np.percentile(means, tail)), float(np.percentile(means, 100 - tail))]
+
+
+def wilson_interval(k: int, n: int, z: float = 1.96) -> list[float]:
+    """Wilson score 95% interval of a proportion k / n (sound near 0 and 1, where a bootstrap collapses)."""
+    if n == 0:
+        return [float("nan"), float("nan")]
+    p = k / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return [max(0.0, centre - half), min(1.0, centre + half)]

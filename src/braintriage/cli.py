@@ -77,7 +77,7 @@ def train(
     backbone_lr_scale: float = typer.Option(1.0, help="The backbone's learning rate as a fraction of the "
                                                       "head's (fine-tuning a pretrained network: e.g. 0.3)."),
     source_balance: float = typer.Option(0.5, help="Within a class, each source weighs count**this in total: "
-                                                   "0 by image count, 1 every source alike."),
+                                                   "1 by image count, 0 every source alike."),
     holdout_source: Optional[str] = typer.Option(
         None, help="Leave-source-out: train without this source (a dataset folder's name or a manifest's "
                    "source) and evaluate the model on it (RUN_DIR/holdout.json)."),
@@ -356,8 +356,13 @@ def model_card(
     output: Path = typer.Option(Path("MODEL_CARD.md"), "--output", "-o"),
     train_data: Optional[Path] = typer.Option(None, help="Training data, for the unleaked subset."),
     output_dir: Path = typer.Option(Path("evaluation/model-card"), help="Where the evaluation files go."),
+    leave_source_out: Optional[list[Path]] = typer.Option(
+        None, help="holdout.json files of leave-source-out runs of this recipe (train --holdout-source): "
+                   "one table row each."),
 ) -> None:
     """Evaluate a model and write its model card (Markdown) from its metadata and the measured numbers."""
+    import json
+
     from braintriage.modelfile import BUNDLED_MODEL, read_metadata
 
     with user_errors():
@@ -366,7 +371,8 @@ def model_card(
 
         report = run_evaluation(data, model, "testing", output_dir, train_data)
         path = model or BUNDLED_MODEL
-        output.write_text(render(read_metadata(path), report, path))
+        rows = [json.loads(Path(f).read_text()) for f in leave_source_out or []]
+        output.write_text(render(read_metadata(path), report, path, rows))
     typer.echo(f"saved {output}")
 
 

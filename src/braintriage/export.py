@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -90,10 +91,15 @@ def export_onnx(model_path: str | Path, output: str | Path) -> dict:
     tmp = output.with_name(output.name + ".tmp")
     # The TorchScript exporter keeps BatchNorm as its own node with state-dict-named inputs (the dynamo
     # exporter folds it into the convolutions), which is what lets PyTorch load the weights back.
-    torch.onnx.export(wrapper, (torch.zeros(1, meta["input"]["channels"], size, size),), str(tmp),
-                      input_names=["image"], output_names=names, opset_version=OPSET, dynamo=False,
-                      do_constant_folding=False,
-                      dynamic_axes={n: {0: "batch"} for n in ["image", *names]})
+    # TF-"SAME" padding (EfficientNet-Lite) reads the input size as a number: the graph is for the model's
+    # one input size, which is what the runtime always feeds it, so the tracer's warning says nothing new.
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)
+        warnings.filterwarnings("ignore", message="Constant folding")
+        torch.onnx.export(wrapper, (torch.zeros(1, meta["input"]["channels"], size, size),), str(tmp),
+                          input_names=["image"], output_names=names, opset_version=OPSET, dynamo=False,
+                          do_constant_folding=False,
+                          dynamic_axes={n: {0: "batch"} for n in ["image", *names]})
     onnx_model = onnx.load(str(tmp))
     _name_every_weight(onnx_model)
     _weights_to_float16(onnx_model)

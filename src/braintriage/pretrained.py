@@ -76,8 +76,8 @@ def imagenet_state_dict(architecture: str, in_channels: int) -> dict[str, torch.
 def load_imagenet_weights(model: nn.Module, architecture: str) -> None:
     """Load the packaged ImageNet weights into everything but the model's new head; any other mismatch is an
     error, so a changed network can never silently train from a half-loaded start."""
-    in_channels = model.stem[1].in_channels
-    state = imagenet_state_dict(architecture, in_channels)
+    weights_package(architecture)  # refuses an architecture without packaged weights before anything else
+    state = imagenet_state_dict(architecture, model.stem[1].in_channels)
     missing, unexpected = model.load_state_dict(state, strict=False)
     missing = [k for k in missing if not k.startswith("head.")]
     if missing or unexpected:

@@ -54,7 +54,7 @@ class TrainConfig:
     architecture: str = DEFAULT_MODEL
     pretrained: bool = False  # start from the architecture's packaged ImageNet weights (pretrained.py)
     backbone_lr_scale: float = 1.0  # the backbone's learning rate relative to the head's (fine-tuning: < 1)
-    source_balance: float = 0.5  # within a class, source s weighs count_s ** this in total (0: by count, 1: equal)
+    source_balance: float = 0.5  # within a class, source s weighs count_s ** this in total (1: by count, 0: equal)
     holdout_source: str | None = None  # train without this source, then evaluate on it
     labels: str = "auto"  # "type": predict tumor type (P(tumor) = 1 - P(no tumor)); "binary"; "auto"
     image_size: int = 200
@@ -162,8 +162,10 @@ def load_training_data(cfg: TrainConfig, log=print) -> DecodedSet:
 
 def grouped_folds(decoded: DecodedSet, n_splits: int, seed: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
     """(train, held-out) indices for each of n_splits folds: whole near-duplicate groups go to one side,
-    stratified by tumor type (by the binary label where types are unknown)."""
-    strata = np.where(decoded.tumor_type >= 0, decoded.tumor_type, decoded.tumor + len(TUMOR_TYPES))
+    stratified by source and tumor type (by the binary label where types are unknown)."""
+    label = np.where(decoded.tumor_type >= 0, decoded.tumor_type, decoded.tumor + len(TUMOR_TYPES))
+    source = np.unique(decoded.source, return_inverse=True)[1]
+    strata = source * (len(TUMOR_TYPES) + 2) + label  # one source: the type strata as before
     folds = StratifiedGroupKFold(n_splits=n_splits, shuffle=True, random_state=seed)
     for train_idx, val_idx in folds.split(np.zeros(len(strata)), strata, decoded.groups):
         yield np.sort(train_idx), np.sort(val_idx)
@@ -196,8 +198,8 @@ UNTYPED_TUMOR = len(TUMOR_TYPES)
 def cell_weights(targets: np.ndarray, source_ids: np.ndarray, num_sources: int, balance: float) -> np.ndarray:
     """A weight per (source, target) cell, from the training images' counts: every target class present gets
     the same total weight (the original study's balanced classes), and within a class each source's share
-    grows as count ** balance, so a small collection is neither drowned (0) nor blown up to equal footing
-    with a large one (1). With one source this is `class_weights`. Returns (num_sources, num_targets),
+    grows as count ** balance, so a small collection is neither drowned (balance 1: every image alike) nor
+    blown up to equal footing with a large one (0: every source alike). With one source this is `class_weights`. Returns (num_sources, num_targets),
     scaled so the mean weight per training image is 1."""
     num_targets = int(targets.max()) + 1 if len(targets) else 1
     counts = np.zeros((num_sources, max(num_targets, UNTYPED_TUMOR + 1)))

@@ -151,3 +151,27 @@ def test_intensity_curves_keep_background_black_and_match_the_per_image_version(
     single = np.stack([augment_image(img, policy, rng) for _ in range(n)])
     for a, b in [(dark, single[:, 12, 12]), (bright, single[:, 12, 20])]:
         assert ks_2samp(np.round(a, 4), np.round(b, 4)).pvalue > 1e-3
+
+
+def test_contrast_inversion_swaps_tissues_inside_the_head_and_keeps_the_background_black():
+    import numpy as np
+    from scipy.stats import ks_2samp
+
+    from braintriage.augment import augment_image
+
+    size, n = 32, 800
+    img = np.zeros((size, size), np.uint8)
+    img[8:24, 8:16], img[8:24, 16:24] = 60, 200  # a dark and a bright "tissue" on black background
+    still = dict(zoom=(1.0, 1.0), rotation_degrees=0, horizontal_flip=0, brightness=(1.0, 1.0))
+    batch = torch.from_numpy(np.repeat(img[None, None], n, 0)).float() / 255
+    policy = AugmentPolicy(**still, invert=0.5)
+    out = augment_batch(batch, policy, torch.Generator().manual_seed(0))[:, 0].numpy()
+    assert np.all(out[:, :8] == 0) and np.all(out[:, 24:] == 0)
+    dark, bright = out[:, 12, 12], out[:, 12, 20]
+    inverted = dark > bright
+    assert 0.4 < inverted.mean() < 0.6
+    assert np.allclose(dark[inverted], 1 - 60 / 255, atol=1e-4) and np.allclose(bright[inverted], 1 - 200 / 255,
+                                                                                 atol=1e-4)
+    rng = np.random.default_rng(0)
+    single = np.stack([augment_image(img, policy, rng) for _ in range(n)])
+    assert ks_2samp(dark, single[:, 12, 12]).pvalue > 1e-3

@@ -1,8 +1,9 @@
 """Training augmentation, applied to whole batches on the training device.
 
 The default policy is the original study's: zoom, rotation (+/-10 degrees), brightness (0.6-1.5) and
-horizontal flips. Translation, a contrast (gamma) curve, noise, blur, a bias field (coil shading) and a random
-intensity curve (tissue contrasts reordered, as between MRI sequences) are there for the harder shift to scans
+horizontal flips. Translation, a contrast (gamma) curve, noise, blur, a bias field (coil shading), a random
+intensity curve (tissue contrasts reordered, as between MRI sequences) and contrast inversion inside the head
+(T1-like to T2-like) are there for the harder shift to scans
 from other scanners and sites; they are off by default. Never vertical flips (the brain is not top/bottom
 symmetric) and never shear (it distorts anatomy): every geometric transform here is a similarity (rotation x
 uniform scale x optional left-right mirror), built as one affine matrix per image and applied with
@@ -33,6 +34,7 @@ class AugmentPolicy:
     bias_field: float = 0.0  # smooth multiplicative field exp(f), f bilinear from a 4x4 grid of N(0, s^2),
     #                          s uniform in [0, bias_field]: the slow intensity shading of MRI coils; 0 = off
     intensity_remap: float = 0.0  # probability of a random piecewise-linear intensity curve (see remap_intensity)
+    invert: float = 0.0  # probability of inverting contrast inside the head (see invert_contrast); 0 = off
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -86,6 +88,9 @@ def augment_batch(images: torch.Tensor, policy: AugmentPolicy, generator: torch.
         out = out * torch.exp(F.interpolate(coarse, size=out.shape[-2:], mode="bilinear", align_corners=False))
     if policy.intensity_remap > 0:
         out = remap_intensity(out, random_curves(n, policy.intensity_remap, generator, images.device, images.dtype))
+    if policy.invert > 0:
+        chosen = torch.rand(n, 1, 1, 1, generator=generator, device=images.device) < policy.invert
+        out = torch.where(chosen, invert_contrast(out), out)
     if policy.gamma != (1.0, 1.0):
         out = out.clamp(min=1e-6) ** per_image(*policy.gamma)
     out = out * per_image(*policy.brightness)
@@ -111,6 +116,18 @@ def random_curves(n: int, probability: float, generator: torch.Generator | None 
     identity = torch.linspace(0.0, 1.0, CURVE_SEGMENTS + 1, device=device, dtype=dtype)
     random = torch.rand(n, 1, generator=generator, device=device, dtype=dtype) < probability
     return torch.where(random, knots, identity)
+
+
+INVERT_FADE = 0.1  # intensities below this fade to black in an inverted image, so the background stays black
+
+
+def invert_contrast(images):
+    """Contrast inverted inside the head: x -> (1 - x), faded to black below INVERT_FADE so the background and
+    the dim rim of the head stay dark. A T1 slice (fluid dark, white matter bright) then looks T2-like (fluid
+    bright); works on torch tensors and numpy arrays alike."""
+    fade = images / INVERT_FADE
+    fade = fade.clamp(max=1.0) if isinstance(images, torch.Tensor) else np.minimum(fade, 1.0)
+    return (1.0 - images) * fade
 
 
 def remap_intensity(images: torch.Tensor, curves: torch.Tensor) -> torch.Tensor:
@@ -165,6 +182,8 @@ def augment_image(image: np.ndarray, policy: AugmentPolicy, rng: np.random.Gener
         curve = np.concatenate([[0.0], rng.uniform(0, 1, CURVE_SEGMENTS)])
         if rng.random() < policy.intensity_remap:
             out = np.interp(np.clip(out, 0, 1), knots, curve).astype(np.float32)
+    if policy.invert > 0 and rng.random() < policy.invert:
+        out = invert_contrast(np.clip(out, 0, 1)).astype(np.float32)
     if policy.gamma != (1.0, 1.0):
         out = np.maximum(out, 1e-6) ** rng.uniform(*policy.gamma)
     out = out * rng.uniform(*policy.brightness)

@@ -113,6 +113,8 @@ def train(
                                                 "shading); 0 = off."),
     intensity_remap: float = typer.Option(0.0, help="Probability of a random intensity curve that may reorder "
                                                     "tissue contrasts (as between MRI sequences); 0 = off."),
+    invert: float = typer.Option(0.0, help="Probability of inverting contrast inside the head (T1-like to "
+                                           "T2-like); 0 = off."),
     seed: int = typer.Option(0),
     device: str = typer.Option("auto", help="auto, cpu, cuda, cuda:1 ..."),
     precision: str = typer.Option("auto", help="bf16, fp32, or auto: bf16 autocast where the GPU or CPU "
@@ -136,7 +138,7 @@ def train(
 
     policy = AugmentPolicy(zoom=zoom, rotation_degrees=rotation, brightness=brightness, horizontal_flip=hflip,
                            translate=translate, gamma=gamma, noise=noise, blur=blur, bias_field=bias_field,
-                           intensity_remap=intensity_remap)
+                           intensity_remap=intensity_remap, invert=invert)
     cfg = TrainConfig(data=[str(d) for d in data] if len(data) > 1 else str(data[0]), output=str(output),
                       run_dir=str(run_dir), architecture=architecture, pretrained=pretrained,
                       backbone_lr_scale=backbone_lr_scale, source_balance=source_balance,

@@ -194,6 +194,7 @@ def evaluate(
 ) -> None:
     """Metrics with 95% CIs, ROC/PR/calibration, sensitivity per tumor type, and the unleaked subset."""
     from rich.console import Console
+    from rich.markup import escape
 
     with user_errors():
         from braintriage.evaluate import evaluate as run_evaluation
@@ -225,8 +226,8 @@ def evaluate(
                       ", ".join(f"{t} {result['type_recall'][t]:.3f} / {result['type_precision'][t]:.3f}"
                                 for t in result["type_recall"]))
     for row in result["unreadable"]:
-        console.print(f"[red]unreadable[/red] {row['path']}: {row['error']}")
-    console.print(f"saved {output_dir}/metrics.json and plots" + (f"; report {report}" if report else ""))
+        console.print(f"[red]unreadable[/red] {escape(row['path'])}: {escape(row['error'])}")
+    console.print(escape(f"saved {output_dir}/metrics.json and plots" + (f"; report {report}" if report else "")))
 
 
 @app.command()

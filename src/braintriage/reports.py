@@ -108,9 +108,10 @@ def _fmt(v: float) -> str:
 
 def metrics_table(metrics: dict, title: str, ci95: dict | None = None):
     """A rich Table of the screening metrics, with 95% intervals when given."""
+    from rich.markup import escape
     from rich.table import Table
 
-    table = Table(title=title)
+    table = Table(title=escape(title))  # the title names a folder: printed as it is, never read as markup
     table.add_column("metric")
     table.add_column("value", justify="right")
     if ci95:
@@ -131,10 +132,11 @@ def metrics_table(metrics: dict, title: str, ci95: dict | None = None):
 
 def print_audit(a: dict) -> None:
     from rich.console import Console
+    from rich.markup import escape
     from rich.table import Table
 
     console = Console()
-    table = Table(title=f"{a['dataset']} ({a['layout']} layout, {a['images']} images, {a['seconds']} s)")
+    table = Table(title=escape(f"{a['dataset']} ({a['layout']} layout, {a['images']} images, {a['seconds']} s)"))
     table.add_column("split")
     classes = sorted({c for s in a["splits"].values() for c in s["classes"]})
     for c in classes:
@@ -148,7 +150,7 @@ def print_audit(a: dict) -> None:
                   f"width min/median/max {sizes['width_min_median_max']}; modes {a['modes']}")
     console.print(f"unreadable files: {len(a['unreadable'])}")
     for row in a["unreadable"]:
-        console.print(f"  [red]{row['split']}/{row['path']}[/red]: {row['error']}")
+        console.print(f"  [red]{escape(row['split'])}/{escape(row['path'])}[/red]: {escape(row['error'])}")
     ex, near = a["exact_duplicates"], a["near_duplicates"]
     console.print(f"exact duplicates: {ex['file_identical_groups']} groups of identical files "
                   f"({ex['file_identical_images']} images), {ex['pixel_identical_groups']} of identical pixels "

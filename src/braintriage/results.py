@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import csv
 from pathlib import Path
 
+from braintriage.csv_cells import write_csv_rows
 from braintriage.inference import Prediction, Predictor
 
 # One row per plain image or per study (DICOM series, multi-frame file, NIfTI volume): `study` names a study
@@ -20,22 +20,23 @@ NOTICE = "Decision support only, not a diagnosis: a suspected tumor means refer 
 
 
 def write_predictions_csv(results: list[Prediction], path: str | Path, with_types: bool = False) -> None:
-    with open(path, "w", newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow(CSV_COLUMNS + (TYPE_COLUMNS if with_types else []))
-        for r in results:
-            p = "" if r.tumor_probability is None else f"{r.tumor_probability:.6f}"
-            row = [r.path, r.study or "", p, r.prediction or "", r.slices, ";".join(r.top_slices), r.error or "",
-                   r.warning or ""]
-            if with_types:
-                probs = r.type_probabilities or {}
-                row += [r.predicted_type or ""] + [
-                    f"{probs[c.removeprefix('probability_')]:.6f}" if probs else "" for c in TYPE_COLUMNS[1:]]
-            writer.writerow(row)
+    """The predictions CSV; text cells that a spreadsheet would run as formulas are neutralised (csv_cells)."""
+    def row(r: Prediction) -> list:
+        p = "" if r.tumor_probability is None else f"{r.tumor_probability:.6f}"
+        cells = [r.path, r.study or "", p, r.prediction or "", r.slices, ";".join(r.top_slices), r.error or "",
+                 r.warning or ""]
+        if with_types:
+            probs = r.type_probabilities or {}
+            cells += [r.predicted_type or ""] + [
+                f"{probs[c.removeprefix('probability_')]:.6f}" if probs else "" for c in TYPE_COLUMNS[1:]]
+        return cells
+
+    write_csv_rows(path, CSV_COLUMNS + (TYPE_COLUMNS if with_types else []), map(row, results))
 
 
 def print_predictions(results: list[Prediction], predictor: Predictor) -> None:
     from rich.console import Console
+    from rich.markup import escape  # a file named "x[/bold].jpg" is a name, not markup
     from rich.table import Table
 
     table = Table(title=f"braintriage ({predictor.metadata['architecture']}, threshold "
@@ -47,17 +48,17 @@ def print_predictions(results: list[Prediction], predictor: Predictor) -> None:
     table.add_column("P(tumor)", justify="right")
     table.add_column("verdict")
     for r in results:
-        study = [f"{r.study} ({r.slices}; {', '.join(r.top_slices)})" if r.study else ""] if studies else []
+        study = [escape(f"{r.study} ({r.slices}; {', '.join(r.top_slices)})") if r.study else ""] if studies else []
         if r.tumor_probability is None:
-            table.add_row(r.path, *study, "", f"[red]error: {r.error}[/red]")
+            table.add_row(escape(r.path), *study, "", f"[red]error: {escape(r.error or '')}[/red]")
         else:
             verdict = ("[bold yellow]tumor suspected: refer[/bold yellow]" if r.prediction == "tumor"
                        else "no tumor detected")
             if not r.reliable:
-                verdict = f"[magenta]no verdict: {r.warning}[/magenta] (model: {r.prediction})"
+                verdict = f"[magenta]no verdict: {escape(r.warning)}[/magenta] (model: {r.prediction})"
             elif r.warning:
-                verdict += f" [magenta]({r.warning})[/magenta]"
+                verdict += f" [magenta]({escape(r.warning)})[/magenta]"
             if r.error:
-                verdict += f" [red]({r.error})[/red]"
-            table.add_row(r.path, *study, f"{r.tumor_probability:.3f}", verdict)
+                verdict += f" [red]({escape(r.error)})[/red]"
+            table.add_row(escape(r.path), *study, f"{r.tumor_probability:.3f}", verdict)
     Console().print(table)

@@ -18,7 +18,6 @@ kept, so the same command run again after an interruption trains only the missin
 from __future__ import annotations
 
 import copy
-import csv
 import hashlib
 import json
 import math
@@ -37,6 +36,7 @@ from tqdm import tqdm
 
 from braintriage.augment import AugmentPolicy, augment_batch
 from braintriage.cache import DecodedSet, cached_decode, from_sources
+from braintriage.csv_cells import write_csv_dicts
 from braintriage.datasets import TUMOR_TYPES, DatasetLayoutError, load_dataset
 from braintriage.metrics import (METRIC_NAMES, binary_metrics, threshold_for_sensitivity, wilson_interval,
                                  threshold_for_specificity)
@@ -843,7 +843,4 @@ def calibrate_ood(model_path: str | Path, decoded: DecodedSet, output: str | Pat
 
 
 def write_csv(rows: list[dict], path: Path) -> None:
-    with path.open("w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
+    write_csv_dicts(path, rows)  # image paths in oof.csv are text a spreadsheet must not run

@@ -156,7 +156,8 @@ function exportCsv() {
   const cols = ["filename", "study", "tumor_probability", "prediction", "predicted_type", "slices", "threshold",
                 "warning", "error"];
   const quote = (v) => {
-    const s = v === null || v === undefined ? "" : String(v);
+    let s = v === null || v === undefined ? "" : String(v);
+    if (typeof v === "string" && /^[=+\-@\t\r]/.test(s)) s = "'" + s;  // a spreadsheet shows it, never runs it
     return /[",\n]/.test(s) ? '"' + s.replace(/"/g, '""') + '"' : s;
   };
   const lines = [cols.join(",")].concat(state.results.map((r) => cols.map((c) => quote(r[c])).join(",")));

@@ -1,0 +1,34 @@
+"""What a user reads or opens is exactly the file names given: never markup, never a spreadsheet formula."""
+
+import csv
+
+from PIL import Image
+from typer.testing import CliRunner
+
+from braintriage.cli import app
+from braintriage.csv_cells import safe_cell
+from conftest import synthetic_slice
+
+
+def test_formula_like_cells_are_neutralised_and_others_left_alone():
+    for text in ("=HYPERLINK(\"http://x\",\"y\")", "+1", "-2+3", "@SUM(A1)", "\tx", "\rx"):
+        assert safe_cell(text) == "'" + text
+    for value in ("scan.jpg", "0.5", "", 3, 0.25, None):
+        assert safe_cell(value) == value
+
+
+def test_predict_prints_markup_like_names_literally_and_writes_inert_csv_cells(tmp_path, monkeypatch):
+    folder = tmp_path / "scans"
+    (folder / "x[").mkdir(parents=True)  # with the file inside it, the path reads x[/bold].jpg
+    names = ["x[/bold].jpg", "red[bold]BIG.jpg", "=HYPERLINK(1).png"]
+    for name in names:
+        Image.fromarray(synthetic_slice()).save(folder / name)
+    out = tmp_path / "r.csv"
+    monkeypatch.chdir(folder)  # relative names: the CSV cell starts with what the file name starts with
+    result = CliRunner().invoke(app, ["predict", *names, "--output", str(out)], terminal_width=300)
+    assert result.exit_code == 0, result.output
+    for name in names[:2]:
+        assert name in result.output
+    rows = list(csv.DictReader(out.open()))
+    paths = sorted(r["path"] for r in rows)
+    assert len(rows) == 3 and "'=HYPERLINK(1).png" in paths and "x[/bold].jpg" in paths

@@ -204,3 +204,30 @@ def test_no_identifier_leaves_through_cli_csv_or_api(tmp_path, caplog):
     assert len(results) == 1 and results[0]["slices"] == 3 and results[0]["study"].startswith("study-")
     assert_no_identifiers(r.text + caplog.text)
     assert STUDY_UID not in r.text
+
+
+def test_malformed_header_numbers_are_per_file_errors_that_never_quote_the_field(tmp_path, caplog):
+    """NumberOfFrames, InstanceNumber or RescaleSlope written as text: the file gets its own error (or, for the
+    slice order, a fallback), the good file beside it is answered, and the field's text appears nowhere."""
+    from pydicom.dataelem import DataElement
+
+    secrets = {"NumberOfFrames": "PIDX9876543", "InstanceNumber": "ZZSECRET", "RescaleSlope": "ACME"}
+    folder = tmp_path / "mixed"
+    folder.mkdir()
+    for k, (keyword, text) in enumerate(secrets.items()):
+        ds = make_dicom(synthetic_slice(64, seed=k) * 16)
+        tag = {"NumberOfFrames": 0x00280008, "InstanceNumber": 0x00200013, "RescaleSlope": 0x00281053}[keyword]
+        ds[tag] = DataElement(tag, "LO", text)  # text where a number belongs, as a careless writer stores it
+        ds.save_as(folder / f"{keyword}.dcm", enforce_file_format=True)
+    Image.fromarray(synthetic_slice()).save(folder / "good.png")
+    out = tmp_path / "out.csv"
+    result = runner.invoke(app, ["predict", str(folder), "--output", str(out)])
+    assert result.exit_code in (0, 1) and "Traceback" not in result.output, result.output
+    rows = {r["path"].rsplit("/", 1)[-1]: r for r in csv.DictReader(out.open())}
+    text = result.output + out.read_text() + caplog.text
+    for secret in secrets.values():
+        assert secret not in text
+    assert rows["good.png"]["tumor_probability"] and not rows["good.png"]["error"]
+    assert "NumberOfFrames" in rows["NumberOfFrames.dcm"]["error"]
+    assert "RescaleSlope" in rows["RescaleSlope.dcm"]["error"] or "rescale" in rows["RescaleSlope.dcm"]["error"]
+    assert rows["InstanceNumber.dcm"]["tumor_probability"]  # a bad instance number only loses its ordering

@@ -89,6 +89,16 @@ def _first_number(value) -> float | None:
         return None
 
 
+def header_int(ds, keyword: str, default: int | None = None) -> int | None:
+    """An integer header field, `default` when absent. A malformed one (text where a number belongs) is an
+    ImageReadError naming the field and never quoting it: a header can hold anything, a patient ID too."""
+    try:
+        value = getattr(ds, keyword, None)
+        return default if value is None or value == "" else int(value)
+    except Exception:  # pydicom's own conversion errors quote the value: none of it goes on
+        raise ImageReadError(f"malformed DICOM header: {keyword} is not a number") from None
+
+
 def window_to_uint8(values: np.ndarray, ds) -> np.ndarray:
     """Modality values -> 8 bits through the stored window, or a robust percentile window."""
     c, w = _first_number(getattr(ds, "WindowCenter", None)), _first_number(getattr(ds, "WindowWidth", None))
@@ -117,13 +127,17 @@ def dicom_frames(ds) -> list[np.ndarray]:
         raise ImageReadError(f"DICOM pixel data in transfer syntax '{name}' cannot be decoded here "
                              f"({type(e).__name__}); JPEG baseline/lossless, JPEG 2000, RLE and "
                              "uncompressed are supported") from None
-    frames_count = int(getattr(ds, "NumberOfFrames", 1) or 1)
-    samples = int(getattr(ds, "SamplesPerPixel", 1) or 1)
+    frames_count = header_int(ds, "NumberOfFrames", 1) or 1
+    samples = header_int(ds, "SamplesPerPixel", 1) or 1
     if samples == 3:  # colour: luminance, like a colour JPEG
         pixels = pixels @ np.array([0.299, 0.587, 0.114])
     if frames_count == 1:
         pixels = pixels[None]
-    values = apply_modality_lut(pixels, ds) if samples == 1 else pixels
+    try:
+        values = apply_modality_lut(pixels, ds) if samples == 1 else pixels
+    except Exception:
+        raise ImageReadError("malformed DICOM header: RescaleSlope / RescaleIntercept or the modality LUT "
+                             "is not usable") from None
     return list(window_to_uint8(values, ds))  # one window over all frames of a file
 
 
@@ -134,7 +148,10 @@ def _slice_order(ds) -> tuple:
         normal = np.cross(orientation[:3], orientation[3:])
         return (0, float(np.dot(normal, [float(v) for v in ds.ImagePositionPatient])))
     except (AttributeError, ValueError, TypeError):
-        return (1, int(getattr(ds, "InstanceNumber", 0) or 0))
+        try:
+            return (1, header_int(ds, "InstanceNumber", 0))
+        except ImageReadError:  # a malformed instance number only costs the file its place in the order
+            return (2, 0)
 
 
 @dataclass
@@ -152,10 +169,11 @@ def _group_dicom(sources: list[_DicomSource], group_path: Callable[[list[_DicomS
     for src in sources:
         try:
             src.header = _read_dicom(src.open(), headers_only=True)
+            frames = header_int(src.header, "NumberOfFrames", 1)
         except ImageReadError as e:
             items.append(ScanItem(src.path, error=str(e)))
             continue
-        if int(getattr(src.header, "NumberOfFrames", 1) or 1) > 1:
+        if frames and frames > 1:
             items.append(_multiframe_item(src, show_identifiers))
         else:
             key = (str(getattr(src.header, "StudyInstanceUID", "")), str(getattr(src.header, "SeriesInstanceUID", "")))
@@ -164,15 +182,23 @@ def _group_dicom(sources: list[_DicomSource], group_path: Callable[[list[_DicomS
         members.sort(key=lambda s: _slice_order(s.header))
         slices = []
         for i, src in enumerate(members):
-            number = getattr(src.header, "InstanceNumber", None)
-            slices.append(Slice(str(number) if number is not None else str(i + 1),
+            slices.append(Slice(str(_instance_number(src.header, i + 1)),
                                 lambda s=src: Image.fromarray(dicom_frames(_read_dicom(s.open()))[0])))
         items.append(ScanItem(group_path(members), slices, study_name(members[0].header, show_identifiers)))
     return items
 
 
+def _instance_number(ds, fallback: int) -> int:
+    """The slice's name in a study: its InstanceNumber, or its place in the order when that is missing or
+    malformed (a slice is never named with header text)."""
+    try:
+        return header_int(ds, "InstanceNumber", fallback)
+    except ImageReadError:
+        return fallback
+
+
 def _multiframe_item(src: _DicomSource, show_identifiers: bool) -> ScanItem:
-    n = int(src.header.NumberOfFrames)
+    n = header_int(src.header, "NumberOfFrames", 1)
     cache: dict[str, list[np.ndarray]] = {}
 
     def frame(i: int) -> Image.Image:

@@ -32,3 +32,25 @@ def test_predict_prints_markup_like_names_literally_and_writes_inert_csv_cells(t
     rows = list(csv.DictReader(out.open()))
     paths = sorted(r["path"] for r in rows)
     assert len(rows) == 3 and "'=HYPERLINK(1).png" in paths and "x[/bold].jpg" in paths
+
+
+def test_extreme_shapes_and_foreign_formats_are_refused_from_the_header(tmp_path):
+    import time
+    import tracemalloc
+
+    from braintriage.preprocess import ImageReadError, decode_image
+
+    Image.new("L", (60000, 1)).save(tmp_path / "line.png")  # 138 bytes that pad to a 3.6-gigapixel square
+    Image.new("L", (48, 3000)).save(tmp_path / "strip.tif")
+    (tmp_path / "eps.jpg").write_bytes(b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 10 10\nshowpage\n")
+    tracemalloc.start()
+    t = time.perf_counter()
+    for name, words in [("line.png", "too large"), ("strip.tif", "shape of a scan"), ("eps.jpg", "not an image")]:
+        try:
+            decode_image(tmp_path / name)
+        except ImageReadError as e:
+            assert words in str(e), (name, str(e))
+        else:
+            raise AssertionError(f"{name} was decoded")
+    assert time.perf_counter() - t < 2 and tracemalloc.get_traced_memory()[1] < 50e6
+    tracemalloc.stop()

@@ -19,6 +19,12 @@ IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff")
 # decompression bomb, so PIL's own (much larger) limit is tightened.
 MAX_IMAGE_PIXELS = 64_000_000
 Image.MAX_IMAGE_PIXELS = MAX_IMAGE_PIXELS
+# Preprocessing pads to a square before resizing, so the work is max(w, h) squared, not w x h: a 60000x1 PNG
+# of 138 bytes would become a 3.6-gigapixel canvas. No scan is 20 times wider than it is tall.
+MAX_ASPECT_RATIO = 20
+# The formats the README lists (a camera's multi-picture JPEG opens through JPEG too). Nothing else is handed
+# to Pillow's decoders, whatever the file is called: EPS content named .jpg would run Ghostscript.
+IMAGE_FORMATS = ("JPEG", "PNG", "BMP", "TIFF")
 
 
 class ImageReadError(ValueError):
@@ -128,12 +134,17 @@ _RESAMPLE = {"bilinear": Image.Resampling.BILINEAR, "bicubic": Image.Resampling.
 
 def decode_image(path: str | Path | BinaryIO) -> Image.Image:
     """Open an image file (a path or a file object) fully, so truncation shows up here, as 8-bit grayscale.
-    Images over MAX_IMAGE_PIXELS are refused from their header, before any pixel is decoded."""
+    Only IMAGE_FORMATS are decoded. Images whose padded square would pass MAX_IMAGE_PIXELS, or of an aspect
+    ratio past MAX_ASPECT_RATIO, are refused from their header, before any pixel is decoded."""
     try:
-        with Image.open(path) as im:
-            if im.width * im.height > MAX_IMAGE_PIXELS:
-                raise ImageReadError(f"image too large ({im.width}x{im.height} pixels; at most "
-                                     f"{MAX_IMAGE_PIXELS:,} are accepted)")
+        with Image.open(path, formats=IMAGE_FORMATS) as im:
+            side = max(im.width, im.height)
+            if side * side > MAX_IMAGE_PIXELS:
+                raise ImageReadError(f"image too large ({im.width}x{im.height} pixels, {side}x{side} once padded "
+                                     f"to a square; at most {MAX_IMAGE_PIXELS:,} are accepted)")
+            if side > MAX_ASPECT_RATIO * max(1, min(im.width, im.height)):
+                raise ImageReadError(f"not the shape of a scan ({im.width}x{im.height} pixels; the longer side "
+                                     f"may be at most {MAX_ASPECT_RATIO} times the shorter)")
             im.load()
             im = ImageOps.exif_transpose(im)
             return to_grayscale(im)

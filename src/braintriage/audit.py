@@ -20,7 +20,7 @@ from PIL import Image
 
 from braintriage.datasets import SEED_SPLITS, Dataset, load_dataset
 from braintriage.near_duplicates import NEAR_DUPLICATE_DISTANCE, hamming_matrix, near_duplicate_groups, phash64
-from braintriage.preprocess import ImageReadError, decode_image
+from braintriage.preprocess import IMAGE_FORMATS, ImageReadError, decode_image
 
 
 @dataclass
@@ -41,7 +41,7 @@ def _read(split: str, ds: Dataset, sample) -> ImageRecord:
     rec = ImageRecord(split, ds.relpath(sample), label)
     try:
         rec.file_sha = hashlib.sha256(sample.path.read_bytes()).hexdigest()
-        with Image.open(sample.path) as im:
+        with Image.open(sample.path, formats=IMAGE_FORMATS) as im:
             rec.size, rec.mode = im.size, im.mode
         gray = decode_image(sample.path)
         rec.pixel_sha = hashlib.sha256(f"{gray.size}".encode() + gray.tobytes()).hexdigest()

@@ -58,3 +58,47 @@ def test_bundled_model_is_small_and_self_describing():
         assert key in meta
     assert len(meta["training"]["data_fingerprint"]) == 64
     assert meta["input"]["preprocess"]["size"] == 200 and meta["input"]["channels"] == 1
+
+
+@pytest.mark.parametrize("change, field", [
+    ({"input": {"channels": 1, "preprocess": {"size": 64}, "normalization": {"mean": 0.2, "std": 0.0}}},
+     "input.normalization.std"),
+    ({"input": {"channels": 1, "preprocess": {"size": 100000}, "normalization": {"mean": 0.2, "std": 0.2}}},
+     "input.preprocess.size"),
+    ({"threshold": "0.5"}, "threshold"),
+    ({"threshold": float("nan")}, "threshold"),
+    ({"class_names": "no_tumor,tumor"}, "class_names"),
+    ({"output": "logits"}, "output"),
+    ({"architecture": None}, "architecture"),
+], ids=["std-0", "huge-size", "string-threshold", "nan-threshold", "class-string", "output", "no-architecture"])
+def test_invalid_metadata_is_refused_naming_the_field(tmp_path, change, field):
+    from safetensors.numpy import save_file
+    from typer.testing import CliRunner
+
+    from braintriage.cli import app
+
+    path = tmp_path / "bad.safetensors"
+    save_model(path, build_model("resnet18-w32", 1, 4, 64), {**META, **change})
+    with pytest.raises(ModelFileError, match=field.replace(".", r"\.")):
+        read_metadata(path)
+    result = CliRunner().invoke(app, ["predict", str(tmp_path), "--model", str(path)])
+    assert result.exit_code == 2 and field in result.output and "Traceback" not in result.output
+    for raw, words in [("not json", "not JSON"), ("[1, 2]", "not a JSON object")]:
+        save_file({"w": __import__("numpy").zeros(1)}, str(path), metadata={"braintriage": raw})
+        with pytest.raises(ModelFileError, match=words):
+            read_metadata(path)
+
+
+def test_a_nan_score_is_an_error_row_never_a_verdict(tmp_path):
+    from PIL import Image
+
+    from braintriage.inference import Predictor
+    from conftest import synthetic_slice
+
+    model = build_model("resnet18-w32", 1, 4, 64)
+    with torch.no_grad():
+        model.head.bias.fill_(float("nan"))
+    save_model(tmp_path / "nan.safetensors", model, META)
+    Image.fromarray(synthetic_slice()).save(tmp_path / "s.png")
+    [r] = Predictor(tmp_path / "nan.safetensors").predict_files([str(tmp_path / "s.png")])
+    assert r.tumor_probability is None and r.prediction is None and "not a number" in r.error

@@ -249,6 +249,9 @@ class Predictor:
             for (i, j), warning in zip(ok, ood.warnings_for(batches[0], pooled, self.ood)):
                 alarms[(i, j)] = warning
             for k, (i, j) in enumerate(ok):
+                if not np.isfinite(p_tumor[k]):  # a NaN is an error, never a verdict
+                    errors[i][j] = "the model gave no valid score (not a number): its file may be broken"
+                    continue
                 scores[i][j] = float(p_tumor[k])
                 views[(i, j)] = (arrays[k][0] if heatmaps else None, None if cams is None else cams[k],
                                  None if types is None else types[k])

@@ -15,6 +15,7 @@ Reading metadata needs neither PyTorch nor pickle; a model file from a stranger 
 from __future__ import annotations
 
 import json
+import math
 import os
 from pathlib import Path
 from typing import Any
@@ -35,10 +36,68 @@ class ModelFileError(ValueError):
     pass
 
 
-def _check(meta: dict, path) -> dict:
+MAX_INPUT_SIZE = 1024  # pixels a side; 200 is usual. A larger claim is a broken or hostile file.
+
+
+def _check(raw: str, path) -> dict:
+    """Parse and validate a model file's metadata against one schema before anything uses it: types, ranges,
+    finite numbers, the class list. A wrong field is a ModelFileError that names it."""
+    try:
+        meta = json.loads(raw)
+    except (TypeError, ValueError):
+        raise ModelFileError(f"{path}: the model metadata is not JSON") from None
+    if not isinstance(meta, dict):
+        raise ModelFileError(f"{path}: the model metadata is not a JSON object")
     if meta.get("format") != FORMAT_NAME or meta.get("format_version") != FORMAT_VERSION:
         raise ModelFileError(f"{path}: unsupported model format {meta.get('format')} v{meta.get('format_version')}")
+    for field, problem in _schema_problems(meta):
+        raise ModelFileError(f"{path}: invalid model metadata: {field} {problem}")
     return meta
+
+
+def _number(value, low: float = -math.inf, high: float = math.inf, low_open: bool = False) -> bool:
+    return (isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+            and (value > low if low_open else value >= low) and value <= high)
+
+
+def _schema_problems(meta: dict):
+    """(field, what is wrong) for each field that breaks the schema, in order; empty when the metadata holds."""
+    def get(*keys):
+        node = meta
+        for k in keys:
+            if not isinstance(node, dict) or k not in node:
+                return None
+            node = node[k]
+        return node
+
+    if not isinstance(meta.get("architecture"), str):
+        yield "architecture", "must be a network name"
+    if get("input", "channels") not in (1, 3):
+        yield "input.channels", "must be 1 or 3"
+    size = get("input", "preprocess", "size")
+    if not (isinstance(size, int) and not isinstance(size, bool) and 16 <= size <= MAX_INPUT_SIZE):
+        yield "input.preprocess.size", f"must be a whole number of pixels from 16 to {MAX_INPUT_SIZE}"
+    members = get("ensemble", "members")
+    norms = ([m.get("normalization") if isinstance(m, dict) else None for m in members]
+             if isinstance(members, list) else [get("input", "normalization")])
+    for norm in norms:
+        norm = norm if isinstance(norm, dict) else {}
+        if not _number(norm.get("mean")):
+            yield "input.normalization.mean", "must be a finite number"
+        if not _number(norm.get("std"), 0, low_open=True):
+            yield "input.normalization.std", "must be a finite number above 0"
+    if meta.get("output") not in ("softmax", "sigmoid"):
+        yield "output", "must be softmax or sigmoid"
+    names = meta.get("class_names")
+    if not (isinstance(names, list) and len(names) >= 2 and all(isinstance(n, str) for n in names)
+            and names[0] == "no_tumor"):
+        yield "class_names", "must be a list of at least two names starting with no_tumor"
+    if not _number(meta.get("threshold"), 0, 1, low_open=True):
+        yield "threshold", "must be a finite number in (0, 1]"
+    if "temperature" in meta and not _number(meta["temperature"], 0, low_open=True):
+        yield "temperature", "must be a finite number above 0"
+    if meta.get("ood") is not None and not isinstance(meta["ood"], dict):
+        yield "ood", "must be an object"
 
 
 def read_metadata(path: str | Path = BUNDLED_MODEL) -> dict[str, Any]:
@@ -46,7 +105,7 @@ def read_metadata(path: str | Path = BUNDLED_MODEL) -> dict[str, Any]:
     if not path.is_file():
         raise ModelFileError(f"{path}: model file not found")
     if path.suffix == ".onnx":
-        return _check(json.loads(_onnx_metadata(path)), path)
+        return _check(_onnx_metadata(path), path)
     from safetensors import safe_open
 
     try:
@@ -56,7 +115,7 @@ def read_metadata(path: str | Path = BUNDLED_MODEL) -> dict[str, Any]:
         raise ModelFileError(f"{path}: not a safetensors model file ({e})") from None
     if raw is None:
         raise ModelFileError(f"{path}: safetensors file without braintriage metadata")
-    return _check(json.loads(raw), path)
+    return _check(raw, path)
 
 
 def _onnx_metadata(path: Path) -> str:

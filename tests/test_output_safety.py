@@ -54,3 +54,26 @@ def test_extreme_shapes_and_foreign_formats_are_refused_from_the_header(tmp_path
             raise AssertionError(f"{name} was decoded")
     assert time.perf_counter() - t < 2 and tracemalloc.get_traced_memory()[1] < 50e6
     tracemalloc.stop()
+
+
+def test_unreadable_inputs_get_their_own_rows_in_plain_words(tmp_path):
+    import os
+
+    folder = tmp_path / "in"
+    (folder / "empty-sub").mkdir(parents=True)
+    Image.fromarray(synthetic_slice()).save(folder / "good.png")
+    (folder / "zero.dcm").write_bytes(b"")
+    os.symlink(folder / "loop.jpg", folder / "loop.jpg")  # a link to itself
+    (tmp_path / "nothing").mkdir()
+    out = tmp_path / "r.csv"
+    result = CliRunner().invoke(app, ["predict", str(folder), str(tmp_path / "nothing"), str(tmp_path / "gone.jpg"),
+                                      "--output", str(out)])
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    rows = {r["path"].rsplit("/", 1)[-1]: r for r in csv.DictReader(out.open())}
+    assert rows["good.png"]["tumor_probability"] and not rows["good.png"]["error"]
+    assert rows["zero.dcm"]["error"] == "empty file (0 bytes)"
+    assert "symbolic link loop" in rows["loop.jpg"]["error"]
+    assert rows["nothing"]["error"] == "no files found in this folder"
+    assert rows["gone.jpg"]["error"] == "file not found"
+    usage = CliRunner().invoke(app, ["predict", str(folder), "--axis", "5"])
+    assert usage.exit_code == 2 and "Traceback" not in usage.output

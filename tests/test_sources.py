@@ -183,3 +183,13 @@ def test_the_model_card_lists_each_source_and_the_leave_source_out_rows(three_so
     assert "Held out of training: `tumors`" in card and "trained from scratch" in card
     lso = card.split("### Leave one source out")[1]
     assert "| `tumors` | 9 (9) |" in lso and "| n/a |" in lso  # no normals there: no specificity
+
+
+def test_a_resume_of_another_run_is_refused_with_a_message_not_a_traceback(three_sources, tmp_path, monkeypatch):
+    monkeypatch.setenv("BRAINTRIAGE_CACHE", str(tmp_path / "cache"))
+    common = [str(three_sources[0]), "--image-size", "32", "--batch-size", "8", "--run-dir", str(tmp_path / "run"),
+              "-o", str(tmp_path / "m.safetensors"), "--checkpoint-seconds", "0", "--val-fraction", "0.25"]
+    assert CliRunner().invoke(app, ["train", *common, "--epochs", "1"]).exit_code == 0
+    result = CliRunner().invoke(app, ["train", *common, "--epochs", "2", "--resume"])
+    assert result.exit_code == 2 and "belongs to another run" in result.output
+    assert "Traceback" not in result.output

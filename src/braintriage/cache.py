@@ -66,7 +66,7 @@ class DecodedSet:
         with np.load(path, allow_pickle=False) as z:
             meta = json.loads(str(z["meta"]))
             if meta.get("format") != CACHE_FORMAT:
-                raise ValueError(f"{path}: cache format {meta.get('format')} is not {CACHE_FORMAT}; rebuild it")
+                raise DatasetLayoutError(f"{path}: cache format {meta.get('format')} is not {CACHE_FORMAT}; rebuild it")
             images = _decode_png(z["png"], z["png_offsets"], meta["preprocess"]["size"])
             # A cache written before sources were kept is one source, named after the file.
             source = z["source"] if "source" in z.files else np.full(len(z["tumor"]), Path(path).stem).astype(str)
@@ -107,7 +107,7 @@ def from_sources(parts: list[DecodedSet]) -> DecodedSet:
             only.sources = {str(only.source[0]): {"fingerprint": only.fingerprint}}
         return only
     if len({p.preprocess for p in parts}) > 1:
-        raise ValueError("the training sources were decoded with different preprocessing")
+        raise DatasetLayoutError("the training sources were decoded with different preprocessing")
     names = [str(p.source[0]) if len(set(p.source.tolist())) == 1 else None for p in parts]
     every = [n for p in parts for n in sorted(set(p.source.tolist()))]
     if len(every) != len(set(every)):

@@ -22,7 +22,7 @@ def user_errors() -> Iterator[None]:
 
     try:
         yield
-    except (DatasetLayoutError, ModelFileError, _pretrained_error()) as e:
+    except (DatasetLayoutError, ModelFileError, *_training_errors()) as e:
         typer.echo(f"error: {e}", err=True)
         raise typer.Exit(2) from None
     except ModuleNotFoundError as e:  # the light install has no PyTorch and no training tools
@@ -31,17 +31,15 @@ def user_errors() -> Iterator[None]:
         raise typer.Exit(2) from None
 
 
-def _pretrained_error() -> type[Exception]:
-    """Missing ImageNet weights are a user's setup error; the light install (no torch) has no such module."""
+def _training_errors() -> tuple[type[Exception], ...]:
+    """Refusals of a training run (missing ImageNet weights, a checkpoint of another run): user errors. The light
+    install has no PyTorch, and then no such modules."""
     try:
         from braintriage.pretrained import PretrainedWeightsMissing
+        from braintriage.train import TrainingSetupError
     except ModuleNotFoundError:
-        return _NeverRaised
-    return PretrainedWeightsMissing
-
-
-class _NeverRaised(Exception):
-    """Stands in for PretrainedWeightsMissing where PyTorch is not installed (never raised)."""
+        return ()
+    return PretrainedWeightsMissing, TrainingSetupError
 
 
 @app.command()
@@ -236,8 +234,9 @@ def predict(
                                                  "folders of them (searched recursively)."),
     model: Optional[Path] = typer.Option(None, "--model", "-m", help="Model file; default: the bundled one."),
     output: Optional[Path] = typer.Option(None, "--output", "-o", help="Write a CSV of the results here."),
-    axis: Optional[int] = typer.Option(None, help="NIfTI: slice along this axis (0, 1, 2 after reorientation "
-                                                  "to RAS); default: the axis with the fewest voxels."),
+    axis: Optional[int] = typer.Option(None, min=0, max=2,
+                                       help="NIfTI: slice along this axis (0, 1, 2 after reorientation to RAS); "
+                                            "default: the axis with the fewest voxels."),
     show_identifiers: bool = typer.Option(False, help="Name DICOM studies by their Study Instance UID instead "
                                                       "of a hash of it."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No table on the terminal."),

@@ -15,6 +15,7 @@ as they can quote header values.
 
 from __future__ import annotations
 
+import errno
 import gzip
 import hashlib
 import io
@@ -270,12 +271,23 @@ def _plain(path: str, opener: Callable[[], str | BinaryIO]) -> ScanItem:
     return ScanItem(path, [Slice("1", lambda: decode_image(opener()))])
 
 
-def _head(path: str) -> bytes:
+def _head(path: str) -> tuple[bytes, str | None]:
+    """The first bytes of a file (enough to see a DICOM preamble), or why it cannot be read at all: said in
+    plain words here, so a permission problem is never reported as a corrupt image."""
     try:
         with open(path, "rb") as f:
-            return f.read(132)
-    except OSError:
-        return b""
+            head = f.read(132)
+    except FileNotFoundError:
+        return b"", "file not found"
+    except PermissionError:
+        return b"", "permission denied: the file cannot be read"
+    except IsADirectoryError:
+        return b"", "is a directory"
+    except OSError as e:
+        if e.errno == errno.ELOOP:
+            return b"", "symbolic link loop: the link never reaches a file"
+        return b"", f"cannot be read ({e.strerror or type(e).__name__})"
+    return head, (None if head else "empty file (0 bytes)")
 
 
 def items_from_paths(inputs: list[str | Path], show_identifiers: bool = False, axis: int | None = None
@@ -286,12 +298,18 @@ def items_from_paths(inputs: list[str | Path], show_identifiers: bool = False, a
     import nibabel as nib
 
     items: list[ScanItem] = []
+
+    def unreadable_folder(e: OSError) -> None:  # reported on its own row, never skipped in silence
+        items.append(ScanItem(str(e.filename), error=f"folder cannot be read ({e.strerror or type(e).__name__})"))
+
     for item in map(str, inputs):
         files = []
         if os.path.isdir(item):
-            for dirpath, dirnames, filenames in os.walk(item):
+            for dirpath, dirnames, filenames in os.walk(item, onerror=unreadable_folder):
                 dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
                 files += [os.path.join(dirpath, f) for f in sorted(filenames) if not f.startswith(".")]
+            if not files and not any(it.path.startswith(item) for it in items):
+                items.append(ScanItem(item, error="no files found in this folder"))
         else:
             files.append(item)
         referenced: set[str] = set()
@@ -307,9 +325,12 @@ def items_from_paths(inputs: list[str | Path], show_identifiers: bool = False, a
         for f in files:
             if os.path.normpath(f) in referenced or os.path.basename(f).upper() == "DICOMDIR":
                 continue
-            if f.lower().endswith(NIFTI_SUFFIXES):
+            head, problem = _head(f)
+            if problem:
+                items.append(ScanItem(f, error=problem))
+            elif f.lower().endswith(NIFTI_SUFFIXES):
                 items.append(nifti_item(f, lambda f=f: nib.load(f), axis))
-            elif is_dicom(_head(f), f):
+            elif is_dicom(head, f):
                 dicom.append(_DicomSource(f, lambda f=f: f))
             else:
                 items.append(_plain(f, lambda f=f: f))

@@ -46,6 +46,11 @@ from braintriage.models import DEFAULT_MODEL, build_model, count_parameters, to_
 from braintriage.preprocess import PreprocessConfig
 
 
+class TrainingSetupError(ValueError):
+    """A training run refused for what it was asked (a checkpoint or fold of another run, a mismatched cache):
+    the command line shows the message, never a traceback."""
+
+
 @dataclass
 class TrainConfig:
     data: str | list[str]  # dataset folder(s) / CSV manifest(s) / decoded cache file(s) (.npz): the sources
@@ -118,7 +123,7 @@ def _cpuinfo_lines() -> list[str]:
 
 def use_bf16(precision: str, device: torch.device) -> bool:
     if precision not in ("auto", "bf16", "fp32"):
-        raise ValueError(f"precision must be auto, bf16 or fp32, not {precision!r}")
+        raise TrainingSetupError(f"precision must be auto, bf16 or fp32, not {precision!r}")
     return precision == "bf16" or (precision == "auto" and native_bf16(device))
 
 
@@ -153,7 +158,7 @@ def load_training_data(cfg: TrainConfig, log=print) -> DecodedSet:
         if str(data).endswith(".npz"):
             decoded = DecodedSet.load(data)
             if decoded.preprocess != preprocess:
-                raise ValueError(f"{data} was decoded with {decoded.preprocess}, not {preprocess}")
+                raise TrainingSetupError(f"{data} was decoded with {decoded.preprocess}, not {preprocess}")
         else:
             decoded = cached_decode(load_dataset(data, split="training"), preprocess, log=log)
         parts.append(decoded)
@@ -333,7 +338,7 @@ def prepare_data(cfg: TrainConfig, log=print) -> Prepared:
     if labels == "auto":  # the type head wherever some tumors have their type; the others train P(tumor)
         labels = "type" if typed_tumors else "binary"
     if labels == "type" and not typed_tumors:
-        raise ValueError("--labels type needs tumor types for some images; these datasets have tumor / no "
+        raise TrainingSetupError("--labels type needs tumor types for some images; these datasets have tumor / no "
                          "tumor labels only")
     if labels == "type":
         targets = np.where(decoded.tumor_type >= 0, decoded.tumor_type,
@@ -478,7 +483,7 @@ def fit(cfg: TrainConfig, data: Prepared, train_idx: np.ndarray, val_idx: np.nda
     if cfg.resume and checkpoint is not None and checkpoint.exists():
         state = torch.load(checkpoint, map_location=device, weights_only=True)  # tensors and plain data only
         if state["run_key"] != run_key:
-            raise ValueError(f"{checkpoint} belongs to another run "
+            raise TrainingSetupError(f"{checkpoint} belongs to another run "
                              "(data, preprocessing, split, epochs, batch size or seed)")
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
@@ -619,7 +624,7 @@ def _train(cfg: TrainConfig, dist_info: Distributed, device: torch.device, t_sta
     data = prepare_data(cfg, log)
     if cfg.folds:
         if dist_info.world > 1:
-            raise ValueError("--folds runs in one process; start it without torchrun")
+            raise TrainingSetupError("--folds runs in one process; start it without torchrun")
         return cross_validate(cfg, data, device, log)
     decoded = data.decoded
     train_idx, val_idx = grouped_split(decoded, cfg.val_fraction, cfg.seed)
@@ -816,7 +821,7 @@ def finished_fold(run_dir: Path, k: int, cfg: TrainConfig, fingerprint: str) -> 
         return None
     record = json.loads(path.read_text())
     if record["config"] != json.loads(json.dumps(recipe(cfg))) or record["data_fingerprint"] != fingerprint:
-        raise ValueError(f"{path} was saved by another recipe or from other data; use a new --run-dir "
+        raise TrainingSetupError(f"{path} was saved by another recipe or from other data; use a new --run-dir "
                          "or delete that folder")
     return record
 

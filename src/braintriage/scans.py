@@ -29,11 +29,15 @@ from typing import BinaryIO, Callable
 import numpy as np
 from PIL import Image
 
-from braintriage.preprocess import ImageReadError, decode_image
+from braintriage.preprocess import MAX_IMAGE_PIXELS, ImageReadError, decode_image
 
 logging.getLogger("pydicom").setLevel(logging.CRITICAL)
 NIFTI_SUFFIXES = (".nii", ".nii.gz")
 AXIS_NAMES = ("sagittal", "coronal", "axial")  # RAS axes 0, 1, 2 after reorientation
+# Work per input is bounded from the header, before any pixel is decoded. A brain MRI study has tens to a few
+# hundred slices and a volume some millions of voxels (256x256x176 = 11.5M); past these a file is refused.
+MAX_SLICES = 1024  # frames of a multi-frame DICOM file, or slices of a volume along its slice axis
+MAX_VOLUME_VOXELS = 40_000_000
 
 
 @dataclass
@@ -171,6 +175,7 @@ def _group_dicom(sources: list[_DicomSource], group_path: Callable[[list[_DicomS
         try:
             src.header = _read_dicom(src.open(), headers_only=True)
             frames = header_int(src.header, "NumberOfFrames", 1)
+            check_dicom_size(src.header, frames or 1, _source_bytes(src))
         except ImageReadError as e:
             items.append(ScanItem(src.path, error=str(e)))
             continue
@@ -187,6 +192,36 @@ def _group_dicom(sources: list[_DicomSource], group_path: Callable[[list[_DicomS
                                 lambda s=src: Image.fromarray(dicom_frames(_read_dicom(s.open()))[0])))
         items.append(ScanItem(group_path(members), slices, study_name(members[0].header, show_identifiers)))
     return items
+
+
+def _source_bytes(src: _DicomSource) -> int:
+    opened = src.open()
+    if isinstance(opened, str):
+        return os.path.getsize(opened)
+    return len(opened.getbuffer()) if isinstance(opened, io.BytesIO) else 0
+
+
+# Uncompressed transfer syntaxes: their pixel data is rows x columns x frames x samples x bytes, no less.
+_UNCOMPRESSED = {"1.2.840.10008.1.2", "1.2.840.10008.1.2.1", "1.2.840.10008.1.2.2"}
+
+
+def check_dicom_size(ds, frames: int, file_bytes: int) -> None:
+    """Refuse, from the header, a file whose decoding would be unbounded: more than MAX_SLICES frames, a frame
+    over MAX_IMAGE_PIXELS, or (uncompressed) more frames than its bytes can hold: a 910-byte file claiming
+    20,000 frames is refused here, not decoded 20,000 times."""
+    rows, cols = header_int(ds, "Rows", 0) or 0, header_int(ds, "Columns", 0) or 0
+    if frames > MAX_SLICES:
+        raise ImageReadError(f"DICOM file claims {frames:,} frames; at most {MAX_SLICES:,} are accepted")
+    if rows * cols > MAX_IMAGE_PIXELS:
+        raise ImageReadError(f"DICOM image too large ({rows}x{cols} pixels; at most {MAX_IMAGE_PIXELS:,})")
+    syntax = str(getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", "") or "")
+    if syntax in _UNCOMPRESSED and file_bytes:
+        samples = header_int(ds, "SamplesPerPixel", 1) or 1
+        bits = header_int(ds, "BitsAllocated", 8) or 8
+        needed = rows * cols * frames * samples * max(bits, 1) // 8
+        if needed > file_bytes:
+            raise ImageReadError(f"DICOM header claims {frames:,} frames of {rows}x{cols}, more pixel data than "
+                                 f"the file's {file_bytes:,} bytes hold")
 
 
 def _instance_number(ds, fallback: int) -> int:
@@ -231,12 +266,24 @@ def nifti_item(path: str, load_image: Callable[[], object], axis: int | None) ->
     import nibabel as nib
 
     try:
-        img = nib.as_closest_canonical(load_image())
-        data = np.asanyarray(img.dataobj, dtype=np.float32)
+        img = load_image()
+        shape = tuple(int(n) for n in img.header.get_data_shape())
+    except ImageReadError as e:
+        return ScanItem(path, error=str(e))
     except Exception as e:
         return ScanItem(path, error=f"not a readable NIfTI volume ({type(e).__name__})")
-    while data.ndim > 3:  # a time series: its first volume
-        data = data[..., 0]
+    voxels = int(np.prod(shape[:3], dtype=np.int64)) if shape else 0
+    if len(shape) < 3 or voxels > MAX_VOLUME_VOXELS or max(shape[:3]) > MAX_IMAGE_PIXELS ** 0.5:
+        return ScanItem(path, error=f"NIfTI volume of shape {'x'.join(map(str, shape))} refused: a 3D volume of at "
+                                    f"most {MAX_VOLUME_VOXELS:,} voxels is accepted")
+    if axis is not None and shape[axis] > MAX_SLICES or axis is None and min(shape[:3]) > MAX_SLICES:
+        return ScanItem(path, error=f"NIfTI volume has more than {MAX_SLICES:,} slices")
+    try:
+        img = nib.as_closest_canonical(img)
+        first_volume = (slice(None),) * 3 + (0,) * (len(img.shape) - 3)  # a time series: its first volume only
+        data = np.asanyarray(img.dataobj[first_volume], dtype=np.float32)
+    except Exception as e:
+        return ScanItem(path, error=f"not a readable NIfTI volume ({type(e).__name__})")
     if data.ndim != 3:
         return ScanItem(path, error=f"NIfTI data has {data.ndim} dimensions; a 3D volume is needed")
     if axis is None:
@@ -258,10 +305,19 @@ def nifti_item(path: str, load_image: Callable[[], object], axis: int | None) ->
 
 
 def _nifti_from_bytes(blob: bytes):
+    """An uploaded NIfTI volume. A gzipped one is decompressed only as far as its header says it holds, and only
+    after the header passed the size limits: a small .nii.gz never inflates to gigabytes in memory."""
     import nibabel as nib
 
     if blob[:2] == b"\x1f\x8b":
-        blob = gzip.decompress(blob)
+        with gzip.GzipFile(fileobj=io.BytesIO(blob)) as f:
+            header = nib.Nifti1Header.from_fileobj(io.BytesIO(f.read(348)))
+            shape = header.get_data_shape()
+            if len(shape) < 3 or int(np.prod(shape[:3], dtype=np.int64)) > MAX_VOLUME_VOXELS:
+                raise ImageReadError(f"NIfTI volume of shape {'x'.join(map(str, shape))} refused: a 3D volume of "
+                                     f"at most {MAX_VOLUME_VOXELS:,} voxels is accepted")
+            volume_bytes = int(np.prod(shape[:3], dtype=np.int64)) * header.get_data_dtype().itemsize
+            blob = header.binaryblock + f.read(int(header.get_data_offset()) - 348 + volume_bytes)
     return nib.Nifti1Image.from_bytes(blob)
 
 

@@ -131,6 +131,8 @@ def test_clinician_uploads_a_real_scan_in_chromium(seed_data, live_server):
         browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         page = browser.new_page(viewport={"width": 1000, "height": 900})
         page.on("request", lambda req: requests.append(req.url))
+        console_errors = []  # a Content-Security-Policy violation or a missing asset shows up here
+        page.on("console", lambda m: console_errors.append(m.text) if m.type == "error" else None)
         page.goto(live_server)
         expect(page.locator("#model-info")).to_contain_text("flags a scan", timeout=10_000)
         page.set_input_files("#files", str(scan))
@@ -152,6 +154,7 @@ def test_clinician_uploads_a_real_scan_in_chromium(seed_data, live_server):
         page.screenshot(path=str(ARTIFACTS / "clinic-app-small.png"), full_page=True)
         browser.close()
     assert all(u.startswith(live_server) or u.startswith("data:") or u.startswith("blob:") for u in requests)
+    assert console_errors == []
 
 
 def test_an_image_unlike_mri_gets_a_warning_instead_of_a_verdict(client):
@@ -174,3 +177,25 @@ def test_uploads_stay_in_memory(client, monkeypatch):
     assert 1_000_000 < len(big) < 2_000_000
     r = client.post("/api/v1/predict", files=[("files", ("big.png", big, "image/png"))])
     assert r.status_code == 200 and r.json()["results"][0]["error"] is None
+
+
+def test_security_headers_on_every_answer_and_a_host_allow_list():
+    from braintriage.webapp import PAGE_POLICY, default_allowed_hosts
+
+    client = TestClient(create_app(max_upload_mb=2))
+    for path in ("/", "/static/app.js", "/api/v1/model", "/healthz", "/docs"):
+        r = client.get(path)
+        assert r.status_code == 200, path
+        assert r.headers["x-content-type-options"] == "nosniff" and r.headers["x-frame-options"] == "DENY"
+        assert "frame-ancestors 'none'" in r.headers["content-security-policy"]
+    assert client.get("/").headers["content-security-policy"] == PAGE_POLICY  # no inline script on the page
+    assert client.get("/api/v1/model").headers["cache-control"] == "no-store"
+    too_big = client.post("/api/v1/predict", content=b"x" * 10, headers={"content-length": str(3_000_000)})
+    assert too_big.status_code == 413 and too_big.headers["x-content-type-options"] == "nosniff"
+
+    assert default_allowed_hosts("0.0.0.0") == ["127.0.0.1", "[::1]", "localhost"]
+    guarded = TestClient(create_app(allowed_hosts=default_allowed_hosts("127.0.0.1")), base_url="http://localhost:8000")
+    assert guarded.get("/healthz").status_code == 200
+    assert guarded.get("/healthz", headers={"host": "127.0.0.1:8000"}).status_code == 200
+    rebound = guarded.get("/api/v1/model", headers={"host": "attacker.example:8000"})
+    assert rebound.status_code == 400 and "content-security-policy" in rebound.headers

@@ -266,12 +266,15 @@ def serve(
     port: int = typer.Option(8000),
     model: Optional[Path] = typer.Option(None, "--model", "-m", help="Model file; default: the bundled one."),
     max_upload_mb: float = typer.Option(50.0, help="Largest accepted upload (one request), in MB."),
+    allowed_host: Optional[list[str]] = typer.Option(
+        None, help="A host name the server answers to, besides the bound address and localhost (repeatable; "
+                   "needed to reach a server bound to 0.0.0.0 by its network name)."),
 ) -> None:
     """Start the clinic web app and its REST API (docs at /docs)."""
     from braintriage.webapp import serve as run_server
 
     with user_errors():
-        run_server(host, port, model, max_upload_mb)
+        run_server(host, port, model, max_upload_mb, allowed_host)
 
 
 @app.command()

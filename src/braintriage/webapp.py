@@ -69,6 +69,58 @@ class UploadLimit:
         await self.app(scope, limited_receive, send)
 
 
+# The page loads its own script, styles and data: URLs (heat maps) and nothing else, and may not be framed
+# (clickjacking). The API documentation page starts Swagger UI with an inline script, so it alone may run one.
+PAGE_POLICY = ("default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data: blob:; "
+               "connect-src 'self'; object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'")
+DOCS_POLICY = PAGE_POLICY.replace("script-src 'self'", "script-src 'self' 'unsafe-inline'").replace(
+    "style-src 'self'", "style-src 'self' 'unsafe-inline'")
+
+
+class SecurityHeaders:
+    """ASGI middleware: security headers on every response (a strict Content-Security-Policy, nosniff, no
+    framing, no referrer), `Cache-Control: no-store` on API answers (they describe patients' scans), and, with
+    `allowed_hosts`, a Host allow-list: a request naming any other host is refused 400, which stops DNS
+    rebinding from reaching a server on a clinic laptop through a web page."""
+
+    def __init__(self, app, allowed_hosts: list[str] | None = None):
+        self.app = app
+        self.allowed = {h.lower() for h in allowed_hosts} if allowed_hosts else None
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        path = scope.get("path", "")
+        if self.allowed is not None:
+            host = dict(scope["headers"]).get(b"host", b"").decode("latin-1").lower()
+            name = host.rsplit(":", 1)[0] if not host.endswith("]") else host
+            if name not in self.allowed:
+                response = JSONResponse({"detail": "unknown Host header"}, status_code=400)
+                return await response(scope, receive, self._with_headers(send, path))
+        await self.app(scope, receive, self._with_headers(send, path))
+
+    @staticmethod
+    def _with_headers(send, path: str):
+        policy = DOCS_POLICY if path.startswith(("/docs", "/redoc")) else PAGE_POLICY
+        extra = [(b"content-security-policy", policy.encode()), (b"x-content-type-options", b"nosniff"),
+                 (b"x-frame-options", b"DENY"), (b"referrer-policy", b"no-referrer")]
+        if path.startswith("/api/"):
+            extra.append((b"cache-control", b"no-store"))
+
+        async def send_with_headers(message):
+            if message["type"] == "http.response.start":
+                message["headers"] = [*message.get("headers", []), *extra]
+            await send(message)
+
+        return send_with_headers
+
+
+def default_allowed_hosts(host: str) -> list[str]:
+    """The bound address and the names of this computer's loopback; a server bound to every address (0.0.0.0)
+    still answers only to these unless more are named (--allowed-host)."""
+    return sorted({host, "localhost", "127.0.0.1", "[::1]"} - {"0.0.0.0", "::"})
+
+
 class FileResult(BaseModel):
     filename: str
     tumor_probability: float | None = None
@@ -117,7 +169,8 @@ def to_result(p: Prediction, threshold: float) -> FileResult:
     )
 
 
-def create_app(model_path: str | Path | None = None, max_upload_mb: float = DEFAULT_MAX_UPLOAD_MB):
+def create_app(model_path: str | Path | None = None, max_upload_mb: float = DEFAULT_MAX_UPLOAD_MB,
+               allowed_hosts: list[str] | None = None):
     predictor = Predictor(model_path)
     max_bytes = int(max_upload_mb * 1e6)
     # Starlette spools multipart parts over 1 MB to a temporary file; scans must stay in memory, and no
@@ -131,6 +184,7 @@ def create_app(model_path: str | Path | None = None, max_upload_mb: float = DEFA
         description="Flags brain MRI slices that show a tumor, for specialist review. "
                     "Decision support only, never a diagnosis.")
     app.add_middleware(UploadLimit, max_bytes=max_bytes)
+    app.add_middleware(SecurityHeaders, allowed_hosts=allowed_hosts)  # outermost: on every answer, 413s too
 
     @app.get("/healthz", tags=["service"])
     def healthz() -> dict:
@@ -166,7 +220,9 @@ def create_app(model_path: str | Path | None = None, max_upload_mb: float = DEFA
 
 
 def serve(host: str = "127.0.0.1", port: int = 8000, model_path: str | Path | None = None,
-          max_upload_mb: float = DEFAULT_MAX_UPLOAD_MB) -> None:
+          max_upload_mb: float = DEFAULT_MAX_UPLOAD_MB, allowed_hosts: list[str] | None = None) -> None:
     import uvicorn
 
-    uvicorn.run(create_app(model_path, max_upload_mb), host=host, port=port)
+    hosts = default_allowed_hosts(host) + list(allowed_hosts or [])
+    # A client that sends its headers or body slowly is dropped after the keep-alive timeout between requests.
+    uvicorn.run(create_app(model_path, max_upload_mb, hosts), host=host, port=port, timeout_keep_alive=5)

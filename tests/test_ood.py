@@ -69,3 +69,19 @@ def test_bundled_guard_flags_non_mri_and_rarely_real_scans(seed_data):
     testing = sorted((seed_data / "Testing").rglob("*.jpg"))
     warned = sum(r.warning is not None for r in predictor.predict_files([str(p) for p in testing]))
     assert warned / len(testing) < 0.07
+
+
+def test_a_bright_background_is_flagged_and_real_slices_have_dark_ones(seed_data):
+    from conftest import synthetic_slice
+
+    from braintriage.preprocess import PreprocessConfig, decode_image, preprocess
+
+    slice_ = synthetic_slice(128, lesion=True)
+    inverted = 255 - slice_
+    warnings = ood.warnings_for(np.stack([slice_, inverted]), None, None)
+    assert warnings[0] is None and "background is not dark" in warnings[1]
+    # The level rests on the training sources; Br35H, web-collected in many formats, is the likeliest to break it.
+    br35h = seed_data.parent / "br35h"
+    levels = [ood.border_level(preprocess(decode_image(p), PreprocessConfig(size=160)))
+              for p in sorted(br35h.rglob("*.jpg"))[::3]]
+    assert len(levels) > 150 and max(levels) <= ood.MAX_BORDER_LEVEL

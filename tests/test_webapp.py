@@ -199,3 +199,16 @@ def test_security_headers_on_every_answer_and_a_host_allow_list():
     assert guarded.get("/healthz", headers={"host": "127.0.0.1:8000"}).status_code == 200
     rebound = guarded.get("/api/v1/model", headers={"host": "attacker.example:8000"})
     assert rebound.status_code == 400 and "content-security-policy" in rebound.headers
+
+
+def test_a_full_server_answers_503_and_a_request_past_its_budget_stops(monkeypatch):
+    scan = ("files", ("scan.png", png_bytes(synthetic_slice(128)), "image/png"))
+    full = TestClient(create_app(max_pending=0)).post("/api/v1/predict", files=[scan])
+    assert full.status_code == 503 and full.headers["retry-after"] == "5"
+    import braintriage.webapp as webapp
+
+    monkeypatch.setattr(webapp, "TIME_BUDGET_SECONDS", -1.0)  # already past: nothing may start
+    late = TestClient(create_app()).post("/api/v1/predict", files=[scan, scan])
+    results = late.json()["results"]
+    assert late.status_code == 422 and len(results) == 2
+    assert all("not analysed" in r["error"] and r["tumor_probability"] is None for r in results)

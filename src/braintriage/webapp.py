@@ -16,11 +16,12 @@ from __future__ import annotations
 import asyncio
 import base64
 import io
+import time
 from pathlib import Path
 from typing import Annotated
 
 import numpy as np
-from fastapi import File, HTTPException, Query, UploadFile
+from fastapi import File, HTTPException, Query, Request, UploadFile
 from fastapi.responses import FileResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
 from fastapi_offline import FastAPIOffline
@@ -30,10 +31,39 @@ from starlette.formparsers import MultiPartParser
 
 from braintriage import __version__
 from braintriage.inference import Prediction, Predictor
+from braintriage.scans import items_from_uploads
 from braintriage.modelfile import model_name
 
 STATIC = Path(__file__).parent / "web"
 DEFAULT_MAX_UPLOAD_MB = 50.0
+MAX_PENDING_PREDICTIONS = 4  # requests admitted at once (one runs, the rest wait); more are answered 503
+TIME_BUDGET_SECONDS = 120.0  # a request's scans not started by then are answered "not analysed", not run
+ITEMS_PER_TURN = 4  # scans scored per turn at the model, so a large request lets a small one through between
+
+
+def time_budget() -> float:
+    return TIME_BUDGET_SECONDS
+
+
+class Admission:
+    """ASGI middleware: at most `limit` prediction requests are admitted at once; another is answered 503 with
+    Retry-After before its body is read, so queued uploads cannot pile up in memory."""
+
+    def __init__(self, app, limit: int = MAX_PENDING_PREDICTIONS):
+        self.app, self.limit, self.pending = app, limit, 0
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http" or scope.get("path") != "/api/v1/predict" or scope.get("method") != "POST":
+            return await self.app(scope, receive, send)
+        if self.pending >= self.limit:
+            response = JSONResponse({"detail": "the server is busy with other scans; try again shortly"},
+                                    status_code=503, headers={"Retry-After": "5"})
+            return await response(scope, receive, send)
+        self.pending += 1
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            self.pending -= 1
 
 
 class UploadTooLarge(HTTPException):
@@ -170,7 +200,7 @@ def to_result(p: Prediction, threshold: float) -> FileResult:
 
 
 def create_app(model_path: str | Path | None = None, max_upload_mb: float = DEFAULT_MAX_UPLOAD_MB,
-               allowed_hosts: list[str] | None = None):
+               allowed_hosts: list[str] | None = None, max_pending: int = MAX_PENDING_PREDICTIONS):
     predictor = Predictor(model_path)
     max_bytes = int(max_upload_mb * 1e6)
     # Starlette spools multipart parts over 1 MB to a temporary file; scans must stay in memory, and no
@@ -184,6 +214,7 @@ def create_app(model_path: str | Path | None = None, max_upload_mb: float = DEFA
         description="Flags brain MRI slices that show a tumor, for specialist review. "
                     "Decision support only, never a diagnosis.")
     app.add_middleware(UploadLimit, max_bytes=max_bytes)
+    app.add_middleware(Admission, limit=max_pending)
     app.add_middleware(SecurityHeaders, allowed_hosts=allowed_hosts)  # outermost: on every answer, 413s too
 
     @app.get("/healthz", tags=["service"])
@@ -198,14 +229,27 @@ def create_app(model_path: str | Path | None = None, max_upload_mb: float = DEFA
     @app.post("/api/v1/predict", response_model=PredictResponse, tags=["model"],
               responses={413: {"description": "Upload over the size limit"},
                          422: {"description": "No file could be read as an image; each entry says why"}})
-    async def predict(files: Annotated[list[UploadFile], File(description="One or many scans")],
+    async def predict(request: Request, files: Annotated[list[UploadFile], File(description="One or many scans")],
                       heatmap: Annotated[bool, Query(description="Add heat maps (base64 PNG)")] = False):
         """Score scans: images (JPEG, PNG, BMP, TIFF), DICOM files (the files of one series, sent together,
         make one study) and NIfTI volumes. Each image or study gets its own entry; one that cannot be read
-        gets an `error` there while the rest are answered. When nothing could be read the answer is 422."""
+        gets an `error` there while the rest are answered. When nothing could be read the answer is 422.
+        Busy (other requests waiting): 503 with Retry-After."""
+        deadline = time.monotonic() + time_budget()
         uploads = [(f.filename or f"file{i + 1}", await f.read()) for i, f in enumerate(files)]
-        async with lock:
-            predictions = await asyncio.to_thread(predictor.predict_uploads, uploads, heatmap)
+        items = await asyncio.to_thread(items_from_uploads, uploads)
+        predictions = []
+        for start in range(0, len(items), ITEMS_PER_TURN):  # a turn at the model at a time
+            if await request.is_disconnected():
+                return JSONResponse({"detail": "client disconnected"}, status_code=499)  # nobody reads it
+            chunk = items[start:start + ITEMS_PER_TURN]
+            if time.monotonic() > deadline:  # TIME_BUDGET_SECONDS, read at the start of the request
+                predictions += [Prediction(path=it.path, study=it.study, error="not analysed: the request ran past "
+                                           f"its {TIME_BUDGET_SECONDS:.0f} s budget; send this scan again")
+                                for it in chunk]
+                continue
+            async with lock:
+                predictions += await asyncio.to_thread(predictor.predict_items, chunk, heatmap)
         body = PredictResponse(model=model_label, results=[to_result(p, predictor.threshold) for p in predictions])
         status = 422 if all(p.tumor_probability is None for p in predictions) else 200
         return JSONResponse(body.model_dump(), status_code=status)

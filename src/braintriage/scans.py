@@ -304,6 +304,12 @@ def nifti_item(path: str, load_image: Callable[[], object], axis: int | None) ->
                     study)
 
 
+def _load_nifti(path: str):
+    import nibabel as nib  # only when a volume is given: a JPEG's triage does not wait for it
+
+    return nib.load(path)
+
+
 def _nifti_from_bytes(blob: bytes):
     """An uploaded NIfTI volume. A gzipped one is decompressed only as far as its header says it holds, and only
     after the header passed the size limits: a small .nii.gz never inflates to gigabytes in memory."""
@@ -351,8 +357,6 @@ def items_from_paths(inputs: list[str | Path], show_identifiers: bool = False, a
     """Files as given and folders walked recursively (sorted, hidden files skipped), as scan items: DICOM
     files grouped into series (a DICOMDIR's referenced files too), NIfTI volumes, the rest plain images.
     A path that does not exist is kept, so it gets its own error row."""
-    import nibabel as nib
-
     items: list[ScanItem] = []
 
     def unreadable_folder(e: OSError) -> None:  # reported on its own row, never skipped in silence
@@ -385,7 +389,7 @@ def items_from_paths(inputs: list[str | Path], show_identifiers: bool = False, a
             if problem:
                 items.append(ScanItem(f, error=problem))
             elif f.lower().endswith(NIFTI_SUFFIXES):
-                items.append(nifti_item(f, lambda f=f: nib.load(f), axis))
+                items.append(nifti_item(f, lambda f=f: _load_nifti(f), axis))
             elif is_dicom(head, f):
                 dicom.append(_DicomSource(f, lambda f=f: f))
             else:

@@ -75,8 +75,8 @@ def main() -> None:
     from braintriage.preprocess import load_and_preprocess
 
     samples = load_dataset(DATA, "testing").samples
-    images = np.stack([load_and_preprocess(s.path) for s in samples])
     onnx_predictor = Predictor()
+    images = np.stack([load_and_preprocess(s.path, onnx_predictor.preprocess) for s in samples])
     onnx_ips = best_throughput(lambda x: onnx_predictor.predict_arrays(x), images)
     ensemble_ips = None
     if args.ensemble:

@@ -54,7 +54,8 @@ def test_predict_one_and_many_with_heatmaps(client):
     assert r.status_code == 200 and [x["filename"] for x in results] == ["scan0.png", "scan1.png", "scan2.png"]
     heat = Image.open(io.BytesIO(base64.b64decode(results[0]["heatmap"])))
     view = Image.open(io.BytesIO(base64.b64decode(results[0]["image"])))
-    assert heat.mode == "RGBA" and heat.size == view.size == (200, 200)
+    size = client.get("/api/v1/model").json()["input"]["preprocess"]["size"]  # the model's own input size
+    assert heat.mode == "RGBA" and heat.size == view.size == (size, size)
     assert results[0]["predicted_type"] in ("no_tumor", "glioma", "meningioma", "pituitary")
 
 

@@ -790,7 +790,7 @@ def cross_validate(cfg: TrainConfig, data: Prepared, device: torch.device, log=p
     hardware = sorted({f.get("hardware", "not recorded") for f in per_fold})
     if len(hardware) > 1:
         log(f"note: the folds were trained on different hardware: {'; '.join(hardware)}")
-    result = {"folds": cfg.folds, "grouping": "pHash near-duplicate groups, stratified by type", "hardware": hardware,
+    result = {"folds": cfg.folds, "grouping": "pHash near-duplicate groups across all sources, stratified by source and type", "hardware": hardware,
               "data_fingerprint": decoded.fingerprint, "preprocess": decoded.preprocess.to_dict(),
               "config": recipe(cfg), "per_fold": per_fold, "summary_at_0.5": summary, "pooled_out_of_fold": pooled}
     (run_dir / "cv.json").write_text(json.dumps(result, indent=2))

@@ -60,12 +60,12 @@ def test_bundled_guard_flags_non_mri_and_rarely_real_scans(seed_data):
     flagged = {name for name, r in results.items() if r.warning}
     for r in results.values():
         assert r.reliable == (r.warning is None)
-    # Measured: all but the logo (grey text on black) are flagged (11 inputs); the portrait photo only since the
-    # guard reads the penultimate stage too.
+    # Measured (session 14's bundled model): all 11 are flagged; the inverted scan by its bright frame (its
+    # features pass for a T2 slice now that the training data has T2 and FLAIR slices).
     must = {"grace_hopper.jpg", "Minduka_Present_Blue_Pack.png", "terrain", "noise", "blank", "gradient",
-            "checkerboard", "document", "cropped fragment", "inverted scan"}
+            "checkerboard", "document", "cropped fragment", "inverted scan", "logo2.png"}
     assert must <= flagged, sorted(must - flagged)
-    # False alarms on real scans (Testing: measured 16 of 394).
+    # False alarms on real scans (Testing: measured 12 of 394).
     testing = sorted((seed_data / "Testing").rglob("*.jpg"))
     warned = sum(r.warning is not None for r in predictor.predict_files([str(p) for p in testing]))
     assert warned / len(testing) < 0.07
@@ -74,14 +74,13 @@ def test_bundled_guard_flags_non_mri_and_rarely_real_scans(seed_data):
 def test_a_bright_background_is_flagged_and_real_slices_have_dark_ones(seed_data):
     from conftest import synthetic_slice
 
-    from braintriage.preprocess import PreprocessConfig, decode_image, preprocess
+    from braintriage.preprocess import decode_image
 
     slice_ = synthetic_slice(128, lesion=True)
     inverted = 255 - slice_
-    warnings = ood.warnings_for(np.stack([slice_, inverted]), None, None)
+    images = np.stack([slice_, inverted])
+    warnings = ood.warnings_for(images, None, None, [ood.border_level(a) for a in images])
     assert warnings[0] is None and "background is not dark" in warnings[1]
     # The level rests on the training sources; Br35H, web-collected in many formats, is the likeliest to break it.
-    br35h = seed_data.parent / "br35h"
-    levels = [ood.border_level(preprocess(decode_image(p), PreprocessConfig(size=160)))
-              for p in sorted(br35h.rglob("*.jpg"))[::3]]
-    assert len(levels) > 150 and max(levels) <= ood.MAX_BORDER_LEVEL
+    levels = [ood.border_level(decode_image(p)) for p in sorted((seed_data.parent / "br35h").rglob("*.jpg"))[::2]]
+    assert len(levels) > 250 and max(levels) <= ood.MAX_BORDER_LEVEL

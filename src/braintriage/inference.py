@@ -234,11 +234,12 @@ class Predictor:
         alarms: dict[tuple[int, int], str | None] = {}  # (item, slice) -> out-of-distribution warning
         todo = [(i, j) for i, it in enumerate(items) if it.error is None for j in range(len(it.slices))]
         for start in range(0, len(todo), self.batch_size):
-            arrays, ok = [], []  # per slice: one preprocessed image per model input
+            arrays, ok, borders = [], [], []  # per slice: one preprocessed image per model input
             for i, j in todo[start:start + self.batch_size]:
                 try:
                     image = items[i].slices[j].load()
                     arrays.append([preprocess(image, config) for config in self.input_preprocess])
+                    borders.append(ood.border_level(image))  # as decoded: padding would hide a bright frame
                     ok.append((i, j))
                 except ImageReadError as e:
                     errors[i][j] = str(e)
@@ -246,7 +247,7 @@ class Predictor:
                 continue
             batches = [np.stack(per_input) for per_input in zip(*arrays)]
             p_tumor, types, cams, pooled = self._run(batches, heatmaps, self.guard_layers)
-            for (i, j), warning in zip(ok, ood.warnings_for(batches[0], pooled, self.ood)):
+            for (i, j), warning in zip(ok, ood.warnings_for(batches[0], pooled, self.ood, borders)):
                 alarms[(i, j)] = warning
             for k, (i, j) in enumerate(ok):
                 if not np.isfinite(p_tumor[k]):  # a NaN is an error, never a verdict

@@ -62,16 +62,17 @@ def layers_of(params: dict | None) -> tuple[str, ...]:
     return tuple(params.get("layers", ["last_stage"])) if params else LAYERS
 
 
-# MRI slices are shown on a dark background: the median of the outer frame of every one of the 3,945 training
-# images (seed Training, Br35H, figshare) is below 160 of 255, and of all but one below 100. An image whose frame
-# is brighter than this (an inverted scan, a photo, a page) is not what the model was trained on, whatever
-# its features say.
-MAX_BORDER_LEVEL = 160
+# MRI slices are shown on a dark background: the median of the outer frame of each of the 3,945 training images
+# (seed Training, Br35H, figshare), as decoded, is at most 169 of 255, and below 100 for all but ten. An image
+# whose frame is brighter than this (an inverted scan, a photo, a page) is not what the model was trained on,
+# whatever its features say.
+MAX_BORDER_LEVEL = 180
 BORDER_FRACTION = 0.05
 
 
-def border_level(image: np.ndarray) -> float:
-    """Median intensity of the outer frame (BORDER_FRACTION of the side) of a 2D uint8 image."""
+def border_level(image) -> float:
+    """Median intensity of the outer frame (BORDER_FRACTION of the shorter side) of a slice as decoded, before
+    preprocessing pads it to a square: 2D uint8 array or grayscale PIL image."""
     image = np.asarray(image)
     image = image.reshape(image.shape[-2:])
     w = max(1, round(BORDER_FRACTION * min(image.shape)))
@@ -79,14 +80,16 @@ def border_level(image: np.ndarray) -> float:
     return float(np.median(frame))
 
 
-def warnings_for(images_u8: np.ndarray, features: np.ndarray | None, params: dict | None) -> list[str | None]:
-    """A warning per image, or None where it looks like the training data."""
+def warnings_for(images_u8: np.ndarray, features: np.ndarray | None, params: dict | None,
+                 border_levels: list[float] | None = None) -> list[str | None]:
+    """A warning per image, or None where it looks like the training data. `border_levels`: each slice's
+    `border_level` as decoded (before padding), where the caller measured it."""
     out: list[str | None] = []
     scores = score(features, params) if params and features is not None else None
     for i, image in enumerate(images_u8):
         if image.std() < MIN_STD:
             out.append("blank or near-constant image, not a brain MRI slice: prediction unreliable")
-        elif border_level(image) > MAX_BORDER_LEVEL:
+        elif border_levels is not None and border_levels[i] > MAX_BORDER_LEVEL:
             out.append("the background is not dark, as it is around a brain MRI slice (an inverted image, a photo "
                        "or a document?): prediction unreliable")
         elif scores is not None and scores[i] > params["threshold"]:

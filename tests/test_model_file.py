@@ -57,7 +57,9 @@ def test_bundled_model_is_small_and_self_describing():
     for key in ("architecture", "input", "class_names", "threshold", "validation_metrics", "package_version"):
         assert key in meta
     assert len(meta["training"]["data_fingerprint"]) == 64
-    assert meta["input"]["preprocess"]["size"] == 200 and meta["input"]["channels"] == 1
+    assert 16 <= meta["input"]["preprocess"]["size"] <= 1024 and meta["input"]["channels"] == 1
+    sources = meta["training"].get("sources") or {}
+    assert all(len(c["fingerprint"]) == 64 and c["images"] == c["tumor"] + c["no_tumor"] for c in sources.values())
 
 
 @pytest.mark.parametrize("change, field", [

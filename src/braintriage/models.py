@@ -27,6 +27,17 @@ import torch.nn.functional as F
 from torch import nn
 
 
+def through_blocks(h: torch.Tensor, blocks: nn.Sequential, penultimate_end: int
+                   ) -> tuple[torch.Tensor, torch.Tensor]:
+    """h through every block, and block `penultimate_end`'s output averaged over space (for the guard)."""
+    penultimate = h
+    for k, block in enumerate(blocks):
+        h = block(h)
+        if k == penultimate_end:
+            penultimate = h.mean(dim=(2, 3))
+    return h, penultimate
+
+
 class SeedCNN(nn.Module):
     def __init__(self, in_channels: int = 1, num_outputs: int = 1, image_size: int = 200):
         super().__init__()
@@ -96,13 +107,7 @@ class ResNet(nn.Module):
         """The last feature maps (B, C, h, w) and the penultimate stage's output averaged over space (B, C/2).
         The out-of-distribution guard looks at both: a middle stage still sees texture and layout that the
         last, class-focused one has discarded."""
-        h = self.stem(x)
-        penultimate = h
-        for k, block in enumerate(self.stages):
-            h = block(h)
-            if k == self.penultimate_end:
-                penultimate = h.mean(dim=(2, 3))
-        return h, penultimate
+        return through_blocks(self.stem(x), self.stages, self.penultimate_end)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.dropout(self.feature_maps(x).mean(dim=(2, 3))))
@@ -199,12 +204,7 @@ class EfficientNetLite(nn.Module):
         return self.head_conv(self.blocks(self.stem(x)))
 
     def features_with_penultimate(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        h = self.stem(x)
-        penultimate = h
-        for k, block in enumerate(self.blocks):
-            h = block(h)
-            if k == self.penultimate_end:
-                penultimate = h.mean(dim=(2, 3))
+        h, penultimate = through_blocks(self.stem(x), self.blocks, self.penultimate_end)
         return self.head_conv(h), penultimate
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -148,7 +148,8 @@ def _leave_source_out_lines(rows: list[dict]) -> list[str]:
              "own validation split, without the held-out source (95% intervals: bootstrap; guard alarms: Wilson). "
              "This is the estimate for scans from a collection the model never saw; the shipped model's "
              "threshold, set by cross-validation, may be stricter.", "",
-             "| held-out source | images (tumors) | threshold | sensitivity | specificity | ROC-AUC | guard alarm rate |",
+             "| held-out source | images (tumors) | threshold | sensitivity | specificity | ROC-AUC "
+             "| guard alarm rate |",
              "|---|---|---|---|---|---|---|"]
     for r in rows:
         lines.append(f"| `{r['held_out_source']}` | {r['images']} ({r['tumors']}) | {_f(r.get('threshold'))} | "
@@ -222,7 +223,8 @@ def model_card(metadata: dict, report: dict, model_path: str | Path = BUNDLED_MO
         f"- Recipe: {cfg.get('epochs')} epochs planned, {t['epochs_run']} run (best validation loss at epoch "
         f"{v.get('best_epoch')}), batch {cfg.get('batch_size')}, AdamW lr {cfg.get('lr')} (per 64 images) with "
         f"warm-up and cosine decay"
-        + (f" (backbone at {cfg.get('backbone_lr_scale')} of that rate)" if cfg.get("backbone_lr_scale", 1) != 1 else "")
+        + (f" (backbone at {cfg.get('backbone_lr_scale')} of that rate)"
+           if cfg.get("backbone_lr_scale", 1) != 1 else "")
         + f", weight decay {cfg.get('weight_decay')}, balanced class weights"
         + (f" (sources within a class weighted as count^{cfg.get('source_balance')})" if t.get("sources") else "")
         + ", "

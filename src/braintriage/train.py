@@ -2,7 +2,8 @@
 
   1. decode each training source once (the decoded cache), join them (each image keeps its source), and keep
      them on the training device as uint8
-  2. split off validation by near-duplicate group, stratified by tumor type (no near-copy on both sides)
+  2. split off validation by near-duplicate group (across sources), stratified by source and tumor type (no
+     near-copy on both sides)
   3. each step: index a batch on the device, augment it there, forward/backward with class and source
      weighting; images with a tumor type train the type head, tumor / no-tumor images train it through
      P(tumor) = 1 - P(no tumor)
@@ -204,8 +205,8 @@ def cell_weights(targets: np.ndarray, source_ids: np.ndarray, num_sources: int, 
     """A weight per (source, target) cell, from the training images' counts: every target class present gets
     the same total weight (the original study's balanced classes), and within a class each source's share
     grows as count ** balance, so a small collection is neither drowned (balance 1: every image alike) nor
-    blown up to equal footing with a large one (0: every source alike). With one source this is `class_weights`. Returns (num_sources, num_targets),
-    scaled so the mean weight per training image is 1."""
+    blown up to equal footing with a large one (0: every source alike). With one source this is
+    `class_weights`. Returns (num_sources, num_targets), scaled so the mean weight per training image is 1."""
     num_targets = int(targets.max()) + 1 if len(targets) else 1
     counts = np.zeros((num_sources, max(num_targets, UNTYPED_TUMOR + 1)))
     np.add.at(counts, (source_ids, targets), 1)
@@ -790,7 +791,8 @@ def cross_validate(cfg: TrainConfig, data: Prepared, device: torch.device, log=p
     hardware = sorted({f.get("hardware", "not recorded") for f in per_fold})
     if len(hardware) > 1:
         log(f"note: the folds were trained on different hardware: {'; '.join(hardware)}")
-    result = {"folds": cfg.folds, "grouping": "pHash near-duplicate groups across all sources, stratified by source and type", "hardware": hardware,
+    result = {"folds": cfg.folds, "hardware": hardware,
+              "grouping": "pHash near-duplicate groups across all sources, stratified by source and type",
               "data_fingerprint": decoded.fingerprint, "preprocess": decoded.preprocess.to_dict(),
               "config": recipe(cfg), "per_fold": per_fold, "summary_at_0.5": summary, "pooled_out_of_fold": pooled}
     (run_dir / "cv.json").write_text(json.dumps(result, indent=2))

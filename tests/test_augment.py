@@ -124,6 +124,17 @@ def test_blur_and_bias_field_match_the_per_image_version_in_distribution():
     assert blurred.shape == sharp.shape and abs(blurred.mean() - sharp.mean()) < 0.01  # blur keeps brightness
 
 
+def two_tissues(n: int):
+    """A 32x32 image with a dark and a bright "tissue" on black, n copies as a float batch, and a policy with
+    no geometry or brightness change."""
+    import numpy as np
+
+    img = np.zeros((32, 32), np.uint8)
+    img[8:24, 8:16], img[8:24, 16:24] = 60, 200
+    still = dict(zoom=(1.0, 1.0), rotation_degrees=0, horizontal_flip=0, brightness=(1.0, 1.0))
+    return img, torch.from_numpy(np.repeat(img[None, None], n, 0)).float() / 255, still
+
+
 def test_intensity_curves_keep_background_black_and_match_the_per_image_version():
     """The random intensity curve keeps black black and leaves the image's shape alone, can turn a bright
     tissue dark and a dark one bright (contrast reordered), is off with probability 0, and has the same
@@ -133,11 +144,8 @@ def test_intensity_curves_keep_background_black_and_match_the_per_image_version(
 
     from braintriage.augment import augment_image
 
-    size, n = 32, 1500
-    img = np.zeros((size, size), np.uint8)
-    img[8:24, 8:16], img[8:24, 16:24] = 60, 200  # a dark and a bright "tissue" on black background
-    still = dict(zoom=(1.0, 1.0), rotation_degrees=0, horizontal_flip=0, brightness=(1.0, 1.0))
-    batch = torch.from_numpy(np.repeat(img[None, None], n, 0)).float() / 255
+    n = 1500
+    img, batch, still = two_tissues(n)
     policy = AugmentPolicy(**still, intensity_remap=0.5)
     batched = augment_batch(batch, policy, torch.Generator().manual_seed(0))[:, 0].numpy()
     assert np.all(batched[:, :8] == 0) and np.all(batched[:, 24:] == 0)  # background stays black
@@ -159,11 +167,8 @@ def test_contrast_inversion_swaps_tissues_inside_the_head_and_keeps_the_backgrou
 
     from braintriage.augment import augment_image
 
-    size, n = 32, 800
-    img = np.zeros((size, size), np.uint8)
-    img[8:24, 8:16], img[8:24, 16:24] = 60, 200  # a dark and a bright "tissue" on black background
-    still = dict(zoom=(1.0, 1.0), rotation_degrees=0, horizontal_flip=0, brightness=(1.0, 1.0))
-    batch = torch.from_numpy(np.repeat(img[None, None], n, 0)).float() / 255
+    n = 800
+    img, batch, still = two_tissues(n)
     policy = AugmentPolicy(**still, invert=0.5)
     out = augment_batch(batch, policy, torch.Generator().manual_seed(0))[:, 0].numpy()
     assert np.all(out[:, :8] == 0) and np.all(out[:, 24:] == 0)

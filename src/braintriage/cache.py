@@ -111,8 +111,8 @@ def from_sources(parts: list[DecodedSet]) -> DecodedSet:
     names = [str(p.source[0]) if len(set(p.source.tolist())) == 1 else None for p in parts]
     every = [n for p in parts for n in sorted(set(p.source.tolist()))]
     if len(every) != len(set(every)):
-        raise DatasetLayoutError(f"two training sources share a name ({', '.join(sorted(every))}); rename a folder "
-                         "or give a manifest a source column")
+        raise DatasetLayoutError(f"two training sources share a name ({', '.join(sorted(every))}); rename a "
+                                 "folder or give a manifest a source column")
     fingerprints = {n or f"part{k}": p.fingerprint for k, (n, p) in enumerate(zip(names, parts))}
     fingerprint = hashlib.sha256(json.dumps(sorted(fingerprints.items())).encode()).hexdigest()
     phash = np.concatenate([p.phash for p in parts])

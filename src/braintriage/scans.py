@@ -153,10 +153,7 @@ def _slice_order(ds) -> tuple:
         normal = np.cross(orientation[:3], orientation[3:])
         return (0, float(np.dot(normal, [float(v) for v in ds.ImagePositionPatient])))
     except (AttributeError, ValueError, TypeError):
-        try:
-            return (1, header_int(ds, "InstanceNumber", 0))
-        except ImageReadError:  # a malformed instance number only costs the file its place in the order
-            return (2, 0)
+        return (1, _instance_number(ds, 0))  # a malformed instance number only costs the file its place
 
 
 @dataclass

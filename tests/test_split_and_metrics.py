@@ -5,7 +5,7 @@ from braintriage.cache import DecodedSet, decode_dataset
 from braintriage.datasets import load_dataset
 from braintriage.metrics import binary_metrics, threshold_for_sensitivity, threshold_for_specificity
 from braintriage.preprocess import PreprocessConfig
-from braintriage.train import class_weights, grouped_split
+from braintriage.train import cell_weights, grouped_split
 from conftest import blocks
 
 
@@ -41,7 +41,7 @@ def test_grouped_split_never_splits_a_group():
 
 
 def test_balanced_class_weights_favour_the_minority():
-    w = class_weights(np.array([0] * 10 + [1] * 60), 2)
+    w = cell_weights(np.array([0] * 10 + [1] * 60), np.zeros(70, int), 1, balance=0.5)[0]
     assert w[0] / w[1] == 6
 
 

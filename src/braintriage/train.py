@@ -191,12 +191,6 @@ def model_validation_split(metadata: dict, decoded: DecodedSet) -> np.ndarray:
     return grouped_split(decoded, cfg["val_fraction"], cfg["seed"])[1]
 
 
-def class_weights(targets: np.ndarray, num_classes: int) -> torch.Tensor:
-    """'Balanced' weights n / (k * count): the minority 'no tumor' class counts as much as the rest."""
-    counts = np.bincount(targets, minlength=num_classes).astype(np.float64)
-    return torch.tensor(len(targets) / (num_classes * np.maximum(counts, 1)), dtype=torch.float32)
-
-
 # The training target of a tumor whose type is unknown (Br35H's "yes"), beside the TUMOR_TYPES indices.
 UNTYPED_TUMOR = len(TUMOR_TYPES)
 
@@ -205,8 +199,9 @@ def cell_weights(targets: np.ndarray, source_ids: np.ndarray, num_sources: int, 
     """A weight per (source, target) cell, from the training images' counts: every target class present gets
     the same total weight (the original study's balanced classes), and within a class each source's share
     grows as count ** balance, so a small collection is neither drowned (balance 1: every image alike) nor
-    blown up to equal footing with a large one (0: every source alike). With one source this is
-    `class_weights`. Returns (num_sources, num_targets), scaled so the mean weight per training image is 1."""
+    blown up to equal footing with a large one (0: every source alike). With one source these are the
+    'balanced' weights n / (k * count): the minority 'no tumor' class counts as much as the rest. Returns
+    (num_sources, num_targets), scaled so the mean weight per training image is 1."""
     num_targets = int(targets.max()) + 1 if len(targets) else 1
     counts = np.zeros((num_sources, max(num_targets, UNTYPED_TUMOR + 1)))
     np.add.at(counts, (source_ids, targets), 1)
@@ -317,8 +312,8 @@ def prepare_data(cfg: TrainConfig, log=print) -> Prepared:
     if cfg.holdout_source:
         names = sorted(set(decoded.source.tolist()))
         if cfg.holdout_source not in names:
-            raise DatasetLayoutError(f"--holdout-source {cfg.holdout_source!r} is not one of the training sources "
-                             f"({', '.join(names)})")
+            raise DatasetLayoutError(f"--holdout-source {cfg.holdout_source!r} is not one of the training "
+                                     f"sources ({', '.join(names)})")
         out = decoded.source == cfg.holdout_source
         held_out, decoded = decoded.subset(np.flatnonzero(out)), decoded.subset(np.flatnonzero(~out))
         log(f"holding out {len(held_out)} images of {cfg.holdout_source}: trained on without them, evaluated "
@@ -339,8 +334,8 @@ def prepare_data(cfg: TrainConfig, log=print) -> Prepared:
     if labels == "auto":  # the type head wherever some tumors have their type; the others train P(tumor)
         labels = "type" if typed_tumors else "binary"
     if labels == "type" and not typed_tumors:
-        raise TrainingSetupError("--labels type needs tumor types for some images; these datasets have tumor / no "
-                         "tumor labels only")
+        raise TrainingSetupError("--labels type needs tumor types for some images; these datasets have tumor / "
+                                 "no tumor labels only")
     if labels == "type":
         targets = np.where(decoded.tumor_type >= 0, decoded.tumor_type,
                            np.where(decoded.tumor == 1, UNTYPED_TUMOR, 0))
@@ -485,7 +480,7 @@ def fit(cfg: TrainConfig, data: Prepared, train_idx: np.ndarray, val_idx: np.nda
         state = torch.load(checkpoint, map_location=device, weights_only=True)  # tensors and plain data only
         if state["run_key"] != run_key:
             raise TrainingSetupError(f"{checkpoint} belongs to another run "
-                             "(data, preprocessing, split, epochs, batch size or seed)")
+                                     "(data, preprocessing, split, epochs, batch size or seed)")
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         schedule.load_state_dict(state["schedule"])
@@ -823,8 +818,8 @@ def finished_fold(run_dir: Path, k: int, cfg: TrainConfig, fingerprint: str) -> 
         return None
     record = json.loads(path.read_text())
     if record["config"] != json.loads(json.dumps(recipe(cfg))) or record["data_fingerprint"] != fingerprint:
-        raise TrainingSetupError(f"{path} was saved by another recipe or from other data; use a new --run-dir "
-                         "or delete that folder")
+        raise TrainingSetupError(f"{path} was saved by another recipe or from other data; use a new "
+                                 "--run-dir or delete that folder")
     return record
 
 

@@ -19,7 +19,7 @@ from PIL import Image
 from braintriage import ood
 from braintriage.modelfile import BUNDLED_MODEL, EXPLAINABLE_OUTPUTS, onnx_initializers, read_metadata
 from braintriage.preprocess import ImageReadError, PreprocessConfig, preprocess
-from braintriage.scans import ScanItem, items_from_paths, items_from_uploads
+from braintriage.scans import ScanItem, items_from_paths
 
 SMOOTHING = 3  # slices in the moving average of a study's slice scores
 TOP_SLICES = 3  # most suspicious slices reported per study
@@ -217,11 +217,6 @@ class Predictor:
     def predict_files(self, paths: list[str], heatmaps: bool = False) -> list[Prediction]:
         """One result per file path (a DICOM multi-frame file is one study); unreadable files get an error."""
         return self.predict_items([items_from_paths([p])[0] for p in paths], heatmaps)
-
-    def predict_uploads(self, uploads: list[tuple[str, bytes]], heatmaps: bool = False) -> list[Prediction]:
-        """Files held in memory as (name, bytes), never written to disk; DICOM files of one series form one
-        study."""
-        return self.predict_items(items_from_uploads(uploads), heatmaps)
 
     def predict_items(self, items: list[ScanItem], heatmaps: bool = False) -> list[Prediction]:
         """Score every slice of every item, in batches across items, then summarise each item. A study's

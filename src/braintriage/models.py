@@ -210,10 +210,6 @@ class EfficientNetLite(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.dropout(self.feature_maps(x).mean(dim=(2, 3))))
 
-    def backbone_parameters(self) -> list[nn.Parameter]:
-        """Everything but the new linear head: what fine-tuning moves at a lower learning rate."""
-        return [p for n, p in self.named_parameters() if not n.startswith("head.")]
-
 
 MODELS: dict[str, Callable[..., nn.Module]] = {
     "seed-cnn": lambda in_channels, num_outputs, image_size: SeedCNN(in_channels, num_outputs, image_size),

@@ -1,17 +1,27 @@
-"""Run one experiment config and append its numbers to the one results table, experiments/results.md.
+"""Run experiment configs and append their numbers to the one results table, experiments/results.md.
 
-    python experiments/run.py experiments/configs/NAME.json      # again after an interruption: resumes
+    python experiments/run.py experiments/configs/NAME.json [MORE.json ...]   # again after an interruption: resumes
+    python experiments/run.py --jobs 6 --source-cache DIR CONFIGS...          # a GPU machine without the data
 
 A config (JSON) holds what was decided before the result: the training sources, the `braintriage train` flags,
 the kind of run (`holdout_source`: leave-source-out; `folds`: grouped cross-validation; neither: one model),
 and `adopt_if`, the rule that says what the result will change. The runner builds the command, runs it in
 RUN_DIR = runs/NAME, and appends one row: the held-out source's numbers, the pooled out-of-fold numbers, or
 the validation numbers, with the commit and the seconds it took.
+
+A config with `"seeds": [0, 1, 2]` is one run per seed (runs/NAME-s0, ...; one row each), so that a
+difference between recipes can be read against the spread between seeds of one recipe.
+`--jobs N` runs N trainings at once, each its own process logging to runs/RUN.log (a GPU is mostly idle
+under one small model). `--source-cache DIR` reads each source from DIR/FOLDER.npz, its decoded cache (same
+images, same fingerprint; `braintriage train` takes such files directly): what travels to a GPU machine.
 """
 
 from __future__ import annotations
 
+import argparse
 import json
+import os
+import signal
 import subprocess
 import sys
 import time
@@ -24,9 +34,20 @@ HEADER = ("| date | experiment | commit | kind | images (tumors) | sensitivity |
           "| guard alarms | seconds |\n|---|---|---|---|---|---|---|---|---|---|\n")
 
 
-def command(config: dict, run_dir: Path) -> list[str]:
+def runs_of(config: dict) -> list[tuple[str, dict]]:
+    """(run name, config for that run): one per seed where the config lists seeds, else the config itself."""
+    if "seeds" not in config:
+        return [(config["name"], config)]
+    return [(f"{config['name']}-s{seed}", {**config, "train": {**config["train"], "seed": seed}})
+            for seed in config["seeds"]]
+
+
+def command(config: dict, run_dir: Path, source_cache: Path | None = None) -> list[str]:
     """`braintriage train SOURCES... --flag value ...` from a config; True flags stand alone."""
-    cmd = [str(ROOT / ".venv/bin/braintriage"), "train", *config["sources"]]
+    sources = config["sources"]
+    if source_cache is not None:
+        sources = [str(source_cache / f"{Path(s).name}.npz") for s in sources]
+    cmd = [sys.executable, "-m", "braintriage", "train", *sources]
     flags = dict(config["train"])
     for key in ("holdout_source", "folds"):
         if config.get(key) is not None:
@@ -54,7 +75,7 @@ def fmt(entry: dict | float | None) -> str:
     return f"{entry:.3f}"
 
 
-def result_row(config: dict, run_dir: Path, seconds: float, commit: str) -> str:
+def result_row(name: str, config: dict, run_dir: Path, seconds: float, commit: str) -> str:
     if config.get("holdout_source"):
         r = json.loads((run_dir / "holdout.json").read_text())
         kind = f"held out: {r['held_out_source']} (threshold {r['threshold']:.3f})"
@@ -71,32 +92,59 @@ def result_row(config: dict, run_dir: Path, seconds: float, commit: str) -> str:
         v = meta["validation_metrics"]
         kind = f"validation split (threshold {v['threshold']:.3f})"
         cells = [f"{v['n']} ({v['n_tumor']})", fmt(v["sensitivity"]), fmt(v["specificity"]), fmt(v["roc_auc"]), ""]
-    return f"| {date.today()} | {config['name']} | {commit} | {kind} | " + " | ".join(cells) + f" | {seconds:.0f} |\n"
+    return f"| {date.today()} | {name} | {commit} | {kind} | " + " | ".join(cells) + f" | {seconds:.0f} |\n"
 
 
-def main(path: str) -> int:
-    config = json.loads(Path(path).read_text())
-    run_dir = ROOT / "runs" / config["name"]
-    run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / "config.json").write_text(json.dumps(config, indent=2))
-    cmd = command(config, run_dir)
-    print(" ".join(cmd), flush=True)
-    start = time.time()
-    code = subprocess.call(cmd, cwd=ROOT)
-    if code != 0:
-        return code
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True,
-                            text=True).stdout.strip()
+def append_row(row: str) -> None:
     if not RESULTS.exists():
         RESULTS.write_text("# Experiment results\n\nOne row per run of `experiments/run.py` (its config in "
                            "`experiments/configs/`). Intervals: bootstrap 95% (guard alarms: Wilson).\n\n" + HEADER)
-    with RESULTS.open("a") as f:
-        f.write(result_row(config, run_dir, time.time() - start, commit))
-    print(f"appended to {RESULTS}")
-    return 0
+    with RESULTS.open("a") as f:  # one short write per row: parallel runs never interleave within a row
+        f.write(row)
+
+
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("configs", nargs="+")
+    parser.add_argument("--jobs", type=int, default=1, help="trainings at once (default 1)")
+    parser.add_argument("--source-cache", type=Path, help="read each source from DIR/FOLDER.npz")
+    args = parser.parse_args(argv)
+    # A machine that got the working tree without .git (experiments/device.sh) is told the commit.
+    commit = os.environ.get("EXPERIMENT_COMMIT") or subprocess.run(
+        ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
+    pending = [run for path in args.configs for run in runs_of(json.loads(Path(path).read_text()))]
+    running: dict[str, tuple[subprocess.Popen, dict, float]] = {}
+    failed = []
+    # A stopped runner (timeout, kill) stops its trainings too; each resumes from its checkpoint next time.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    try:
+        while pending or running:
+            while pending and len(running) < args.jobs:
+                name, config = pending.pop(0)
+                run_dir = ROOT / "runs" / name
+                run_dir.mkdir(parents=True, exist_ok=True)
+                (run_dir / "config.json").write_text(json.dumps(config, indent=2))
+                cmd = command(config, run_dir, args.source_cache)
+                print(f"[{name}] " + " ".join(cmd), flush=True)
+                log = None if args.jobs == 1 else open(ROOT / "runs" / f"{name}.log", "w")
+                running[name] = (subprocess.Popen(cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT if log else None),
+                                 config, time.time())
+            for name, (proc, config, start) in list(running.items()):
+                if proc.poll() is None:
+                    continue
+                del running[name]
+                if proc.returncode != 0:
+                    failed.append(name)
+                    print(f"[{name}] failed (exit {proc.returncode})", flush=True)
+                    continue
+                append_row(result_row(name, config, ROOT / "runs" / name, time.time() - start, commit))
+                print(f"[{name}] done in {time.time() - start:.0f} s; appended to {RESULTS}", flush=True)
+            time.sleep(1)
+    finally:
+        for proc, _, _ in running.values():
+            proc.terminate()
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":
-    if len(sys.argv) != 2:
-        sys.exit(__doc__)
-    sys.exit(main(sys.argv[1]))
+    sys.exit(main(sys.argv[1:]))

@@ -8,7 +8,6 @@ near-copies on both sides of a train/validation boundary.
 
 from __future__ import annotations
 
-import imagehash
 import numpy as np
 from PIL import Image
 from scipy.sparse import csr_matrix
@@ -18,6 +17,8 @@ NEAR_DUPLICATE_DISTANCE = 6  # bits out of 64; 0 means the same hash
 
 
 def phash64(im: Image.Image) -> np.uint64:
+    import imagehash  # only hashing needs it: grouping hashes already in a decoded cache does not
+
     bits = imagehash.phash(im, hash_size=8).hash.flatten()
     return np.uint64(int("".join("1" if b else "0" for b in bits), 2))
 

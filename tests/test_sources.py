@@ -183,7 +183,7 @@ def test_the_model_card_lists_each_source_and_the_leave_source_out_rows(three_so
     assert "| `yesno` | 14 | 8 (0 / 0 / 0 / 8) | 6 |" in card
     assert "Held out of training: `tumors`" in card and "trained from scratch" in card
     lso = card.split("### Leave one source out")[1]
-    assert "| `tumors` | 9 (9) |" in lso and "| n/a |" in lso  # no normals there: no specificity
+    assert "| `tumors` | 0 | 9 (9) |" in lso and "| n/a |" in lso  # no normals there: no specificity
 
 
 def test_a_resume_of_another_run_is_refused_with_a_message_not_a_traceback(three_sources, tmp_path, monkeypatch):

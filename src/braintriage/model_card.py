@@ -148,11 +148,12 @@ def _leave_source_out_lines(rows: list[dict]) -> list[str]:
              "own validation split, without the held-out source (95% intervals: bootstrap; guard alarms: Wilson). "
              "This is the estimate for scans from a collection the model never saw; the shipped model's "
              "threshold, set by cross-validation, may be stricter.", "",
-             "| held-out source | images (tumors) | threshold | sensitivity | specificity | ROC-AUC "
+             "| held-out source | seed | images (tumors) | threshold | sensitivity | specificity | ROC-AUC "
              "| guard alarm rate |",
-             "|---|---|---|---|---|---|---|"]
+             "|---|---|---|---|---|---|---|---|"]
     for r in rows:
-        lines.append(f"| `{r['held_out_source']}` | {r['images']} ({r['tumors']}) | {_f(r.get('threshold'))} | "
+        lines.append(f"| `{r['held_out_source']}` | {r.get('seed', '')} | {r['images']} ({r['tumors']}) | "
+                     f"{_f(r.get('threshold'))} | "
                      f"{cell(r, 'sensitivity')} | "
                      f"{cell(r, 'specificity')} | {cell(r, 'roc_auc')} | {cell(r, 'ood_alarm_rate')} |")
     return lines

@@ -700,7 +700,7 @@ def evaluate_held_out(cfg: TrainConfig, held_out: DecodedSet, run_dir: Path, log
     cache = run_dir / f"holdout-{cfg.holdout_source}.npz"
     held_out.save(cache)
     report = evaluate(cache, cfg.output, output_dir=run_dir / "holdout-evaluation", train_data=None)
-    row = holdout_row(cfg.holdout_source, report)
+    row = {**holdout_row(cfg.holdout_source, report), "seed": cfg.seed}  # runs of one recipe differ by seed
     (run_dir / "holdout.json").write_text(json.dumps(row, indent=2))
     cache.unlink()
     log(f"held-out {cfg.holdout_source}: " + ", ".join(

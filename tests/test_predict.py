@@ -43,13 +43,16 @@ def test_predictions_do_not_depend_on_batching(predictor, image_folder):
 
 def test_cli_exit_codes_and_csv(image_folder, tmp_path):
     out = tmp_path / "p.csv"
-    ok = runner.invoke(app, ["predict", str(image_folder), "--output", str(out)])
+    ok = runner.invoke(app, ["predict", str(image_folder), "--output", str(out), "--types"])
     assert ok.exit_code == 0, ok.output
     rows = list(csv.DictReader(out.open()))
-    assert list(rows[0]) == ["path", "study", "tumor_probability", "prediction", "slices", "top_slices", "error",
-                             "warning", "predicted_type", "probability_no_tumor", "probability_glioma",
-                             "probability_meningioma", "probability_pituitary"]
+    assert list(rows[0]) == ["path", "study", "verdict", "suspicion", "tumor_probability", "prediction", "type",
+                             "slices", "top_slices", "error", "warning", "model", "analysed_at", "predicted_type",
+                             "probability_no_tumor", "probability_glioma", "probability_meningioma",
+                             "probability_pituitary"]
     for r in rows:
+        assert r["verdict"] in ("tumor_suspected", "uncertain", "cannot_assess", "no_tumor_detected")
+        assert r["model"].startswith("efficientnet-lite0 ") and r["analysed_at"].endswith("+00:00")
         probs = {t: float(r[f"probability_{t}"]) for t in ("no_tumor", "glioma", "meningioma", "pituitary")}
         assert abs(sum(probs.values()) - 1) < 1e-4 and r["predicted_type"] == max(probs, key=probs.get)
         assert abs(float(r["tumor_probability"]) - (1 - probs["no_tumor"])) < 1e-5
@@ -62,6 +65,8 @@ def test_cli_exit_codes_and_csv(image_folder, tmp_path):
     rows = list(csv.DictReader(out.open()))
     assert len(rows) == 5 and sum(bool(r["error"]) for r in rows) == 1
     assert sum(r["prediction"] != "" for r in rows) == 4
+    assert [r["verdict"] for r in rows if r["error"]] == ["error"]
+    assert "predicted_type" not in rows[0]  # raw types only on request: the `type` column is the shown one
 
     missing_model = runner.invoke(app, ["predict", str(image_folder), "--model", str(tmp_path / "nope")])
     assert missing_model.exit_code == 2 and "model file not found" in missing_model.output

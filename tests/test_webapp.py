@@ -1,6 +1,7 @@
 """The clinic app: API responses (TestClient) and one end-to-end run in headless Chromium."""
 
 import base64
+import csv
 import io
 import os
 import socket
@@ -122,11 +123,21 @@ def live_server():
 
 
 @pytest.mark.dataset
-def test_clinician_uploads_a_real_scan_in_chromium(seed_data, live_server):
+def test_clinician_uploads_a_real_scan_in_chromium(seed_data, live_server, tmp_path):
     require_chromium()
     from playwright.sync_api import expect, sync_playwright
 
-    scan = seed_data / "Testing" / "glioma_tumor" / "image(1).jpg"
+    testing = seed_data / "Testing"
+    # One scan of each outcome (measured with the bundled model): suspected, uncertain, clear, and a real
+    # scan whose features the guard does not accept (P(tumor) 0.998, shown only as secondary).
+    scans = {"suspected": testing / "glioma_tumor" / "image(1).jpg",
+             "uncertain": testing / "glioma_tumor" / "image(10).jpg",
+             "clear": testing / "no_tumor" / "image(1).jpg",
+             "cannot": testing / "meningioma_tumor" / "image(1).jpg"}
+    uploads = {}
+    for k, p in scans.items():  # three of them are called image(1).jpg: named by their outcome here
+        uploads[k] = tmp_path / f"{k}.jpg"
+        uploads[k].write_bytes(p.read_bytes())
     requests = []
     with sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
@@ -136,12 +147,36 @@ def test_clinician_uploads_a_real_scan_in_chromium(seed_data, live_server):
         page.on("console", lambda m: console_errors.append(m.text) if m.type == "error" else None)
         page.goto(live_server)
         expect(page.locator("#model-info")).to_contain_text("flags a scan", timeout=10_000)
-        page.set_input_files("#files", str(scan))
+        page.set_input_files("#files", [str(p) for p in uploads.values()])
+        expect(page.locator("#status")).to_have_text(
+            "4 scan(s) analysed: 1 tumor suspected, 1 could not be assessed, 1 uncertain, 1 clear.", timeout=30_000)
+        cards = {k: page.locator(f'.card[aria-label="{k}.jpg"]') for k in scans}
+        card = cards["suspected"]
+        expect(card.locator(".verdict")).to_have_text("Tumor suspected: refer for specialist review")
+        expect(card.locator(".probability")).to_have_text("High suspicion (> 99%)")  # never "100.0%"
+        expect(card.locator(".type")).to_have_text("Likely type: glioma")
+        expect(cards["uncertain"].locator(".verdict")).to_have_text("Uncertain: needs a human read")
+        expect(cards["uncertain"].locator(".type")).to_have_count(0)  # types only for suspected tumors
+        expect(cards["clear"].locator(".verdict")).to_have_text("No tumor detected")
+        expect(cards["clear"].locator(".caution")).to_have_text("A clear result does not rule out a tumor.")
+        cannot = cards["cannot"]
+        expect(cannot.locator(".verdict")).to_have_text("Could not be assessed: needs a human read")
+        expect(cannot.locator(".probability")).to_contain_text("Model score, not to be relied on")
+        expect(cannot.locator("button.heat-toggle")).to_have_count(0)  # no heat map for what was not assessed
+        ARTIFACTS.mkdir(exist_ok=True)
+        page.screenshot(path=str(ARTIFACTS / "clinic-app-outcomes.png"), full_page=True)
+        page.click("#worklist")  # suspected, then cannot assess, then uncertain, then clear
+        order = [page.locator(".card .verdict").nth(i).inner_text() for i in range(4)]
+        assert order == ["Tumor suspected: refer for specialist review", "Could not be assessed: needs a human read",
+                         "Uncertain: needs a human read", "No tumor detected"]
+        page.screenshot(path=str(ARTIFACTS / "clinic-app-worklist.png"), full_page=True)
+        with page.expect_download() as download:
+            page.click("#export")
+        exported = list(csv.DictReader(open(download.value.path())))
+        assert {r["verdict"] for r in exported} == {"tumor_suspected", "cannot_assess", "uncertain",
+                                                    "no_tumor_detected"}
+        assert all(r["model"].startswith("efficientnet-lite0 ") and r["analysed_at"] for r in exported)
         card = page.locator(".card").first
-        expect(card.locator(".verdict")).to_have_text("Tumor suspected: refer for specialist review",
-                                                      timeout=30_000)
-        expect(card.locator(".probability")).to_contain_text("Probability of tumor:")
-        expect(card.locator(".type")).to_contain_text("Most likely type")
         heat = card.locator("img.heat")
         expect(heat).to_be_hidden()
         toggle = card.locator("button.heat-toggle")

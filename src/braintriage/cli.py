@@ -240,8 +240,12 @@ def predict(
     show_identifiers: bool = typer.Option(False, help="Name DICOM studies by their Study Instance UID instead "
                                                       "of a hash of it."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No table on the terminal."),
+    types: bool = typer.Option(False, "--types", help="CSV: add the raw most likely type and each type's "
+                                                      "probability (for model audits; the `type` column is "
+                                                      "what a reader should see)."),
 ) -> None:
-    """Score scans: P(tumor) and a verdict at the model's threshold; one row per image or study.
+    """Score scans: a verdict (tumor suspected, uncertain, cannot assess, no tumor detected) and P(tumor);
+    one row per image or study.
     Exit code 1 if any file failed."""
     from braintriage.inference import Predictor
     from braintriage.results import print_predictions, write_predictions_csv
@@ -251,7 +255,8 @@ def predict(
         predictor = Predictor(model)
     results = predictor.predict_items(items_from_paths(paths, show_identifiers, axis))
     if output:
-        write_predictions_csv(results, output, with_types=predictor.metadata["output"] == "softmax")
+        raw_types = types and predictor.metadata["output"] == "softmax"
+        write_predictions_csv(results, output, predictor, with_types=raw_types)
     if not quiet:
         print_predictions(results, predictor)
     failed = sum(r.error is not None for r in results)

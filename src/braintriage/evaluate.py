@@ -44,6 +44,8 @@ class Scored:
     errors: list[tuple[str, str]]
     grayscale: Callable[[int], np.ndarray]  # image i as uint8, for thumbnails
     warnings: list[str | None]  # out-of-distribution guard, per image
+    verdicts: list[str]  # verdicts.py outcome, per image
+    shown_types: list[str | None]  # the type a reader is shown (suspected tumors only), per image
 
 
 def score_dataset(predictor: Predictor, data: str | Path, split: str = "testing") -> Scored:
@@ -65,7 +67,8 @@ def score_dataset(predictor: Predictor, data: str | Path, split: str = "testing"
                  if results and results[0].type_probabilities else None)
         return Scored(list(decoded.paths), decoded.tumor, decoded.tumor_type,
                       np.array([r.tumor_probability for r in results]), types, decoded.phash,
-                      list(decoded.errors), lambda i: decoded.images[i], [r.warning for r in results])
+                      list(decoded.errors), lambda i: decoded.images[i], [r.warning for r in results],
+                      [r.verdict for r in results], [r.shown_type for r in results])
     ds = load_dataset(data, split=split)
     results = predictor.predict_files([str(s.path) for s in ds.samples])
     ok = [i for i, r in enumerate(results) if r.error is None]
@@ -82,7 +85,23 @@ def score_dataset(predictor: Predictor, data: str | Path, split: str = "testing"
         errors=[(ds.relpath(ds.samples[i]), r.error) for i, r in enumerate(results) if r.error],
         grayscale=lambda i: np.asarray(decode_image(samples[i].path)),
         warnings=[results[i].warning for i in ok],
+        verdicts=[results[i].verdict for i in ok],
+        shown_types=[results[i].shown_type for i in ok],
     )
+
+
+def verdict_counts(s: Scored) -> dict:
+    """Tumors and normals per outcome (how many land in the uncertain band, how many tumors a clear card
+    would show), and how often a shown tumor type was right where the true type is known."""
+    from braintriage import verdicts
+
+    counts = {v: {"tumor": int(sum(1 for x, t in zip(s.verdicts, s.tumor) if x == v and t == 1)),
+                  "no_tumor": int(sum(1 for x, t in zip(s.verdicts, s.tumor) if x == v and t == 0))}
+              for v in verdicts.WORKLIST_ORDER if v != verdicts.ERROR}
+    shown = [(st, TUMOR_TYPES[k]) for st, k in zip(s.shown_types, s.type_index)
+             if st and st != verdicts.TYPE_UNCERTAIN and k > 0]
+    return {"by_verdict": counts, "types_shown": len(shown), "types_shown_right": sum(a == b for a, b in shown),
+            "type_uncertain": sum(st == verdicts.TYPE_UNCERTAIN for st in s.shown_types)}
 
 
 def default_train_data(data: str | Path) -> Path | None:
@@ -160,9 +179,10 @@ def evaluate(data: str | Path, model_path: str | Path | None = None, split: str 
             flagged = np.array([w is not None for w in s.warnings])
             report["ood_guard"]["unleaked_false_alarm_rate"] = float(flagged[~leaked].mean()) if (~leaked).any() \
                 else None
+    report["verdicts"] = verdict_counts(s)
     report["predictions"] = [
-        {"path": a, "tumor": int(t), "tumor_probability": float(q),
-         **({"leaked": bool(leaked[i])} if leaked is not None else {})}
+        {"path": a, "tumor": int(t), "tumor_probability": float(q), "verdict": s.verdicts[i],
+         "type_shown": s.shown_types[i], **({"leaked": bool(leaked[i])} if leaked is not None else {})}
         for i, (a, t, q) in enumerate(zip(s.paths, s.tumor, s.p_tumor))]
 
     out = Path(output_dir)

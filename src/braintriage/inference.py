@@ -16,8 +16,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from braintriage import ood
-from braintriage.modelfile import BUNDLED_MODEL, EXPLAINABLE_OUTPUTS, onnx_initializers, read_metadata
+from braintriage import ood, verdicts
+from braintriage.modelfile import (BUNDLED_MODEL, EXPLAINABLE_OUTPUTS, file_digest, model_name, onnx_initializers,
+                                  read_metadata)
 from braintriage.preprocess import ImageReadError, PreprocessConfig, preprocess
 from braintriage.scans import ScanItem, items_from_paths
 
@@ -42,6 +43,8 @@ class Prediction:
     # (the web app shows the warning instead of a verdict).
     warning: str | None = None
     reliable: bool = True  # False when the verdict rests only on inputs that are not like brain MRI
+    verdict: str = verdicts.ERROR  # one of verdicts.WORKLIST_ORDER: what the scan's reader acts on
+    shown_type: str | None = None  # the tumor type to show (verdicts.shown_type), or "type uncertain"
 
     @property
     def predicted_type(self) -> str | None:
@@ -134,6 +137,8 @@ class Predictor:
     def __init__(self, model_path: str | Path | None = None, batch_size: int = 32):
         self.model_path = Path(model_path) if model_path else BUNDLED_MODEL
         self.metadata = read_metadata(self.model_path)
+        # What a result names as its model: the network and the first 12 hex digits of the file's SHA-256.
+        self.model_id = f"{model_name(self.metadata)} {file_digest(self.model_path)[:12]}"
         self.backend = (OnnxBackend if self.model_path.suffix == ".onnx" else TorchBackend)(self.model_path)
         self.batch_size = batch_size
         # One input per network: a plain model has `image`; an ensemble one per member, each read with that
@@ -146,6 +151,10 @@ class Predictor:
         self.input_normalization = [(m["normalization"]["mean"], m["normalization"]["std"]) for m in members]
         self.preprocess = self.input_preprocess[0]
         self.threshold = float(self.metadata["threshold"])
+        # The uncertain band and the type display rule (operating_point.py); a model without them: two outcomes.
+        band = self.metadata.get("uncertain_band") or {"low": self.threshold, "high": self.threshold}
+        self.band = (float(band["low"]), float(band["high"]))
+        self.type_min_probability = (self.metadata.get("type_display") or {}).get("min_probability")
         self.temperature = float(self.metadata.get("temperature", 1.0))
         self.class_names = self.metadata["class_names"]
         self.ood = self.metadata.get("ood")  # out-of-distribution guard parameters, when calibrated
@@ -292,6 +301,8 @@ class Predictor:
             failed = len(scores) - readable
             if failed:
                 r.error = f"{failed} of {len(scores)} slices could not be read; scored on the rest"
+        r.verdict = verdicts.verdict(r.tumor_probability, r.reliable, self.band)
+        r.shown_type = verdicts.shown_type(r.verdict, r.type_probabilities, self.type_min_probability)
         return r
 
 

@@ -113,6 +113,36 @@ def _operating_point_lines(metadata: dict) -> list[str]:
             f"{point['previous_threshold']:.3f} ({point.get('previous_threshold_rule') or ''})."]
 
 
+def _verdict_lines(metadata: dict, report: dict) -> list[str]:
+    """The four outcomes: the uncertain band and the type display rule, with where they came from and what
+    they gave on the card's test data."""
+    band, shown = metadata.get("uncertain_band"), metadata.get("type_display")
+    if not band:
+        return [f"- Verdicts: tumor suspected at P(tumor) >= {metadata['threshold']:.3f}, else no tumor detected "
+                "(no uncertain band in this model file); could not be assessed where the guard flags the input."]
+    oof = band["out_of_fold"]
+    lines = [f"- Verdicts: **tumor suspected** at P(tumor) >= {band['high']:.3f}; **uncertain** (needs a human read) "
+             f"from {band['low']:.3f}; **no tumor detected** below; **could not be assessed** where the guard flags "
+             f"the input. The band: {band['rule']}; out of fold it holds {oof['inside']} of {oof['images']} images "
+             f"({oof['tumors_inside']} tumors, {oof['normals_inside']} normals), {oof['tumors_below']} tumors score "
+             f"below it and {oof['normals_above']} normals above it."]
+    if shown:
+        lines.append(f"- Tumor type: shown only for a suspected tumor, when the most likely type has P(type | tumor) >= "
+                     f"{shown['min_probability']:.3f}, the lowest at which out of fold the shown type was right >= "
+                     f"{shown['target_precision']:g} of the time ({shown['out_of_fold']['shown']} of "
+                     f"{shown['out_of_fold']['suspected_with_known_type']} suspected tumors of known type, precision "
+                     f"{_f(shown['out_of_fold']['precision'])}); otherwise \"type uncertain\".")
+    counts = report.get("verdicts")
+    if counts:
+        by = counts["by_verdict"]
+        cells = ", ".join(f"{v.replace('_', ' ')} {c['tumor'] + c['no_tumor']} ({c['tumor']} tumors, "
+                          f"{c['no_tumor']} normals)" for v, c in by.items())
+        right = (f"; types shown {counts['types_shown']}, right {counts['types_shown_right']} "
+                 f"({_f(counts['types_shown_right'] / counts['types_shown'])})" if counts["types_shown"] else "")
+        lines.append(f"- On the test data below: {cells}{right}.")
+    return lines
+
+
 def _training_data_lines(t: dict) -> list[str]:
     """The training sources with their counts (a model trained on several records each), else the seed set."""
     sources = t.get("sources")
@@ -195,10 +225,10 @@ def model_card(metadata: dict, report: dict, model_path: str | Path = BUNDLED_MO
         f"normalised with mean {metadata['input']['normalization']['mean']:.4f}, "
         f"std {metadata['input']['normalization']['std']:.4f}.",
         f"- Output: {metadata['output']} over {', '.join(metadata['class_names'])}; "
-        f"{metadata.get('positive', '')}. A scan is flagged \"tumor suspected\" when P(tumor) >= "
-        f"{metadata['threshold']:.3f} ({metadata.get('threshold_rule', '')}); temperature "
-        f"{metadata.get('temperature', 1.0):.3f}.",
+        f"{metadata.get('positive', '')}. Threshold {metadata['threshold']:.3f} "
+        f"({metadata.get('threshold_rule', '')}); temperature {metadata.get('temperature', 1.0):.3f}.",
         *_operating_point_lines(metadata),
+        *_verdict_lines(metadata, report),
         "",
         "## Intended use",
         "- Triage support where no neuroradiologist is at hand: it flags brain MRI slices that may show a "

@@ -98,6 +98,15 @@ def _schema_problems(meta: dict):
         yield "temperature", "must be a finite number above 0"
     if meta.get("ood") is not None and not isinstance(meta["ood"], dict):
         yield "ood", "must be an object"
+    band = meta.get("uncertain_band")
+    if band is not None:
+        threshold = meta.get("threshold")
+        if not (isinstance(band, dict) and _number(band.get("low"), 0, 1) and _number(band.get("high"), 0, 1)
+                and _number(threshold) and band["low"] <= threshold <= band["high"]):
+            yield "uncertain_band", "must be {low, high} in [0, 1] with low <= threshold <= high"
+    shown = meta.get("type_display")
+    if shown is not None and not (isinstance(shown, dict) and _number(shown.get("min_probability"), 0, 1)):
+        yield "type_display", "must be {min_probability} in [0, 1]"
 
 
 def read_metadata(path: str | Path = BUNDLED_MODEL) -> dict[str, Any]:
@@ -134,6 +143,14 @@ def _onnx_metadata(path: Path) -> str:
 def member_prefix(k: int) -> str:
     """How an ensemble's graph names what belongs to member k (k >= 1; the first member keeps its own names)."""
     return f"member{k}/"
+
+
+def file_digest(path: str | Path) -> str:
+    """SHA-256 of a model file, hex: which exact model answered (results carry its first 12 digits)."""
+    import hashlib
+
+    with open(path, "rb") as f:
+        return hashlib.file_digest(f, "sha256").hexdigest()
 
 
 def model_name(meta: dict[str, Any]) -> str:

@@ -8,6 +8,10 @@ read there instead, and written into the model file with where it came from (met
 Reading the threshold off the same predictions it is scored on flatters it a little; the nested estimate
 beside it (each fold's normals at the threshold the other folds set) says by how much.
 
+The same out-of-fold predictions set the two other numbers a verdict needs (verdicts.py): the *uncertain band*
+around the threshold, where tumors and normals were mixed, and the *type display rule*, the lowest
+probability at which a suspected tumor's most likely type was right often enough to be shown.
+
     braintriage threshold model.onnx --cv runs/cv --specificity 0.95 -o model.onnx
 """
 
@@ -61,6 +65,73 @@ def read_out_of_fold(cv_dir: str | Path) -> tuple[dict, np.ndarray, np.ndarray, 
     return cv, fold, y, p
 
 
+def read_out_of_fold_types(cv_dir: str | Path) -> tuple[np.ndarray, np.ndarray, list[str]] | None:
+    """Out-of-fold tumor-type labels ('' where unknown) and P(type) per tumor type (N, K), with the type names;
+    None for a cross-validation of a binary model (no type columns)."""
+    with (Path(cv_dir) / "oof.csv").open(newline="") as f:
+        rows = list(csv.DictReader(f))
+    names = [c.removeprefix("p_") for c in (rows[0] if rows else {}) if c.startswith("p_")
+             and c not in ("p_tumor", "p_no_tumor")]
+    if not names:
+        return None
+    probs = np.array([[float(r[f"p_{n}"]) for n in names] for r in rows])
+    return np.array([r.get("tumor_type", "") for r in rows]), probs, names
+
+
+# A scan is clearly low (high) where, out of fold, the tumor rate among training images of that score, with
+# tumors and normals weighted equally, is at most 0.1 (at least 0.9): a likelihood ratio of 1:9 (9:1),
+# whatever the tumor prevalence of the training sources. Between the two, tumors and normals are mixed.
+BAND_RATES = (0.1, 0.9)
+TYPE_PRECISION = 0.95  # a tumor type is shown where out of fold it was right at least this often
+
+
+def uncertain_band(y: np.ndarray, p: np.ndarray, threshold: float,
+                   rates: tuple[float, float] = BAND_RATES) -> dict[str, Any]:
+    """The band [low, high) around `threshold` where out-of-fold scores are neither clearly low nor clearly
+    high: the balanced tumor rate (isotonic regression of the label on the score, classes weighted equally)
+    is above rates[0] and below rates[1]. The band always holds the threshold."""
+    from sklearn.isotonic import IsotonicRegression
+
+    weight = np.where(y == 1, 0.5 / max((y == 1).sum(), 1), 0.5 / max((y == 0).sum(), 1))
+    curve = IsotonicRegression(out_of_bounds="clip", y_min=0, y_max=1).fit(p, y, sample_weight=weight)
+    grid = np.linspace(0, 1, 10001)
+    rate = curve.predict(grid)
+    low = float(grid[rate <= rates[0]].max()) if (rate <= rates[0]).any() else 0.0
+    high = float(grid[rate >= rates[1]].min()) if (rate >= rates[1]).any() else 1.0
+    low, high = min(low, threshold), max(high, threshold)
+    inside = (p >= low) & (p < high)
+    return {"low": low, "high": high,
+            "rule": (f"out of fold, tumors and normals weighted equally, the tumor rate at a score is above "
+                     f"{rates[0]:g} and below {rates[1]:g} (isotonic regression)"),
+            "out_of_fold": {"images": int(len(y)), "inside": int(inside.sum()),
+                            "tumors_inside": int((inside & (y == 1)).sum()),
+                            "normals_inside": int((inside & (y == 0)).sum()),
+                            "tumors_below": int(((p < low) & (y == 1)).sum()),
+                            "normals_above": int(((p >= high) & (y == 0)).sum())}}
+
+
+def type_display_rule(tumor_type: np.ndarray, type_probs: np.ndarray, names: list[str], p: np.ndarray,
+                      suspected_from: float, precision: float = TYPE_PRECISION) -> dict[str, Any] | None:
+    """The lowest P(type | tumor) of the most likely tumor type at which, among out-of-fold suspected tumors
+    of known type, the shown types are right at least `precision` of the time (all those at or above it)."""
+    conditional = type_probs / np.maximum(type_probs.sum(axis=1, keepdims=True), 1e-12)
+    best = np.array(names)[conditional.argmax(axis=1)]
+    confidence = conditional.max(axis=1)
+    known = np.isin(tumor_type, names) & (p >= suspected_from)
+    if not known.any():
+        return None
+    order = np.argsort(-confidence[known], kind="stable")
+    right = (best[known] == tumor_type[known])[order]
+    running = np.cumsum(right) / np.arange(1, len(right) + 1)
+    ok = np.flatnonzero(running >= precision)
+    if not len(ok):
+        return None
+    k = ok.max()  # the largest prefix that keeps the precision: the lowest probability that does
+    return {"min_probability": float(confidence[known][order][k]), "target_precision": precision,
+            "out_of_fold": {"suspected_with_known_type": int(known.sum()), "shown": int(k + 1),
+                            "precision": float(running[k])}}
+
+
 def nested_specificity(fold: np.ndarray, y: np.ndarray, p: np.ndarray, specificity: float) -> dict[str, Any]:
     """Each fold's normals scored at the threshold the other folds' normals set: what the threshold rule
     gives on normals it did not see."""
@@ -110,5 +181,10 @@ def threshold_from_cv(model_path: str | Path, cv_dir: str | Path, output: str | 
     }
     rule = (f"lowest threshold with specificity >= {specificity:g} on the training normals out of fold, by grouped "
             f"{cv['folds']}-fold cross-validation of this recipe")
-    return update_metadata(model_path, output, {"threshold": float(threshold), "threshold_rule": rule,
-                                                "operating_point": point})
+    band = uncertain_band(y, p, float(threshold))
+    update = {"threshold": float(threshold), "threshold_rule": rule, "operating_point": point,
+              "uncertain_band": band}
+    types = read_out_of_fold_types(cv_dir)
+    if types is not None:
+        update["type_display"] = type_display_rule(*types, p, band["high"])
+    return update_metadata(model_path, output, update)

@@ -17,6 +17,7 @@ import asyncio
 import base64
 import io
 import time
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Annotated
 
@@ -29,10 +30,9 @@ from PIL import Image
 from pydantic import BaseModel
 from starlette.formparsers import MultiPartParser
 
-from braintriage import __version__
+from braintriage import __version__, verdicts
 from braintriage.inference import Prediction, Predictor
 from braintriage.scans import items_from_uploads
-from braintriage.modelfile import model_name
 
 STATIC = Path(__file__).parent / "web"
 DEFAULT_MAX_UPLOAD_MB = 50.0
@@ -153,10 +153,16 @@ def default_allowed_hosts(host: str) -> list[str]:
 
 class FileResult(BaseModel):
     filename: str
+    # What to act on: tumor_suspected, uncertain, cannot_assess (not like brain MRI: needs a human read; the
+    # score is then secondary), no_tumor_detected, or error (the file could not be read). See verdicts.py.
+    verdict: str = verdicts.ERROR
+    suspicion: str | None = None  # "high", "moderate" or "low": the score in words (above, in, below the band)
+    probability_text: str | None = None  # the score for people: "37%", never "0.0%" or "100.0%" ("< 1%", "> 99%")
     tumor_probability: float | None = None
-    prediction: str | None = None  # "tumor" or "no_tumor"
+    prediction: str | None = None  # "tumor" or "no_tumor": the plain call at `threshold`
     threshold: float
-    predicted_type: str | None = None
+    type: str | None = None  # tumor type to show: only for tumor_suspected, else "type uncertain"; None: none
+    predicted_type: str | None = None  # raw most likely class, for audits (may be wrong or "no_tumor")
     type_probabilities: dict[str, float] | None = None
     heatmap: str | None = None  # PNG, base64: class activation map, transparent where there is no evidence
     image: str | None = None  # PNG, base64: the model's view of the scan, which `heatmap` overlays
@@ -170,7 +176,9 @@ class FileResult(BaseModel):
 
 
 class PredictResponse(BaseModel):
-    model: str
+    model: str  # network and the first 12 hex digits of the model file's SHA-256
+    analysed_at: str  # UTC, ISO 8601
+    uncertain_band: tuple[float, float]  # [low, high): below is no_tumor_detected, at or above high suspected
     results: list[FileResult]
 
 
@@ -188,13 +196,18 @@ def heatmap_rgba(cam: np.ndarray) -> np.ndarray:
     return (np.stack([*ramp, alpha], axis=-1) * 255).round().astype(np.uint8)
 
 
-def to_result(p: Prediction, threshold: float) -> FileResult:
+def to_result(p: Prediction, predictor: Predictor) -> FileResult:
+    scored = p.tumor_probability is not None
+    assessed = p.verdict not in (verdicts.CANNOT_ASSESS, verdicts.ERROR)  # no heat map for what was not assessed
     return FileResult(
-        filename=p.path, tumor_probability=p.tumor_probability, prediction=p.prediction, threshold=threshold,
+        filename=p.path, verdict=p.verdict, tumor_probability=p.tumor_probability, prediction=p.prediction,
+        suspicion=verdicts.suspicion(p.tumor_probability, predictor.band) if scored else None,
+        probability_text=verdicts.probability_text(p.tumor_probability) if scored else None,
+        threshold=predictor.threshold, type=p.shown_type,
         predicted_type=p.predicted_type, type_probabilities=p.type_probabilities, error=p.error,
         study=p.study, slices=p.slices, top_slices=p.top_slices, slice_probabilities=p.slice_probabilities,
         warning=p.warning, reliable=p.reliable,
-        heatmap=png_base64(heatmap_rgba(p.heatmap)) if p.heatmap is not None else None,
+        heatmap=png_base64(heatmap_rgba(p.heatmap)) if p.heatmap is not None and assessed else None,
         image=png_base64(p.image) if p.image is not None else None,
     )
 
@@ -206,7 +219,6 @@ def create_app(model_path: str | Path | None = None, max_upload_mb: float = DEFA
     # Starlette spools multipart parts over 1 MB to a temporary file; scans must stay in memory, and no
     # accepted part can exceed the upload limit, so the spool threshold is raised to it.
     MultiPartParser.spool_max_size = max_bytes + 1
-    model_label = f"{model_name(predictor.metadata)} (braintriage {predictor.metadata.get('package_version')})"
     lock = asyncio.Lock()  # one batch at a time through the model; the CPU is the limit anyway
 
     app = FastAPIOffline(
@@ -250,7 +262,9 @@ def create_app(model_path: str | Path | None = None, max_upload_mb: float = DEFA
                 continue
             async with lock:
                 predictions += await asyncio.to_thread(predictor.predict_items, chunk, heatmap)
-        body = PredictResponse(model=model_label, results=[to_result(p, predictor.threshold) for p in predictions])
+        analysed_at = datetime.now(timezone.utc).isoformat(timespec="seconds")
+        body = PredictResponse(model=predictor.model_id, analysed_at=analysed_at, uncertain_band=predictor.band,
+                               results=[to_result(p, predictor) for p in predictions])
         status = 422 if all(p.tumor_probability is None for p in predictions) else 200
         return JSONResponse(body.model_dump(), status_code=status)
 

@@ -4,15 +4,32 @@
 const state = { results: [], worklist: false, allHeatmaps: false, model: null };
 const $ = (id) => document.getElementById(id);
 
-function percent(p) { return (100 * p).toFixed(1) + "%"; }
+// The four outcomes (and a failed file), in worklist order, with the words the CLI uses too (verdicts.py).
+const ORDER = ["tumor_suspected", "cannot_assess", "uncertain", "no_tumor_detected", "error"];
+const HEADLINES = {
+  tumor_suspected: "Tumor suspected: refer for specialist review",
+  cannot_assess: "Could not be assessed: needs a human read",
+  uncertain: "Uncertain: needs a human read",
+  no_tumor_detected: "No tumor detected",
+  error: "Could not be read",
+};
+const SUMMARY_WORDS = {
+  tumor_suspected: "tumor suspected", cannot_assess: "could not be assessed", uncertain: "uncertain",
+  no_tumor_detected: "clear", error: "could not be read",
+};
+const CLEAR_CAUTION = "A clear result does not rule out a tumor.";
+const verdictOf = (r) => r.verdict || "error";
+const capitalised = (s) => s.charAt(0).toUpperCase() + s.slice(1);
 
 async function loadModel() {
   try {
     const r = await fetch("/api/v1/model");
     state.model = await r.json();
     const m = state.model;
+    const band = m.uncertain_band || { low: m.threshold, high: m.threshold };
     $("model-info").textContent = `Model ${m.architecture}, braintriage ${m.package_version}; ` +
-      `flags a scan when P(tumor) ≥ ${m.threshold.toFixed(2)}.`;
+      `flags a scan when P(tumor) ≥ ${band.high.toFixed(2)}` +
+      (band.low < band.high ? `; uncertain from ${band.low.toFixed(2)}.` : ".");
   } catch (e) {
     $("model-info").textContent = "Model information unavailable.";
   }
@@ -31,7 +48,7 @@ async function analyse(fileList) {
       const r = await fetch("/api/v1/predict?heatmap=true", { method: "POST", body: form });
       const body = await r.json();
       if (body.results) {
-        state.results.push(...body.results);
+        state.results.push(...body.results.map((r) => ({ ...r, model: body.model, analysed_at: body.analysed_at })));
       } else {
         const message = typeof body.detail === "string" ? body.detail : `error ${r.status}`;
         files.slice(i, i + batchSize).forEach((f) => state.results.push({ filename: f.name, error: message }));
@@ -41,32 +58,34 @@ async function analyse(fileList) {
     }
     render();
   }
-  failed = state.results.filter((r) => r.tumor_probability === null || r.tumor_probability === undefined).length;
-  const flagged = state.results.filter((r) => r.prediction === "tumor").length;
-  $("status").textContent = `${state.results.length} scan(s) analysed: ${flagged} flagged for review` +
-    (failed ? `, ${failed} could not be read.` : ".");
+  $("status").textContent = summary(state.results);
+}
+
+function summary(results) {
+  const counts = {};
+  results.forEach((r) => { counts[verdictOf(r)] = (counts[verdictOf(r)] || 0) + 1; });
+  const parts = ORDER.filter((v) => counts[v]).map((v) => `${counts[v]} ${SUMMARY_WORDS[v]}`);
+  return `${results.length} scan(s) analysed: ${parts.join(", ")}.`;
+}
+
+function line(className, text) {
+  const p = document.createElement("p");
+  p.className = className;
+  p.textContent = text;
+  return p;
 }
 
 function card(result, index) {
   const li = document.createElement("li");
   const article = document.createElement("article");
   li.appendChild(article);
-  const failed = result.tumor_probability === null || result.tumor_probability === undefined;
-  const unreliable = result.reliable === false;  // only inputs unlike brain MRI: the warning replaces the verdict
-  article.className = "card " + (failed ? "error" : unreliable ? "warning" : result.prediction);
+  const verdict = verdictOf(result);
+  article.className = "card " + verdict;
   article.setAttribute("aria-label", result.filename);
-  const name = document.createElement("p");
-  name.className = "filename";
-  name.textContent = result.filename;
+  const name = line("filename", result.filename);
 
-  if (result.tumor_probability === null || result.tumor_probability === undefined) {
-    const v = document.createElement("p");
-    v.className = "verdict";
-    v.textContent = "Could not be analysed";
-    const why = document.createElement("p");
-    why.className = "secondary";
-    why.textContent = result.error;
-    article.append(v, why, name);
+  if (verdict === "error") {
+    article.append(line("verdict", HEADLINES.error), line("secondary", result.error), name);
     return li;
   }
   const figure = document.createElement("figure");
@@ -76,7 +95,7 @@ function card(result, index) {
   img.alt = "Scan " + result.filename;
   figure.appendChild(img);
   let heat = null;
-  if (result.heatmap) {
+  if (result.heatmap) {  // none for an input that could not be assessed
     heat = document.createElement("img");
     heat.className = "heat";
     heat.src = "data:image/png;base64," + result.heatmap;
@@ -84,28 +103,23 @@ function card(result, index) {
     heat.hidden = !(state.allHeatmaps || result._showHeat);
     figure.appendChild(heat);
   }
-  const verdict = document.createElement("p");
-  verdict.className = "verdict";
-  verdict.textContent = unreliable ? "No verdict: " + result.warning
-    : result.prediction === "tumor" ? "Tumor suspected: refer for specialist review" : "No tumor detected";
-  const prob = document.createElement("p");
-  prob.className = "probability";
-  prob.textContent = `Probability of tumor: ${percent(result.tumor_probability)}`;
-  article.append(figure, verdict);
-  if (!unreliable) article.appendChild(prob);  // no confident numbers for an input unlike brain MRI
-  if (result.study) {
-    const st = document.createElement("p");
-    st.className = "secondary study";
-    st.textContent = `Study ${result.study}: ${result.slices} slice${result.slices === 1 ? "" : "s"}; most suspicious: ` +
-      `${result.top_slices.join(", ")} (shown)`;
-    article.appendChild(st);
+  article.append(figure, line("verdict", HEADLINES[verdict]));
+  // Words first, the number second; for an input that could not be assessed the score is secondary.
+  const score = `${capitalised(result.suspicion)} suspicion (${result.probability_text})`;
+  if (verdict === "cannot_assess") {
+    article.append(line("secondary reason", result.warning),
+                   line("secondary probability", `Model score, not to be relied on: ${score}`));
+  } else {
+    article.appendChild(line("probability", score));
   }
-  if (result.predicted_type && result.type_probabilities && !unreliable) {
-    const t = document.createElement("p");
-    t.className = "secondary type";
-    const label = result.predicted_type.replace("_", " ");
-    t.textContent = `Most likely type: ${label} (${percent(result.type_probabilities[result.predicted_type])})`;
-    article.appendChild(t);
+  if (verdict === "no_tumor_detected") article.appendChild(line("caution", CLEAR_CAUTION));
+  if (result.study) {
+    article.appendChild(line("secondary study", `Study ${result.study}: ${result.slices} slice` +
+      `${result.slices === 1 ? "" : "s"}; most suspicious: ${result.top_slices.join(", ")} (shown)`));
+  }
+  if (result.type) {  // only for a suspected tumor, and only when the type is likely enough to be right
+    const label = result.type === "type uncertain" ? "Type uncertain" : `Likely type: ${result.type.replace("_", " ")}`;
+    article.appendChild(line("secondary type", label));
   }
   if (heat) {
     const toggle = document.createElement("button");
@@ -120,22 +134,10 @@ function card(result, index) {
     });
     article.appendChild(toggle);
   }
-  const printed = document.createElement("p");
-  printed.className = "print-only secondary";
-  printed.textContent = `Model ${state.model ? state.model.architecture + ", braintriage " + state.model.package_version : ""}; ` +
-    `threshold ${result.threshold.toFixed(2)}. Decision support, not a diagnosis: a flag means refer for specialist review.`;
-  if (result.warning && !unreliable) {  // a study with slices left out
-    const w = document.createElement("p");
-    w.className = "secondary warning";
-    w.textContent = result.warning;
-    article.appendChild(w);
-  }
-  if (result.error) {  // a study scored although some slices could not be read
-    const warn = document.createElement("p");
-    warn.className = "secondary";
-    warn.textContent = result.error;
-    article.appendChild(warn);
-  }
+  if (result.warning && verdict !== "cannot_assess") article.appendChild(line("secondary warning", result.warning));
+  if (result.error) article.appendChild(line("secondary", result.error));  // a study scored on its readable slices
+  const printed = line("print-only secondary", `Model ${result.model || ""}; analysed ${result.analysed_at || ""}. ` +
+    "Decision support, not a diagnosis: a flag means refer for specialist review. " + CLEAR_CAUTION);
   article.append(name, printed);
   return li;
 }
@@ -144,17 +146,17 @@ function render() {
   const list = $("results");
   list.replaceChildren();
   let rows = state.results.slice();
-  if (state.worklist) {
+  if (state.worklist) {  // by verdict (suspected, cannot assess, uncertain, clear, failed), then by score
     const score = (r) => (r.tumor_probability === null || r.tumor_probability === undefined ? -1 : r.tumor_probability);
-    rows.sort((a, b) => score(b) - score(a));
+    rows.sort((a, b) => ORDER.indexOf(verdictOf(a)) - ORDER.indexOf(verdictOf(b)) || score(b) - score(a));
   }
   rows.forEach((r, i) => list.appendChild(card(r, i)));
   $("results-section").hidden = state.results.length === 0;
 }
 
 function exportCsv() {
-  const cols = ["filename", "study", "tumor_probability", "prediction", "predicted_type", "slices", "threshold",
-                "warning", "error"];
+  const cols = ["filename", "study", "verdict", "suspicion", "tumor_probability", "prediction", "type", "slices",
+                "threshold", "warning", "error", "model", "analysed_at"];
   const quote = (v) => {
     let s = v === null || v === undefined ? "" : String(v);
     if (typeof v === "string" && /^[=+\-@\t\r]/.test(s)) s = "'" + s;  // a spreadsheet shows it, never runs it

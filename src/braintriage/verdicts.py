@@ -1,0 +1,75 @@
+"""The four outcomes a clinician acts on, and how a probability is put into words.
+
+Every caller (CLI table and CSV, web API and page, evaluation) takes its verdict from here:
+
+- `tumor_suspected`: P(tumor) at or above the top of the uncertain band: refer for specialist review.
+- `cannot_assess`: the input is not like the brain MRI slices the model learned from (out-of-distribution,
+  blank, a study whose slices all fail the guard): it could not be assessed and needs a human read. The
+  model's score is still given, as secondary information.
+- `uncertain`: P(tumor) inside the band around the threshold where, out of fold, tumors and normals were
+  mixed (operating_point.uncertain_band): neither clearly high nor clearly low; a human reads it.
+- `no_tumor_detected`: below the band. A clear result does not rule a tumor out.
+- `error`: the file could not be read at all.
+
+A model file without a band (made before there was one) has an empty band at its threshold: two outcomes.
+"""
+
+from __future__ import annotations
+
+TUMOR_SUSPECTED, CANNOT_ASSESS, UNCERTAIN, NO_TUMOR_DETECTED, ERROR = (
+    "tumor_suspected", "cannot_assess", "uncertain", "no_tumor_detected", "error")
+# Worklist order: what most needs a specialist first; a failed file is listed last (nothing was assessed).
+WORKLIST_ORDER = (TUMOR_SUSPECTED, CANNOT_ASSESS, UNCERTAIN, NO_TUMOR_DETECTED, ERROR)
+NEEDS_REVIEW = (TUMOR_SUSPECTED, CANNOT_ASSESS, UNCERTAIN)
+
+HEADLINES = {
+    TUMOR_SUSPECTED: "Tumor suspected: refer for specialist review",
+    CANNOT_ASSESS: "Could not be assessed: needs a human read",
+    UNCERTAIN: "Uncertain: needs a human read",
+    NO_TUMOR_DETECTED: "No tumor detected",
+    ERROR: "Could not be read",
+}
+CLEAR_CAUTION = "A clear result does not rule out a tumor."
+TYPE_UNCERTAIN = "type uncertain"
+
+
+def verdict(tumor_probability: float | None, reliable: bool, band: tuple[float, float]) -> str:
+    """The outcome of one scan: `band` = (low, high) from the model file (`Predictor.band`)."""
+    if tumor_probability is None:
+        return ERROR
+    if not reliable:
+        return CANNOT_ASSESS
+    low, high = band
+    if tumor_probability >= high:
+        return TUMOR_SUSPECTED
+    return UNCERTAIN if tumor_probability >= low else NO_TUMOR_DETECTED
+
+
+def suspicion(tumor_probability: float, band: tuple[float, float]) -> str:
+    """Words first: high above the band, moderate inside it, low below it."""
+    low, high = band
+    return "high" if tumor_probability >= high else "moderate" if tumor_probability >= low else "low"
+
+
+def probability_text(p: float) -> str:
+    """A percentage people read without false certainty: never "0.0%" or "100.0%"."""
+    if p < 0.01:
+        return "< 1%"
+    if p > 0.99:
+        return "> 99%"
+    return f"{100 * p:.0f}%"
+
+
+def shown_type(outcome: str, type_probabilities: dict[str, float] | None, min_probability: float | None
+               ) -> str | None:
+    """The tumor type to show: only for a suspected tumor, only the most likely *tumor* type (never
+    "no tumor"), and only when its probability among the tumor types reaches the model's `min_probability`
+    (operating_point.type_display_rule); otherwise "type uncertain". None where no type is shown at all."""
+    if outcome != TUMOR_SUSPECTED or not type_probabilities:
+        return None
+    tumor_types = {k: v for k, v in type_probabilities.items() if k != "no_tumor"}
+    total = sum(tumor_types.values())
+    if not tumor_types or total <= 0 or min_probability is None:
+        return TYPE_UNCERTAIN
+    best = max(tumor_types, key=tumor_types.get)
+    return best if tumor_types[best] / total >= min_probability else TYPE_UNCERTAIN

@@ -248,3 +248,26 @@ def test_a_full_server_answers_503_and_a_request_past_its_budget_stops(monkeypat
     results = late.json()["results"]
     assert late.status_code == 422 and len(results) == 2
     assert all("not analysed" in r["error"] and r["tumor_probability"] is None for r in results)
+
+
+def test_the_api_documentation_lets_a_user_try_predict_with_a_file(live_server, tmp_path):
+    require_chromium()
+    from playwright.sync_api import expect, sync_playwright
+
+    scan = tmp_path / "scan.png"
+    scan.write_bytes(png_bytes(synthetic_slice(160, seed=3, lesion=True)))
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        page = browser.new_page(viewport={"width": 1200, "height": 1000})
+        page.goto(live_server + "/docs")
+        operation = page.locator("#operations-model-predict_api_v1_predict_post")
+        operation.locator(".opblock-summary").click()
+        operation.get_by_role("button", name="Try it out").click()
+        picker = operation.locator('input[type="file"]')
+        expect(picker).to_have_count(1, timeout=10_000)  # a file picker, not a text box
+        picker.set_input_files(str(scan))
+        operation.get_by_role("button", name="Execute").click()
+        expect(operation.locator(".responses-wrapper .live-responses-table")).to_contain_text('"verdict"',
+                                                                                                timeout=30_000)
+        page.screenshot(path=str(ARTIFACTS / "api-docs-try-it.png"), full_page=False)
+        browser.close()

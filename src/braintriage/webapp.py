@@ -27,7 +27,7 @@ from fastapi.responses import FileResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
 from fastapi_offline import FastAPIOffline
 from PIL import Image
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 from starlette.formparsers import MultiPartParser
 
 from braintriage import __version__, verdicts
@@ -151,35 +151,65 @@ def default_allowed_hosts(host: str) -> list[str]:
     return sorted({host, "localhost", "127.0.0.1", "[::1]"} - {"0.0.0.0", "::"})
 
 
+def described(text: str, default=None):
+    """A response field with its description in the API documentation (/docs)."""
+    return Field(default, description=text)
+
+
 class FileResult(BaseModel):
-    filename: str
-    # What to act on: tumor_suspected, uncertain, cannot_assess (not like brain MRI: needs a human read; the
-    # score is then secondary), no_tumor_detected, or error (the file could not be read). See verdicts.py.
-    verdict: str = verdicts.ERROR
-    suspicion: str | None = None  # "high", "moderate" or "low": the score in words (above, in, below the band)
-    probability_text: str | None = None  # the score for people: "37%", never "0.0%" or "100.0%" ("< 1%", "> 99%")
-    tumor_probability: float | None = None
-    prediction: str | None = None  # "tumor" or "no_tumor": the plain call at `threshold`
-    threshold: float
-    type: str | None = None  # tumor type to show: only for tumor_suspected, else "type uncertain"; None: none
-    predicted_type: str | None = None  # raw most likely class, for audits (may be wrong or "no_tumor")
-    type_probabilities: dict[str, float] | None = None
-    heatmap: str | None = None  # PNG, base64: class activation map, transparent where there is no evidence
-    image: str | None = None  # PNG, base64: the model's view of the scan, which `heatmap` overlays
-    study: str | None = None  # DICOM series / multi-frame / NIfTI: hashed study name (no identifiers)
-    slices: int = 1
-    top_slices: list[str] = []  # most suspicious slices first; `image`/`heatmap` show the first of them
-    slice_probabilities: list[float | None] | None = None
-    warning: str | None = None  # e.g. the input does not look like a brain MRI slice
-    reliable: bool = True  # False: the verdict rests only on inputs unlike brain MRI; show the warning instead
-    error: str | None = None
+    filename: str = described("The file (or, for a study, its first file) as uploaded.")
+    verdict: str = described("What to act on: tumor_suspected (refer for specialist review), uncertain (inside the "
+                             "band around the threshold: a human reads it), cannot_assess (not like the brain MRI "
+                             "the model learned from: a human reads it; the score is then secondary), "
+                             "no_tumor_detected (does not rule out a tumor), or error (the file could not be "
+                             "read).", verdicts.ERROR)
+    suspicion: str | None = described("The score in words: high (at or above the band), moderate (inside it), low.")
+    probability_text: str | None = described('The score for people: "37%", never 0% or 100% ("< 1%", "> 99%").')
+    tumor_probability: float | None = described("P(tumor) from the model, 0-1.")
+    prediction: str | None = described("tumor or no_tumor: the plain call at `threshold` (act on `verdict`).")
+    threshold: float = described("The model's decision threshold on P(tumor).", 0.5)
+    type: str | None = described('The tumor type to show: only for tumor_suspected, and only when the model\'s type '
+                                 'display rule is met; else "type uncertain". Null: no type is shown.')
+    predicted_type: str | None = described("Raw most likely class, for model audits (may be wrong, or no_tumor).")
+    type_probabilities: dict[str, float] | None = described("Raw class probabilities, for model audits.")
+    heatmap: str | None = described("With ?heatmap=true: PNG (base64), the class activation map of the evidence "
+                                    "for a tumor, zero outside the head; none when the input was not assessed.")
+    image: str | None = described("With ?heatmap=true: PNG (base64), the model's view of the scan (its input "
+                                  "size), which `heatmap` overlays.")
+    study: str | None = described("DICOM series, multi-frame file or NIfTI volume: the study's name (a hash of "
+                                  "its Study Instance UID unless the server shows identifiers).")
+    slices: int = described("Slices in the study (1 for an image).", 1)
+    top_slices: list[str] = described("A study's most suspicious slices, most suspicious first; `image` and "
+                                      "`heatmap` show the first.", [])
+    slice_probabilities: list[float | None] | None = described("A study's P(tumor) per slice, in slice order "
+                                                               "(null: that slice could not be read).")
+    warning: str | None = described("Why the input is not like brain MRI (or which slices of a study were left "
+                                    "out).")
+    reliable: bool = described("False when the score rests only on inputs unlike brain MRI (verdict "
+                               "cannot_assess).", True)
+    error: str | None = described("Why the file, or some slices of a study, could not be read.")
 
 
 class PredictResponse(BaseModel):
-    model: str  # network and the first 12 hex digits of the model file's SHA-256
-    analysed_at: str  # UTC, ISO 8601
-    uncertain_band: tuple[float, float]  # [low, high): below is no_tumor_detected, at or above high suspected
-    results: list[FileResult]
+    model: str = described("The model: network and the first 12 hex digits of the model file's SHA-256.")
+    analysed_at: str = described("Time of the analysis, UTC, ISO 8601.")
+    uncertain_band: tuple[float, float] = described("[low, high): below low no_tumor_detected, from high "
+                                                    "tumor_suspected, between them uncertain.")
+    results: list[FileResult] = described("One entry per image or study, in upload order.")
+
+
+def binary_file_fields(schema: dict) -> dict:
+    """OpenAPI 3.1 writes an uploaded file as `contentMediaType`; the bundled Swagger UI shows a file picker
+    only for `format: binary`. Both are set, so /docs lets a user try the API with real files."""
+    if isinstance(schema, dict):
+        if schema.get("contentMediaType") == "application/octet-stream":
+            schema["format"] = "binary"
+        for value in schema.values():
+            binary_file_fields(value)
+    elif isinstance(schema, list):
+        for value in schema:
+            binary_file_fields(value)
+    return schema
 
 
 def png_base64(rgba_or_gray: np.ndarray) -> str:
@@ -269,6 +299,8 @@ def create_app(model_path: str | Path | None = None, max_upload_mb: float = DEFA
         return JSONResponse(body.model_dump(), status_code=status)
 
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
+    generated_openapi = app.openapi
+    app.openapi = lambda: binary_file_fields(generated_openapi())  # file pickers in /docs
 
     @app.get("/", include_in_schema=False)
     def index() -> FileResponse:

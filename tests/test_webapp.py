@@ -184,6 +184,9 @@ def test_clinician_uploads_a_real_scan_in_chromium(seed_data, live_server, tmp_p
         page.keyboard.press("Enter")  # keyboard usable
         expect(heat).to_be_visible()
         expect(toggle).to_have_attribute("aria-pressed", "true")
+        expect(page.locator(".heat-legend")).to_be_visible()  # what the colours mean
+        page.locator("#heat-opacity").fill("30")
+        assert heat.evaluate("img => img.style.opacity") == "0.3"
         ARTIFACTS.mkdir(exist_ok=True)
         page.screenshot(path=str(ARTIFACTS / "clinic-app.png"), full_page=True)
         page.set_viewport_size({"width": 390, "height": 844})  # a small phone

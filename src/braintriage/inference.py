@@ -19,7 +19,7 @@ from PIL import Image
 from braintriage import ood, verdicts
 from braintriage.modelfile import (BUNDLED_MODEL, EXPLAINABLE_OUTPUTS, file_digest, model_name, onnx_initializers,
                                   read_metadata)
-from braintriage.preprocess import ImageReadError, PreprocessConfig, preprocess
+from braintriage.preprocess import ImageReadError, PreprocessConfig, head_mask, preprocess
 from braintriage.scans import ScanItem, items_from_paths
 
 SMOOTHING = 3  # slices in the moving average of a study's slice scores
@@ -111,13 +111,14 @@ def tumor_probability(logits: np.ndarray, temperature: float = 1.0) -> tuple[np.
 
 
 def tumor_activation_map(features: np.ndarray, head_weight: np.ndarray, type_probs: np.ndarray | None,
-                         size: int) -> np.ndarray:
+                         size: int, images_u8: np.ndarray | None = None) -> np.ndarray:
     """Class activation maps (Zhou et al. 2016) of the evidence for a tumor, (B, size, size) in [0, 1].
 
     With a global-average-pool head each logit is a weighted sum of the pooled last feature maps, so the same
     weights applied before pooling show where the evidence lies. For a type model: the map of (logit of the
     most likely tumor type - logit of no tumor); for a binary model, of its one logit. Positive evidence only,
-    scaled by its own maximum.
+    scaled by its own maximum. With `images_u8` (the scans the maps are of) the map is zero outside the head
+    (preprocess.head_mask): the padding and the background can never hold its peak.
     """
     if type_probs is None:
         weights = np.repeat(head_weight[:1], len(features), axis=0)
@@ -128,6 +129,8 @@ def tumor_activation_map(features: np.ndarray, head_weight: np.ndarray, type_pro
     out = np.zeros((len(cams), size, size), dtype=np.float32)
     for i, cam in enumerate(cams):
         up = np.asarray(Image.fromarray(cam.astype(np.float32), mode="F").resize((size, size), Image.BILINEAR))
+        if images_u8 is not None:
+            up = up * head_mask(images_u8[i])
         peak = up.max()
         out[i] = up / peak if peak > 0 else up
     return out
@@ -213,7 +216,8 @@ class Predictor:
                 pooled_all.append(np.concatenate([pooled[name] for name in guard_layers], axis=1))
             if heatmaps and features is not None:
                 size = self.input_preprocess[0].size
-                cams_all.append(tumor_activation_map(features, self.backend.head_weight, types, size))
+                cams_all.append(tumor_activation_map(features, self.backend.head_weight, types, size,
+                                                     arrays[0][i:i + self.batch_size]))
         empty = np.zeros(0)
         return ((np.concatenate(p_all) if p_all else empty),
                 (np.concatenate(types_all) if types_all else None),

@@ -115,6 +115,24 @@ def head_box(im: Image.Image) -> tuple[int, int, int, int] | None:
     return box
 
 
+def head_mask(a: np.ndarray) -> np.ndarray:
+    """Where the head is in a grayscale uint8 image (2D bool): the bright parts found as in `head_box` and all
+    they enclose (the dark skull between scalp and brain, ventricles). The background and the padding are
+    False. All True where no head can be told from the background (a blank image): nothing is hidden then."""
+    from scipy import ndimage
+
+    background, bright = background_and_bright(a)
+    if bright <= background:
+        return np.ones(a.shape, dtype=bool)
+    mask = a > background + HEAD_LEVEL * (bright - background)
+    parts, n_parts = ndimage.label(ndimage.binary_dilation(mask, iterations=HEAD_BRIDGE), structure=np.ones((3, 3)))
+    if n_parts == 0:
+        return np.ones(a.shape, dtype=bool)
+    areas = np.bincount(parts.ravel(), weights=mask.ravel())[1:]
+    # The bright pixels of the large parts (the bridges only join them), then everything they enclose.
+    return ndimage.binary_fill_holes(mask & np.isin(parts, np.flatnonzero(areas >= HEAD_MIN_PART * areas.max()) + 1))
+
+
 EQUALIZE_LEVEL = 0.05  # foreground: brighter than the background by this much of the way to the 99th percentile
 
 

@@ -219,10 +219,11 @@ def png_base64(rgba_or_gray: np.ndarray) -> str:
 
 
 def heatmap_rgba(cam: np.ndarray) -> np.ndarray:
-    """Colour a map in [0, 1] blue-green-yellow-red (the classic 'jet' ramp), with opacity rising with the
-    evidence, so the scan shows through where the model found none."""
+    """Colour a map in [0, 1] blue-green-yellow-red (the classic 'jet' ramp; the page's legend shows it), with
+    opacity rising with the evidence, so the scan shows through where the model found none. The page scales
+    the whole overlay with its opacity control."""
     ramp = [np.clip(1.5 - np.abs(4 * cam - centre), 0, 1) for centre in (3, 2, 1)]  # red, green, blue
-    alpha = np.clip(cam * 1.2, 0, 1) * 0.75
+    alpha = np.clip((cam - 0.15) * 1.5, 0, 1)  # the weakest evidence stays clear of the anatomy
     return (np.stack([*ramp, alpha], axis=-1) * 255).round().astype(np.uint8)
 
 

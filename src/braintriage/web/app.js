@@ -1,7 +1,7 @@
 // braintriage clinic page: uploads scans to the local API and shows one card per scan.
 "use strict";
 
-const state = { results: [], worklist: false, allHeatmaps: false, model: null };
+const state = { results: [], worklist: false, allHeatmaps: false, model: null, heatOpacity: 0.6 };
 const $ = (id) => document.getElementById(id);
 
 // The four outcomes (and a failed file), in worklist order, with the words the CLI uses too (verdicts.py).
@@ -101,6 +101,7 @@ function card(result, index) {
     heat.src = "data:image/png;base64," + result.heatmap;
     heat.alt = "Heat map: where the model found evidence of a tumor";
     heat.hidden = !(state.allHeatmaps || result._showHeat);
+    heat.style.opacity = String(state.heatOpacity);
     figure.appendChild(heat);
   }
   article.append(figure, line("verdict", HEADLINES[verdict]));
@@ -191,6 +192,10 @@ document.addEventListener("DOMContentLoaded", () => {
   toggleButton("worklist", "worklist");
   toggleButton("all-heatmaps", "allHeatmaps");
   $("export").addEventListener("click", exportCsv);
+  $("heat-opacity").addEventListener("input", (e) => {
+    state.heatOpacity = Number(e.target.value) / 100;
+    document.querySelectorAll("img.heat").forEach((img) => { img.style.opacity = String(state.heatOpacity); });
+  });
   $("print").addEventListener("click", () => window.print());
   $("clear").addEventListener("click", () => { state.results = []; $("status").textContent = ""; render(); });
 });

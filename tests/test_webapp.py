@@ -191,6 +191,32 @@ def test_clinician_uploads_a_real_scan_in_chromium(seed_data, live_server, tmp_p
         page.screenshot(path=str(ARTIFACTS / "clinic-app.png"), full_page=True)
         page.set_viewport_size({"width": 390, "height": 844})  # a small phone
         page.screenshot(path=str(ARTIFACTS / "clinic-app-small.png"), full_page=True)
+        page.set_viewport_size({"width": 1000, "height": 900})
+
+        # A batch to review: the same file again is not sent twice; a filter; a compact table.
+        page.set_input_files("#files", str(uploads["suspected"]))
+        expect(page.locator("#status")).to_contain_text("1 file(s) already analysed: not sent again")
+        expect(page.locator(".card")).to_have_count(4)
+        page.click("#needs-review")
+        expect(page.locator(".card")).to_have_count(3)  # the clear one is hidden
+        page.click("#table-view")
+        rows = page.locator("#results-table tbody tr")
+        expect(rows).to_have_count(3)
+        expect(rows.first).to_contain_text("Tumor suspected")  # the worklist order holds in the table
+        page.screenshot(path=str(ARTIFACTS / "clinic-app-table.png"), full_page=True)
+        # Kept in this browser across a reload; Clear asks first, then forgets them here too.
+        page.reload()
+        expect(page.locator(".card")).to_have_count(4, timeout=10_000)
+        expect(page.locator("#status")).to_contain_text("Kept from an earlier visit")
+        page.once("dialog", lambda dialog: dialog.dismiss())
+        page.click("#clear")
+        expect(page.locator(".card")).to_have_count(4)  # dismissed: nothing lost
+        page.once("dialog", lambda dialog: dialog.accept())
+        page.click("#clear")
+        expect(page.locator(".card")).to_have_count(0)
+        page.reload()
+        expect(page.locator("#model-info")).to_contain_text("flags a scan", timeout=10_000)
+        expect(page.locator("#results-section")).to_be_hidden()
         browser.close()
     assert all(u.startswith(live_server) or u.startswith("data:") or u.startswith("blob:") for u in requests)
     assert console_errors == []

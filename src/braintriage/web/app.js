@@ -1,7 +1,9 @@
 // braintriage clinic page: uploads scans to the local API and shows one card per scan.
 "use strict";
 
-const state = { results: [], worklist: false, allHeatmaps: false, model: null, heatOpacity: 0.6 };
+const state = { results: [], seen: [], worklist: false, allHeatmaps: false, table: false, needsReview: false,
+                model: null, heatOpacity: 0.6 };
+const STORE = "braintriage.results.v1";  // this browser only: results are never sent anywhere else
 const $ = (id) => document.getElementById(id);
 
 // The four outcomes (and a failed file), in worklist order, with the words the CLI uses too (verdicts.py).
@@ -35,9 +37,48 @@ async function loadModel() {
   }
 }
 
+// A file is the same file when its name, size and modification time are: it is answered once.
+const fileKey = (f) => `${f.name}|${f.size}|${f.lastModified}`;
+
+function save() {
+  const keep = (results) => JSON.stringify({ results, seen: state.seen });
+  try {
+    localStorage.setItem(STORE, keep(state.results));
+    return "";
+  } catch (e) {  // over the browser's quota: keep the results without their images
+    try {
+      localStorage.setItem(STORE, keep(state.results.map(({ image, heatmap, ...rest }) => rest)));
+      return " (images not kept in this browser: too many)";
+    } catch (e2) {
+      return " (not kept in this browser: storage full)";
+    }
+  }
+}
+
+function restore() {
+  try {
+    const kept = JSON.parse(localStorage.getItem(STORE) || "null");
+    if (kept && Array.isArray(kept.results) && kept.results.length) {
+      state.results = kept.results;
+      state.seen = Array.isArray(kept.seen) ? kept.seen : [];
+      render();
+      $("status").textContent = summary(state.results) + " Kept from an earlier visit in this browser.";
+    }
+  } catch (e) {
+    localStorage.removeItem(STORE);
+  }
+}
+
 async function analyse(fileList) {
-  const files = Array.from(fileList);
-  if (!files.length) return;
+  const all = Array.from(fileList);
+  const files = all.filter((f) => !state.seen.includes(fileKey(f)));
+  const repeated = all.length - files.length;
+  if (!files.length) {
+    if (repeated) {
+      $("status").textContent = summary(state.results) + ` ${repeated} file(s) already analysed: not sent again.`;
+    }
+    return;
+  }
   $("status").textContent = `Analysing ${files.length} scan${files.length > 1 ? "s" : ""}…`;
   const batchSize = 16;
   let failed = 0;
@@ -58,7 +99,10 @@ async function analyse(fileList) {
     }
     render();
   }
-  $("status").textContent = summary(state.results);
+  state.seen.push(...files.map(fileKey));
+  const note = save();
+  $("status").textContent = summary(state.results) + note +
+    (repeated ? ` ${repeated} file(s) already analysed: not sent again.` : "");
 }
 
 function summary(results) {
@@ -90,10 +134,12 @@ function card(result, index) {
   }
   const figure = document.createElement("figure");
   figure.className = "scan";
-  const img = document.createElement("img");
-  img.src = "data:image/png;base64," + result.image;
-  img.alt = "Scan " + result.filename;
-  figure.appendChild(img);
+  if (result.image) {
+    const img = document.createElement("img");
+    img.src = "data:image/png;base64," + result.image;
+    img.alt = "Scan " + result.filename;
+    figure.appendChild(img);
+  }
   let heat = null;
   if (result.heatmap) {  // none for an input that could not be assessed
     heat = document.createElement("img");
@@ -143,15 +189,41 @@ function card(result, index) {
   return li;
 }
 
+function tableRow(result) {
+  const tr = document.createElement("tr");
+  const verdict = verdictOf(result);
+  tr.className = verdict;
+  const thumb = document.createElement("td");
+  if (result.image) {
+    const img = document.createElement("img");
+    img.src = "data:image/png;base64," + result.image;
+    img.alt = "Scan " + result.filename;
+    thumb.appendChild(img);
+  }
+  const cell = (text) => { const td = document.createElement("td"); td.textContent = text || ""; return td; };
+  let score = result.suspicion ? `${capitalised(result.suspicion)} (${result.probability_text})` : "";
+  if (verdict === "cannot_assess") score = `Not assessed (model score ${result.probability_text}, not to be relied on)`;
+  const type = result.type === "type uncertain" ? "Type uncertain" : (result.type || "").replace("_", " ");
+  tr.append(thumb, cell(result.filename + (result.study ? ` (study, ${result.slices} slices)` : "")),
+            cell(HEADLINES[verdict]), cell(score), cell(type));
+  return tr;
+}
+
 function render() {
-  const list = $("results");
-  list.replaceChildren();
   let rows = state.results.slice();
+  if (state.needsReview) rows = rows.filter((r) => ["tumor_suspected", "cannot_assess", "uncertain"].includes(verdictOf(r)));
   if (state.worklist) {  // by verdict (suspected, cannot assess, uncertain, clear, failed), then by score
     const score = (r) => (r.tumor_probability === null || r.tumor_probability === undefined ? -1 : r.tumor_probability);
     rows.sort((a, b) => ORDER.indexOf(verdictOf(a)) - ORDER.indexOf(verdictOf(b)) || score(b) - score(a));
   }
-  rows.forEach((r, i) => list.appendChild(card(r, i)));
+  const list = $("results");
+  const table = $("results-table");
+  list.replaceChildren();
+  table.tBodies[0].replaceChildren();
+  if (state.table) rows.forEach((r) => table.tBodies[0].appendChild(tableRow(r)));
+  else rows.forEach((r, i) => list.appendChild(card(r, i)));
+  list.hidden = state.table;
+  table.hidden = !state.table;
   $("results-section").hidden = state.results.length === 0;
 }
 
@@ -197,5 +269,15 @@ document.addEventListener("DOMContentLoaded", () => {
     document.querySelectorAll("img.heat").forEach((img) => { img.style.opacity = String(state.heatOpacity); });
   });
   $("print").addEventListener("click", () => window.print());
-  $("clear").addEventListener("click", () => { state.results = []; $("status").textContent = ""; render(); });
+  toggleButton("table-view", "table");
+  toggleButton("needs-review", "needsReview");
+  $("clear").addEventListener("click", () => {
+    if (!confirm(`Clear all ${state.results.length} results from this page and from this browser's storage?`)) return;
+    state.results = [];
+    state.seen = [];
+    localStorage.removeItem(STORE);
+    $("status").textContent = "";
+    render();
+  });
+  restore();
 });

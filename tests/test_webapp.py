@@ -3,6 +3,7 @@
 import base64
 import csv
 import io
+import json
 import os
 import socket
 import threading
@@ -103,14 +104,14 @@ def test_decompression_bomb_is_refused(client):
     assert client.get("/healthz").status_code == 200
 
 
-@pytest.fixture(scope="module")
-def live_server():
+def running(app):
+    """Serve `app` on a free local port in a thread; yields its base URL."""
     import uvicorn
 
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(create_app(), host="127.0.0.1", port=port, log_level="warning"))
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     for _ in range(100):
@@ -120,6 +121,11 @@ def live_server():
     yield f"http://127.0.0.1:{port}"
     server.should_exit = True
     thread.join(timeout=10)
+
+
+@pytest.fixture(scope="module")
+def live_server():
+    yield from running(create_app())
 
 
 @pytest.mark.dataset
@@ -300,3 +306,81 @@ def test_the_api_documentation_lets_a_user_try_predict_with_a_file(live_server, 
                                                                                                 timeout=30_000)
         page.screenshot(path=str(ARTIFACTS / "api-docs-try-it.png"), full_page=False)
         browser.close()
+
+
+def dicom_series(folder, slices: int = 4) -> list:
+    """A DICOM series of `slices` 256x256 slices (a lesion on the third), described "AX T2 FLAIR"."""
+    from pydicom.uid import generate_uid
+
+    from test_scans import make_dicom, save
+
+    series = generate_uid()
+    paths = []
+    for k in range(slices):
+        ds = make_dicom(synthetic_slice(256, seed=k, lesion=k == 2).astype(np.uint16) * 15, series_uid=series,
+                        instance=k + 1, position=float(k))
+        ds.SeriesDescription = "AX T2 FLAIR"
+        paths.append(save(ds, folder / f"IM{k + 1:04d}.dcm"))
+    return paths
+
+
+def test_a_study_comes_with_its_slices_description_and_identifiers_only_when_asked(tmp_path):
+    from test_scans import assert_no_identifiers
+
+    files = [("files", (os.path.basename(p), open(p, "rb").read(), "application/dicom"))
+             for p in dicom_series(tmp_path)]
+    r = TestClient(create_app()).post("/api/v1/predict?heatmap=true", files=files)
+    study = r.json()["results"][0]
+    assert r.status_code == 200 and study["slices"] == 4 and study["description"] == "AX T2 FLAIR"
+    assert study["patient"] is None and study["study"].startswith("study-")
+    pictures = ("image", "heatmap", "native_image", "slice_images")  # base64 may spell anything
+    assert_no_identifiers(json.dumps({k: v for k, v in study.items() if k not in pictures}))  # nothing of the patient
+    assert study["slice_labels"] == ["1", "2", "3", "4"] and study["shown_slice"] in study["slice_labels"]
+    assert len(study["slice_images"]) == 4 and all(study["slice_images"])
+    native = Image.open(io.BytesIO(base64.b64decode(study["native_image"])))
+    assert native.size == (256, 256)  # its own resolution, not the model's 160 px
+
+    shown = TestClient(create_app(show_identifiers=True)).post("/api/v1/predict", files=files).json()["results"][0]
+    assert shown["patient"] == {"patient_name": "DOE^JANE", "patient_id": "PID-424242"}
+    assert shown["study"].startswith("study-")  # the study name stays hashed: it goes into exports
+
+
+def test_a_clinician_steps_through_a_study_and_identifiers_stay_on_screen(tmp_path):
+    require_chromium()
+    from playwright.sync_api import expect, sync_playwright
+
+    from test_scans import assert_no_identifiers
+
+    paths = dicom_series(tmp_path)
+    server = running(create_app(show_identifiers=True))
+    url = next(server)
+    try:
+        with sync_playwright() as pw:
+            browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+            page = browser.new_page(viewport={"width": 1000, "height": 900})
+            page.goto(url)
+            page.set_input_files("#files", paths)
+            card = page.locator(".card").first
+            expect(card.locator(".identifiers")).to_have_text("Patient: DOE^JANE, PID-424242", timeout=30_000)
+            expect(card.locator(".study")).to_contain_text("AX T2 FLAIR")
+            expect(card.locator(".study")).to_contain_text("slice shown:")
+            card.locator("button.enlarge").click()
+            viewer = page.locator("#viewer")
+            expect(viewer).to_be_visible()
+            expect(page.locator("#viewer-caption")).to_contain_text("the most suspicious, shown on the card")
+            page.locator("#viewer-slice").fill("0")
+            expect(page.locator("#viewer-caption")).to_contain_text("Slice 1 (1 of 4): P(tumor)")
+            page.screenshot(path=str(ARTIFACTS / "clinic-app-study-viewer.png"), full_page=False)
+            first = page.locator("#viewer-image").get_attribute("src")
+            page.locator("#viewer-slice").fill("3")
+            expect(page.locator("#viewer-caption")).to_contain_text("Slice 4 (4 of 4): P(tumor)")
+            assert page.locator("#viewer-image").get_attribute("src") != first  # another slice's picture
+            page.click("#viewer-close")
+            expect(viewer).to_be_hidden()
+            with page.expect_download() as download:
+                page.click("#export")
+            assert_no_identifiers(open(download.value.path()).read())  # never in an export
+            assert_no_identifiers(page.evaluate("localStorage.getItem('braintriage.results.v1')") or "")
+            browser.close()
+    finally:
+        next(server, None)

@@ -274,12 +274,14 @@ def serve(
     allowed_host: Optional[list[str]] = typer.Option(
         None, help="A host name the server answers to, besides the bound address and localhost (repeatable; "
                    "needed to reach a server bound to 0.0.0.0 by its network name)."),
+    show_identifiers: bool = typer.Option(False, help="Show DICOM patient name and ID on the page (on screen "
+                                                      "only: never in logs, exports or browser storage)."),
 ) -> None:
     """Start the clinic web app and its REST API (docs at /docs)."""
     from braintriage.webapp import serve as run_server
 
     with user_errors():
-        run_server(host, port, model, max_upload_mb, allowed_host)
+        run_server(host, port, model, max_upload_mb, allowed_host, show_identifiers)
 
 
 @app.command()

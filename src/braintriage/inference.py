@@ -20,9 +20,10 @@ from braintriage import ood, verdicts
 from braintriage.modelfile import (BUNDLED_MODEL, EXPLAINABLE_OUTPUTS, file_digest, model_name, onnx_initializers,
                                   read_metadata)
 from braintriage.preprocess import ImageReadError, PreprocessConfig, head_mask, preprocess
-from braintriage.scans import ScanItem, items_from_paths
+from braintriage.scans import ScanItem, Slice, items_from_paths
 
 SMOOTHING = 3  # slices in the moving average of a study's slice scores
+NATIVE_VIEW_SIDE = 1024  # the enlarged view of a scan: its own resolution, up to this many pixels a side
 TOP_SLICES = 3  # most suspicious slices reported per study
 
 
@@ -45,6 +46,15 @@ class Prediction:
     reliable: bool = True  # False when the verdict rests only on inputs that are not like brain MRI
     verdict: str = verdicts.ERROR  # one of verdicts.WORKLIST_ORDER: what the scan's reader acts on
     shown_type: str | None = None  # the tumor type to show (verdicts.shown_type), or "type uncertain"
+    shown_slice: str | None = None  # a study: the label of the slice `image` shows (its most suspicious)
+    slice_labels: list[str] | None = None  # a study: every slice's label, in slice order
+    # For the clinic app's screen only (scans.ScanItem): never in the CLI table, a CSV file or a log.
+    description: str | None = None
+    identifiers: dict[str, str] | None = None
+    # With heat maps asked for: the shown slice as decoded (at most NATIVE_VIEW_SIDE pixels a side), and for a
+    # study every slice as the model saw it (None where it could not be read).
+    native_image: np.ndarray | None = None
+    slice_images: list[np.ndarray | None] | None = None
 
     @property
     def predicted_type(self) -> str | None:
@@ -268,7 +278,8 @@ class Predictor:
 
     def _summarise(self, i: int, item: ScanItem, scores: list, errors: list, views: dict, alarms: dict
                    ) -> Prediction:
-        r = Prediction(path=item.path, study=item.study, slices=len(item.slices))
+        r = Prediction(path=item.path, study=item.study, slices=len(item.slices), description=item.description,
+                       identifiers=item.identifiers)
         if item.error or not item.slices:
             r.error = item.error or "no images found"
             return r
@@ -299,15 +310,31 @@ class Predictor:
         if types is not None:
             r.type_probabilities = {n: float(v) for n, v in zip(self.class_names, types)}
         r.image, r.heatmap = image, cam
+        if image is not None:
+            r.native_image = native_view(item.slices[best])
         if item.is_study:
             r.top_slices = [item.slices[valid[k]].label for k in order[:TOP_SLICES]]
             r.slice_probabilities = scores
+            r.shown_slice = item.slices[best].label
+            r.slice_labels = [s.label for s in item.slices]
+            if image is not None:
+                r.slice_images = [views[(i, j)][0] if (i, j) in views else None for j in range(len(item.slices))]
             failed = len(scores) - readable
             if failed:
                 r.error = f"{failed} of {len(scores)} slices could not be read; scored on the rest"
         r.verdict = verdicts.verdict(r.tumor_probability, r.reliable, self.band)
         r.shown_type = verdicts.shown_type(r.verdict, r.type_probabilities, self.type_min_probability)
         return r
+
+
+def native_view(slice_: Slice) -> np.ndarray | None:
+    """A slice as decoded, for the enlarged view: its own resolution, scaled down to NATIVE_VIEW_SIDE."""
+    try:
+        image = slice_.load()
+    except ImageReadError:
+        return None
+    image.thumbnail((NATIVE_VIEW_SIDE, NATIVE_VIEW_SIDE))
+    return np.asarray(image.convert("L"))
 
 
 def smooth(p: np.ndarray, window: int = SMOOTHING) -> np.ndarray:

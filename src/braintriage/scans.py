@@ -10,7 +10,9 @@ robust 0.5-99.5 percentile window), then MONOCHROME1 inversion. Compressed trans
 pydicom's plugins (pylibjpeg: JPEG baseline/lossless, JPEG 2000; RLE natively); any other gets a per-file
 error. Privacy: nothing from a DICOM header but the Study Instance UID is used, and that only hashed
 (`study-` + 12 hex digits) unless `show_identifiers` is asked for; pydicom's own log messages are silenced,
-as they can quote header values.
+as they can quote header values. Two header texts travel with an item for the clinic app's screen only
+(`ScanItem.description`: the Series Description; `ScanItem.identifiers`: patient name and ID, only with
+`show_identifiers`): the CLI, the CSV files, the page's export and the logs never show them.
 """
 
 from __future__ import annotations
@@ -52,6 +54,8 @@ class ScanItem:
     slices: list[Slice] = field(default_factory=list)
     study: str | None = None  # a study's name: hashed Study Instance UID, or the volume's file name
     error: str | None = None  # set when the item could not even be listed
+    description: str | None = None  # what the study is (Series Description, or the volume's slicing): screen only
+    identifiers: dict[str, str] | None = None  # patient name and ID, with show_identifiers only: screen only
 
     @property
     def is_study(self) -> bool:
@@ -69,6 +73,27 @@ def study_name(ds, show_identifiers: bool) -> str:
     if show_identifiers and uid:
         return uid
     return "study-" + hashlib.sha256(uid.encode()).hexdigest()[:12] if uid else "study-unknown"
+
+
+def header_text(ds, keyword: str, limit: int = 64) -> str | None:
+    """A header text for the screen: printable characters only, at most `limit` of them; None where absent or
+    unreadable. Never for logs, CSV files or messages."""
+    try:
+        value = str(getattr(ds, keyword, "") or "")
+    except Exception:  # a malformed value: shown as nothing, never quoted
+        return None
+    text = "".join(c for c in value if c.isprintable()).strip()[:limit]
+    return text or None
+
+
+def screen_fields(ds, show_identifiers: bool, default_description: str) -> dict:
+    """ScanItem.description and .identifiers from a header (see the module notes on privacy)."""
+    identifiers = None
+    if show_identifiers:
+        identifiers = {k: v for k, v in (("patient_name", header_text(ds, "PatientName")),
+                                         ("patient_id", header_text(ds, "PatientID"))) if v}
+    return {"description": header_text(ds, "SeriesDescription") or default_description,
+            "identifiers": identifiers or None}
 
 
 def _read_dicom(source: str | BinaryIO, headers_only: bool = False):
@@ -164,7 +189,7 @@ class _DicomSource:
 
 
 def _group_dicom(sources: list[_DicomSource], group_path: Callable[[list[_DicomSource]], str],
-                 show_identifiers: bool) -> list[ScanItem]:
+                 show_identifiers: bool, screen_identifiers: bool = False) -> list[ScanItem]:
     """Read headers, then: a multi-frame file is a study by itself; single-frame files of one series are
     one study, ordered along the slice axis. Unreadable files are items with their error."""
     items, series = [], {}
@@ -177,7 +202,7 @@ def _group_dicom(sources: list[_DicomSource], group_path: Callable[[list[_DicomS
             items.append(ScanItem(src.path, error=str(e)))
             continue
         if frames and frames > 1:
-            items.append(_multiframe_item(src, show_identifiers))
+            items.append(_multiframe_item(src, show_identifiers, screen_identifiers))
         else:
             key = (str(getattr(src.header, "StudyInstanceUID", "")), str(getattr(src.header, "SeriesInstanceUID", "")))
             series.setdefault(key, []).append(src)
@@ -187,7 +212,8 @@ def _group_dicom(sources: list[_DicomSource], group_path: Callable[[list[_DicomS
         for i, src in enumerate(members):
             slices.append(Slice(str(_instance_number(src.header, i + 1)),
                                 lambda s=src: Image.fromarray(dicom_frames(_read_dicom(s.open()))[0])))
-        items.append(ScanItem(group_path(members), slices, study_name(members[0].header, show_identifiers)))
+        items.append(ScanItem(group_path(members), slices, study_name(members[0].header, show_identifiers),
+                              **screen_fields(members[0].header, screen_identifiers, "DICOM series")))
     return items
 
 
@@ -230,7 +256,7 @@ def _instance_number(ds, fallback: int) -> int:
         return fallback
 
 
-def _multiframe_item(src: _DicomSource, show_identifiers: bool) -> ScanItem:
+def _multiframe_item(src: _DicomSource, show_identifiers: bool, screen_identifiers: bool = False) -> ScanItem:
     n = header_int(src.header, "NumberOfFrames", 1)
     cache: dict[str, list[np.ndarray]] = {}
 
@@ -240,7 +266,8 @@ def _multiframe_item(src: _DicomSource, show_identifiers: bool) -> ScanItem:
         return Image.fromarray(cache["frames"][i])
 
     return ScanItem(src.path, [Slice(f"frame {i + 1}", lambda i=i: frame(i)) for i in range(n)],
-                    study_name(src.header, show_identifiers))
+                    study_name(src.header, show_identifiers),
+                    **screen_fields(src.header, screen_identifiers, "multi-frame DICOM"))
 
 
 def dicomdir_files(dicomdir: Path) -> list[Path]:
@@ -298,7 +325,7 @@ def nifti_item(path: str, load_image: Callable[[], object], axis: int | None) ->
     name = Path(path).name
     study = name[:-7] if name.endswith(".nii.gz") else Path(name).stem
     return ScanItem(path, [Slice(f"{AXIS_NAMES[axis]} {k}", lambda k=k: view(k)) for k in range(volume.shape[axis])],
-                    study)
+                    study, description=f"NIfTI volume, {AXIS_NAMES[axis]} slices")
 
 
 def _load_nifti(path: str):
@@ -402,8 +429,9 @@ def _common_folder(members: list[_DicomSource], given: str) -> str:
 
 
 def items_from_uploads(uploads: list[tuple[str, bytes]], show_identifiers: bool = False,
-                       axis: int | None = None) -> list[ScanItem]:
-    """Uploaded files, held in memory: DICOM files of one series become one study, as in a folder."""
+                       axis: int | None = None, screen_identifiers: bool = False) -> list[ScanItem]:
+    """Uploaded files, held in memory: DICOM files of one series become one study, as in a folder.
+    `show_identifiers` names studies by their UID; `screen_identifiers` fills ScanItem.identifiers."""
     items, dicom = [], []
     for name, blob in uploads:
         if name.lower().endswith(NIFTI_SUFFIXES):
@@ -412,7 +440,7 @@ def items_from_uploads(uploads: list[tuple[str, bytes]], show_identifiers: bool 
             dicom.append(_DicomSource(name, lambda b=blob: io.BytesIO(b)))
         else:
             items.append(_plain(name, lambda b=blob: io.BytesIO(b)))
-    return items + _group_dicom(dicom, _upload_series_name, show_identifiers)
+    return items + _group_dicom(dicom, _upload_series_name, show_identifiers, screen_identifiers)
 
 
 def _upload_series_name(members: list[_DicomSource]) -> str:

@@ -188,6 +188,16 @@ class FileResult(BaseModel):
     reliable: bool = described("False when the score rests only on inputs unlike brain MRI (verdict "
                                "cannot_assess).", True)
     error: str | None = described("Why the file, or some slices of a study, could not be read.")
+    description: str | None = described("What a study is: its DICOM Series Description, or how a volume was "
+                                        "sliced. For the screen only.")
+    patient: dict[str, str] | None = described("Patient name and ID from DICOM, only when the server was started "
+                                               "with --show-identifiers. For the screen only: never exported.")
+    shown_slice: str | None = described("A study: the label of the slice `image` shows.")
+    slice_labels: list[str] | None = described("A study: every slice's label, in slice order.")
+    native_image: str | None = described("With ?heatmap=true: PNG (base64), the shown slice at its own "
+                                         "resolution (at most 1024 pixels a side), for an enlarged view.")
+    slice_images: list[str | None] | None = described("With ?heatmap=true, a study: PNG (base64) of every slice "
+                                                      "as the model saw it, in slice order (null: unreadable).")
 
 
 class PredictResponse(BaseModel):
@@ -239,12 +249,16 @@ def to_result(p: Prediction, predictor: Predictor) -> FileResult:
         study=p.study, slices=p.slices, top_slices=p.top_slices, slice_probabilities=p.slice_probabilities,
         warning=p.warning, reliable=p.reliable,
         heatmap=png_base64(heatmap_rgba(p.heatmap)) if p.heatmap is not None and assessed else None,
+        description=p.description, patient=p.identifiers, shown_slice=p.shown_slice, slice_labels=p.slice_labels,
+        native_image=png_base64(p.native_image) if p.native_image is not None else None,
+        slice_images=[png_base64(a) if a is not None else None for a in p.slice_images] if p.slice_images else None,
         image=png_base64(p.image) if p.image is not None else None,
     )
 
 
 def create_app(model_path: str | Path | None = None, max_upload_mb: float = DEFAULT_MAX_UPLOAD_MB,
-               allowed_hosts: list[str] | None = None, max_pending: int = MAX_PENDING_PREDICTIONS):
+               allowed_hosts: list[str] | None = None, max_pending: int = MAX_PENDING_PREDICTIONS,
+               show_identifiers: bool = False):
     predictor = Predictor(model_path)
     max_bytes = int(max_upload_mb * 1e6)
     # Starlette spools multipart parts over 1 MB to a temporary file; scans must stay in memory, and no
@@ -280,7 +294,8 @@ def create_app(model_path: str | Path | None = None, max_upload_mb: float = DEFA
         Busy (other requests waiting): 503 with Retry-After."""
         deadline = time.monotonic() + time_budget()
         uploads = [(f.filename or f"file{i + 1}", await f.read()) for i, f in enumerate(files)]
-        items = await asyncio.to_thread(items_from_uploads, uploads)
+        # Studies keep their hashed names (they go into exports); patient identifiers only to the screen.
+        items = await asyncio.to_thread(items_from_uploads, uploads, False, None, show_identifiers)
         predictions = []
         for start in range(0, len(items), ITEMS_PER_TURN):  # a turn at the model at a time
             if await request.is_disconnected():
@@ -311,9 +326,11 @@ def create_app(model_path: str | Path | None = None, max_upload_mb: float = DEFA
 
 
 def serve(host: str = "127.0.0.1", port: int = 8000, model_path: str | Path | None = None,
-          max_upload_mb: float = DEFAULT_MAX_UPLOAD_MB, allowed_hosts: list[str] | None = None) -> None:
+          max_upload_mb: float = DEFAULT_MAX_UPLOAD_MB, allowed_hosts: list[str] | None = None,
+          show_identifiers: bool = False) -> None:
     import uvicorn
 
     hosts = default_allowed_hosts(host) + list(allowed_hosts or [])
     # A client that sends its headers or body slowly is dropped after the keep-alive timeout between requests.
-    uvicorn.run(create_app(model_path, max_upload_mb, hosts), host=host, port=port, timeout_keep_alive=5)
+    uvicorn.run(create_app(model_path, max_upload_mb, hosts, show_identifiers=show_identifiers), host=host,
+                port=port, timeout_keep_alive=5)

@@ -41,13 +41,15 @@ async function loadModel() {
 const fileKey = (f) => `${f.name}|${f.size}|${f.lastModified}`;
 
 function save() {
+  // Patient identifiers never leave the screen; the enlarged views are too big to keep.
+  const kept = state.results.map(({ patient, native_image, slice_images, ...rest }) => rest);
   const keep = (results) => JSON.stringify({ results, seen: state.seen });
   try {
-    localStorage.setItem(STORE, keep(state.results));
+    localStorage.setItem(STORE, keep(kept));
     return "";
   } catch (e) {  // over the browser's quota: keep the results without their images
     try {
-      localStorage.setItem(STORE, keep(state.results.map(({ image, heatmap, ...rest }) => rest)));
+      localStorage.setItem(STORE, keep(kept.map(({ image, heatmap, ...rest }) => rest)));
       return " (images not kept in this browser: too many)";
     } catch (e2) {
       return " (not kept in this browser: storage full)";
@@ -139,6 +141,7 @@ function card(result, index) {
     img.src = "data:image/png;base64," + result.image;
     img.alt = "Scan " + result.filename;
     figure.appendChild(img);
+    figure.addEventListener("click", () => openViewer(result));  // the heat map lies over the scan
   }
   let heat = null;
   if (result.heatmap) {  // none for an input that could not be assessed
@@ -160,13 +163,26 @@ function card(result, index) {
     article.appendChild(line("probability", score));
   }
   if (verdict === "no_tumor_detected") article.appendChild(line("caution", CLEAR_CAUTION));
+  if (result.patient) {  // only with serve --show-identifiers; on screen only
+    article.appendChild(line("identifiers", `Patient: ${[result.patient.patient_name, result.patient.patient_id]
+      .filter(Boolean).join(", ")}`));
+  }
   if (result.study) {
-    article.appendChild(line("secondary study", `Study ${result.study}: ${result.slices} slice` +
-      `${result.slices === 1 ? "" : "s"}; most suspicious: ${result.top_slices.join(", ")} (shown)`));
+    article.appendChild(line("secondary study", `${result.description || "Study"} (${result.study}): ` +
+      `${result.slices} slice${result.slices === 1 ? "" : "s"}; slice shown: ${result.shown_slice}, the most ` +
+      `suspicious; next: ${result.top_slices.slice(1).join(", ") || "none"}`));
   }
   if (result.type) {  // only for a suspected tumor, and only when the type is likely enough to be right
     const label = result.type === "type uncertain" ? "Type uncertain" : `Likely type: ${result.type.replace("_", " ")}`;
     article.appendChild(line("secondary type", label));
+  }
+  if (result.image) {
+    const enlarge = document.createElement("button");
+    enlarge.type = "button";
+    enlarge.className = "enlarge";
+    enlarge.textContent = result.study ? "View slices" : "Enlarge";
+    enlarge.addEventListener("click", () => openViewer(result));
+    article.appendChild(enlarge);
   }
   if (heat) {
     const toggle = document.createElement("button");
@@ -187,6 +203,36 @@ function card(result, index) {
     "Decision support, not a diagnosis: a flag means refer for specialist review. " + CLEAR_CAUTION);
   article.append(name, printed);
   return li;
+}
+
+function percentText(p) {  // as verdicts.probability_text: never 0% or 100%
+  if (p === null || p === undefined) return "not readable";
+  return p < 0.01 ? "< 1%" : p > 0.99 ? "> 99%" : `${Math.round(100 * p)}%`;
+}
+
+// The enlarged view: the scan at its own resolution; for a study, every slice with its own score.
+function openViewer(result) {
+  const dialog = $("viewer");
+  const slider = $("viewer-slice");
+  const labels = result.slice_labels || [];
+  const shownIndex = Math.max(0, labels.indexOf(result.shown_slice));
+  const show = (k) => {
+    const atShown = !result.study || k === shownIndex;
+    const png = atShown ? (result.native_image || result.image) : (result.slice_images || [])[k];
+    $("viewer-image").src = png ? "data:image/png;base64," + png : "";
+    $("viewer-image").alt = png ? `${result.filename}${result.study ? ", slice " + labels[k] : ""}` : "slice not available";
+    $("viewer-caption").textContent = result.study
+      ? `Slice ${labels[k]} (${k + 1} of ${labels.length}): P(tumor) ${percentText(result.slice_probabilities[k])}` +
+        (k === shownIndex ? " — the most suspicious, shown on the card" : "")
+      : `${result.filename}: ${HEADLINES[verdictOf(result)]}`;
+  };
+  $("viewer-title").textContent = result.study ? `${result.description || "Study"} (${result.study})` : result.filename;
+  slider.hidden = !result.study || !result.slice_images;
+  slider.max = String(Math.max(0, labels.length - 1));
+  slider.value = String(shownIndex);
+  slider.oninput = () => show(Number(slider.value));
+  show(shownIndex);
+  dialog.showModal();
 }
 
 function tableRow(result) {
@@ -269,6 +315,7 @@ document.addEventListener("DOMContentLoaded", () => {
     document.querySelectorAll("img.heat").forEach((img) => { img.style.opacity = String(state.heatOpacity); });
   });
   $("print").addEventListener("click", () => window.print());
+  $("viewer-close").addEventListener("click", () => $("viewer").close());
   toggleButton("table-view", "table");
   toggleButton("needs-review", "needsReview");
   $("clear").addEventListener("click", () => {

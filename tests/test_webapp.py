@@ -195,6 +195,13 @@ def test_clinician_uploads_a_real_scan_in_chromium(seed_data, live_server, tmp_p
         assert heat.evaluate("img => img.style.opacity") == "0.3"
         ARTIFACTS.mkdir(exist_ok=True)
         page.screenshot(path=str(ARTIFACTS / "clinic-app.png"), full_page=True)
+        page.emulate_media(media="print")  # one summary per scan, each with the model, the time and the caution
+        printed = page.locator(".card .print-only").first
+        expect(printed).to_be_visible()
+        expect(printed).to_contain_text("A clear result does not rule out a tumor.")
+        expect(printed).to_contain_text("efficientnet-lite0 ")
+        page.screenshot(path=str(ARTIFACTS / "clinic-app-print.png"), full_page=True)
+        page.emulate_media(media="screen")
         page.set_viewport_size({"width": 390, "height": 844})  # a small phone
         page.screenshot(path=str(ARTIFACTS / "clinic-app-small.png"), full_page=True)
         page.set_viewport_size({"width": 1000, "height": 900})

@@ -10,6 +10,7 @@ A file that cannot be read is answered with an error on its own row; the rest of
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -23,6 +24,7 @@ from braintriage.preprocess import ImageReadError, PreprocessConfig, head_mask, 
 from braintriage.scans import ScanItem, Slice, items_from_paths
 
 SMOOTHING = 3  # slices in the moving average of a study's slice scores
+DECODED, SCORED = "decoded", "scored"  # the steps of Predictor.predict_in_steps
 NATIVE_VIEW_SIDE = 1024  # the enlarged view of a scan: its own resolution, up to this many pixels a side
 TOP_SLICES = 3  # most suspicious slices reported per study
 
@@ -246,6 +248,14 @@ class Predictor:
         verdict is the maximum of its slice scores smoothed over SMOOTHING neighbouring slices (one bright
         artefact on a single slice counts less than evidence on adjacent slices), with its TOP_SLICES most
         suspicious slices."""
+        *_, results = self.predict_in_steps(items, heatmaps)
+        return results
+
+    def predict_in_steps(self, items: list[ScanItem], heatmaps: bool = False) -> Iterator[str | list[Prediction]]:
+        """`predict_items` one batch of slices at a time: yields DECODED when a batch is decoded (the next step
+        runs the model on it), SCORED when it is scored, and the results last. The web app decodes outside
+        its model lock and holds the lock for one batch at a time, so a 1,000-slice study lets a single scan
+        through between its batches."""
         scores = [[None] * len(it.slices) for it in items]
         errors = [[None] * len(it.slices) for it in items]
         views: dict[tuple[int, int], tuple] = {}  # (item, slice) -> (image, heat map, type probabilities)
@@ -263,6 +273,7 @@ class Predictor:
                     errors[i][j] = str(e)
             if not ok:
                 continue
+            yield DECODED
             batches = [np.stack(per_input) for per_input in zip(*arrays)]
             p_tumor, types, cams, pooled = self._run(batches, heatmaps, self.guard_layers)
             for (i, j), warning in zip(ok, ood.warnings_for(batches[0], pooled, self.ood, borders)):
@@ -274,7 +285,8 @@ class Predictor:
                 scores[i][j] = float(p_tumor[k])
                 views[(i, j)] = (arrays[k][0] if heatmaps else None, None if cams is None else cams[k],
                                  None if types is None else types[k])
-        return [self._summarise(i, it, scores[i], errors[i], views, alarms) for i, it in enumerate(items)]
+            yield SCORED
+        yield [self._summarise(i, it, scores[i], errors[i], views, alarms) for i, it in enumerate(items)]
 
     def _summarise(self, i: int, item: ScanItem, scores: list, errors: list, views: dict, alarms: dict
                    ) -> Prediction:

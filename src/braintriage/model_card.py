@@ -127,9 +127,9 @@ def _verdict_lines(metadata: dict, report: dict) -> list[str]:
              f"({oof['tumors_inside']} tumors, {oof['normals_inside']} normals), {oof['tumors_below']} tumors score "
              f"below it and {oof['normals_above']} normals above it."]
     if shown:
-        lines.append(f"- Tumor type: shown only for a suspected tumor, when the most likely type has P(type | tumor) >= "
-                     f"{shown['min_probability']:.3f}, the lowest at which out of fold the shown type was right >= "
-                     f"{shown['target_precision']:g} of the time ({shown['out_of_fold']['shown']} of "
+        lines.append(f"- Tumor type: shown only for a suspected tumor, when the most likely type has "
+                     f"P(type | tumor) >= {shown['min_probability']:.3f}, the lowest at which out of fold the shown "
+                     f"type was right >= {shown['target_precision']:g} of the time ({shown['out_of_fold']['shown']} of "
                      f"{shown['out_of_fold']['suspected_with_known_type']} suspected tumors of known type, precision "
                      f"{_f(shown['out_of_fold']['precision'])}); otherwise \"type uncertain\".")
     counts = report.get("verdicts")

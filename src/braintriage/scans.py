@@ -129,22 +129,33 @@ def header_int(ds, keyword: str, default: int | None = None) -> int | None:
         raise ImageReadError(f"malformed DICOM header: {keyword} is not a number") from None
 
 
-def window_to_uint8(values: np.ndarray, ds) -> np.ndarray:
-    """Modality values -> 8 bits through the stored window, or a robust percentile window."""
+WINDOW_SAMPLE = 1_000_000  # values a percentile window of a large file or volume is read from (an even sample)
+
+
+def window_of(ds, values: Callable[[], np.ndarray]) -> tuple[float, float]:
+    """The stored window (center, width), or a robust 0.5-99.5 percentile window of `values()` (modality
+    values, called only when there is no stored window)."""
     c, w = _first_number(getattr(ds, "WindowCenter", None)), _first_number(getattr(ds, "WindowWidth", None))
     if c is not None and w is not None and w > 0:
-        lo, hi = c - w / 2, c + w / 2
-    else:
-        lo, hi = np.percentile(values, [0.5, 99.5])
-    scaled = (values.astype(np.float64) - lo) / max(hi - lo, 1e-6)
-    out = np.clip(scaled * 255.0, 0, 255).round().astype(np.uint8)
+        return c - w / 2, c + w / 2
+    lo, hi = np.percentile(values(), [0.5, 99.5])
+    return float(lo), float(hi)
+
+
+def window_to_uint8(values: np.ndarray, ds, window: tuple[float, float]) -> np.ndarray:
+    """Modality values -> 8 bits through `window` (low, high), MONOCHROME1 inverted."""
+    lo, hi = window
+    scaled = (values.astype(np.float32) - np.float32(lo)) * np.float32(255.0 / max(hi - lo, 1e-6))
+    out = np.clip(scaled, 0, 255).round().astype(np.uint8)
     if str(getattr(ds, "PhotometricInterpretation", "")).upper() == "MONOCHROME1":
         out = 255 - out  # MONOCHROME1: low values are bright
     return out
 
 
 def dicom_frames(ds) -> list[np.ndarray]:
-    """All frames of a dataset with pixels, as uint8 images ready for preprocessing."""
+    """All frames of a dataset with pixels, as uint8 images ready for preprocessing. One window serves all
+    frames of a file; it is converted a frame at a time, so a 600-frame file never holds more than its
+    stored pixels and one frame in floating point."""
     from pydicom.pixels import apply_modality_lut
 
     syntax = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
@@ -159,16 +170,22 @@ def dicom_frames(ds) -> list[np.ndarray]:
                              "uncompressed are supported") from None
     frames_count = header_int(ds, "NumberOfFrames", 1) or 1
     samples = header_int(ds, "SamplesPerPixel", 1) or 1
-    if samples == 3:  # colour: luminance, like a colour JPEG
-        pixels = pixels @ np.array([0.299, 0.587, 0.114])
     if frames_count == 1:
         pixels = pixels[None]
-    try:
-        values = apply_modality_lut(pixels, ds) if samples == 1 else pixels
-    except Exception:
-        raise ImageReadError("malformed DICOM header: RescaleSlope / RescaleIntercept or the modality LUT "
-                             "is not usable") from None
-    return list(window_to_uint8(values, ds))  # one window over all frames of a file
+
+    def modality(a: np.ndarray) -> np.ndarray:
+        if samples == 3:  # colour: luminance, like a colour JPEG
+            return a @ np.array([0.299, 0.587, 0.114])
+        try:
+            return apply_modality_lut(a, ds)
+        except Exception:
+            raise ImageReadError("malformed DICOM header: RescaleSlope / RescaleIntercept or the modality LUT "
+                                 "is not usable") from None
+
+    # The percentile window reads every value of a file up to WINDOW_SAMPLE of them, else an even sample.
+    step = max(1, pixels.size // WINDOW_SAMPLE)
+    window = window_of(ds, lambda: modality(pixels if step == 1 else pixels.reshape(-1, *pixels.shape[3:])[::step]))
+    return [window_to_uint8(modality(frame), ds, window) for frame in pixels]
 
 
 def _slice_order(ds) -> tuple:
@@ -312,14 +329,21 @@ def nifti_item(path: str, load_image: Callable[[], object], axis: int | None) ->
         return ScanItem(path, error=f"NIfTI data has {data.ndim} dimensions; a 3D volume is needed")
     if axis is None:
         axis = int(np.argmin(data.shape))
-    finite = data[np.isfinite(data)]
+    # A robust window from the finite values (an even sample of at most WINDOW_SAMPLE of them), then 8 bits a
+    # slice at a time: the volume is never copied whole in floating point.
+    sample = data.reshape(-1)[::max(1, data.size // WINDOW_SAMPLE)]
+    finite = sample[np.isfinite(sample)]
     lo, hi = np.percentile(finite, [0.5, 99.5]) if finite.size else (0.0, 1.0)
-    volume = np.clip((np.nan_to_num(data) - lo) / max(hi - lo, 1e-6) * 255, 0, 255).round().astype(np.uint8)
+    volume = np.empty(data.shape, dtype=np.uint8)
+    gain = np.float32(255.0 / max(hi - lo, 1e-6))
+    for k in range(data.shape[-1]):
+        plane = np.nan_to_num(data[..., k])
+        volume[..., k] = np.clip((plane - np.float32(lo)) * gain, 0, 255).round()
 
     def view(k: int) -> Image.Image:
         # RAS array (x: right, y: anterior, z: superior). Rows: anterior or superior at the top; columns:
         # the patient's right on the viewer's left (radiological convention).
-        plane = np.take(volume, k, axis=axis)
+        plane = volume[(slice(None),) * axis + (k,)]  # a view: np.take would copy the whole volume per slice
         return Image.fromarray(np.ascontiguousarray(plane.T[::-1, ::-1]))
 
     name = Path(path).name

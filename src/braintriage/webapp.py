@@ -31,14 +31,14 @@ from pydantic import BaseModel, Field
 from starlette.formparsers import MultiPartParser
 
 from braintriage import __version__, verdicts
-from braintriage.inference import Prediction, Predictor
+from braintriage.inference import DECODED, Prediction, Predictor
 from braintriage.scans import items_from_uploads
 
 STATIC = Path(__file__).parent / "web"
 DEFAULT_MAX_UPLOAD_MB = 50.0
 MAX_PENDING_PREDICTIONS = 4  # requests admitted at once (one runs, the rest wait); more are answered 503
 TIME_BUDGET_SECONDS = 120.0  # a request's scans not started by then are answered "not analysed", not run
-ITEMS_PER_TURN = 4  # scans scored per turn at the model, so a large request lets a small one through between
+ITEMS_PER_TURN = 4  # scans summarised together; each takes the model one batch of slices at a time
 
 
 def time_budget() -> float:
@@ -297,17 +297,21 @@ def create_app(model_path: str | Path | None = None, max_upload_mb: float = DEFA
         # Studies keep their hashed names (they go into exports); patient identifiers only to the screen.
         items = await asyncio.to_thread(items_from_uploads, uploads, False, None, show_identifiers)
         predictions = []
-        for start in range(0, len(items), ITEMS_PER_TURN):  # a turn at the model at a time
-            if await request.is_disconnected():
-                return JSONResponse({"detail": "client disconnected"}, status_code=499)  # nobody reads it
+        for start in range(0, len(items), ITEMS_PER_TURN):
             chunk = items[start:start + ITEMS_PER_TURN]
-            if time.monotonic() > deadline:  # TIME_BUDGET_SECONDS, read at the start of the request
-                predictions += [Prediction(path=it.path, study=it.study, error="not analysed: the request ran past "
-                                           f"its {TIME_BUDGET_SECONDS:.0f} s budget; send this scan again")
-                                for it in chunk]
-                continue
-            async with lock:
-                predictions += await asyncio.to_thread(predictor.predict_items, chunk, heatmap)
+            steps, step = predictor.predict_in_steps(chunk, heatmap), None
+            while not isinstance(step, list) and time.monotonic() <= deadline:  # TIME_BUDGET_SECONDS in all
+                if await request.is_disconnected():
+                    return JSONResponse({"detail": "client disconnected"}, status_code=499)  # nobody reads it
+                if step == DECODED:  # the model, one batch of slices per turn: other requests get turns between
+                    async with lock:
+                        step = await asyncio.to_thread(next, steps)
+                else:  # decoding needs no turn at the model
+                    step = await asyncio.to_thread(next, steps)
+            late = (f"not analysed: the request ran past its {TIME_BUDGET_SECONDS:.0f} s budget; send this scan "
+                    "again")
+            predictions += step if isinstance(step, list) else [
+                Prediction(path=it.path, study=it.study, error=late) for it in chunk]
         analysed_at = datetime.now(timezone.utc).isoformat(timespec="seconds")
         body = PredictResponse(model=predictor.model_id, analysed_at=analysed_at, uncertain_band=predictor.band,
                                results=[to_result(p, predictor) for p in predictions])

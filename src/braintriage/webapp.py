@@ -293,7 +293,10 @@ def create_app(model_path: str | Path | None = None, max_upload_mb: float = DEFA
         gets an `error` there while the rest are answered. When nothing could be read the answer is 422.
         Busy (other requests waiting): 503 with Retry-After."""
         deadline = time.monotonic() + time_budget()
-        uploads = [(f.filename or f"file{i + 1}", await f.read()) for i, f in enumerate(files)]
+        uploads = []
+        for i, f in enumerate(files):  # each upload's bytes once: its spooled copy is closed as soon as read
+            uploads.append((f.filename or f"file{i + 1}", await f.read()))
+            await f.close()
         # Studies keep their hashed names (they go into exports); patient identifiers only to the screen.
         items = await asyncio.to_thread(items_from_uploads, uploads, False, None, show_identifiers)
         predictions = []

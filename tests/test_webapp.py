@@ -391,3 +391,23 @@ def test_a_clinician_steps_through_a_study_and_identifiers_stay_on_screen(tmp_pa
             browser.close()
     finally:
         next(server, None)
+
+
+def test_a_stalled_upload_is_answered_408_and_does_not_hold_the_server():
+    app = create_app(body_timeout=1.0)
+    server = running(app)
+    base = next(server)
+    try:
+        host, port = base.removeprefix("http://").split(":")
+        with socket.create_connection((host, int(port)), timeout=10) as slow:
+            slow.sendall(b"POST /api/v1/predict HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: multipart/form-data; "
+                         b"boundary=x\r\nContent-Length: 100000\r\n\r\n--x\r\n")  # then nothing more
+            started = time.monotonic()
+            answer = slow.recv(4096).decode("latin-1")
+            assert answer.startswith("HTTP/1.1 408") and "stalled" in answer, answer
+            assert time.monotonic() - started < 5
+        import httpx
+
+        assert httpx.get(base + "/healthz", timeout=5).status_code == 200  # the server goes on
+    finally:
+        next(server, None)

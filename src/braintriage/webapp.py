@@ -38,6 +38,8 @@ STATIC = Path(__file__).parent / "web"
 DEFAULT_MAX_UPLOAD_MB = 50.0
 MAX_PENDING_PREDICTIONS = 4  # requests admitted at once (one runs, the rest wait); more are answered 503
 TIME_BUDGET_SECONDS = 120.0  # a request's scans not started by then are answered "not analysed", not run
+BODY_READ_TIMEOUT = 30.0  # seconds an upload may go without sending a byte before it is answered 408
+MAX_CONNECTIONS = 64  # open connections and requests at once; more are answered 503 by the server itself
 ITEMS_PER_TURN = 4  # scans summarised together; each takes the model one batch of slices at a time
 
 
@@ -71,12 +73,18 @@ class UploadTooLarge(HTTPException):
         super().__init__(413, f"upload larger than the limit of {limit / 1e6:.0f} MB")
 
 
+class SlowUpload(HTTPException):
+    def __init__(self, seconds: float):
+        super().__init__(408, f"the upload stalled (nothing received for {seconds:.0f} s)")
+
+
 class UploadLimit:
     """ASGI middleware: answers 413 for a request body over `max_bytes`, from its Content-Length header
-    when it has one, else as soon as the streamed body passes the limit: never reading it all."""
+    when it has one, else as soon as the streamed body passes the limit: never reading it all; and 408 for a
+    body that stalls for `timeout` seconds (a slow client cannot hold a request open)."""
 
-    def __init__(self, app, max_bytes: int):
-        self.app, self.max_bytes = app, max_bytes
+    def __init__(self, app, max_bytes: int, timeout: float = BODY_READ_TIMEOUT):
+        self.app, self.max_bytes, self.timeout = app, max_bytes, timeout
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
@@ -89,7 +97,10 @@ class UploadLimit:
 
         async def limited_receive():
             nonlocal received
-            message = await receive()
+            try:
+                message = await asyncio.wait_for(receive(), self.timeout)
+            except asyncio.TimeoutError:
+                raise SlowUpload(self.timeout) from None  # an HTTPException: FastAPI answers 408
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > self.max_bytes:
@@ -258,7 +269,7 @@ def to_result(p: Prediction, predictor: Predictor) -> FileResult:
 
 def create_app(model_path: str | Path | None = None, max_upload_mb: float = DEFAULT_MAX_UPLOAD_MB,
                allowed_hosts: list[str] | None = None, max_pending: int = MAX_PENDING_PREDICTIONS,
-               show_identifiers: bool = False):
+               show_identifiers: bool = False, body_timeout: float = BODY_READ_TIMEOUT):
     predictor = Predictor(model_path)
     max_bytes = int(max_upload_mb * 1e6)
     # Starlette spools multipart parts over 1 MB to a temporary file; scans must stay in memory, and no
@@ -270,7 +281,7 @@ def create_app(model_path: str | Path | None = None, max_upload_mb: float = DEFA
         title="braintriage", version=__version__,
         description="Flags brain MRI slices that show a tumor, for specialist review. "
                     "Decision support only, never a diagnosis.")
-    app.add_middleware(UploadLimit, max_bytes=max_bytes)
+    app.add_middleware(UploadLimit, max_bytes=max_bytes, timeout=body_timeout)
     app.add_middleware(Admission, limit=max_pending)
     app.add_middleware(SecurityHeaders, allowed_hosts=allowed_hosts)  # outermost: on every answer, 413s too
 
@@ -338,6 +349,8 @@ def serve(host: str = "127.0.0.1", port: int = 8000, model_path: str | Path | No
     import uvicorn
 
     hosts = default_allowed_hosts(host) + list(allowed_hosts or [])
-    # A client that sends its headers or body slowly is dropped after the keep-alive timeout between requests.
+    # Idle keep-alive connections close after 5 s; a stalled body gets 408 (UploadLimit); at most MAX_CONNECTIONS
+    # connections and requests at once, so slow clients cannot take unbounded memory (uvicorn has no timeout
+    # for a client that never finishes its headers: those count against MAX_CONNECTIONS until they close).
     uvicorn.run(create_app(model_path, max_upload_mb, hosts, show_identifiers=show_identifiers), host=host,
-                port=port, timeout_keep_alive=5)
+                port=port, timeout_keep_alive=5, limit_concurrency=MAX_CONNECTIONS)

@@ -74,3 +74,29 @@ def test_a_band_that_does_not_hold_the_threshold_is_refused(band):
     assert "uncertain_band" in [field for field, _ in _schema_problems(meta)]
     ok = {"threshold": 0.5, "uncertain_band": {"low": 0.2, "high": 0.9}}
     assert "uncertain_band" not in [field for field, _ in _schema_problems(ok)]
+
+
+def test_a_study_with_unreadable_slices_is_never_called_clear():
+    assert verdicts.verdict(0.1, True, BAND, complete=False) == "cannot_assess"
+    assert verdicts.verdict(0.5, True, BAND, complete=False) == "cannot_assess"
+    assert verdicts.verdict(0.95, True, BAND, complete=False) == "tumor_suspected"  # refer whatever is missing
+
+
+def test_the_predictor_marks_a_partly_unreadable_study_cannot_assess():
+    from PIL import Image
+
+    from braintriage.inference import Predictor
+    from braintriage.preprocess import ImageReadError
+    from braintriage.scans import ScanItem, Slice
+    from conftest import synthetic_slice
+
+    def broken():
+        raise ImageReadError("truncated pixel data")
+
+    normal = [Slice(str(k), lambda k=k: Image.fromarray(synthetic_slice(160, seed=k))) for k in range(3)]
+    predictor = Predictor()
+    whole, partial = predictor.predict_items([ScanItem("whole", normal, study="s1"),
+                                              ScanItem("partial", normal + [Slice("4", broken)], study="s2")])
+    assert whole.verdict in ("no_tumor_detected", "uncertain")  # measured: no tumor detected, P(tumor) 0.145
+    assert partial.verdict == "cannot_assess"  # the same slices and one more that could not be read
+    assert partial.error == "1 of 4 slices could not be read; scored on the rest"

@@ -334,7 +334,8 @@ class Predictor:
             failed = len(scores) - readable
             if failed:
                 r.error = f"{failed} of {len(scores)} slices could not be read; scored on the rest"
-        r.verdict = verdicts.verdict(r.tumor_probability, r.reliable, self.band)
+        complete = len(scores) == readable
+        r.verdict = verdicts.verdict(r.tumor_probability, r.reliable, self.band, complete)
         r.shown_type = verdicts.shown_type(r.verdict, r.type_probabilities, self.type_min_probability)
         return r
 

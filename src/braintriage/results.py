@@ -65,8 +65,8 @@ def verdict_cell(r: Prediction, band: tuple[float, float]) -> str:
     text = f"[{style}]{verdicts.HEADLINES[r.verdict]}[/{style}]"
     if r.verdict == verdicts.ERROR:
         return text + f" [red]({escape(r.error or '')})[/red]"
-    if r.verdict == verdicts.CANNOT_ASSESS:
-        text += f" [magenta]({escape(r.warning or '')})[/magenta]"
+    if r.verdict == verdicts.CANNOT_ASSESS and r.warning:
+        text += f" [magenta]({escape(r.warning)})[/magenta]"
     elif r.warning:
         text += f" [magenta]({escape(r.warning)})[/magenta]"
     if r.shown_type:

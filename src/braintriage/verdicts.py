@@ -4,8 +4,9 @@ Every caller (CLI table and CSV, web API and page, evaluation) takes its verdict
 
 - `tumor_suspected`: P(tumor) at or above the top of the uncertain band: refer for specialist review.
 - `cannot_assess`: the input is not like the brain MRI slices the model learned from (out-of-distribution,
-  blank, a study whose slices all fail the guard): it could not be assessed and needs a human read. The
-  model's score is still given, as secondary information.
+  blank, a study whose slices all fail the guard), or a study with slices that could not be read and no
+  suspected tumor on the rest (the missing slices may hold one): it could not be assessed and needs a human
+  read. The model's score is still given, as secondary information.
 - `uncertain`: P(tumor) inside the band around the threshold where, out of fold, tumors and normals were
   mixed (operating_point.uncertain_band): neither clearly high nor clearly low; a human reads it.
 - `no_tumor_detected`: below the band. A clear result does not rule a tumor out.
@@ -33,15 +34,19 @@ CLEAR_CAUTION = "A clear result does not rule out a tumor."
 TYPE_UNCERTAIN = "type uncertain"
 
 
-def verdict(tumor_probability: float | None, reliable: bool, band: tuple[float, float]) -> str:
-    """The outcome of one scan: `band` = (low, high) from the model file (`Predictor.band`)."""
+def verdict(tumor_probability: float | None, reliable: bool, band: tuple[float, float], complete: bool = True
+            ) -> str:
+    """The outcome of one scan: `band` = (low, high) from the model file (`Predictor.band`); `complete` is
+    False for a study some of whose slices could not be read."""
     if tumor_probability is None:
         return ERROR
     if not reliable:
         return CANNOT_ASSESS
     low, high = band
     if tumor_probability >= high:
-        return TUMOR_SUSPECTED
+        return TUMOR_SUSPECTED  # whatever else is missing, this already needs a specialist
+    if not complete:
+        return CANNOT_ASSESS
     return UNCERTAIN if tumor_probability >= low else NO_TUMOR_DETECTED
 
 

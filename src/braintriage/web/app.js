@@ -157,7 +157,7 @@ function card(result, index) {
   // Words first, the number second; for an input that could not be assessed the score is secondary.
   const score = `${capitalised(result.suspicion)} suspicion (${result.probability_text})`;
   if (verdict === "cannot_assess") {
-    article.append(line("secondary reason", result.warning),
+    article.append(line("secondary reason", result.warning || result.error),
                    line("secondary probability", `Model score, not to be relied on: ${score}`));
   } else {
     article.appendChild(line("probability", score));
@@ -198,7 +198,9 @@ function card(result, index) {
     article.appendChild(toggle);
   }
   if (result.warning && verdict !== "cannot_assess") article.appendChild(line("secondary warning", result.warning));
-  if (result.error) article.appendChild(line("secondary", result.error));  // a study scored on its readable slices
+  if (result.error && verdict !== "cannot_assess") {  // a study scored on its readable slices
+    article.appendChild(line("secondary", result.error));
+  }
   const printed = line("print-only secondary", `Model ${result.model || ""}; analysed ${result.analysed_at || ""}. ` +
     "Decision support, not a diagnosis: a flag means refer for specialist review. " + CLEAR_CAUTION);
   article.append(name, printed);

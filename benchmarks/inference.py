@@ -8,7 +8,9 @@ of 5 runs each; once more with a copy of the bundled model whose metadata turns 
 the 394 `Testing` images, preprocessed once, scored in batches of 32 by the bundled model, best of 3
 passes, on each runtime. Needs the train extra (PyTorch) for the comparison. With `--ensemble FILE` (an
 ensemble made by `braintriage ensemble`), its cold start and ONNX Runtime throughput too (each member reading
-its own preprocessing of the 394 images).
+its own preprocessing of the 394 images). End to end: `braintriage predict Testing/` (394 files, a new
+process), median of 3. With `--compare-with REV`, the cold start and the end-to-end run of that revision's
+code too (a temporary git worktree), measured in the same run.
 """
 
 from __future__ import annotations
@@ -40,6 +42,34 @@ def median_seconds(cmd: list[str], runs: int = 5) -> float:
     return statistics.median(times)
 
 
+def compare_with(revision: str, one: Path) -> dict:
+    """Cold start and end-to-end `predict` of another revision's code, from a temporary git worktree."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        tree = Path(tmp) / "old"
+        subprocess.run(["git", "worktree", "add", "--detach", str(tree), revision], cwd=REPO, check=True,
+                       capture_output=True)
+        try:
+            env = {**os.environ, "PYTHONPATH": str(tree / "src")}
+
+            def timed(cmd: list[str], runs: int) -> float:
+                times = []
+                for _ in range(runs):
+                    t = time.perf_counter()
+                    subprocess.run(cmd, check=True, capture_output=True, cwd=tree, env=env)
+                    times.append(time.perf_counter() - t)
+                return statistics.median(times)
+
+            base = [sys.executable, "-m", "braintriage", "predict"]
+            return {"revision": revision,
+                    "braintriage_predict_one_jpg": round(timed([*base, str(one), "--quiet"], 5), 3),
+                    "predict_testing_end_to_end_images_per_s": round(
+                        394 / timed([*base, str(DATA / "Testing"), "--quiet"], 3), 1)}
+        finally:
+            subprocess.run(["git", "worktree", "remove", "--force", str(tree)], cwd=REPO, capture_output=True)
+
+
 def best_throughput(score, images: np.ndarray, passes: int = 3) -> float:
     best = 0.0
     for _ in range(passes):
@@ -53,10 +83,14 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--output", type=Path, default=REPO / "benchmarks" / "inference.json")
     ap.add_argument("--ensemble", type=Path, help="also time this ensemble model file")
+    ap.add_argument("--compare-with", help="a git revision whose cold start and end-to-end run to time too")
     args = ap.parse_args()
     one = DATA / "Testing/glioma_tumor/image(1).jpg"
     cli = [sys.executable, "-m", "braintriage", "predict", str(one), "--quiet"]
     cold_predict = median_seconds(cli)
+    testing = [sys.executable, "-m", "braintriage", "predict", str(DATA / "Testing"), "--quiet"]
+    end_to_end = 394 / median_seconds(testing, runs=3)
+    old = compare_with(args.compare_with, one) if args.compare_with else None
     import tempfile
 
     from braintriage.modelfile import BUNDLED_MODEL, read_metadata, update_metadata
@@ -107,6 +141,8 @@ def main() -> None:
                                "braintriage_predict_one_jpg_with_head_crop": round(cold_predict_crop, 3),
                                "python_import_torch": round(cold_torch, 3)},
         "batch_throughput_images_per_s": {"onnxruntime": round(onnx_ips, 1), "pytorch": round(torch_ips, 1)},
+        "predict_testing_end_to_end_images_per_s": round(end_to_end, 1),
+        **({"old_path": old} if old else {}),
         **({"ensemble": {"file": args.ensemble.name, "model": ensemble.metadata["ensemble"]["combine"],
                          "members": len(ensemble.input_names),
             "size_mb": round(args.ensemble.stat().st_size / 1e6, 2),

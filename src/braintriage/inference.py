@@ -10,6 +10,7 @@ A file that cannot be read is answered with an error on its own row; the rest of
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -79,7 +80,13 @@ class OnnxBackend:
         options.add_session_config_entry("session.disable_quant_qdq", "1")
         self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
         self.outputs = [o.name for o in self.session.get_outputs()]
-        self.head_weight = (onnx_initializers(path).get("head.weight") if "features" in self.outputs else None)
+        self.path = path
+
+    @functools.cached_property
+    def head_weight(self) -> np.ndarray | None:
+        """The classifier's weights, for heat maps: read from the file when the first map is asked for (it
+        imports onnx, which a plain verdict does not need)."""
+        return onnx_initializers(self.path).get("head.weight") if "features" in self.outputs else None
 
     def run(self, inputs: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
         """logits, last feature maps, penultimate stage pooled (None where the graph lacks them); `inputs` by

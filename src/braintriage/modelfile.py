@@ -128,16 +128,58 @@ def read_metadata(path: str | Path = BUNDLED_MODEL) -> dict[str, Any]:
 
 
 def _onnx_metadata(path: Path) -> str:
-    import onnx
-
+    """The braintriage metadata of an .onnx file, read from its top-level protobuf fields: ModelProto field 14
+    is metadata_props, entries of {1: key, 2: value}. The graph (field 7, the weights) is skipped unread and
+    the onnx package is not imported: a cold `predict` saves both (about 70 ms here)."""
+    data = path.read_bytes()
     try:
-        model = onnx.load(str(path), load_external_data=False)
-    except Exception as e:
-        raise ModelFileError(f"{path}: not an ONNX model file ({e})") from None
-    props = {p.key: p.value for p in model.metadata_props}
+        props = dict(_string_pairs(entry) for field, entry in _fields(data) if field == 14)
+    except (IndexError, ValueError, UnicodeDecodeError):
+        raise ModelFileError(f"{path}: not an ONNX model file (malformed protobuf)") from None
     if METADATA_KEY not in props:
         raise ModelFileError(f"{path}: ONNX file without braintriage metadata")
     return props[METADATA_KEY]
+
+
+def _varint(data: bytes, i: int) -> tuple[int, int]:
+    value, shift = 0, 0
+    while True:
+        byte = data[i]  # IndexError past the end: malformed
+        value |= (byte & 0x7F) << shift
+        i, shift = i + 1, shift + 7
+        if byte < 0x80:
+            return value, i
+        if shift > 63:
+            raise ValueError("varint too long")
+
+
+def _fields(data: bytes):
+    """(field number, bytes) of each length-delimited field of one protobuf message; other wire types skipped."""
+    i = 0
+    while i < len(data):
+        key, i = _varint(data, i)
+        wire = key & 7
+        if wire == 0:
+            _, i = _varint(data, i)
+        elif wire == 1:
+            i += 8
+        elif wire == 5:
+            i += 4
+        elif wire == 2:
+            n, i = _varint(data, i)
+            if i + n > len(data):
+                raise ValueError("field past the end")
+            yield key >> 3, data[i:i + n]
+            i += n
+        else:
+            raise ValueError(f"wire type {wire}")
+    if i != len(data):
+        raise ValueError("truncated")
+
+
+def _string_pairs(entry: bytes) -> tuple[str, str]:
+    fields = dict(_fields(entry))
+    return fields.get(1, b"").decode(), fields.get(2, b"").decode()
 
 
 def member_prefix(k: int) -> str:

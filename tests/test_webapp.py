@@ -336,7 +336,9 @@ def test_a_study_comes_with_its_slices_description_and_identifiers_only_when_ask
 
     files = [("files", (os.path.basename(p), open(p, "rb").read(), "application/dicom"))
              for p in dicom_series(tmp_path)]
-    r = TestClient(create_app()).post("/api/v1/predict?heatmap=true", files=files)
+    client = TestClient(create_app())
+    assert client.post("/api/v1/predict?heatmap=true", files=files).json()["results"][0]["slice_images"] is None
+    r = client.post("/api/v1/predict?heatmap=true&views=true", files=files)
     study = r.json()["results"][0]
     assert r.status_code == 200 and study["slices"] == 4 and study["description"] == "AX T2 FLAIR"
     assert study["patient"] is None and study["study"].startswith("study-")

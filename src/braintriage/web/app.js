@@ -88,7 +88,7 @@ async function analyse(fileList) {
     const form = new FormData();
     files.slice(i, i + batchSize).forEach((f) => form.append("files", f, f.name));
     try {
-      const r = await fetch("/api/v1/predict?heatmap=true", { method: "POST", body: form });
+      const r = await fetch("/api/v1/predict?heatmap=true&views=true", { method: "POST", body: form });
       const body = await r.json();
       if (body.results) {
         state.results.push(...body.results.map((r) => ({ ...r, model: body.model, analysed_at: body.analysed_at })));

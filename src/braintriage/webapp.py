@@ -319,6 +319,10 @@ def create_app(model_path: str | Path | None = None, max_upload_mb: float = DEFA
         predictions = []
         for start in range(0, len(items), ITEMS_PER_TURN):
             chunk = items[start:start + ITEMS_PER_TURN]
+            if sum(len(it.slices) for it in chunk) <= predictor.batch_size and time.monotonic() <= deadline:
+                async with lock:  # one batch in all: one turn, one thread hop (most requests are this)
+                    predictions += await asyncio.to_thread(predictor.predict_items, chunk, heatmap)
+                continue
             steps, step = predictor.predict_in_steps(chunk, heatmap), None
             while not isinstance(step, list) and time.monotonic() <= deadline:  # TIME_BUDGET_SECONDS in all
                 if await request.is_disconnected():

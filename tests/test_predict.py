@@ -96,3 +96,18 @@ def test_bundled_model_meets_the_seed_study_on_testing(seed_data, tmp_path):
     truth = np.array(["/no_tumor/" not in r["path"] for r in rows])
     said = np.array([r["prediction"] == "tumor" for r in rows])
     assert len(rows) == 394 and (said == truth).mean() >= 0.88 and said[truth].mean() >= 0.85
+
+
+@pytest.mark.dataset
+def test_parallel_decoding_gives_the_sequential_path_s_probabilities(seed_data):
+    """Slices are decoded on a thread pool, a batch ahead of the model: the answers must be those of decoding
+    one file after another and scoring the stack (within 1e-4), in the same order."""
+    from braintriage.preprocess import decode_image, preprocess
+
+    predictor = Predictor()
+    paths = [str(p) for folder in ("glioma_tumor", "no_tumor") for p in sorted((seed_data / "Testing" / folder)
+                                                                              .glob("*.jpg"))[:40]]
+    threaded = [r.tumor_probability for r in predictor.predict_items(items_from_paths(paths))]
+    sequential, _, _ = predictor.predict_arrays(np.stack([preprocess(decode_image(p), predictor.preprocess)
+                                                          for p in paths]))
+    assert len(threaded) == 80 and np.allclose(threaded, sequential, atol=1e-4)

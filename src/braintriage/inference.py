@@ -11,6 +11,7 @@ A file that cannot be read is answered with an error on its own row; the rest of
 from __future__ import annotations
 
 import functools
+from concurrent.futures import ThreadPoolExecutor
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,6 +26,7 @@ from braintriage.preprocess import ImageReadError, PreprocessConfig, head_mask, 
 from braintriage.scans import ScanItem, Slice, items_from_paths
 
 SMOOTHING = 3  # slices in the moving average of a study's slice scores
+DECODE_THREADS = 2
 DECODED, SCORED = "decoded", "scored"  # the steps of Predictor.predict_in_steps
 NATIVE_VIEW_SIDE = 1024  # the enlarged view of a scan: its own resolution, up to this many pixels a side
 TOP_SLICES = 3  # most suspicious slices reported per study
@@ -163,6 +165,8 @@ class Predictor:
         self.model_id = f"{model_name(self.metadata)} {file_digest(self.model_path)[:12]}"
         self.backend = (OnnxBackend if self.model_path.suffix == ".onnx" else TorchBackend)(self.model_path)
         self.batch_size = batch_size
+        # Slices are decoded two at a time (PIL and numpy release the GIL), in their order.
+        self._decoder = ThreadPoolExecutor(max_workers=DECODE_THREADS, thread_name_prefix="decode")
         # One input per network: a plain model has `image`; an ensemble one per member, each read with that
         # member's preprocessing and normalisation. The first is the primary one: the heat map, the guard and the
         # image the web app shows are its.
@@ -180,6 +184,7 @@ class Predictor:
         self.temperature = float(self.metadata.get("temperature", 1.0))
         self.class_names = self.metadata["class_names"]
         self.ood = self.metadata.get("ood")  # out-of-distribution guard parameters, when calibrated
+        self._ood_arrays = ood.as_arrays(self.ood) if self.ood else None
         # The pooled feature maps the guard reads: those it was fitted on; a new fit takes all the network has
         # (an ONNX file exported before there was a penultimate output has only the last stage).
         self.available_guard_layers = (ood.LAYERS if "penultimate_features" in self.backend.outputs
@@ -258,6 +263,15 @@ class Predictor:
         *_, results = self.predict_in_steps(items, heatmaps)
         return results
 
+    def _decode(self, slice_: Slice) -> tuple[list[np.ndarray], float] | str:
+        """One slice decoded and preprocessed for each model input, with its frame level (as decoded: padding
+        would hide a bright frame); or the error message."""
+        try:
+            image = slice_.load()
+            return [preprocess(image, config) for config in self.input_preprocess], ood.border_level(image)
+        except ImageReadError as e:
+            return str(e)
+
     def predict_in_steps(self, items: list[ScanItem], heatmaps: bool = False) -> Iterator[str | list[Prediction]]:
         """`predict_items` one batch of slices at a time: yields DECODED when a batch is decoded (the next step
         runs the model on it), SCORED when it is scored, and the results last. The web app decodes outside
@@ -268,22 +282,29 @@ class Predictor:
         views: dict[tuple[int, int], tuple] = {}  # (item, slice) -> (image, heat map, type probabilities)
         alarms: dict[tuple[int, int], str | None] = {}  # (item, slice) -> out-of-distribution warning
         todo = [(i, j) for i, it in enumerate(items) if it.error is None for j in range(len(it.slices))]
-        for start in range(0, len(todo), self.batch_size):
+        batches = [todo[k:k + self.batch_size] for k in range(0, len(todo), self.batch_size)]
+
+        def decoding(batch):  # started ahead: the next batch decodes while the model scores this one
+            return [self._decoder.submit(self._decode, items[i].slices[j]) for i, j in batch]
+
+        upcoming = decoding(batches[0]) if batches else []
+        for b, batch in enumerate(batches):
             arrays, ok, borders = [], [], []  # per slice: one preprocessed image per model input
-            for i, j in todo[start:start + self.batch_size]:
-                try:
-                    image = items[i].slices[j].load()
-                    arrays.append([preprocess(image, config) for config in self.input_preprocess])
-                    borders.append(ood.border_level(image))  # as decoded: padding would hide a bright frame
-                    ok.append((i, j))
-                except ImageReadError as e:
-                    errors[i][j] = str(e)
+            decoded_batch = [f.result() for f in upcoming]
+            upcoming = decoding(batches[b + 1]) if b + 1 < len(batches) else []
+            for (i, j), decoded in zip(batch, decoded_batch):
+                if isinstance(decoded, str):
+                    errors[i][j] = decoded
+                    continue
+                arrays.append(decoded[0])
+                borders.append(decoded[1])
+                ok.append((i, j))
             if not ok:
                 continue
             yield DECODED
-            batches = [np.stack(per_input) for per_input in zip(*arrays)]
-            p_tumor, types, cams, pooled = self._run(batches, heatmaps, self.guard_layers)
-            for (i, j), warning in zip(ok, ood.warnings_for(batches[0], pooled, self.ood, borders)):
+            stacked = [np.stack(per_input) for per_input in zip(*arrays)]
+            p_tumor, types, cams, pooled = self._run(stacked, heatmaps, self.guard_layers)
+            for (i, j), warning in zip(ok, ood.warnings_for(stacked[0], pooled, self._ood_arrays, borders)):
                 alarms[(i, j)] = warning
             for k, (i, j) in enumerate(ok):
                 if not np.isfinite(p_tumor[k]):  # a NaN is an error, never a verdict

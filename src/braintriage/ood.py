@@ -45,6 +45,12 @@ def fit(train_features: np.ndarray, val_features: np.ndarray, components: int = 
     return params
 
 
+def as_arrays(params: dict) -> dict:
+    """The guard's parameters with their lists as numpy arrays, converted once (a model file stores lists;
+    converting them on every batch cost as much as the scoring)."""
+    return {k: np.asarray(v) if k in ("mean", "components", "variances", "scale") else v for k, v in params.items()}
+
+
 def score(features: np.ndarray, params: dict) -> np.ndarray:
     """Novelty score per row of pooled features: subspace Mahalanobis + residual, per dimension."""
     mean, comps = np.asarray(params["mean"]), np.asarray(params["components"])

@@ -23,6 +23,7 @@ import hashlib
 import io
 import logging
 import os
+import threading
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -276,10 +277,12 @@ def _instance_number(ds, fallback: int) -> int:
 def _multiframe_item(src: _DicomSource, show_identifiers: bool, screen_identifiers: bool = False) -> ScanItem:
     n = header_int(src.header, "NumberOfFrames", 1)
     cache: dict[str, list[np.ndarray]] = {}
+    decoding = threading.Lock()  # slices are decoded on several threads: the file is decoded by one, once
 
     def frame(i: int) -> Image.Image:
-        if "frames" not in cache:  # decode the file once for all its frames
-            cache["frames"] = dicom_frames(_read_dicom(src.open()))
+        with decoding:
+            if "frames" not in cache:  # decode the file once for all its frames
+                cache["frames"] = dicom_frames(_read_dicom(src.open()))
         return Image.fromarray(cache["frames"][i])
 
     return ScanItem(src.path, [Slice(f"frame {i + 1}", lambda i=i: frame(i)) for i in range(n)],

@@ -57,7 +57,7 @@ STYLES = {verdicts.TUMOR_SUSPECTED: "bold yellow", verdicts.CANNOT_ASSESS: "mage
           verdicts.NO_TUMOR_DETECTED: "green", verdicts.ERROR: "red"}
 
 
-def verdict_cell(r: Prediction, band: tuple[float, float]) -> str:
+def verdict_cell(r: Prediction) -> str:
     """The verdict in words, styled; what else a reader must know about this row after it."""
     from rich.markup import escape  # a file named "x[/bold].jpg" is a name, not markup
 
@@ -97,7 +97,7 @@ def print_predictions(results: list[Prediction], predictor: Predictor) -> None:
         score = ("" if r.tumor_probability is None else
                  f"{verdicts.suspicion(r.tumor_probability, predictor.band)} "
                  f"({verdicts.probability_text(r.tumor_probability)})")
-        table.add_row(escape(r.path), *study, score, verdict_cell(r, predictor.band))
+        table.add_row(escape(r.path), *study, score, verdict_cell(r))
     console = Console()
     console.print(table)
     console.print(summary(results))

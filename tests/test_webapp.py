@@ -200,6 +200,7 @@ def test_clinician_uploads_a_real_scan_in_chromium(seed_data, live_server, tmp_p
         expect(printed).to_be_visible()
         expect(printed).to_contain_text("A clear result does not rule out a tumor.")
         expect(printed).to_contain_text("efficientnet-lite0 ")
+        expect(page.locator(".card button").first).to_be_hidden()  # no buttons on paper
         page.screenshot(path=str(ARTIFACTS / "clinic-app-print.png"), full_page=True)
         page.emulate_media(media="screen")
         page.set_viewport_size({"width": 390, "height": 844})  # a small phone

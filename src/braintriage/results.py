@@ -72,7 +72,7 @@ def verdict_cell(r: Prediction) -> str:
     if r.shown_type:
         text += f"; type: {r.shown_type.replace('_', ' ')}"
     if r.verdict == verdicts.NO_TUMOR_DETECTED:
-        text += f" [dim]{verdicts.CLEAR_CAUTION}[/dim]"
+        text += f". [dim]{verdicts.CLEAR_CAUTION}[/dim]"
     if r.error:
         text += f" [red]({escape(r.error)})[/red]"
     return text

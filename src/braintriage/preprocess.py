@@ -89,22 +89,30 @@ def background_and_bright(a: np.ndarray) -> tuple[float, float]:
     return float(np.median(ring)), float(np.percentile(a, 99))
 
 
-def head_box(im: Image.Image) -> tuple[int, int, int, int] | None:
-    """(left, top, right, bottom) of the head in a grayscale image, or None where no head-like region is
-    found (a blank image, one bright everywhere, or a speck: those are left whole)."""
-    from scipy import ndimage  # imported here: only models that crop need it
+def head_pixels(a: np.ndarray) -> np.ndarray | None:
+    """The head's bright pixels in a grayscale image (2D bool): brighter than the background by HEAD_LEVEL of the
+    way to the 99th percentile, in parts (joined across HEAD_BRIDGE-pixel gaps) of at least HEAD_MIN_PART of the
+    largest. None where no head can be told from the background (a blank image, one bright everywhere)."""
+    from scipy import ndimage  # imported here: only head crops and heat maps need it
 
-    step = 4 if min(im.width, im.height) >= 64 else 1
-    small = np.asarray(im.reduce(step) if step > 1 else im, dtype=np.float32)
-    background, bright = background_and_bright(small)
+    background, bright = background_and_bright(a)
     if bright <= background:
         return None
-    mask = small > background + HEAD_LEVEL * (bright - background)
+    mask = a > background + HEAD_LEVEL * (bright - background)
     parts, n_parts = ndimage.label(ndimage.binary_dilation(mask, iterations=HEAD_BRIDGE), structure=np.ones((3, 3)))
     if n_parts == 0:
         return None
     areas = np.bincount(parts.ravel(), weights=mask.ravel())[1:]  # bright pixels only, not the bridges
-    head = mask & np.isin(parts, np.flatnonzero(areas >= HEAD_MIN_PART * areas.max()) + 1)
+    return mask & np.isin(parts, np.flatnonzero(areas >= HEAD_MIN_PART * areas.max()) + 1)
+
+
+def head_box(im: Image.Image) -> tuple[int, int, int, int] | None:
+    """(left, top, right, bottom) of the head in a grayscale image, or None where no head-like region is
+    found (a blank image, one bright everywhere, or a speck: those are left whole)."""
+    step = 4 if min(im.width, im.height) >= 64 else 1
+    head = head_pixels(np.asarray(im.reduce(step) if step > 1 else im, dtype=np.float32))
+    if head is None:
+        return None
     rows, cols = np.flatnonzero(head.any(axis=1)), np.flatnonzero(head.any(axis=0))
     top, bottom = rows[0] * step, (rows[-1] + 1) * step
     left, right = cols[0] * step, (cols[-1] + 1) * step
@@ -116,21 +124,13 @@ def head_box(im: Image.Image) -> tuple[int, int, int, int] | None:
 
 
 def head_mask(a: np.ndarray) -> np.ndarray:
-    """Where the head is in a grayscale uint8 image (2D bool): the bright parts found as in `head_box` and all
-    they enclose (the dark skull between scalp and brain, ventricles). The background and the padding are
-    False. All True where no head can be told from the background (a blank image): nothing is hidden then."""
+    """Where the head is in a grayscale uint8 image (2D bool): its bright pixels (`head_pixels`) and all they
+    enclose (the dark skull between scalp and brain, ventricles). The background and the padding are False.
+    All True where no head can be told from the background (a blank image): nothing is hidden then."""
     from scipy import ndimage
 
-    background, bright = background_and_bright(a)
-    if bright <= background:
-        return np.ones(a.shape, dtype=bool)
-    mask = a > background + HEAD_LEVEL * (bright - background)
-    parts, n_parts = ndimage.label(ndimage.binary_dilation(mask, iterations=HEAD_BRIDGE), structure=np.ones((3, 3)))
-    if n_parts == 0:
-        return np.ones(a.shape, dtype=bool)
-    areas = np.bincount(parts.ravel(), weights=mask.ravel())[1:]
-    # The bright pixels of the large parts (the bridges only join them), then everything they enclose.
-    return ndimage.binary_fill_holes(mask & np.isin(parts, np.flatnonzero(areas >= HEAD_MIN_PART * areas.max()) + 1))
+    head = head_pixels(a)
+    return np.ones(a.shape, dtype=bool) if head is None else ndimage.binary_fill_holes(head)
 
 
 EQUALIZE_LEVEL = 0.05  # foreground: brighter than the background by this much of the way to the 99th percentile

@@ -11,8 +11,8 @@ A file that cannot be read is answered with an error on its own row; the rest of
 from __future__ import annotations
 
 import functools
-from concurrent.futures import ThreadPoolExecutor
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -56,9 +56,10 @@ class Prediction:
     # For the clinic app's screen only (scans.ScanItem): never in the CLI table, a CSV file or a log.
     description: str | None = None
     identifiers: dict[str, str] | None = None
-    # With heat maps asked for: the shown slice as decoded (at most NATIVE_VIEW_SIDE pixels a side), and for a
-    # study every slice as the model saw it (None where it could not be read).
-    native_image: np.ndarray | None = None
+    suspicion: str | None = None  # the score in words (verdicts.suspicion)
+    # With heat maps asked for: the slice `image` shows, to be decoded again at its own resolution only when an
+    # enlarged view is wanted (native_view), and for a study every slice as the model saw it (None: unreadable).
+    shown_source: Slice | None = field(default=None, repr=False)
     slice_images: list[np.ndarray | None] | None = None
 
     @property
@@ -161,8 +162,6 @@ class Predictor:
     def __init__(self, model_path: str | Path | None = None, batch_size: int = 32):
         self.model_path = Path(model_path) if model_path else BUNDLED_MODEL
         self.metadata = read_metadata(self.model_path)
-        # What a result names as its model: the network and the first 12 hex digits of the file's SHA-256.
-        self.model_id = f"{model_name(self.metadata)} {file_digest(self.model_path)[:12]}"
         self.backend = (OnnxBackend if self.model_path.suffix == ".onnx" else TorchBackend)(self.model_path)
         self.batch_size = batch_size
         # Slices are decoded two at a time (PIL and numpy release the GIL), in their order.
@@ -196,6 +195,12 @@ class Predictor:
         unknown = set(self.test_time_augmentation) - {"horizontal_flip"}
         if unknown:
             raise ValueError(f"{self.model_path}: unknown test-time augmentation {sorted(unknown)}")
+
+    @functools.cached_property
+    def model_id(self) -> str:
+        """What a result names as its model: the network and the first 12 hex digits of the file's SHA-256
+        (hashed when first asked for: a run that writes no table and no CSV never reads the file twice)."""
+        return f"{model_name(self.metadata)} {file_digest(self.model_path)[:12]}"
 
     def predict_arrays(self, images_u8: np.ndarray | list[np.ndarray], heatmaps: bool = False
                        ) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
@@ -351,7 +356,7 @@ class Predictor:
             r.type_probabilities = {n: float(v) for n, v in zip(self.class_names, types)}
         r.image, r.heatmap = image, cam
         if image is not None:
-            r.native_image = native_view(item.slices[best])
+            r.shown_source = item.slices[best]
         if item.is_study:
             r.top_slices = [item.slices[valid[k]].label for k in order[:TOP_SLICES]]
             r.slice_probabilities = scores
@@ -364,6 +369,7 @@ class Predictor:
                 r.error = f"{failed} of {len(scores)} slices could not be read; scored on the rest"
         complete = len(scores) == readable
         r.verdict = verdicts.verdict(r.tumor_probability, r.reliable, self.band, complete)
+        r.suspicion = verdicts.suspicion(r.tumor_probability, self.band)
         r.shown_type = verdicts.shown_type(r.verdict, r.type_probabilities, self.type_min_probability)
         return r
 

@@ -41,8 +41,7 @@ def write_predictions_csv(results: list[Prediction], path: str | Path, predictor
 
     def row(r: Prediction) -> list:
         p = "" if r.tumor_probability is None else f"{r.tumor_probability:.6f}"
-        words = "" if r.tumor_probability is None else verdicts.suspicion(r.tumor_probability, predictor.band)
-        cells = [r.path, r.study or "", r.verdict, words, p, r.prediction or "", r.shown_type or "", r.slices,
+        cells = [r.path, r.study or "", r.verdict, r.suspicion or "", p, r.prediction or "", r.shown_type or "", r.slices,
                  ";".join(r.top_slices), r.error or "", r.warning or "", predictor.model_id, analysed_at]
         if with_types:
             probs = r.type_probabilities or {}
@@ -95,8 +94,7 @@ def print_predictions(results: list[Prediction], predictor: Predictor) -> None:
     for r in results:
         study = [escape(f"{r.study} ({r.slices}; {', '.join(r.top_slices)})") if r.study else ""] if studies else []
         score = ("" if r.tumor_probability is None else
-                 f"{verdicts.suspicion(r.tumor_probability, predictor.band)} "
-                 f"({verdicts.probability_text(r.tumor_probability)})")
+                 f"{r.suspicion} ({verdicts.probability_text(r.tumor_probability)})")
         table.add_row(escape(r.path), *study, score, verdict_cell(r))
     console = Console()
     console.print(table)

@@ -31,7 +31,7 @@ from pydantic import BaseModel, Field
 from starlette.formparsers import MultiPartParser
 
 from braintriage import __version__, verdicts
-from braintriage.inference import DECODED, Prediction, Predictor
+from braintriage.inference import DECODED, Prediction, Predictor, native_view
 from braintriage.scans import items_from_uploads
 
 STATIC = Path(__file__).parent / "web"
@@ -254,9 +254,11 @@ def heatmap_rgba(cam: np.ndarray) -> np.ndarray:
 def to_result(p: Prediction, predictor: Predictor, views: bool = False) -> FileResult:
     scored = p.tumor_probability is not None
     assessed = p.verdict not in (verdicts.CANNOT_ASSESS, verdicts.ERROR)  # no heat map for what was not assessed
+    # The enlarged view decodes the shown slice again, at its own resolution: only when it is asked for.
+    native = native_view(p.shown_source) if views and p.shown_source is not None else None
     return FileResult(
         filename=p.path, verdict=p.verdict, tumor_probability=p.tumor_probability, prediction=p.prediction,
-        suspicion=verdicts.suspicion(p.tumor_probability, predictor.band) if scored else None,
+        suspicion=p.suspicion,
         probability_text=verdicts.probability_text(p.tumor_probability) if scored else None,
         threshold=predictor.threshold, type=p.shown_type,
         predicted_type=p.predicted_type, type_probabilities=p.type_probabilities, error=p.error,
@@ -264,7 +266,7 @@ def to_result(p: Prediction, predictor: Predictor, views: bool = False) -> FileR
         warning=p.warning, reliable=p.reliable,
         heatmap=png_base64(heatmap_rgba(p.heatmap)) if p.heatmap is not None and assessed else None,
         description=p.description, patient=p.identifiers, shown_slice=p.shown_slice, slice_labels=p.slice_labels,
-        native_image=png_base64(p.native_image) if views and p.native_image is not None else None,
+        native_image=png_base64(native) if native is not None else None,
         slice_images=([png_base64(a) if a is not None else None for a in p.slice_images]
                       if views and p.slice_images else None),
         image=png_base64(p.image) if p.image is not None else None,
@@ -337,8 +339,10 @@ def create_app(model_path: str | Path | None = None, max_upload_mb: float = DEFA
             predictions += step if isinstance(step, list) else [
                 Prediction(path=it.path, study=it.study, error=late) for it in chunk]
         analysed_at = datetime.now(timezone.utc).isoformat(timespec="seconds")
+        # Encoding the pictures (and decoding enlarged views) is CPU work: off the event loop, like the model.
+        results = await asyncio.to_thread(lambda: [to_result(p, predictor, views) for p in predictions])
         body = PredictResponse(model=predictor.model_id, analysed_at=analysed_at, uncertain_band=predictor.band,
-                               results=[to_result(p, predictor, views) for p in predictions])
+                               results=results)
         status = 422 if all(p.tumor_probability is None for p in predictions) else 200
         return JSONResponse(body.model_dump(), status_code=status)
 

@@ -50,26 +50,21 @@ def recipe_differences(model_config: dict, cv_config: dict) -> list[str]:
     return diffs
 
 
-def read_out_of_fold(cv_dir: str | Path) -> tuple[dict, np.ndarray, np.ndarray, np.ndarray]:
-    """A cross-validation's record (cv.json) and its out-of-fold fold numbers, tumor labels and P(tumor)."""
+def read_out_of_fold(cv_dir: str | Path) -> tuple[dict, list[dict[str, str]]]:
+    """A cross-validation's record (cv.json) and its out-of-fold rows (oof.csv: fold, tumor, p_tumor, and for a
+    type model tumor_type and p_<class>)."""
     cv_dir = Path(cv_dir)
     if not (cv_dir / "cv.json").exists() or not (cv_dir / "oof.csv").exists():
         raise ModelFileError(f"{cv_dir} holds no finished cross-validation (cv.json and oof.csv from "
                              "`braintriage train --folds K --run-dir ...`)")
     cv = json.loads((cv_dir / "cv.json").read_text())
     with (cv_dir / "oof.csv").open(newline="") as f:
-        rows = list(csv.DictReader(f))
-    fold = np.array([int(r["fold"]) for r in rows])
-    y = np.array([int(r["tumor"]) for r in rows])
-    p = np.array([float(r["p_tumor"]) for r in rows])
-    return cv, fold, y, p
+        return cv, list(csv.DictReader(f))
 
 
-def read_out_of_fold_types(cv_dir: str | Path) -> tuple[np.ndarray, np.ndarray, list[str]] | None:
+def out_of_fold_types(rows: list[dict[str, str]]) -> tuple[np.ndarray, np.ndarray, list[str]] | None:
     """Out-of-fold tumor-type labels ('' where unknown) and P(type) per tumor type (N, K), with the type names;
     None for a cross-validation of a binary model (no type columns)."""
-    with (Path(cv_dir) / "oof.csv").open(newline="") as f:
-        rows = list(csv.DictReader(f))
     names = [c.removeprefix("p_") for c in (rows[0] if rows else {}) if c.startswith("p_")
              and c not in ("p_tumor", "p_no_tumor")]
     if not names:
@@ -154,7 +149,10 @@ def threshold_from_cv(model_path: str | Path, cv_dir: str | Path, output: str | 
     if "ensemble" in meta:
         raise ModelFileError("an ensemble's members have different recipes: one cross-validation cannot speak "
                              "for it; set its threshold with `braintriage ensemble`")
-    cv, fold, y, p = read_out_of_fold(cv_dir)
+    cv, rows = read_out_of_fold(cv_dir)
+    fold = np.array([int(r["fold"]) for r in rows])
+    y = np.array([int(r["tumor"]) for r in rows])
+    p = np.array([float(r["p_tumor"]) for r in rows])
     training = meta.get("training", {})
     if training.get("data_fingerprint") != cv.get("data_fingerprint"):
         raise ModelFileError(f"{cv_dir} cross-validated other data (fingerprint "
@@ -184,7 +182,7 @@ def threshold_from_cv(model_path: str | Path, cv_dir: str | Path, output: str | 
     band = uncertain_band(y, p, float(threshold))
     update = {"threshold": float(threshold), "threshold_rule": rule, "operating_point": point,
               "uncertain_band": band}
-    types = read_out_of_fold_types(cv_dir)
+    types = out_of_fold_types(rows)
     if types is not None:
         update["type_display"] = type_display_rule(*types, p, band["high"])
     return update_metadata(model_path, output, update)

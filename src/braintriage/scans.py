@@ -316,10 +316,10 @@ def nifti_item(path: str, load_image: Callable[[], object], axis: int | None) ->
         return ScanItem(path, error=str(e))
     except Exception as e:
         return ScanItem(path, error=f"not a readable NIfTI volume ({type(e).__name__})")
-    voxels = int(np.prod(shape[:3], dtype=np.int64)) if shape else 0
-    if len(shape) < 3 or voxels > MAX_VOLUME_VOXELS or max(shape[:3]) > MAX_IMAGE_PIXELS ** 0.5:
-        return ScanItem(path, error=f"NIfTI volume of shape {'x'.join(map(str, shape))} refused: a 3D volume of at "
-                                    f"most {MAX_VOLUME_VOXELS:,} voxels is accepted")
+    try:
+        check_volume_shape(shape)
+    except ImageReadError as e:
+        return ScanItem(path, error=str(e))
     if axis is not None and shape[axis] > MAX_SLICES or axis is None and min(shape[:3]) > MAX_SLICES:
         return ScanItem(path, error=f"NIfTI volume has more than {MAX_SLICES:,} slices")
     try:
@@ -355,6 +355,15 @@ def nifti_item(path: str, load_image: Callable[[], object], axis: int | None) ->
                     study, description=f"NIfTI volume, {AXIS_NAMES[axis]} slices")
 
 
+def check_volume_shape(shape: tuple[int, ...]) -> None:
+    """Refuse, from a NIfTI header, a volume that is not 3D or whose work would be unbounded: more than
+    MAX_VOLUME_VOXELS voxels, or a side longer than an accepted image's."""
+    voxels = int(np.prod(shape[:3], dtype=np.int64)) if shape else 0
+    if len(shape) < 3 or voxels > MAX_VOLUME_VOXELS or max(shape[:3]) > MAX_IMAGE_PIXELS ** 0.5:
+        raise ImageReadError(f"NIfTI volume of shape {'x'.join(map(str, shape))} refused: a 3D volume of at most "
+                             f"{MAX_VOLUME_VOXELS:,} voxels is accepted")
+
+
 def _load_nifti(path: str):
     import nibabel as nib  # only when a volume is given: a JPEG's triage does not wait for it
 
@@ -370,9 +379,7 @@ def _nifti_from_bytes(blob: bytes):
         with gzip.GzipFile(fileobj=io.BytesIO(blob)) as f:
             header = nib.Nifti1Header.from_fileobj(io.BytesIO(f.read(348)))
             shape = header.get_data_shape()
-            if len(shape) < 3 or int(np.prod(shape[:3], dtype=np.int64)) > MAX_VOLUME_VOXELS:
-                raise ImageReadError(f"NIfTI volume of shape {'x'.join(map(str, shape))} refused: a 3D volume of "
-                                     f"at most {MAX_VOLUME_VOXELS:,} voxels is accepted")
+            check_volume_shape(shape)
             volume_bytes = int(np.prod(shape[:3], dtype=np.int64)) * header.get_data_dtype().itemsize
             blob = header.binaryblock + f.read(int(header.get_data_offset()) - 348 + volume_bytes)
     return nib.Nifti1Image.from_bytes(blob)

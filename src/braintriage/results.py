@@ -41,8 +41,8 @@ def write_predictions_csv(results: list[Prediction], path: str | Path, predictor
 
     def row(r: Prediction) -> list:
         p = "" if r.tumor_probability is None else f"{r.tumor_probability:.6f}"
-        cells = [r.path, r.study or "", r.verdict, r.suspicion or "", p, r.prediction or "", r.shown_type or "", r.slices,
-                 ";".join(r.top_slices), r.error or "", r.warning or "", predictor.model_id, analysed_at]
+        cells = [r.path, r.study or "", r.verdict, r.suspicion or "", p, r.prediction or "", r.shown_type or "",
+                 r.slices, ";".join(r.top_slices), r.error or "", r.warning or "", predictor.model_id, analysed_at]
         if with_types:
             probs = r.type_probabilities or {}
             cells += [r.predicted_type or ""] + [

@@ -300,6 +300,29 @@ def create_app(model_path: str | Path | None = None, max_upload_mb: float = DEFA
         """The model's metadata: architecture, input, classes, threshold, training data, validation metrics."""
         return {k: v for k, v in predictor.metadata.items() if k != "history"}
 
+    async def score_in_turns(request: Request, chunk: list, heatmap: bool, deadline: float
+                             ) -> list[Prediction] | None:
+        """A few scans through the model, one batch of slices per turn at the lock, so that other requests get
+        turns between (decoding needs none); None when the client has gone. Scans not finished by `deadline`
+        are answered "not analysed"."""
+        late = [Prediction(path=it.path, study=it.study, error=f"not analysed: the request ran past its "
+                           f"{TIME_BUDGET_SECONDS:.0f} s budget; send this scan again") for it in chunk]
+        if time.monotonic() > deadline:
+            return late
+        if sum(len(it.slices) for it in chunk) <= predictor.batch_size:
+            async with lock:  # one batch in all: one turn, one thread hop (most requests are this)
+                return await asyncio.to_thread(predictor.predict_items, chunk, heatmap)
+        steps, step = predictor.predict_in_steps(chunk, heatmap), None
+        while not isinstance(step, list) and time.monotonic() <= deadline:
+            if await request.is_disconnected():
+                return None
+            if step == DECODED:  # the next step runs the model
+                async with lock:
+                    step = await asyncio.to_thread(next, steps)
+            else:
+                step = await asyncio.to_thread(next, steps)
+        return step if isinstance(step, list) else late
+
     @app.post("/api/v1/predict", response_model=PredictResponse, tags=["model"],
               responses={413: {"description": "Upload over the size limit"},
                          422: {"description": "No file could be read as an image; each entry says why"}})
@@ -321,23 +344,10 @@ def create_app(model_path: str | Path | None = None, max_upload_mb: float = DEFA
         predictions = []
         for start in range(0, len(items), ITEMS_PER_TURN):
             chunk = items[start:start + ITEMS_PER_TURN]
-            if sum(len(it.slices) for it in chunk) <= predictor.batch_size and time.monotonic() <= deadline:
-                async with lock:  # one batch in all: one turn, one thread hop (most requests are this)
-                    predictions += await asyncio.to_thread(predictor.predict_items, chunk, heatmap)
-                continue
-            steps, step = predictor.predict_in_steps(chunk, heatmap), None
-            while not isinstance(step, list) and time.monotonic() <= deadline:  # TIME_BUDGET_SECONDS in all
-                if await request.is_disconnected():
-                    return JSONResponse({"detail": "client disconnected"}, status_code=499)  # nobody reads it
-                if step == DECODED:  # the model, one batch of slices per turn: other requests get turns between
-                    async with lock:
-                        step = await asyncio.to_thread(next, steps)
-                else:  # decoding needs no turn at the model
-                    step = await asyncio.to_thread(next, steps)
-            late = (f"not analysed: the request ran past its {TIME_BUDGET_SECONDS:.0f} s budget; send this scan "
-                    "again")
-            predictions += step if isinstance(step, list) else [
-                Prediction(path=it.path, study=it.study, error=late) for it in chunk]
+            scored = await score_in_turns(request, chunk, heatmap, deadline)
+            if scored is None:
+                return JSONResponse({"detail": "client disconnected"}, status_code=499)  # nobody reads it
+            predictions += scored
         analysed_at = datetime.now(timezone.utc).isoformat(timespec="seconds")
         # Encoding the pictures (and decoding enlarged views) is CPU work: off the event loop, like the model.
         results = await asyncio.to_thread(lambda: [to_result(p, predictor, views) for p in predictions])

@@ -21,7 +21,10 @@ import platform
 import socket
 import subprocess
 import sys
+import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -43,6 +46,20 @@ def scan_bytes() -> tuple[str, bytes]:
     buf = io.BytesIO()
     Image.fromarray(synthetic_slice(512)).save(buf, format="JPEG")
     return "synthetic.jpg", buf.getvalue()
+
+
+@contextmanager
+def revision_tree(revision: str) -> Iterator[Path]:
+    """Another revision's code checked out in a temporary git worktree (removed afterwards), so that its server
+    or CLI, run with PYTHONPATH=TREE/src, is measured beside the working tree's in the same run."""
+    with tempfile.TemporaryDirectory() as tmp:
+        tree = Path(tmp) / "old"
+        subprocess.run(["git", "worktree", "add", "--detach", str(tree), revision], cwd=REPO, check=True,
+                       capture_output=True)
+        try:
+            yield tree
+        finally:
+            subprocess.run(["git", "worktree", "remove", "--force", str(tree)], cwd=REPO, capture_output=True)
 
 
 def hardware() -> dict:
@@ -93,26 +110,36 @@ async def run_load(base: str, clients: int, requests: int, name: str, data: byte
                            "p99": round(float(np.percentile(ms, 99)), 1), "max": round(float(ms.max()), 1)}}
 
 
-def measure(source: Path, args, name: str, data: bytes) -> dict:
-    """Serve with the code in `source` (its src/ first on the path) and run the load against it."""
+@contextmanager
+def serving(source: Path) -> Iterator[tuple[str, subprocess.Popen]]:
+    """`braintriage serve` with the code in `source` (its src/ first on the path) on a free loopback port, until
+    the block ends: (base URL, server process). An error if it does not answer /healthz within 30 s."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     base = f"http://127.0.0.1:{port}"
     env = {**os.environ, "PYTHONPATH": str(source / "src")}
     server = subprocess.Popen([sys.executable, "-m", "braintriage", "serve", "--port", str(port)], cwd=source,
-                              env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+                              env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         for _ in range(300):
             try:
                 if httpx.get(f"{base}/healthz", timeout=1).status_code == 200:
                     break
             except httpx.HTTPError:
-                time.sleep(0.2)
-        return asyncio.run(run_load(base, args.clients, args.requests, name, data, args.heatmap))
+                time.sleep(0.1)
+        else:
+            raise RuntimeError(f"the server from {source} did not start")
+        yield base, server
     finally:
         server.terminate()
         server.wait(timeout=30)
+
+
+def measure(source: Path, args, name: str, data: bytes) -> dict:
+    """Run the load against a server with the code in `source`."""
+    with serving(source) as (base, _):
+        return asyncio.run(run_load(base, args.clients, args.requests, name, data, args.heatmap))
 
 
 def main() -> int:
@@ -126,16 +153,8 @@ def main() -> int:
     name, data = scan_bytes()
     result = measure(REPO, args, name, data)
     if args.compare_with:
-        import tempfile
-
-        with tempfile.TemporaryDirectory() as tmp:
-            tree = Path(tmp) / "old"
-            subprocess.run(["git", "worktree", "add", "--detach", str(tree), args.compare_with], cwd=REPO,
-                           check=True, capture_output=True)
-            try:
-                result["old_path"] = {"revision": args.compare_with, **measure(tree, args, name, data)}
-            finally:
-                subprocess.run(["git", "worktree", "remove", "--force", str(tree)], cwd=REPO, capture_output=True)
+        with revision_tree(args.compare_with) as tree:
+            result["old_path"] = {"revision": args.compare_with, **measure(tree, args, name, data)}
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
                             cwd=REPO).stdout.strip()
     record = {"benchmark": "api_load", "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),

@@ -18,11 +18,8 @@ import asyncio
 import gzip
 import io
 import json
-import os
-import socket
 import subprocess
 import sys
-import tempfile
 import time
 from datetime import datetime, timezone
 from pathlib import Path
@@ -33,7 +30,7 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "benchmarks"))
 sys.path.insert(0, str(REPO / "tests"))
-from api_load import hardware, scan_bytes  # noqa: E402
+from api_load import hardware, revision_tree, scan_bytes, serving  # noqa: E402
 from conftest import synthetic_slice  # noqa: E402
 
 
@@ -64,26 +61,6 @@ def multiframe_dicom(frames: int = 600) -> bytes:
     buf = io.BytesIO()
     ds.save_as(buf, enforce_file_format=True)
     return buf.getvalue()
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def start_server(source: Path, port: int) -> subprocess.Popen:
-    env = {**os.environ, "PYTHONPATH": str(source / "src")}
-    proc = subprocess.Popen([sys.executable, "-m", "braintriage", "serve", "--port", str(port)], cwd=source, env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    for _ in range(300):
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200:
-                return proc
-        except httpx.HTTPError:
-            time.sleep(0.1)
-    proc.kill()
-    raise RuntimeError(f"the server from {source} did not start")
 
 
 def peak_memory_mb(pid: int) -> float:
@@ -133,14 +110,9 @@ async def run(base: str, seconds: float, normal: tuple[str, bytes], hostile: lis
 
 
 def measure(source: Path, seconds: float, normal, hostile) -> dict:
-    port = free_port()
-    proc = start_server(source, port)
-    try:
-        result = asyncio.run(run(f"http://127.0.0.1:{port}", seconds, normal, hostile))
-        result["server_peak_memory_mb"] = round(peak_memory_mb(proc.pid))
-    finally:
-        proc.terminate()
-        proc.wait(timeout=30)
+    with serving(source) as (base, server):
+        result = asyncio.run(run(base, seconds, normal, hostile))
+        result["server_peak_memory_mb"] = round(peak_memory_mb(server.pid))
     return result
 
 
@@ -159,14 +131,8 @@ def main() -> None:
               "hostile_uploads_mb": {n: round(len(d) / 1e6, 1) for n, d in hostile},
               "paths": {f"new ({commit}, working tree)": measure(REPO, args.seconds, normal, hostile)}}
     if args.compare_with:
-        with tempfile.TemporaryDirectory() as tmp:
-            old = Path(tmp) / "old"
-            subprocess.run(["git", "worktree", "add", "--detach", str(old), args.compare_with], cwd=REPO, check=True,
-                           capture_output=True)
-            try:
-                report["paths"][f"old ({args.compare_with})"] = measure(old, args.seconds, normal, hostile)
-            finally:
-                subprocess.run(["git", "worktree", "remove", "--force", str(old)], cwd=REPO, capture_output=True)
+        with revision_tree(args.compare_with) as old:
+            report["paths"][f"old ({args.compare_with})"] = measure(old, args.seconds, normal, hostile)
     args.output.write_text(json.dumps(report, indent=2) + "\n")
     print(json.dumps(report["paths"], indent=2))
 

@@ -30,44 +30,27 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 DATA = Path(os.environ.get("BRAINTRIAGE_DATA", REPO.parent / "shared/data/brain-tumor-classification-mri"))
 sys.path.insert(0, str(REPO / "benchmarks"))
-from api_load import hardware  # noqa: E402
+from api_load import hardware, revision_tree  # noqa: E402
 
 
-def median_seconds(cmd: list[str], runs: int = 5) -> float:
+def median_seconds(cmd: list[str], runs: int = 5, cwd: Path | None = None, env: dict | None = None) -> float:
     times = []
     for _ in range(runs):
         t = time.perf_counter()
-        subprocess.run(cmd, check=True, capture_output=True)
+        subprocess.run(cmd, check=True, capture_output=True, cwd=cwd, env=env)
         times.append(time.perf_counter() - t)
     return statistics.median(times)
 
 
 def compare_with(revision: str, one: Path) -> dict:
     """Cold start and end-to-end `predict` of another revision's code, from a temporary git worktree."""
-    import tempfile
-
-    with tempfile.TemporaryDirectory() as tmp:
-        tree = Path(tmp) / "old"
-        subprocess.run(["git", "worktree", "add", "--detach", str(tree), revision], cwd=REPO, check=True,
-                       capture_output=True)
-        try:
-            env = {**os.environ, "PYTHONPATH": str(tree / "src")}
-
-            def timed(cmd: list[str], runs: int) -> float:
-                times = []
-                for _ in range(runs):
-                    t = time.perf_counter()
-                    subprocess.run(cmd, check=True, capture_output=True, cwd=tree, env=env)
-                    times.append(time.perf_counter() - t)
-                return statistics.median(times)
-
-            base = [sys.executable, "-m", "braintriage", "predict"]
-            return {"revision": revision,
-                    "braintriage_predict_one_jpg": round(timed([*base, str(one), "--quiet"], 5), 3),
-                    "predict_testing_end_to_end_images_per_s": round(
-                        394 / timed([*base, str(DATA / "Testing"), "--quiet"], 3), 1)}
-        finally:
-            subprocess.run(["git", "worktree", "remove", "--force", str(tree)], cwd=REPO, capture_output=True)
+    with revision_tree(revision) as tree:
+        env = {**os.environ, "PYTHONPATH": str(tree / "src")}
+        base = [sys.executable, "-m", "braintriage", "predict"]
+        return {"revision": revision,
+                "braintriage_predict_one_jpg": round(median_seconds([*base, str(one), "--quiet"], 5, tree, env), 3),
+                "predict_testing_end_to_end_images_per_s": round(
+                    394 / median_seconds([*base, str(DATA / "Testing"), "--quiet"], 3, tree, env), 1)}
 
 
 def best_throughput(score, images: np.ndarray, passes: int = 3) -> float:

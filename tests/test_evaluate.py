@@ -60,6 +60,8 @@ def test_report_renders_in_headless_chromium(seed_data, small_testing_set, tmp_p
     # Tumor type, on all images and again on the unleaked ones: a 4x4 confusion matrix (rows true type) that
     # accounts for every image, its diagonal is the accuracy, and per-type recall matches its rows.
     for block, n in ((metrics, 48), (metrics["unleaked"], metrics["leakage"]["unleaked_images"])):
+        # Every scored image has one verdict, on all images and on the unleaked ones.
+        assert sum(c["tumor"] + c["no_tumor"] for c in block["verdicts"]["by_verdict"].values()) == n
         matrix = np.array(block["type_confusion_matrix"])
         assert matrix.shape == (4, 4) and matrix.sum() == n
         assert block["type_accuracy"] == pytest.approx(np.trace(matrix) / n)

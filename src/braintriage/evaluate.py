@@ -90,18 +90,20 @@ def score_dataset(predictor: Predictor, data: str | Path, split: str = "testing"
     )
 
 
-def verdict_counts(s: Scored) -> dict:
+def verdict_counts(s: Scored, mask: np.ndarray | None = None) -> dict:
     """Tumors and normals per outcome (how many land in the uncertain band, how many tumors a clear card
-    would show), and how often a shown tumor type was right where the true type is known."""
+    would show), and how often a shown tumor type was right where the true type is known; over the images
+    `mask` selects (all by default)."""
     from braintriage import verdicts
 
-    counts = {v: {"tumor": int(sum(1 for x, t in zip(s.verdicts, s.tumor) if x == v and t == 1)),
-                  "no_tumor": int(sum(1 for x, t in zip(s.verdicts, s.tumor) if x == v and t == 0))}
+    keep = np.ones(len(s.verdicts), dtype=bool) if mask is None else mask
+    rows = [(v, t, st, k) for v, t, st, k, m in zip(s.verdicts, s.tumor, s.shown_types, s.type_index, keep) if m]
+    counts = {v: {"tumor": sum(1 for x, t, _, _ in rows if x == v and t == 1),
+                  "no_tumor": sum(1 for x, t, _, _ in rows if x == v and t == 0)}
               for v in verdicts.WORKLIST_ORDER if v != verdicts.ERROR}
-    shown = [(st, TUMOR_TYPES[k]) for st, k in zip(s.shown_types, s.type_index)
-             if st and st != verdicts.TYPE_UNCERTAIN and k > 0]
+    shown = [(st, TUMOR_TYPES[k]) for _, _, st, k in rows if st and st != verdicts.TYPE_UNCERTAIN and k > 0]
     return {"by_verdict": counts, "types_shown": len(shown), "types_shown_right": sum(a == b for a, b in shown),
-            "type_uncertain": sum(st == verdicts.TYPE_UNCERTAIN for st in s.shown_types)}
+            "type_uncertain": sum(st == verdicts.TYPE_UNCERTAIN for _, _, st, _ in rows)}
 
 
 def default_train_data(data: str | Path) -> Path | None:
@@ -180,6 +182,8 @@ def evaluate(data: str | Path, model_path: str | Path | None = None, split: str 
             report["ood_guard"]["unleaked_false_alarm_rate"] = float(flagged[~leaked].mean()) if (~leaked).any() \
                 else None
     report["verdicts"] = verdict_counts(s)
+    if report.get("unleaked"):
+        report["unleaked"]["verdicts"] = verdict_counts(s, ~leaked)
     report["predictions"] = [
         {"path": a, "tumor": int(t), "tumor_probability": float(q), "verdict": s.verdicts[i],
          "type_shown": s.shown_types[i], **({"leaked": bool(leaked[i])} if leaked is not None else {})}

@@ -132,14 +132,14 @@ def _verdict_lines(metadata: dict, report: dict) -> list[str]:
                      f"type was right >= {shown['target_precision']:g} of the time ({shown['out_of_fold']['shown']} of "
                      f"{shown['out_of_fold']['suspected_with_known_type']} suspected tumors of known type, precision "
                      f"{_f(shown['out_of_fold']['precision'])}); otherwise \"type uncertain\".")
-    counts = report.get("verdicts")
-    if counts:
-        by = counts["by_verdict"]
-        cells = ", ".join(f"{v.replace('_', ' ')} {c['tumor'] + c['no_tumor']} ({c['tumor']} tumors, "
-                          f"{c['no_tumor']} normals)" for v, c in by.items())
-        right = (f"; types shown {counts['types_shown']}, right {counts['types_shown_right']} "
-                 f"({_f(counts['types_shown_right'] / counts['types_shown'])})" if counts["types_shown"] else "")
-        lines.append(f"- On the test data below: {cells}{right}.")
+    for label, counts in (("On the test data below", report.get("verdicts")),
+                          ("On its unleaked subset", (report.get("unleaked") or {}).get("verdicts"))):
+        if counts:
+            cells = ", ".join(f"{v.replace('_', ' ')} {c['tumor'] + c['no_tumor']} ({c['tumor']} tumors, "
+                              f"{c['no_tumor']} normals)" for v, c in counts["by_verdict"].items())
+            right = (f"; types shown {counts['types_shown']}, right {counts['types_shown_right']} "
+                     f"({_f(counts['types_shown_right'] / counts['types_shown'])})" if counts["types_shown"] else "")
+            lines.append(f"- {label}: {cells}{right}.")
     return lines
 
 

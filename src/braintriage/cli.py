@@ -90,6 +90,10 @@ def train(
                    "--image-size by 90% (faster; validation always at --image-size)."),
     epochs: int = typer.Option(60),
     batch_size: int = typer.Option(64),
+    micro_batch: Optional[int] = typer.Option(
+        None, help="Run each batch through the network in parts of this many images, gradients summed "
+                   "(BatchNorm statistics per part). On a 2-core CPU, 32 trains EfficientNet-Lite faster "
+                   "(benchmarks/README.md)."),
     lr: float = typer.Option(2e-3, help="Peak AdamW learning rate at batch 64 (scaled with batch size)."),
     weight_decay: float = typer.Option(0.05),
     label_smoothing: float = typer.Option(0.0),
@@ -117,7 +121,8 @@ def train(
     device: str = typer.Option("auto", help="auto, cpu, cuda, cuda:1 ..."),
     precision: str = typer.Option("auto", help="bf16, fp32, or auto: bf16 autocast where the GPU or CPU "
                                                "computes bf16 natively (AMX / AVX512-BF16), else fp32."),
-    compile: bool = typer.Option(False, help="torch.compile the model (GPU)."),
+    compile: bool = typer.Option(False, help="torch.compile the model (GPU; on a CPU it pays back only on "
+                                                 "long runs: benchmarks/README.md)."),
     calibrate: bool = typer.Option(False, help="Temperature-scale probabilities on validation data."),
     resume: bool = typer.Option(False, help="Continue an interrupted run from RUN_DIR/checkpoint.pt."),
     checkpoint_seconds: float = typer.Option(30.0, help="Save RUN_DIR/checkpoint.pt after an epoch at most "
@@ -142,7 +147,7 @@ def train(
                       backbone_lr_scale=backbone_lr_scale, source_balance=source_balance,
                       holdout_source=holdout_source,
                       labels=labels, image_size=image_size, crop_to_head=crop_to_head, equalize=equalize,
-                      start_size=start_size, epochs=epochs, batch_size=batch_size, lr=lr,
+                      start_size=start_size, epochs=epochs, batch_size=batch_size, micro_batch=micro_batch, lr=lr,
                       weight_decay=weight_decay, label_smoothing=label_smoothing,
                       ema_decay=ema_decay, val_fraction=val_fraction,
                       patience=patience, target_sensitivity=target_sensitivity, seed=seed, device=device,

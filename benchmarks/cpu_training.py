@@ -1,0 +1,118 @@
+"""CPU training speed in fp32 (a CPU without bf16): this code against an older revision, in one run.
+
+    python benchmarks/cpu_training.py --compare-with REV [--epochs 1] [--output benchmarks/cpu_training.json]
+
+Trains each variant below for `--epochs` whole epochs of the real data (the three sources, decoded caches),
+each in its own process (`train.fit`, as `braintriage train` runs it: augmentation, forward, backward, AdamW
+and the per-epoch validation), fp32 forced, and reports training images per second of the loop and the
+epoch's training and validation loss. The old revision runs from a temporary git worktree; both use the same
+data, split, seed and torch. Variants:
+
+  default    resnet18-w32 from scratch at 200 px, the `train` defaults (the default architecture)
+  pretrained the bundled model's recipe: efficientnet-lite0 from ImageNet weights at 160 px
+             (experiments/configs/all-lite0-160.json)
+
+and for each, `old` (REV), `new` (this tree, same settings: must learn the same, losses within float
+tolerance) and the faster settings this tree offers (`--micro-batch`, `--compile`), whose losses differ by
+what they change (stated beside them).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+from datetime import datetime, timezone
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from api_load import REPO, hardware, revision_tree  # noqa: E402
+
+DATA = REPO.parent / "shared" / "data"
+SOURCES = [str(DATA / name) for name in ("brain-tumor-classification-mri", "br35h", "figshare-cheng2017")]
+RECIPE_AUGMENT = {"zoom": [0.75, 1.3], "rotation_degrees": 15.0, "translate": 0.1, "gamma": [0.6, 1.6],
+                  "noise": 0.03, "intensity_remap": 0.2}
+ARCHITECTURES = {
+    "default": {"architecture": "resnet18-w32", "image_size": 200},
+    "pretrained": {"architecture": "efficientnet-lite0", "pretrained": True, "backbone_lr_scale": 0.3,
+                   "lr": 0.001, "labels": "type", "image_size": 160, "augment": RECIPE_AUGMENT},
+}
+# (name, settings added to the architecture's, what it changes in what is learned)
+FAST = {
+    "default": [],
+    "pretrained": [("micro-batch 32", {"micro_batch": 32},
+                    "BatchNorm statistics over 32 images instead of 64, dropout draws in another order")],
+}
+
+# Runs in a fresh process with PYTHONPATH set to one tree's src/: one fit, its history as JSON on stdout.
+FIT = r"""
+import json, sys, time, torch
+from braintriage.augment import AugmentPolicy
+from braintriage.train import TrainConfig, fit, grouped_split, prepare_data
+spec = json.loads(sys.argv[1])
+augment = AugmentPolicy.from_dict(spec.pop("augment", {}))
+cfg = TrainConfig(augment=augment, **spec)
+data = prepare_data(cfg, log=lambda *a: None)
+train_idx, val_idx = grouped_split(data.decoded, cfg.val_fraction, cfg.seed)
+t0 = time.perf_counter()
+fitted = fit(cfg, data, train_idx, val_idx, torch.device("cpu"), log=lambda *a: None)
+print(json.dumps({"history": fitted.history, "fit_seconds": time.perf_counter() - t0,
+                  "train_images": len(train_idx), "validation_images": len(val_idx)}))
+"""
+
+
+def measure(src: Path, settings: dict, epochs: int, seed: int) -> dict:
+    spec = {"data": SOURCES, "epochs": epochs, "patience": epochs, "seed": seed, "precision": "fp32",
+            "device": "cpu", "run_dir": os.devnull, **settings}
+    env = {**os.environ, "PYTHONPATH": str(src)}
+    done = subprocess.run([sys.executable, "-c", FIT, json.dumps(spec)], capture_output=True, text=True,
+                          env=env, cwd=REPO)
+    if done.returncode:
+        raise RuntimeError(done.stderr[-3000:])
+    out = json.loads(done.stdout.strip().splitlines()[-1])
+    history = out["history"]
+    images = history[-1]["step"] * spec.get("batch_size", 64)
+    seconds = sum(row["seconds"] for row in history)
+    return {"settings": settings, "epochs": len(history), "images_per_s": round(images / seconds, 1),
+            "epoch_seconds": [round(row["seconds"], 1) for row in history],
+            "train_loss": [round(row["train_loss"], 6) for row in history],
+            "val_loss": [round(row["val_loss"], 6) for row in history],
+            "train_images": out["train_images"], "validation_images": out["validation_images"]}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--compare-with", required=True, help="the older revision (commit) to measure beside")
+    ap.add_argument("--epochs", type=int, default=1)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--only", choices=sorted(ARCHITECTURES), help="one architecture only")
+    ap.add_argument("--output", type=Path, default=REPO / "benchmarks" / "cpu_training.json")
+    args = ap.parse_args()
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                            cwd=REPO).stdout.strip()
+    results = {}
+    with revision_tree(args.compare_with) as old_tree:
+        for name, settings in ARCHITECTURES.items():
+            if args.only and name != args.only:
+                continue
+            rows = {"old": measure(old_tree / "src", settings, args.epochs, args.seed),
+                    "new": measure(REPO / "src", settings, args.epochs, args.seed)}
+            for label, extra, changes in FAST[name]:
+                rows[label] = {**measure(REPO / "src", {**settings, **extra}, args.epochs, args.seed),
+                               "changes": changes}
+            base = rows["old"]["images_per_s"]
+            for label, row in rows.items():
+                row["speedup"] = round(row["images_per_s"] / base, 2)
+                print(f"{name} {label}: {row['images_per_s']} images/s ({row['speedup']}x), train loss "
+                      f"{row['train_loss']}, val loss {row['val_loss']}", flush=True)
+            results[name] = rows
+    record = {"benchmark": "cpu_training", "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+              "commit": commit, "old_commit": args.compare_with, "precision": "fp32", "hardware": hardware(),
+              "command": "python benchmarks/cpu_training.py " + " ".join(sys.argv[1:]), "results": results}
+    args.output.write_text(json.dumps(record, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()

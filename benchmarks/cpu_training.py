@@ -1,6 +1,7 @@
 """CPU training speed in fp32 (a CPU without bf16): this code against an older revision, in one run.
 
-    python benchmarks/cpu_training.py --compare-with REV [--epochs 1] [--output benchmarks/cpu_training.json]
+    python benchmarks/cpu_training.py --compare-with REV [--epochs 1] [--repeats 2] [--only default|pretrained]
+        [--output benchmarks/cpu_training.json]
 
 Trains each variant below for `--epochs` whole epochs of the real data (the three sources, decoded caches),
 each in its own process (`train.fit`, as `braintriage train` runs it: augmentation, forward, backward, AdamW
@@ -13,8 +14,8 @@ data, split, seed and torch. Variants:
              (experiments/configs/all-lite0-160.json)
 
 and for each, `old` (REV), `new` (this tree, same settings: must learn the same, losses within float
-tolerance) and the faster settings this tree offers (`--micro-batch`, `--compile`), whose losses differ by
-what they change (stated beside them).
+tolerance) and the faster settings this tree offers (`--micro-batch`), whose losses differ by what they
+change (stated beside them). Speeds are the median of `--repeats` interleaved runs.
 """
 
 from __future__ import annotations
@@ -26,6 +27,8 @@ import subprocess
 import sys
 from datetime import datetime, timezone
 from pathlib import Path
+
+import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from api_load import REPO, hardware, revision_tree  # noqa: E402
@@ -39,12 +42,12 @@ ARCHITECTURES = {
     "pretrained": {"architecture": "efficientnet-lite0", "pretrained": True, "backbone_lr_scale": 0.3,
                    "lr": 0.001, "labels": "type", "image_size": 160, "augment": RECIPE_AUGMENT},
 }
-# (name, settings added to the architecture's, what it changes in what is learned)
-FAST = {
-    "default": [],
-    "pretrained": [("micro-batch 32", {"micro_batch": 32},
-                    "BatchNorm statistics over 32 images instead of 64, dropout draws in another order")],
-}
+# Faster settings this tree offers: (name, settings added to the architecture's, what they change in what is
+# learned). torch.compile was tried as well and left out: on this CPU it compiled for a minute and then ran
+# slower than eager with micro-batches (benchmarks/README.md).
+MICRO_BATCH = ("micro-batch 16", {"micro_batch": 16},
+               "BatchNorm statistics over 16 images instead of 64; dropout draws in another order")
+FAST = {"default": [MICRO_BATCH], "pretrained": [MICRO_BATCH]}
 
 # Runs in a fresh process with PYTHONPATH set to one tree's src/: one fit, its history as JSON on stdout.
 FIT = r"""
@@ -87,6 +90,7 @@ def main() -> None:
     ap.add_argument("--compare-with", required=True, help="the older revision (commit) to measure beside")
     ap.add_argument("--epochs", type=int, default=1)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--repeats", type=int, default=2, help="runs of each variant, interleaved (median)")
     ap.add_argument("--only", choices=sorted(ARCHITECTURES), help="one architecture only")
     ap.add_argument("--output", type=Path, default=REPO / "benchmarks" / "cpu_training.json")
     args = ap.parse_args()
@@ -97,16 +101,25 @@ def main() -> None:
         for name, settings in ARCHITECTURES.items():
             if args.only and name != args.only:
                 continue
-            rows = {"old": measure(old_tree / "src", settings, args.epochs, args.seed),
-                    "new": measure(REPO / "src", settings, args.epochs, args.seed)}
+            variants = {"old": (old_tree / "src", settings, None), "new": (REPO / "src", settings, None)}
             for label, extra, changes in FAST[name]:
-                rows[label] = {**measure(REPO / "src", {**settings, **extra}, args.epochs, args.seed),
-                               "changes": changes}
+                variants[label] = (REPO / "src", {**settings, **extra}, changes)
+            # Interleaved repeats: this machine's speed drifts by 10-30% over minutes.
+            runs = {label: [] for label in variants}
+            for _ in range(args.repeats):
+                for label, (src, variant_settings, _) in variants.items():
+                    runs[label].append(measure(src, variant_settings, args.epochs, args.seed))
+            rows = {}
+            for label, measured in runs.items():
+                speeds = [m["images_per_s"] for m in measured]
+                rows[label] = {**measured[0], "images_per_s": round(float(np.median(speeds)), 1),
+                               "images_per_s_each": speeds, "changes": variants[label][2]}
             base = rows["old"]["images_per_s"]
             for label, row in rows.items():
                 row["speedup"] = round(row["images_per_s"] / base, 2)
-                print(f"{name} {label}: {row['images_per_s']} images/s ({row['speedup']}x), train loss "
-                      f"{row['train_loss']}, val loss {row['val_loss']}", flush=True)
+                print(f"{name} {label}: {row['images_per_s']} images/s ({row['speedup']}x; each "
+                      f"{row['images_per_s_each']}), train loss {row['train_loss']}, val loss {row['val_loss']}",
+                      flush=True)
             results[name] = rows
     record = {"benchmark": "cpu_training", "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
               "commit": commit, "old_commit": args.compare_with, "precision": "fp32", "hardware": hardware(),

@@ -117,6 +117,9 @@ def train(
                                                     "tissue contrasts (as between MRI sequences); 0 = off."),
     invert: float = typer.Option(0.0, help="Probability of inverting contrast inside the head (T1-like to "
                                            "T2-like); 0 = off."),
+    synthetic_lesions: float = typer.Option(
+        0.0, help="Probability that a no-tumor training image gets a painted mass and trains as a tumor of "
+                  "unknown type (teaches masses on the normals' sequences); 0 = off."),
     seed: int = typer.Option(0),
     device: str = typer.Option("auto", help="auto, cpu, cuda, cuda:1 ..."),
     precision: str = typer.Option("auto", help="bf16, fp32, or auto: bf16 autocast where the GPU or CPU "
@@ -154,7 +157,8 @@ def train(
                       precision=precision, compile=compile, calibrate=calibrate, resume=resume,
                       checkpoint_seconds=checkpoint_seconds,
                       exclude_leaked=str(exclude_leaked) if exclude_leaked else None, folds=folds,
-                      max_steps=max_steps, limit=limit, augment=policy)
+                      max_steps=max_steps, limit=limit, augment=policy,
+                      synthetic_lesions=synthetic_lesions)
     with user_errors():
         run_training(cfg, log=typer.echo)
 

@@ -92,6 +92,8 @@ class TrainConfig:
     max_steps: int | None = None  # stop after this many optimizer steps (smoke tests)
     limit: int | None = None  # use only this many images, a stratified sample (smoke tests)
     augment: AugmentPolicy = field(default_factory=AugmentPolicy)
+    synthetic_lesions: float = 0.0  # probability that a no-tumor training image gets a painted mass and becomes
+    #                                 a tumor of unknown type (synthetic_lesions.py); 0 = off
 
 
 def pick_device(name: str) -> torch.device:
@@ -290,8 +292,27 @@ def augmented_input(images_u8: torch.Tensor, policy: AugmentPolicy, gen: torch.G
                     mean: float, std: float) -> torch.Tensor:
     """A uint8 batch on the device -> augmented at `size`, normalised, channels-last: what a training step
     (and the BatchNorm re-estimation that mimics one) feeds the network."""
-    x = augment_batch(images_u8.float().div_(255.0), policy, gen, size)
+    return augmented_float_input(images_u8.float().div_(255.0), policy, gen, size, mean, std)
+
+
+def augmented_float_input(images: torch.Tensor, policy: AugmentPolicy, gen: torch.Generator, size: int,
+                          mean: float, std: float) -> torch.Tensor:
+    x = augment_batch(images, policy, gen, size)
     return ((x - mean) / std).contiguous(memory_format=torch.channels_last)
+
+
+def training_batch(images_u8: torch.Tensor, targets: torch.Tensor, weights: torch.Tensor, cfg: "TrainConfig",
+                   gen: torch.Generator, size: int, mean: float, std: float, tumor_target: int,
+                   tumor_weight: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(network input, targets, loss weights) of one training batch: synthetic lesions painted into some
+    no-tumor images (with --synthetic-lesions; they become tumors), then the augmentation."""
+    if cfg.synthetic_lesions <= 0:  # draws nothing extra: runs without lesions are what they were
+        return augmented_input(images_u8, cfg.augment, gen, size, mean, std), targets, weights
+    from braintriage.synthetic_lesions import add_lesions
+
+    images, targets, weights = add_lesions(images_u8.float().div_(255.0), targets, weights, cfg.synthetic_lesions,
+                                           tumor_target, tumor_weight, gen)
+    return augmented_float_input(images, cfg.augment, gen, size, mean, std), targets, weights
 
 
 @torch.no_grad()
@@ -468,8 +489,13 @@ def fit(cfg: TrainConfig, data: Prepared, train_idx: np.ndarray, val_idx: np.nda
     # The whole dataset lives on the training device as uint8; a step only moves an index batch.
     images = torch.from_numpy(decoded.images).unsqueeze(1).to(device)
     targets = torch.from_numpy(data.targets).to(device)
-    weights = torch.from_numpy(data.image_weights(train_idx, cfg.source_balance)).to(device)
+    image_weights = data.image_weights(train_idx, cfg.source_balance)
+    weights = torch.from_numpy(image_weights).to(device)
     train_ids = torch.from_numpy(train_idx).to(device)
+    # A synthetic lesion makes a tumor of unknown type, weighed as the training tumors are on average.
+    tumor_target = UNTYPED_TUMOR if data.labels == "type" else 1
+    trained_tumors = train_idx[data.targets[train_idx] != 0]
+    tumor_weight = float(image_weights[trained_tumors].mean()) if len(trained_tumors) else 1.0
 
     model = build_model(cfg.architecture, 1, data.num_classes if data.labels == "type" else 1, cfg.image_size,
                         pretrained=cfg.pretrained)
@@ -545,9 +571,10 @@ def fit(cfg: TrainConfig, data: Prepared, train_idx: np.ndarray, val_idx: np.nda
         for b in range(steps_per_epoch):
             first = (b * world + rank) * cfg.batch_size  # this process's share of global batch b
             idx = order[first:first + cfg.batch_size]
-            x = augmented_input(images[idx], cfg.augment, aug_gen, size, mean, std)
-            loss, right = optimizer_step(step_model, optimizer, x, targets[idx], weights[idx], cfg.micro_batch,
-                                         cfg.label_smoothing, bf16)
+            x, y, w = training_batch(images[idx], targets[idx], weights[idx], cfg, aug_gen, size, mean, std,
+                                     tumor_target, tumor_weight)
+            loss, right = optimizer_step(step_model, optimizer, x, y, w, cfg.micro_batch, cfg.label_smoothing,
+                                         bf16)
             schedule.step()
             if ema is not None:
                 ema.update_parameters(model)

@@ -1,0 +1,44 @@
+"""Synthetic lesions (issue 21): painted into no-tumor images only, inside the head, and they relabel them."""
+
+import numpy as np
+import torch
+
+from braintriage.synthetic_lesions import add_lesions
+from conftest import synthetic_slice
+
+
+def head_batch(n: int) -> torch.Tensor:
+    return torch.stack([torch.from_numpy(synthetic_slice(128, seed=i)).float()[None] / 255 for i in range(n)])
+
+
+def test_only_chosen_normals_change_and_become_tumors_of_unknown_type():
+    images = head_batch(8)
+    targets = torch.tensor([0, 0, 0, 0, 1, 2, 3, 4])  # four normals, then tumors (4: type unknown)
+    weights = torch.arange(1.0, 9.0)
+    out, new_targets, new_weights = add_lesions(images, targets, weights, 1.0, 4, 0.5,
+                                                torch.Generator().manual_seed(0))
+    changed = (out != images).flatten(1).any(1)
+    assert changed[:4].all() and not changed[4:].any()
+    assert new_targets.tolist() == [4, 4, 4, 4, 1, 2, 3, 4]
+    assert new_weights.tolist() == [0.5] * 4 + [5.0, 6.0, 7.0, 8.0]
+    # A visible mass: a few hundred pixels moved by more than 0.1.
+    moved = ((out - images).abs() > 0.1).flatten(1).sum(1)[:4]
+    assert (moved > 50).all(), moved
+
+
+def test_nothing_is_painted_outside_the_head_and_rate_zero_changes_nothing():
+    images = head_batch(6)
+    out, targets, _ = add_lesions(images, torch.zeros(6, dtype=torch.long), torch.ones(6), 1.0, 1, 1.0,
+                                  torch.Generator().manual_seed(1))
+    background = images < 0.02
+    assert torch.equal(out[background], images[background])
+    assert (targets == 1).all()
+    same, zero_targets, _ = add_lesions(images, torch.zeros(6, dtype=torch.long), torch.ones(6), 0.0, 1, 1.0,
+                                        torch.Generator().manual_seed(1))
+    assert torch.equal(same, images) and (zero_targets == 0).all()
+
+
+def test_an_image_without_room_for_a_mass_is_left_a_normal():
+    black = torch.zeros(2, 1, 64, 64)
+    out, targets, _ = add_lesions(black, torch.zeros(2, dtype=torch.long), torch.ones(2), 1.0, 4, 1.0)
+    assert torch.equal(out, black) and (targets == 0).all()

@@ -90,10 +90,6 @@ def train(
                    "--image-size by 90% (faster; validation always at --image-size)."),
     epochs: int = typer.Option(60),
     batch_size: int = typer.Option(64),
-    micro_batch: Optional[int] = typer.Option(
-        None, help="Run each batch through the network in parts of this many images, gradients summed "
-                   "(BatchNorm statistics per part). On a 2-core CPU, 32 trains EfficientNet-Lite faster "
-                   "(benchmarks/README.md)."),
     lr: float = typer.Option(2e-3, help="Peak AdamW learning rate at batch 64 (scaled with batch size)."),
     weight_decay: float = typer.Option(0.05),
     label_smoothing: float = typer.Option(0.0),
@@ -150,7 +146,7 @@ def train(
                       backbone_lr_scale=backbone_lr_scale, source_balance=source_balance,
                       holdout_source=holdout_source,
                       labels=labels, image_size=image_size, crop_to_head=crop_to_head, equalize=equalize,
-                      start_size=start_size, epochs=epochs, batch_size=batch_size, micro_batch=micro_batch, lr=lr,
+                      start_size=start_size, epochs=epochs, batch_size=batch_size, lr=lr,
                       weight_decay=weight_decay, label_smoothing=label_smoothing,
                       ema_decay=ema_decay, val_fraction=val_fraction,
                       patience=patience, target_sensitivity=target_sensitivity, seed=seed, device=device,

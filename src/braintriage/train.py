@@ -18,7 +18,6 @@ kept, so the same command run again after an interruption trains only the missin
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import hashlib
 import json
@@ -38,6 +37,7 @@ from tqdm import tqdm
 
 from braintriage.augment import AugmentPolicy, augment_batch
 from braintriage.cache import DecodedSet, cached_decode, from_sources
+from braintriage.cpu_memory import keep_freed_memory
 from braintriage.csv_cells import write_csv_dicts
 from braintriage.datasets import TUMOR_TYPES, DatasetLayoutError, load_dataset
 from braintriage.metrics import (METRIC_NAMES, binary_metrics, threshold_for_sensitivity, wilson_interval,
@@ -70,8 +70,6 @@ class TrainConfig:
     start_size: int | None = None  # progressive resizing: early epochs train at this size, growing to image_size
     epochs: int = 60
     batch_size: int = 64
-    micro_batch: int | None = None  # run each batch through the network in parts of this many images, the
-    #                                 gradients summed (BatchNorm statistics per part): faster on a CPU
     lr: float = 2e-3  # AdamW peak learning rate at batch 64; scaled linearly with batch size
     weight_decay: float = 0.05
     warmup_epochs: float = 2.0
@@ -249,31 +247,16 @@ def correct_predictions(logits: torch.Tensor, targets: torch.Tensor) -> torch.Te
 
 
 def optimizer_step(step_model: torch.nn.Module, optimizer: torch.optim.Optimizer, x: torch.Tensor,
-                   y: torch.Tensor, w: torch.Tensor, micro_batch: int | None, smoothing: float, bf16: bool
+                   y: torch.Tensor, w: torch.Tensor, smoothing: float, bf16: bool
                    ) -> tuple[torch.Tensor, torch.Tensor]:
-    """One optimizer step on the augmented batch x: the weighted loss over the whole batch, its gradient
-    summed over parts of `micro_batch` images (one part without it). The sum equals the whole batch's gradient
-    except for BatchNorm, whose statistics are then each part's own (ghost batch norm), and dropout's draws:
-    on a 2-core CPU EfficientNet's large activation maps fit the caches at 32 images and not at 64.
-    Returns (summed loss, correct predictions), detached."""
+    """One optimizer step on the augmented batch x with weighted loss; returns (loss, correct), detached."""
+    with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=bf16):
+        logits = step_model(x)
+    loss = weighted_loss(logits, y, w, smoothing)
     optimizer.zero_grad(set_to_none=True)
-    total_weight = w.sum()
-    part = micro_batch or len(x)
-    starts = range(0, len(x), part)
-    loss_sum, correct = torch.zeros((), device=x.device), torch.zeros((), device=x.device)
-    for i in starts:
-        last = i == starts[-1]
-        # Under DistributedDataParallel, the gradients are all-reduced once, after the last part.
-        sync = contextlib.nullcontext() if last or not hasattr(step_model, "no_sync") else step_model.no_sync()
-        with sync:
-            with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=bf16):
-                logits = step_model(x[i:i + part])
-            loss = (per_image_loss(logits, y[i:i + part], smoothing) * w[i:i + part]).sum() / total_weight
-            loss.backward()
-        loss_sum += loss.detach()
-        correct += correct_predictions(logits.detach(), y[i:i + part])
+    loss.backward()
     optimizer.step()
-    return loss_sum, correct
+    return loss.detach(), correct_predictions(logits.detach(), y)
 
 
 @torch.no_grad()
@@ -475,9 +458,9 @@ def fit(cfg: TrainConfig, data: Prepared, train_idx: np.ndarray, val_idx: np.nda
     draws, same number of steps. Under torchrun each process trains on its share of every global batch
     (batch_size per process; the learning rate scales with the global batch) through DistributedDataParallel;
     validation runs whole on every process, so early stopping decides the same everywhere."""
-    if cfg.micro_batch is not None and not 0 < cfg.micro_batch <= cfg.batch_size:
-        raise TrainingSetupError(f"--micro-batch must be between 1 and the batch size ({cfg.batch_size})")
     torch.manual_seed(cfg.seed)
+    if device.type == "cpu":
+        keep_freed_memory()  # half a CPU training step went to page faults without it (cpu_memory.py)
     world, rank = dist_info.world, dist_info.rank
     on_cuda = device.type == "cuda"
     bf16 = use_bf16(cfg.precision, device)
@@ -534,7 +517,6 @@ def fit(cfg: TrainConfig, data: Prepared, train_idx: np.ndarray, val_idx: np.nda
     split_hash = hashlib.sha256(train_idx.tobytes()).hexdigest()[:16]
     run_key = f"{decoded.fingerprint}:{split_hash}:{cfg.epochs}:{cfg.batch_size}:{cfg.seed}:{world}"
     run_key += f":ema {cfg.ema_decay}" if cfg.ema_decay else ""
-    run_key += f":micro-batch {cfg.micro_batch}" if cfg.micro_batch else ""
     run_key += f":{decoded.preprocess.key()}"
     if cfg.resume and checkpoint is not None and checkpoint.exists():
         state = torch.load(checkpoint, map_location=device, weights_only=True)  # tensors and plain data only
@@ -573,8 +555,7 @@ def fit(cfg: TrainConfig, data: Prepared, train_idx: np.ndarray, val_idx: np.nda
             idx = order[first:first + cfg.batch_size]
             x, y, w = training_batch(images[idx], targets[idx], weights[idx], cfg, aug_gen, size, mean, std,
                                      tumor_target, tumor_weight)
-            loss, right = optimizer_step(step_model, optimizer, x, y, w, cfg.micro_batch, cfg.label_smoothing,
-                                         bf16)
+            loss, right = optimizer_step(step_model, optimizer, x, y, w, cfg.label_smoothing, bf16)
             schedule.step()
             if ema is not None:
                 ema.update_parameters(model)

@@ -1,21 +1,18 @@
 """CPU training speed in fp32 (a CPU without bf16): this code against an older revision, in one run.
 
     python benchmarks/cpu_training.py --compare-with REV [--epochs 1] [--repeats 2] [--only default|pretrained]
-        [--output benchmarks/cpu_training.json]
+        [--precision fp32] [--output benchmarks/cpu_training.json]
 
-Trains each variant below for `--epochs` whole epochs of the real data (the three sources, decoded caches),
-each in its own process (`train.fit`, as `braintriage train` runs it: augmentation, forward, backward, AdamW
-and the per-epoch validation), fp32 forced, and reports training images per second of the loop and the
-epoch's training and validation loss. The old revision runs from a temporary git worktree; both use the same
-data, split, seed and torch. Variants:
+Trains each architecture below for `--epochs` whole epochs of the real data (the three sources, decoded
+caches), each run in its own process (`train.fit`, as `braintriage train` runs it: augmentation, forward,
+backward, AdamW and the per-epoch validation), and reports training images per second of that loop and the
+epochs' training and validation losses. The old revision runs from a temporary git worktree; both use the
+same data, split, seed and torch, and runs of the two alternate (`--repeats`, median), since this machine's
+speed drifts. `same_losses`: whether the two learned the same (losses within float tolerance).
 
   default    resnet18-w32 from scratch at 200 px, the `train` defaults (the default architecture)
   pretrained the bundled model's recipe: efficientnet-lite0 from ImageNet weights at 160 px
              (experiments/configs/all-lite0-160.json)
-
-and for each, `old` (REV), `new` (this tree, same settings: must learn the same, losses within float
-tolerance) and the faster settings this tree offers (`--micro-batch`), whose losses differ by what they
-change (stated beside them). Speeds are the median of `--repeats` interleaved runs.
 """
 
 from __future__ import annotations
@@ -42,13 +39,6 @@ ARCHITECTURES = {
     "pretrained": {"architecture": "efficientnet-lite0", "pretrained": True, "backbone_lr_scale": 0.3,
                    "lr": 0.001, "labels": "type", "image_size": 160, "augment": RECIPE_AUGMENT},
 }
-# Faster settings this tree offers: (name, settings added to the architecture's, what they change in what is
-# learned). torch.compile was tried as well and left out: on this CPU it compiled for a minute and then ran
-# slower than eager with micro-batches (benchmarks/README.md).
-MICRO_BATCH = ("micro-batch 16", {"micro_batch": 16},
-               "BatchNorm statistics over 16 images instead of 64; dropout draws in another order")
-FAST = {"default": [MICRO_BATCH], "pretrained": [MICRO_BATCH]}
-
 # Runs in a fresh process with PYTHONPATH set to one tree's src/: one fit, its history as JSON on stdout.
 FIT = r"""
 import json, sys, time, torch
@@ -66,8 +56,8 @@ print(json.dumps({"history": fitted.history, "fit_seconds": time.perf_counter() 
 """
 
 
-def measure(src: Path, settings: dict, epochs: int, seed: int) -> dict:
-    spec = {"data": SOURCES, "epochs": epochs, "patience": epochs, "seed": seed, "precision": "fp32",
+def measure(src: Path, settings: dict, epochs: int, seed: int, precision: str) -> dict:
+    spec = {"data": SOURCES, "epochs": epochs, "patience": epochs, "seed": seed, "precision": precision,
             "device": "cpu", "run_dir": os.devnull, **settings}
     env = {**os.environ, "PYTHONPATH": str(src)}
     done = subprocess.run([sys.executable, "-c", FIT, json.dumps(spec)], capture_output=True, text=True,
@@ -90,6 +80,7 @@ def main() -> None:
     ap.add_argument("--compare-with", required=True, help="the older revision (commit) to measure beside")
     ap.add_argument("--epochs", type=int, default=1)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--precision", default="fp32", help="fp32 (a CPU without bf16), or bf16 / auto")
     ap.add_argument("--repeats", type=int, default=2, help="runs of each variant, interleaved (median)")
     ap.add_argument("--only", choices=sorted(ARCHITECTURES), help="one architecture only")
     ap.add_argument("--output", type=Path, default=REPO / "benchmarks" / "cpu_training.json")
@@ -101,28 +92,28 @@ def main() -> None:
         for name, settings in ARCHITECTURES.items():
             if args.only and name != args.only:
                 continue
-            variants = {"old": (old_tree / "src", settings, None), "new": (REPO / "src", settings, None)}
-            for label, extra, changes in FAST[name]:
-                variants[label] = (REPO / "src", {**settings, **extra}, changes)
+            variants = {"old": old_tree / "src", "new": REPO / "src"}
             # Interleaved repeats: this machine's speed drifts by 10-30% over minutes.
             runs = {label: [] for label in variants}
             for _ in range(args.repeats):
-                for label, (src, variant_settings, _) in variants.items():
-                    runs[label].append(measure(src, variant_settings, args.epochs, args.seed))
+                for label, src in variants.items():
+                    runs[label].append(measure(src, settings, args.epochs, args.seed, args.precision))
             rows = {}
             for label, measured in runs.items():
                 speeds = [m["images_per_s"] for m in measured]
                 rows[label] = {**measured[0], "images_per_s": round(float(np.median(speeds)), 1),
-                               "images_per_s_each": speeds, "changes": variants[label][2]}
-            base = rows["old"]["images_per_s"]
-            for label, row in rows.items():
-                row["speedup"] = round(row["images_per_s"] / base, 2)
-                print(f"{name} {label}: {row['images_per_s']} images/s ({row['speedup']}x; each "
-                      f"{row['images_per_s_each']}), train loss {row['train_loss']}, val loss {row['val_loss']}",
-                      flush=True)
+                               "images_per_s_each": speeds}
+            rows["speedup"] = round(rows["new"]["images_per_s"] / rows["old"]["images_per_s"], 2)
+            rows["same_losses"] = all(
+                np.allclose(rows["old"][k], rows["new"][k], rtol=1e-3, atol=1e-4) for k in ("train_loss", "val_loss"))
+            for label in variants:
+                row = rows[label]
+                print(f"{name} {label}: {row['images_per_s']} images/s (each {row['images_per_s_each']}), "
+                      f"train loss {row['train_loss']}, val loss {row['val_loss']}", flush=True)
+            print(f"{name}: {rows['speedup']}x, same losses: {rows['same_losses']}", flush=True)
             results[name] = rows
     record = {"benchmark": "cpu_training", "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-              "commit": commit, "old_commit": args.compare_with, "precision": "fp32", "hardware": hardware(),
+              "commit": commit, "old_commit": args.compare_with, "precision": args.precision, "hardware": hardware(),
               "command": "python benchmarks/cpu_training.py " + " ".join(sys.argv[1:]), "results": results}
     args.output.write_text(json.dumps(record, indent=2) + "\n")
 

@@ -282,3 +282,18 @@ def test_a_models_validation_split_is_rebuilt_from_its_metadata_and_only_for_its
     with pytest.raises(ValueError, match="not the data"):
         model_validation_split(meta, other)
 
+
+
+def test_synthetic_lesions_relabel_training_normals_and_join_the_guards_fit(tmp_path):
+    """--synthetic-lesions changes what a run learns (the same seed without it trains otherwise), and the
+    model's guard is fitted with lesion-painted normals too (issue 21)."""
+    cache = tiny_type_cache(tmp_path, per_class=8)
+    common = dict(data=str(cache), run_dir=str(tmp_path / "run"), image_size=48, architecture="resnet18-w32",
+                  batch_size=8, val_fraction=0.25, patience=100, seed=3, augment=NO_AUGMENT, epochs=2)
+    plain = train(TrainConfig(**common, output=str(tmp_path / "plain.safetensors")), log=lambda *_: None)
+    painted = train(TrainConfig(**common, output=str(tmp_path / "painted.safetensors"), synthetic_lesions=1.0),
+                    log=lambda *_: None)
+    assert [r["train_loss"] for r in plain["history"]] != [r["train_loss"] for r in painted["history"]]
+    assert painted["metadata"]["training"]["config"]["synthetic_lesions"] == 1.0
+    assert read_metadata(tmp_path / "painted.safetensors")["ood"]["synthetic_lesions"] is True
+    assert read_metadata(tmp_path / "plain.safetensors")["ood"]["synthetic_lesions"] is False

@@ -89,6 +89,14 @@ def test_grouped_cross_validation_reports_mean_and_spread(real_subset, tmp_path,
     # Folds of another recipe are refused, never mixed in.
     with pytest.raises(ValueError, match="another recipe"):
         train(dataclasses.replace(cfg, epochs=3), log=lambda *_: None)
+    # Folds saved before a setting existed (here synthetic_lesions) still count: it was at its default then.
+    for fold in (tmp_path / "cv" / "folds").glob("fold-*.json"):
+        record = json.loads(fold.read_text())
+        del record["config"]["synthetic_lesions"]
+        fold.write_text(json.dumps(record))
+    lines = []
+    train(cfg, log=lines.append)
+    assert sum("finished by an earlier run" in line for line in lines) == 3
     assert saved["pooled_out_of_fold"]["at_specificity_0.95"]["specificity"] >= 0.95
 
 

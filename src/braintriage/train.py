@@ -517,6 +517,7 @@ def fit(cfg: TrainConfig, data: Prepared, train_idx: np.ndarray, val_idx: np.nda
     split_hash = hashlib.sha256(train_idx.tobytes()).hexdigest()[:16]
     run_key = f"{decoded.fingerprint}:{split_hash}:{cfg.epochs}:{cfg.batch_size}:{cfg.seed}:{world}"
     run_key += f":ema {cfg.ema_decay}" if cfg.ema_decay else ""
+    run_key += f":lesions {cfg.synthetic_lesions}" if cfg.synthetic_lesions else ""
     run_key += f":{decoded.preprocess.key()}"
     if cfg.resume and checkpoint is not None and checkpoint.exists():
         state = torch.load(checkpoint, map_location=device, weights_only=True)  # tensors and plain data only
@@ -854,7 +855,9 @@ def finished_fold(run_dir: Path, k: int, cfg: TrainConfig, fingerprint: str) -> 
     if not path.exists():
         return None
     record = json.loads(path.read_text())
-    if record["config"] != json.loads(json.dumps(recipe(cfg))) or record["data_fingerprint"] != fingerprint:
+    # A setting added since the fold was saved counts as its default (what that code did).
+    saved = {**json.loads(json.dumps(recipe(TrainConfig(data="")))), **record["config"]}
+    if saved != json.loads(json.dumps(recipe(cfg))) or record["data_fingerprint"] != fingerprint:
         raise TrainingSetupError(f"{path} was saved by another recipe or from other data; use a new "
                                  "--run-dir or delete that folder")
     return record

@@ -41,7 +41,7 @@ ARCHITECTURES = {
 }
 # Runs in a fresh process with PYTHONPATH set to one tree's src/: one fit, its history as JSON on stdout.
 FIT = r"""
-import json, sys, time, torch
+import json, sys, torch
 from braintriage.augment import AugmentPolicy
 from braintriage.train import TrainConfig, fit, grouped_split, prepare_data
 spec = json.loads(sys.argv[1])
@@ -49,10 +49,8 @@ augment = AugmentPolicy.from_dict(spec.pop("augment", {}))
 cfg = TrainConfig(augment=augment, **spec)
 data = prepare_data(cfg, log=lambda *a: None)
 train_idx, val_idx = grouped_split(data.decoded, cfg.val_fraction, cfg.seed)
-t0 = time.perf_counter()
 fitted = fit(cfg, data, train_idx, val_idx, torch.device("cpu"), log=lambda *a: None)
-print(json.dumps({"history": fitted.history, "fit_seconds": time.perf_counter() - t0,
-                  "train_images": len(train_idx), "validation_images": len(val_idx)}))
+print(json.dumps({"history": fitted.history, "train_images": len(train_idx), "validation_images": len(val_idx)}))
 """
 
 

@@ -291,7 +291,6 @@ def test_a_models_validation_split_is_rebuilt_from_its_metadata_and_only_for_its
         model_validation_split(meta, other)
 
 
-
 def test_synthetic_lesions_relabel_training_normals_and_join_the_guards_fit(tmp_path):
     """--synthetic-lesions changes what a run learns (the same seed without it trains otherwise), and the
     model's guard is fitted with lesion-painted normals too (issue 21)."""

@@ -120,8 +120,8 @@ def train(
     device: str = typer.Option("auto", help="auto, cpu, cuda, cuda:1 ..."),
     precision: str = typer.Option("auto", help="bf16, fp32, or auto: bf16 autocast where the GPU or CPU "
                                                "computes bf16 natively (AMX / AVX512-BF16), else fp32."),
-    compile: bool = typer.Option(False, help="torch.compile the model (GPU; on a CPU it pays back only on "
-                                                 "long runs: benchmarks/README.md)."),
+    compile: bool = typer.Option(False, help="torch.compile the model (GPU; on this project's CPUs it "
+                                                 "gave no gain: benchmarks/README.md)."),
     calibrate: bool = typer.Option(False, help="Temperature-scale probabilities on validation data."),
     resume: bool = typer.Option(False, help="Continue an interrupted run from RUN_DIR/checkpoint.pt."),
     checkpoint_seconds: float = typer.Option(30.0, help="Save RUN_DIR/checkpoint.pt after an epoch at most "

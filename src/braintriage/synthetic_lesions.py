@@ -27,7 +27,7 @@ DARK = (0.0, 0.15)
 DARK_SHARE = 0.25  # of the masses, this share is darker than the brain around it
 RING_SHARE = 0.3  # ... has a dark core inside a bright ring
 HALO_SHARE = 0.5  # ... has a fainter halo around it
-HEAD_LEVEL = 0.08  # pixels brighter than this are the head (after a light blur)
+HEAD_LEVEL = 0.08  # pixels brighter than this are the head
 
 
 def head_interior(images: torch.Tensor, width: int) -> torch.Tensor:

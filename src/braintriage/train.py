@@ -44,6 +44,7 @@ from braintriage.metrics import (METRIC_NAMES, binary_metrics, threshold_for_sen
                                  threshold_for_specificity)
 from braintriage.modelfile import save_model, update_metadata
 from braintriage.pretrained import weights_package
+from braintriage.synthetic_lesions import add_lesions
 from braintriage.models import DEFAULT_MODEL, build_model, count_parameters, to_model_input, tumor_probability
 from braintriage.preprocess import PreprocessConfig
 
@@ -291,8 +292,6 @@ def training_batch(images_u8: torch.Tensor, targets: torch.Tensor, weights: torc
     no-tumor images (with --synthetic-lesions; they become tumors), then the augmentation."""
     if cfg.synthetic_lesions <= 0:  # draws nothing extra: runs without lesions are what they were
         return augmented_input(images_u8, cfg.augment, gen, size, mean, std), targets, weights
-    from braintriage.synthetic_lesions import add_lesions
-
     images, targets, weights = add_lesions(images_u8.float().div_(255.0), targets, weights, cfg.synthetic_lesions,
                                            tumor_target, tumor_weight, gen)
     return augmented_float_input(images, cfg.augment, gen, size, mean, std), targets, weights
@@ -872,11 +871,10 @@ def calibrate_ood(model_path: str | Path, decoded: DecodedSet, output: str | Pat
     Writes `output` with metadata["ood"]."""
     from braintriage import ood
     from braintriage.inference import Predictor
-    from braintriage.modelfile import read_metadata
 
     predictor = Predictor(model_path)
     layers = predictor.available_guard_layers  # a refit replaces any earlier guard whole, with all there is
-    lesions = float(read_metadata(model_path).get("training", {}).get("config", {}).get("synthetic_lesions", 0))
+    lesions = float(predictor.metadata.get("training", {}).get("config", {}).get("synthetic_lesions", 0))
     train_idx, val_idx = grouped_split(decoded, val_fraction, seed)
 
     def guard_images(idx: np.ndarray) -> np.ndarray:
@@ -898,8 +896,6 @@ def calibrate_ood(model_path: str | Path, decoded: DecodedSet, output: str | Pat
 
 def painted_normals(decoded: DecodedSet, idx: np.ndarray, seed: int) -> np.ndarray:
     """One lesion-painted copy of each no-tumor image among idx (uint8), the same every call (a fixed seed)."""
-    from braintriage.synthetic_lesions import add_lesions
-
     normals = idx[decoded.tumor[idx] == 0]
     images = torch.from_numpy(decoded.images[normals]).unsqueeze(1).float() / 255.0
     zeros = torch.zeros(len(normals), dtype=torch.long)

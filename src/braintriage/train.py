@@ -877,7 +877,8 @@ def calibrate_ood(model_path: str | Path, decoded: DecodedSet, output: str | Pat
     predictor = Predictor(model_path)
     layers = predictor.available_guard_layers  # a refit replaces any earlier guard whole, with all there is
     config = predictor.metadata.get("training", {}).get("config", {})
-    lesions, invert = float(config.get("synthetic_lesions", 0)), float(config.get("invert", 0))
+    lesions = float(config.get("synthetic_lesions", 0))
+    invert = float(config.get("augment", {}).get("invert", 0))
     train_idx, val_idx = grouped_split(decoded, val_fraction, seed)
 
     def guard_images(idx: np.ndarray) -> np.ndarray:

@@ -6,7 +6,7 @@ import pytest
 from typer.testing import CliRunner
 
 from braintriage.cli import app
-from braintriage.inference import Predictor
+from braintriage.inference import Predictor, tumor_probability
 from braintriage.scans import items_from_paths
 
 runner = CliRunner()
@@ -99,15 +99,54 @@ def test_bundled_model_meets_the_seed_study_on_testing(seed_data, tmp_path):
 
 
 @pytest.mark.dataset
-def test_parallel_decoding_gives_the_sequential_path_s_probabilities(seed_data):
-    """Slices are decoded on a thread pool, a batch ahead of the model: the answers must be those of decoding
-    one file after another and scoring the stack (within 1e-4), in the same order."""
+def test_parallel_decoding_and_scoring_give_the_sequential_path_s_probabilities(seed_data):
+    """Slices are decoded on a thread pool a batch ahead of the model, and the network runs on small chunks side
+    by side: the answers must be those of decoding one file after another and scoring each image alone on a
+    plain ONNX Runtime session (within 1e-4), in the same order."""
+    import onnxruntime as ort
+
     from braintriage.preprocess import decode_image, preprocess
 
     predictor = Predictor()
+    assert predictor.backend.parallel_runs >= 1
     paths = [str(p) for folder in ("glioma_tumor", "no_tumor") for p in sorted((seed_data / "Testing" / folder)
                                                                               .glob("*.jpg"))[:40]]
     threaded = [r.tumor_probability for r in predictor.predict_items(items_from_paths(paths))]
-    sequential, _, _ = predictor.predict_arrays(np.stack([preprocess(decode_image(p), predictor.preprocess)
-                                                          for p in paths]))
+    session = ort.InferenceSession(str(predictor.model_path), providers=["CPUExecutionProvider"])
+    (mean, std), = predictor.input_normalization
+    sequential = []
+    for path in paths:
+        x = (preprocess(decode_image(path), predictor.preprocess).astype(np.float32) / 255.0 - mean) / std
+        logits = session.run(["logits"], {"image": x[None, None].astype(np.float32)})[0]
+        sequential.append(tumor_probability(logits, predictor.temperature)[0][0])
     assert len(threaded) == 80 and np.allclose(threaded, sequential, atol=1e-4)
+
+
+def test_onnx_sessions_start_from_a_fused_copy_that_answers_the_same(tmp_path, monkeypatch, seed_data):
+    """The first load keeps a fused copy of the graph in the user's cache; later loads start from it with the
+    same answers. A damaged copy is made again, an unwritable cache costs nothing, and the cache stays bounded."""
+    import shutil
+
+    from braintriage import inference
+    from braintriage.preprocess import load_and_preprocess
+
+    monkeypatch.setenv("BRAINTRIAGE_CACHE", str(tmp_path / "cache"))
+    images = np.stack([load_and_preprocess(p, Predictor().preprocess)
+                       for p in sorted((seed_data / "Testing" / "glioma_tumor").glob("*.jpg"))[:8]])
+    copies = lambda: sorted((tmp_path / "cache" / "onnxruntime").glob("*.onnx"))  # noqa: E731
+    (fused,) = copies()
+    first = Predictor().predict_arrays(images)[0]
+    fused.write_bytes(b"not an onnx file")
+    again = Predictor().predict_arrays(images)[0]
+    assert fused.stat().st_size > 1_000_000 and copies() == [fused]
+    assert np.allclose(first, again, atol=1e-5)
+    monkeypatch.setenv("BRAINTRIAGE_CACHE", str(fused))  # a file where the folder should be: nothing written
+    assert np.allclose(Predictor().predict_arrays(images)[0], first, atol=1e-5)
+
+    monkeypatch.setenv("BRAINTRIAGE_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(inference, "OPTIMIZED_COPIES", 2)
+    for k in range(3):
+        model = tmp_path / f"model{k}.onnx"
+        shutil.copy(inference.BUNDLED_MODEL, model)
+        Predictor(model)
+    assert len(copies()) == 2

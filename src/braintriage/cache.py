@@ -24,6 +24,7 @@ from PIL import Image
 
 from braintriage.datasets import TUMOR_TYPES, Dataset, DatasetLayoutError
 from braintriage.preprocess import ImageReadError, PreprocessConfig, decode_image, preprocess
+from braintriage.user_cache import user_cache_dir
 
 CACHE_FORMAT = 1
 
@@ -146,10 +147,6 @@ def _decode_png(png: np.ndarray, offsets: np.ndarray, size: int) -> np.ndarray:
     return images
 
 
-def default_cache_dir() -> Path:
-    return Path(os.environ.get("BRAINTRIAGE_CACHE", Path.home() / ".cache" / "braintriage"))
-
-
 def decode_dataset(ds: Dataset, config: PreprocessConfig, fingerprint: str | None = None,
                    workers: int = 4) -> DecodedSet:
     """Decode and preprocess every image of `ds` (unreadable ones are listed in `errors`, not raised)."""
@@ -188,7 +185,7 @@ def cached_decode(ds: Dataset, config: PreprocessConfig, cache_dir: Path | None 
                   log=print) -> DecodedSet:
     """Decode `ds`, or load it from the cache when this fingerprint and preprocessing were seen before."""
     fingerprint = ds.fingerprint()
-    path = (cache_dir or default_cache_dir()) / f"decoded-{fingerprint[:16]}-{config.key()}.npz"
+    path = (cache_dir or user_cache_dir()) / f"decoded-{fingerprint[:16]}-{config.key()}.npz"
     if path.exists():
         decoded = DecodedSet.load(path)
         if (decoded.source == path.stem).all():  # written before sources were kept: one dataset, one name

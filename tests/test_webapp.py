@@ -57,8 +57,21 @@ def test_predict_one_and_many_with_heatmaps(client):
     heat = Image.open(io.BytesIO(base64.b64decode(results[0]["heatmap"])))
     view = Image.open(io.BytesIO(base64.b64decode(results[0]["image"])))
     size = client.get("/api/v1/model").json()["input"]["preprocess"]["size"]  # the model's own input size
-    assert heat.mode == "RGBA" and heat.size == view.size == (size, size)
+    assert heat.mode == "P" and "transparency" in heat.info and heat.size == view.size == (size, size)
     assert results[0]["predicted_type"] in ("no_tumor", "glioma", "meningioma", "pituitary")
+
+
+def test_a_heat_map_png_shows_the_colours_of_the_map_itself():
+    """The heat map travels as a palette PNG (one byte a pixel): decoded, it is the map coloured pixel by pixel by
+    heatmap_rgba, each channel within 2 of 255, transparent where the evidence is weakest."""
+    from braintriage.webapp import heatmap_png_base64, heatmap_rgba
+
+    y, x = np.mgrid[0:160, 0:160]
+    cam = np.exp(-((x - 60) ** 2 + (y - 90) ** 2) / 800).astype(np.float32)
+    decoded = np.asarray(Image.open(io.BytesIO(base64.b64decode(heatmap_png_base64(cam)))).convert("RGBA"))
+    expected = heatmap_rgba(cam)
+    assert decoded.shape == (160, 160, 4) and np.abs(decoded.astype(int) - expected).max() <= 2
+    assert decoded[0, 0, 3] == 0 and decoded[90, 60, 3] == 255
 
 
 def test_bad_files_get_422_alone_and_their_own_entry_in_a_batch(client):

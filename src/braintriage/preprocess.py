@@ -86,7 +86,18 @@ def background_and_bright(a: np.ndarray) -> tuple[float, float]:
     """The background level (the median of a 2-pixel border ring: scans have black or near-black margins)
     and the bright level (the 99th percentile) of a grayscale image, for the head crop and the equalisation."""
     ring = np.concatenate([a[:2].ravel(), a[-2:].ravel(), a[:, :2].ravel(), a[:, -2:].ravel()])
-    return float(np.median(ring)), float(np.percentile(a, 99))
+    return float(np.median(ring)), percentile_99(a)
+
+
+def percentile_99(a: np.ndarray) -> float:
+    """np.percentile(a, 99) (linear interpolation between the two nearest ranks); for uint8 images from a
+    histogram instead of a sort, several times faster (a heat map's head mask needs it for every image)."""
+    if a.dtype != np.uint8:
+        return float(np.percentile(a, 99))
+    rank = 0.99 * (a.size - 1)
+    below = np.cumsum(np.bincount(a.ravel(), minlength=256))
+    low, high = np.searchsorted(below, [np.floor(rank), np.ceil(rank)], side="right")
+    return float(low + (high - low) * (rank - np.floor(rank)))
 
 
 def head_pixels(a: np.ndarray) -> np.ndarray | None:
@@ -130,7 +141,13 @@ def head_mask(a: np.ndarray) -> np.ndarray:
     from scipy import ndimage
 
     head = head_pixels(a)
-    return np.ones(a.shape, dtype=bool) if head is None else ndimage.binary_fill_holes(head)
+    if head is None:
+        return np.ones(a.shape, dtype=bool)
+    # ndimage.binary_fill_holes, done as one labelling of the rest (4-connected, as it does): every part of it that
+    # does not touch the border is a hole. Same mask, in about a third of the time.
+    rest, _ = ndimage.label(~head)
+    outside = np.unique(np.concatenate([rest[0], rest[-1], rest[:, 0], rest[:, -1]]))
+    return head | ((rest > 0) & ~np.isin(rest, outside))
 
 
 EQUALIZE_LEVEL = 0.05  # foreground: brighter than the background by this much of the way to the 99th percentile

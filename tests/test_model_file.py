@@ -75,7 +75,7 @@ def test_bundled_model_is_small_and_self_describing():
 ], ids=["std-0", "huge-size", "string-threshold", "nan-threshold", "class-string", "output", "no-architecture"])
 def test_invalid_metadata_is_refused_naming_the_field(tmp_path, change, field):
     from safetensors.numpy import save_file
-    from typer.testing import CliRunner
+    from click.testing import CliRunner
 
     from braintriage.cli import app
 

@@ -3,7 +3,7 @@
 import csv
 
 from PIL import Image
-from typer.testing import CliRunner
+from click.testing import CliRunner
 
 from braintriage.cli import app
 from braintriage.csv_cells import safe_cell

@@ -3,7 +3,7 @@ import json
 
 import numpy as np
 import pytest
-from typer.testing import CliRunner
+from click.testing import CliRunner
 
 from braintriage.cli import app
 from braintriage.inference import Predictor, tumor_probability

@@ -120,7 +120,7 @@ import sys
 sys.modules["torch"] = None  # any `import torch` now fails: the runtime must not need it
 import numpy as np, io
 from PIL import Image
-from typer.testing import CliRunner
+from click.testing import CliRunner
 from fastapi.testclient import TestClient
 from braintriage.cli import app
 from braintriage.webapp import create_app

@@ -11,7 +11,7 @@ from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.encaps import encapsulate
 from pydicom.uid import (JPEG2000Lossless, JPEGBaseline8Bit, JPEGLSLossless, MRImageStorage, RLELossless,
                          ExplicitVRLittleEndian, generate_uid)
-from typer.testing import CliRunner
+from click.testing import CliRunner
 
 from braintriage.cli import app
 from braintriage.inference import Predictor

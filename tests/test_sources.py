@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-from typer.testing import CliRunner
+from click.testing import CliRunner
 
 from braintriage.augment import AugmentPolicy
 from braintriage.cache import DecodedSet, decode_dataset, from_sources

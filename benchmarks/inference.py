@@ -9,8 +9,10 @@ the 394 `Testing` images, preprocessed once, scored in batches of 32 by the bund
 passes, on each runtime. Needs the train extra (PyTorch) for the comparison. With `--ensemble FILE` (an
 ensemble made by `braintriage ensemble`), its cold start and ONNX Runtime throughput too (each member reading
 its own preprocessing of the 394 images). End to end: `braintriage predict Testing/` (394 files, a new
-process), median of 3. With `--compare-with REV`, the cold start and the end-to-end run of that revision's
-code too (a temporary git worktree), measured in the same run.
+process), median of 5. With `--compare-with REV`, the cold start and the end-to-end run of that revision's
+code too (a temporary git worktree), in the same run, the two taking turns run by run (this machine's speed
+drifts by 10-20% over minutes). Run it on an idle machine with bytecode caching on (as an installed package
+has it; `env -u PYTHONDONTWRITEBYTECODE` where the environment turns it off).
 """
 
 from __future__ import annotations
@@ -33,24 +35,39 @@ sys.path.insert(0, str(REPO / "benchmarks"))
 from api_load import hardware, revision_tree  # noqa: E402
 
 
+def seconds(cmd: list[str], cwd: Path | None = None, env: dict | None = None) -> float:
+    t = time.perf_counter()
+    subprocess.run(cmd, check=True, capture_output=True, cwd=cwd, env=env)
+    return time.perf_counter() - t
+
+
 def median_seconds(cmd: list[str], runs: int = 5, cwd: Path | None = None, env: dict | None = None) -> float:
-    times = []
+    return statistics.median(seconds(cmd, cwd, env) for _ in range(runs))
+
+
+def alternating(commands: dict[str, tuple[list[str], Path | None, dict | None]], runs: int) -> dict[str, float]:
+    """Median seconds of each command, the commands taking turns run by run: this machine's speed drifts by
+    10-20% over minutes, and turns spread the drift over all of them alike."""
+    times: dict[str, list[float]] = {name: [] for name in commands}
     for _ in range(runs):
-        t = time.perf_counter()
-        subprocess.run(cmd, check=True, capture_output=True, cwd=cwd, env=env)
-        times.append(time.perf_counter() - t)
-    return statistics.median(times)
+        for name, (cmd, cwd, env) in commands.items():
+            times[name].append(seconds(cmd, cwd, env))
+    return {name: statistics.median(t) for name, t in times.items()}
 
 
-def compare_with(revision: str, one: Path) -> dict:
-    """Cold start and end-to-end `predict` of another revision's code, from a temporary git worktree."""
+def compare_with(revision: str, one: Path, runs: int) -> dict:
+    """Cold start and end-to-end `predict` of this tree and another revision's code (a temporary git worktree),
+    taking turns."""
     with revision_tree(revision) as tree:
         env = {**os.environ, "PYTHONPATH": str(tree / "src")}
         base = [sys.executable, "-m", "braintriage", "predict"]
-        return {"revision": revision,
-                "braintriage_predict_one_jpg": round(median_seconds([*base, str(one), "--quiet"], 5, tree, env), 3),
-                "predict_testing_end_to_end_images_per_s": round(
-                    394 / median_seconds([*base, str(DATA / "Testing"), "--quiet"], 3, tree, env), 1)}
+        cold = alternating({"new": ([*base, str(one), "--quiet"], None, None),
+                            "old": ([*base, str(one), "--quiet"], tree, env)}, runs)
+        testing = alternating({"new": ([*base, str(DATA / "Testing"), "--quiet"], None, None),
+                               "old": ([*base, str(DATA / "Testing"), "--quiet"], tree, env)}, runs)
+    return {"new": {"braintriage_predict_one_jpg": cold["new"], "testing_seconds": testing["new"]},
+            "old": {"revision": revision, "braintriage_predict_one_jpg": round(cold["old"], 3),
+                    "predict_testing_end_to_end_images_per_s": round(394 / testing["old"], 1)}}
 
 
 def best_throughput(score, images: np.ndarray, passes: int = 3) -> float:
@@ -70,10 +87,14 @@ def main() -> None:
     args = ap.parse_args()
     one = DATA / "Testing/glioma_tumor/image(1).jpg"
     cli = [sys.executable, "-m", "braintriage", "predict", str(one), "--quiet"]
-    cold_predict = median_seconds(cli)
     testing = [sys.executable, "-m", "braintriage", "predict", str(DATA / "Testing"), "--quiet"]
-    end_to_end = 394 / median_seconds(testing, runs=3)
-    old = compare_with(args.compare_with, one) if args.compare_with else None
+    old = None
+    if args.compare_with:
+        both = compare_with(args.compare_with, one, runs=5)
+        cold_predict, end_to_end = both["new"]["braintriage_predict_one_jpg"], 394 / both["new"]["testing_seconds"]
+        old = both["old"]
+    else:
+        cold_predict, end_to_end = median_seconds(cli), 394 / median_seconds(testing, runs=5)
     import tempfile
 
     from braintriage.modelfile import BUNDLED_MODEL, read_metadata, update_metadata

@@ -126,3 +126,23 @@ def test_every_preprocessing_setting_changes_the_cache_and_resume_key():
     assert PreprocessConfig(size=128).key() == PreprocessConfig(size=128).key()
     # Cache files made before the key existed keep their names.
     assert PreprocessConfig(crop_to_head=True, equalize=True).key() == "200-pad-bilinear-head-eq"
+
+
+def test_exif_orientation_is_applied_as_a_camera_would_show_it(tmp_path):
+    """A photo of a screen or film taken with a phone carries its rotation in EXIF: decoding applies it (in place,
+    no copy), exactly as Pillow's exif_transpose does on its own copy."""
+    from PIL import Image, ImageOps
+
+    from braintriage.preprocess import decode_image
+
+    pixels = np.zeros((40, 64), dtype=np.uint8)
+    pixels[5:15, 5:50] = 255  # a bar near the top: where it ends up shows the rotation
+    exif = Image.Exif()
+    exif[0x0112] = 6  # Orientation: rotate 90 degrees clockwise to display
+    path = tmp_path / "rotated.png"
+    Image.fromarray(pixels).save(path, exif=exif)
+    decoded = np.asarray(decode_image(path))
+    with Image.open(path) as im:
+        expected = np.asarray(ImageOps.exif_transpose(im).convert("L"))
+    assert decoded.shape == (64, 40) and np.array_equal(decoded, expected)
+    assert decoded[:, 25:35].max() == 255 and decoded[:, :5].max() == 0  # the bar now stands on the right

@@ -37,7 +37,7 @@ DECODE_THREADS = max(2, min(CORES, 8))
 # spins waiting for another (which also starves the decoding threads).
 MODEL_CHUNK = 4
 MODEL_THREADS = max(1, min(CORES, 8))
-OPTIMIZED_COPIES = 8  # fused copies of model files kept in the user's cache (optimized_session), newest first
+OPTIMIZED_COPIES = 4  # fused copies of model files kept in the user's cache (optimized_session), newest first
 DECODED, SCORED = "decoded", "scored"  # the steps of Predictor.predict_in_steps
 NATIVE_VIEW_SIDE = 1024  # the enlarged view of a scan: its own resolution, up to this many pixels a side
 TOP_SLICES = 3  # most suspicious slices reported per study

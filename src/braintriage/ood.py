@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from braintriage.preprocess import percentile
+
 COMPONENTS = 32
 LAYERS = ("penultimate_stage", "last_stage")  # pooled feature maps the guard reads, in this order
 PERCENTILE = 99.5  # of validation scores: about 1 in 200 in-distribution slices raises a false alarm
@@ -86,7 +88,7 @@ def border_level(image) -> float:
     image = image.reshape(image.shape[-2:])
     w = max(1, round(BORDER_FRACTION * min(image.shape)))
     frame = np.concatenate([image[:w].ravel(), image[-w:].ravel(), image[:, :w].ravel(), image[:, -w:].ravel()])
-    return float(np.median(frame))
+    return percentile(frame, 50)
 
 
 def warnings_for(images_u8: np.ndarray, features: np.ndarray | None, params: dict | None,

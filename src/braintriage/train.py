@@ -35,7 +35,7 @@ import torch.nn.functional as F
 from sklearn.model_selection import StratifiedGroupKFold
 from tqdm import tqdm
 
-from braintriage.augment import AugmentPolicy, augment_batch, invert_contrast
+from braintriage.augment import AugmentPolicy, augment_batch
 from braintriage.cache import DecodedSet, cached_decode, from_sources
 from braintriage.cpu_memory import keep_freed_memory
 from braintriage.csv_cells import write_csv_dicts
@@ -867,28 +867,20 @@ def calibrate_ood(model_path: str | Path, decoded: DecodedSet, output: str | Pat
     """Fit the out-of-distribution guard of a model on its training data: the grouped train split for the
     feature model, the validation split for the alarm threshold. A model trained with synthetic lesions
     learned from lesion-painted normals too, so they join both splits (one painted copy of each normal): an
-    image like them, a mass on a T2 or FLAIR slice, is what the model was made for, not a stranger. Likewise a
-    model trained with contrast inversion learned from T2-like copies of its T1 slices: one inverted copy of
-    each image (painted ones included) joins both splits.
+    image like them, a mass on a T2 or FLAIR slice, is what the model was made for, not a stranger.
     Writes `output` with metadata["ood"]."""
     from braintriage import ood
     from braintriage.inference import Predictor
 
     predictor = Predictor(model_path)
     layers = predictor.available_guard_layers  # a refit replaces any earlier guard whole, with all there is
-    config = predictor.metadata.get("training", {}).get("config", {})
-    lesions = float(config.get("synthetic_lesions", 0))
-    invert = float(config.get("augment", {}).get("invert", 0))
+    lesions = float(predictor.metadata.get("training", {}).get("config", {}).get("synthetic_lesions", 0))
     train_idx, val_idx = grouped_split(decoded, val_fraction, seed)
 
     def guard_images(idx: np.ndarray) -> np.ndarray:
-        images = decoded.images[idx]
-        if lesions > 0:
-            images = np.concatenate([images, painted_normals(decoded, idx, seed)])
-        if invert > 0:
-            inverted = invert_contrast(images.astype(np.float32) / 255.0) * 255.0
-            images = np.concatenate([images, inverted.round().clip(0, 255).astype(np.uint8)])
-        return images
+        if lesions <= 0:
+            return decoded.images[idx]
+        return np.concatenate([decoded.images[idx], painted_normals(decoded, idx, seed)])
 
     train_features = predictor.pooled_features(guard_images(train_idx), layers)
     if train_features is None:
@@ -896,11 +888,9 @@ def calibrate_ood(model_path: str | Path, decoded: DecodedSet, output: str | Pat
         return None
     params = ood.fit(train_features, predictor.pooled_features(guard_images(val_idx), layers), layers=layers)
     params["synthetic_lesions"] = lesions > 0
-    params["inverted_copies"] = invert > 0
     update_metadata(model_path, output, {"ood": params})
-    extras = [what for what, on in (("lesion-painted normals", lesions > 0), ("inverted copies", invert > 0)) if on]
     log(f"out-of-distribution guard: threshold {params['threshold']:.2f} (validation false alarms "
-        f"{params['validation_false_alarm_rate']:.3f})" + (", fitted with " + " and ".join(extras) if extras else ""))
+        f"{params['validation_false_alarm_rate']:.3f})" + (", fitted with lesion-painted normals" if lesions else ""))
     return params
 
 

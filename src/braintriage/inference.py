@@ -32,9 +32,9 @@ SMOOTHING = 3  # slices in the moving average of a study's slice scores
 CORES = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 DECODE_THREADS = max(2, min(CORES, 8))
 # The network runs on chunks of MODEL_CHUNK images, one core each, MODEL_THREADS chunks at a time. On the 2-core
-# CPU of benchmarks/inference.py, single-threaded runs of 4 images side by side scored 1.3 times as many images
-# a second as one two-threaded run of 32: a small chunk's activations stay in the core's cache, and no thread
-# spins waiting for another (which also starves the decoding threads).
+# CPU of benchmarks/inference.py (ad-hoc timings, decoding the 394 `Testing` files in the same pipeline), two
+# single-threaded runs of 4 side by side scored 267-274 images/s, two-threaded runs 200-239: a small chunk's
+# activations stay in the core's cache, and no thread spins waiting for another (starving the decoding).
 MODEL_CHUNK = 4
 MODEL_THREADS = max(1, min(CORES, 8))
 OPTIMIZED_COPIES = 4  # fused copies of model files kept in the user's cache (optimized_session), newest first

@@ -202,6 +202,7 @@ def test_clinician_uploads_a_real_scan_in_chromium(seed_data, live_server, tmp_p
         toggle.focus()
         page.keyboard.press("Enter")  # keyboard usable
         expect(heat).to_be_visible()
+        assert heat.evaluate("img => img.complete && img.naturalWidth") > 0  # the palette PNG decodes
         expect(toggle).to_have_attribute("aria-pressed", "true")
         expect(page.locator(".heat-legend")).to_be_visible()  # what the colours mean
         page.locator("#heat-opacity").fill("30")

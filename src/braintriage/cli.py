@@ -169,7 +169,7 @@ def audit(data: Path, json_output: Optional[Path]) -> None:
 @click.option("--max-steps", type=int, help="Stop after this many steps (smoke tests).")
 @click.option("--limit", type=int, help="Use a random subset of this many images.")
 def train(
-        data: list[Path], output: Path, run_dir: Path, architecture: str, pretrained: bool,
+        data: tuple[Path, ...], output: Path, run_dir: Path, architecture: str, pretrained: bool,
         backbone_lr_scale: float, source_balance: float, holdout_source: Optional[str], labels: str,
         image_size: int, crop_to_head: bool, equalize: bool, start_size: Optional[int], epochs: int,
         batch_size: int, lr: float, weight_decay: float, label_smoothing: float, ema_decay: Optional[float],
@@ -305,7 +305,7 @@ def evaluate(
                    "probability (for model audits; the `type` column is "
                    "what a reader should see).")
 def predict(
-        paths: list[Path], model: Optional[Path], output: Optional[Path], axis: Optional[int],
+        paths: tuple[Path, ...], model: Optional[Path], output: Optional[Path], axis: Optional[int],
         show_identifiers: bool, quiet: bool, types: bool
 ) -> None:
     """Score scans: a verdict (tumor suspected, uncertain, cannot assess, no tumor detected) and P(tumor);
@@ -317,7 +317,7 @@ def predict(
 
     with user_errors():
         predictor = Predictor(model)
-    results = predictor.predict_items(items_from_paths(paths, show_identifiers, axis))
+    results = predictor.predict_items(items_from_paths(list(paths), show_identifiers, axis))
     if output:
         raw_types = types and predictor.metadata["output"] == "softmax"
         write_predictions_csv(results, output, predictor, with_types=raw_types)
@@ -343,7 +343,7 @@ def predict(
               help="Show DICOM patient name and ID on the page (on screen "
                    "only: never in logs, exports or browser storage).")
 def serve(
-        host: str, port: int, model: Optional[Path], max_upload_mb: float, allowed_host: Optional[list[str]],
+        host: str, port: int, model: Optional[Path], max_upload_mb: float, allowed_host: tuple[str, ...],
         show_identifiers: bool
 ) -> None:
     """Start the clinic web app and its REST API (docs at /docs)."""
@@ -380,12 +380,12 @@ def export(output: Path, model: Optional[Path], format: str) -> None:
                    "cache per member (repeat --data, in member order).")
 @click.option("--output", "-o", type=click.Path(path_type=Path), required=True,
               help="Ensemble model file to write (.onnx).")
-def ensemble(members: list[Path], data: list[Path], output: Path) -> None:
+def ensemble(members: tuple[Path, ...], data: tuple[Path, ...], output: Path) -> None:
     """Average several trained models in one file; validate it and set its threshold on their shared split."""
     with user_errors():
         from braintriage.ensemble import build
 
-        build(members, data, output, log=click.echo)
+        build(list(members), list(data), output, log=click.echo)
     click.echo(f"saved {output} ({output.stat().st_size / 1e6:.1f} MB)")
 
 
@@ -451,7 +451,7 @@ def threshold(model: Path, cv: Path, output: Path, specificity: float) -> None:
                    "one table row each.")
 def model_card(
         data: Path, model: Optional[Path], output: Path, train_data: Optional[Path], output_dir: Path,
-        leave_source_out: Optional[list[Path]]
+        leave_source_out: tuple[Path, ...]
 ) -> None:
     """Evaluate a model and write its model card (Markdown) from its metadata and the measured numbers."""
     import json

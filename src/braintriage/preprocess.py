@@ -86,7 +86,7 @@ def background_and_bright(a: np.ndarray) -> tuple[float, float]:
     """The background level (the median of a 2-pixel border ring: scans have black or near-black margins)
     and the bright level (the 99th percentile) of a grayscale image, for the head crop and the equalisation."""
     ring = np.concatenate([a[:2].ravel(), a[-2:].ravel(), a[:, :2].ravel(), a[:, -2:].ravel()])
-    return float(np.median(ring)), percentile(a, 99)
+    return percentile(ring, 50), percentile(a, 99)
 
 
 def percentile(a: np.ndarray, q: float) -> float:

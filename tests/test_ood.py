@@ -84,3 +84,13 @@ def test_a_bright_background_is_flagged_and_real_slices_have_dark_ones(seed_data
     # The level rests on the training sources; Br35H, web-collected in many formats, is the likeliest to break it.
     levels = [ood.border_level(decode_image(p)) for p in sorted((seed_data.parent / "br35h").rglob("*.jpg"))[::2]]
     assert len(levels) > 250 and max(levels) <= ood.MAX_BORDER_LEVEL
+
+
+def test_the_threshold_leaves_a_margin_over_the_validation_percentile():
+    rng = np.random.default_rng(1)
+    train, val = rng.standard_normal((500, 16)), rng.standard_normal((300, 16))
+    plain = ood.fit(train, val, margin=1.0)
+    wide = ood.fit(train, val)
+    assert wide["threshold"] == pytest.approx(ood.MARGIN * plain["threshold"])
+    assert plain["validation_false_alarm_rate"] > 0 and wide["validation_false_alarm_rate"] < plain["validation_false_alarm_rate"]
+    assert wide["layers"] == list(ood.LAYERS) == ["penultimate_stage"] and wide["margin"] == ood.MARGIN

@@ -168,22 +168,22 @@ def test_the_cli_trains_on_several_sources_and_names_a_wrong_holdout(three_sourc
 
 def test_the_model_card_lists_each_source_and_the_leave_source_out_rows(three_sources, tmp_path, monkeypatch):
     from braintriage.evaluate import evaluate
-    from braintriage.model_card import model_card
+    from braintriage.model_card import leave_source_out_rows, model_card
 
     monkeypatch.setenv("BRAINTRIAGE_CACHE", str(tmp_path / "cache"))
     cfg = TrainConfig(data=[str(p) for p in three_sources], output=str(tmp_path / "m.safetensors"),
                       run_dir=str(tmp_path / "run"), image_size=32, epochs=1, batch_size=8, val_fraction=0.25,
                       augment=NO_AUGMENT, holdout_source="tumors")
     train(cfg, log=lambda *_: None)
-    row = json.loads((tmp_path / "run" / "holdout.json").read_text())
+    rows = leave_source_out_rows([tmp_path / "run" / "holdout.json"])
     report = evaluate(three_sources[1], tmp_path / "m.safetensors", output_dir=tmp_path / "eval", train_data=None,
                       n_boot=50)
-    card = model_card(read_metadata(tmp_path / "m.safetensors"), report, tmp_path / "m.safetensors", [row])
+    card = model_card(read_metadata(tmp_path / "m.safetensors"), report, tmp_path / "m.safetensors", rows)
     assert "| `typed` | 24 | 18 (6 / 6 / 6 / 0) | 6 |" in card
     assert "| `yesno` | 14 | 8 (0 / 0 / 0 / 8) | 6 |" in card
     assert "Held out of training: `tumors`" in card and "trained from scratch" in card
     lso = card.split("### Leave one source out")[1]
-    assert "| `tumors` | 0 | 9 (9) |" in lso and "| n/a |" in lso  # no normals there: no specificity
+    assert "| `tumors` | run | 0 | 9 (9) |" in lso and "| n/a |" in lso  # no normals there: no specificity
 
 
 def test_a_resume_of_another_run_is_refused_with_a_message_not_a_traceback(three_sources, tmp_path, monkeypatch):

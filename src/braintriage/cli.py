@@ -454,18 +454,16 @@ def model_card(
         leave_source_out: tuple[Path, ...]
 ) -> None:
     """Evaluate a model and write its model card (Markdown) from its metadata and the measured numbers."""
-    import json
-
     from braintriage.modelfile import BUNDLED_MODEL, read_metadata
 
     with user_errors():
         from braintriage.evaluate import evaluate as run_evaluation
+        from braintriage.model_card import leave_source_out_rows
         from braintriage.model_card import model_card as render
 
         report = run_evaluation(data, model, "testing", output_dir, train_data)
         path = model or BUNDLED_MODEL
-        rows = [json.loads(Path(f).read_text()) for f in leave_source_out or []]
-        output.write_text(render(read_metadata(path), report, path, rows))
+        output.write_text(render(read_metadata(path), report, path, leave_source_out_rows(list(leave_source_out))))
     click.echo(f"saved {output}")
 
 

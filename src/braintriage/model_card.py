@@ -6,6 +6,7 @@ so its numbers are always the ones measured, never typed in by hand.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from braintriage import ood
@@ -53,8 +54,9 @@ def _guard_sentence(metadata: dict, report: dict) -> str:
             "unleaked ones" if measured.get("unleaked_false_alarm_rate") is not None else "") + ".") if measured else ""
     layers = " and ".join(name.replace("_", " ") for name in ood.layers_of(guard))
     return ("An out-of-distribution guard (distance of the model's pooled features, " + layers + ", from "
-            f"those of the training split; threshold at the {guard['percentile']}th percentile of validation "
-            "images) warns when an input does not look like a brain MRI slice; blank images and images whose "
+            f"those of the training split; threshold at " + (f"{guard['margin']:g} times " if guard.get("margin", 1) != 1
+                                                             else "") +
+            f"the {guard['percentile']}th percentile of validation images) warns when an input does not look like a brain MRI slice; blank images and images whose "
             "outer frame is not dark always. It can miss inputs that share a slice's look (a bright round or "
             "banded shape on black: in this project's checks a flower close-up passed an earlier model's guard), "
             "so check that inputs are brain MRI slices." + rate)
@@ -164,8 +166,15 @@ def _training_data_lines(t: dict) -> list[str]:
     return lines + [""]
 
 
+def leave_source_out_rows(paths: list[Path]) -> list[dict]:
+    """The rows of `holdout.json` files (train --holdout-source), each named by its run folder, which names the
+    recipe (experiments/run.py makes folders CONFIG-sSEED): rows of different recipes stay told apart."""
+    return [{"run": Path(p).resolve().parent.name, **json.loads(Path(p).read_text())} for p in paths]
+
+
 def _leave_source_out_lines(rows: list[dict]) -> list[str]:
-    """One row per held-out source: the same recipe trained without it, scored on it at its own threshold."""
+    """One row per held-out source and run: the recipe trained without the source, scored on it at its own
+    threshold."""
     if not rows:
         return []
 
@@ -174,16 +183,17 @@ def _leave_source_out_lines(rows: list[dict]) -> list[str]:
         return f"{_f(e['value'])} ({_f(e['ci95'][0])}-{_f(e['ci95'][1])})" if e else "n/a"
 
     lines = ["", "### Leave one source out", "",
-             "The recipe trained without one source, then scored on it at the threshold that run chose on its "
+             "A recipe trained without one source, then scored on it at the threshold that run chose on its "
              "own validation split, without the held-out source (95% intervals: bootstrap; guard alarms: Wilson). "
              "This is the estimate for scans from a collection the model never saw; the shipped model's "
-             "threshold, set by cross-validation, may be stricter.", "",
-             "| held-out source | seed | images (tumors) | threshold | sensitivity | specificity | ROC-AUC "
+             "threshold, set by cross-validation, may be stricter. Each row names its run, whose recipe is "
+             "`experiments/configs/RUN.json` (without the `-sSEED` suffix).", "",
+             "| held-out source | run | seed | images (tumors) | threshold | sensitivity | specificity | ROC-AUC "
              "| guard alarm rate |",
-             "|---|---|---|---|---|---|---|---|"]
+             "|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
-        lines.append(f"| `{r['held_out_source']}` | {r.get('seed', '')} | {r['images']} ({r['tumors']}) | "
-                     f"{_f(r.get('threshold'))} | "
+        lines.append(f"| `{r['held_out_source']}` | {r.get('run', '')} | {r.get('seed', '')} | "
+                     f"{r['images']} ({r['tumors']}) | {_f(r.get('threshold'))} | "
                      f"{cell(r, 'sensitivity')} | "
                      f"{cell(r, 'specificity')} | {cell(r, 'roc_auc')} | {cell(r, 'ood_alarm_rate')} |")
     return lines

@@ -448,6 +448,107 @@ def parameter_groups(model: torch.nn.Module, lr: float, cfg: TrainConfig) -> lis
     return groups
 
 
+@dataclass
+class Progress:
+    """Where a run stands after an epoch: what a checkpoint keeps beside the weights and optimizer."""
+    history: list[dict] = field(default_factory=list)
+    best: dict | None = None  # state_dict of the best epoch's (validated) model
+    best_loss: float = float("inf")
+    best_row: dict | None = None
+    stale: int = 0  # epochs since the best
+    step: int = 0
+    epoch: int = 0  # epochs finished
+
+
+@dataclass
+class TrainingData:
+    """What training steps draw from: the whole dataset on the device as uint8, and how a batch is made."""
+    images: torch.Tensor  # (N, 1, H, W) uint8
+    targets: torch.Tensor
+    weights: torch.Tensor  # loss weight per image
+    mean: float
+    std: float
+    tumor_target: int  # the target a synthetic lesion gives (a tumor of unknown type)
+    tumor_weight: float  # and its loss weight: the training tumors' average
+
+    def batch(self, idx: torch.Tensor, cfg: "TrainConfig", gen: torch.Generator, size: int):
+        return training_batch(self.images[idx], self.targets[idx], self.weights[idx], cfg, gen, size, self.mean,
+                              self.std, self.tumor_target, self.tumor_weight)
+
+
+def run_key_of(decoded: DecodedSet, train_idx: np.ndarray, cfg: TrainConfig, world: int) -> str:
+    """What makes a run the same run, for --resume: the same images in the same split, trained the same way."""
+    split_hash = hashlib.sha256(train_idx.tobytes()).hexdigest()[:16]
+    run_key = f"{decoded.fingerprint}:{split_hash}:{cfg.epochs}:{cfg.batch_size}:{cfg.seed}:{world}"
+    run_key += f":ema {cfg.ema_decay}" if cfg.ema_decay else ""
+    run_key += f":lesions {cfg.synthetic_lesions}" if cfg.synthetic_lesions else ""
+    return run_key + f":{decoded.preprocess.key()}"
+
+
+def restore_checkpoint(checkpoint: Path, run_key: str, device: torch.device, model, optimizer, schedule, ema,
+                       gen: torch.Generator, aug_gen: torch.Generator, dist_info: Distributed) -> Progress:
+    """Load a run's checkpoint into its model, optimizer, schedule, average and random streams."""
+    state = torch.load(checkpoint, map_location=device, weights_only=True)  # tensors and plain data only
+    if state["run_key"] != run_key:
+        raise TrainingSetupError(f"{checkpoint} belongs to another run "
+                                 "(data, preprocessing, split, epochs, batch size or seed)")
+    model.load_state_dict(state["model"])
+    optimizer.load_state_dict(state["optimizer"])
+    schedule.load_state_dict(state["schedule"])
+    if ema is not None:
+        ema.load_state_dict(state["ema"])
+    gen.set_state(state["generator"].cpu())
+    if dist_info.world > 1:
+        aug_gen.set_state(state["aug_generators"][dist_info.rank].cpu())
+    torch.set_rng_state(state["torch_rng"].cpu())
+    return Progress(state["history"], state["best"], state["best_loss"], state["best_row"], state["stale"],
+                    state["step"], state["epoch"])
+
+
+def checkpoint_is_due(last_save: float, cfg: TrainConfig, aug_gen: torch.Generator, world: int
+                      ) -> tuple[bool, list | None]:
+    """Whether to write the checkpoint now (every cfg.checkpoint_seconds), and under torchrun every process's
+    augmentation stream: all processes must take part in the same checkpoints, so rank 0's clock decides."""
+    due = time.time() - last_save >= cfg.checkpoint_seconds
+    if world == 1:
+        return due, None
+    import torch.distributed as dist
+
+    decision = [due]
+    dist.broadcast_object_list(decision, src=0)
+    aug_states = None
+    if decision[0]:
+        aug_states = [None] * world
+        dist.all_gather_object(aug_states, aug_gen.get_state())
+    return decision[0], aug_states
+
+
+def train_one_epoch(model, step_model, optimizer, schedule, ema, data: TrainingData, order: torch.Tensor,
+                    steps: int, cfg: TrainConfig, aug_gen: torch.Generator, size: int, bf16: bool,
+                    progress: Progress, dist_info: Distributed) -> tuple[float, float]:
+    """One pass over the shuffled training indices `order` (each process trains on its share of every global
+    batch; `step_model` is `model` as stepped: wrapped for DistributedDataParallel or compiled); returns the
+    mean training loss and accuracy."""
+    loss_sum = torch.zeros((), device=order.device)
+    correct = torch.zeros((), device=order.device)
+    seen = 0
+    for b in range(steps):
+        first = (b * dist_info.world + dist_info.rank) * cfg.batch_size  # this process's share of global batch b
+        idx = order[first:first + cfg.batch_size]
+        x, y, w = data.batch(idx, cfg, aug_gen, size)
+        loss, right = optimizer_step(step_model, optimizer, x, y, w, cfg.label_smoothing, bf16)
+        schedule.step()
+        if ema is not None:
+            ema.update_parameters(model)
+        loss_sum += loss * len(idx)
+        correct += right
+        seen += len(idx)
+        progress.step += 1
+        if cfg.max_steps and progress.step >= cfg.max_steps:
+            break
+    return loss_sum.item() / max(seen, 1), correct.item() / max(seen, 1)
+
+
 def fit(cfg: TrainConfig, data: Prepared, train_idx: np.ndarray, val_idx: np.ndarray, device: torch.device,
         desc: str = "training", log=print, checkpoint: Path | None = None,
         dist_info: Distributed = Distributed()) -> Fitted:
@@ -460,24 +561,23 @@ def fit(cfg: TrainConfig, data: Prepared, train_idx: np.ndarray, val_idx: np.nda
     torch.manual_seed(cfg.seed)
     if device.type == "cpu":
         keep_freed_memory()  # half a CPU training step went to page faults without it (cpu_memory.py)
-    world, rank = dist_info.world, dist_info.rank
+    world = dist_info.world
     on_cuda = device.type == "cuda"
     bf16 = use_bf16(cfg.precision, device)
     val_batch = 256 if on_cuda else 64  # CPU caches favour small batches
     decoded = data.decoded
-    mean = float(decoded.images[train_idx].mean() / 255.0)
-    std = float(decoded.images[train_idx].std() / 255.0)
-
     # The whole dataset lives on the training device as uint8; a step only moves an index batch.
-    images = torch.from_numpy(decoded.images).unsqueeze(1).to(device)
-    targets = torch.from_numpy(data.targets).to(device)
     image_weights = data.image_weights(train_idx, cfg.source_balance)
-    weights = torch.from_numpy(image_weights).to(device)
-    train_ids = torch.from_numpy(train_idx).to(device)
-    # A synthetic lesion makes a tumor of unknown type, weighed as the training tumors are on average.
-    tumor_target = UNTYPED_TUMOR if data.labels == "type" else 1
     trained_tumors = train_idx[data.targets[train_idx] != 0]
-    tumor_weight = float(image_weights[trained_tumors].mean()) if len(trained_tumors) else 1.0
+    train_data = TrainingData(
+        images=torch.from_numpy(decoded.images).unsqueeze(1).to(device),
+        targets=torch.from_numpy(data.targets).to(device), weights=torch.from_numpy(image_weights).to(device),
+        mean=float(decoded.images[train_idx].mean() / 255.0), std=float(decoded.images[train_idx].std() / 255.0),
+        # A synthetic lesion makes a tumor of unknown type, weighed as the training tumors are on average.
+        tumor_target=UNTYPED_TUMOR if data.labels == "type" else 1,
+        tumor_weight=float(image_weights[trained_tumors].mean()) if len(trained_tumors) else 1.0)
+    mean, std = train_data.mean, train_data.std
+    train_ids = torch.from_numpy(train_idx).to(device)
 
     model = build_model(cfg.architecture, 1, data.num_classes if data.labels == "type" else 1, cfg.image_size,
                         pretrained=cfg.pretrained)
@@ -508,113 +608,71 @@ def fit(cfg: TrainConfig, data: Prepared, train_idx: np.ndarray, val_idx: np.nda
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: min((s + 1) / warmup, 0.5 * (
         1 + math.cos(math.pi * min(1.0, max(0, s - warmup) / max(1, total_steps - warmup))))))
     gen = torch.Generator(device=device).manual_seed(cfg.seed)  # data order: the same on every process
-    aug_gen = gen if world == 1 else torch.Generator(device=device).manual_seed(cfg.seed + 1 + rank)
+    aug_gen = gen if world == 1 else torch.Generator(device=device).manual_seed(cfg.seed + 1 + dist_info.rank)
 
-    history, best, best_loss, best_row, stale, step, first_epoch = [], None, float("inf"), None, 0, 0, 0
-    val_logits = None
-    # A run is the same run if it trains on the same images in the same split.
-    split_hash = hashlib.sha256(train_idx.tobytes()).hexdigest()[:16]
-    run_key = f"{decoded.fingerprint}:{split_hash}:{cfg.epochs}:{cfg.batch_size}:{cfg.seed}:{world}"
-    run_key += f":ema {cfg.ema_decay}" if cfg.ema_decay else ""
-    run_key += f":lesions {cfg.synthetic_lesions}" if cfg.synthetic_lesions else ""
-    run_key += f":{decoded.preprocess.key()}"
+    run_key = run_key_of(decoded, train_idx, cfg, world)
+    progress = Progress()
     if cfg.resume and checkpoint is not None and checkpoint.exists():
-        state = torch.load(checkpoint, map_location=device, weights_only=True)  # tensors and plain data only
-        if state["run_key"] != run_key:
-            raise TrainingSetupError(f"{checkpoint} belongs to another run "
-                                     "(data, preprocessing, split, epochs, batch size or seed)")
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        schedule.load_state_dict(state["schedule"])
-        if ema is not None:
-            ema.load_state_dict(state["ema"])
-        gen.set_state(state["generator"].cpu())
-        if world > 1:
-            aug_gen.set_state(state["aug_generators"][rank].cpu())
-        torch.set_rng_state(state["torch_rng"].cpu())
-        history, best, best_loss, best_row = state["history"], state["best"], state["best_loss"], state["best_row"]
-        stale, step, first_epoch = state["stale"], state["step"], state["epoch"]
-        log(f"resuming after epoch {first_epoch} (step {step}) from {checkpoint}")
-    val_u8, val_tumor = images[val_idx], decoded.tumor[val_idx]
+        progress = restore_checkpoint(checkpoint, run_key, device, model, optimizer, schedule, ema, gen, aug_gen,
+                                      dist_info)
+        log(f"resuming after epoch {progress.epoch} (step {progress.step}) from {checkpoint}")
+    val_u8, val_tumor = train_data.images[val_idx], decoded.tumor[val_idx]
     if ema is not None:
         bn_ids = np.sort(np.random.default_rng(cfg.seed).permutation(train_idx)[:BN_SAMPLE])
-        bn_u8 = images[torch.from_numpy(bn_ids).to(device)]
-    last_save = time.time()
-    bar = tqdm(range(first_epoch, cfg.epochs), desc=desc, unit="epoch", dynamic_ncols=True,
-               initial=first_epoch, total=cfg.epochs)
+        bn_u8 = train_data.images[torch.from_numpy(bn_ids).to(device)]
+    val_logits, last_save = None, time.time()
+    bar = tqdm(range(progress.epoch, cfg.epochs), desc=desc, unit="epoch", dynamic_ncols=True,
+               initial=progress.epoch, total=cfg.epochs)
     for epoch in bar:
         t_epoch = time.time()
         size = train_size_at(epoch, cfg)
         model.train()
         order = train_ids[torch.randperm(len(train_ids), generator=gen, device=device)]
-        loss_sum = torch.zeros((), device=device)
-        correct = torch.zeros((), device=device)
-        seen = 0
-        for b in range(steps_per_epoch):
-            first = (b * world + rank) * cfg.batch_size  # this process's share of global batch b
-            idx = order[first:first + cfg.batch_size]
-            x, y, w = training_batch(images[idx], targets[idx], weights[idx], cfg, aug_gen, size, mean, std,
-                                     tumor_target, tumor_weight)
-            loss, right = optimizer_step(step_model, optimizer, x, y, w, cfg.label_smoothing, bf16)
-            schedule.step()
-            if ema is not None:
-                ema.update_parameters(model)
-            loss_sum += loss * len(idx)
-            correct += right
-            seen += len(idx)
-            step += 1
-            if cfg.max_steps and step >= cfg.max_steps:
-                break
-
+        train_loss, train_accuracy = train_one_epoch(model, step_model, optimizer, schedule, ema, train_data, order,
+                                                     steps_per_epoch, cfg, aug_gen, size, bf16, progress, dist_info)
         if ema is not None:
             reestimate_batchnorm(eval_model, bn_u8, mean, std, cfg.augment, cfg.image_size, val_batch, bf16,
                                  cfg.seed)
         val_logits = predict_logits(eval_model, val_u8, mean, std, val_batch, bf16)
-        val_loss = weighted_loss(val_logits, targets[val_idx], weights[val_idx], 0.0).item()
+        val_loss = weighted_loss(val_logits, train_data.targets[val_idx], train_data.weights[val_idx], 0.0).item()
         m = binary_metrics(val_tumor, tumor_probability(val_logits)[0].cpu().numpy(), 0.5)
-        row = {"epoch": epoch + 1, "step": step, "lr": schedule.get_last_lr()[0], "train_size": size,
-               "train_loss": loss_sum.item() / max(seen, 1), "train_accuracy": correct.item() / max(seen, 1),
+        row = {"epoch": epoch + 1, "step": progress.step, "lr": schedule.get_last_lr()[0], "train_size": size,
+               "train_loss": train_loss, "train_accuracy": train_accuracy,
                "val_loss": val_loss, "val_accuracy": m["accuracy"], "val_recall": m["sensitivity"],
                "val_precision": m["precision"], "val_specificity": m["specificity"],
                "val_roc_auc": m["roc_auc"],
                "seconds": time.time() - t_epoch}
-        history.append(row)
-        bar.set_postfix(loss=f"{row['train_loss']:.3f}", val_loss=f"{val_loss:.3f}",
+        progress.history.append(row)
+        progress.epoch = epoch + 1
+        bar.set_postfix(loss=f"{train_loss:.3f}", val_loss=f"{val_loss:.3f}",
                         val_acc=f"{m['accuracy']:.3f}", val_recall=f"{m['sensitivity']:.3f}")
-        if val_loss < best_loss:
-            best_loss, best, best_row, stale = val_loss, copy.deepcopy(eval_model.state_dict()), row, 0
+        if val_loss < progress.best_loss:
+            progress.best_loss, progress.best, progress.best_row, progress.stale = (
+                val_loss, copy.deepcopy(eval_model.state_dict()), row, 0)
         else:
-            stale += 1
-        due = checkpoint is not None and time.time() - last_save >= cfg.checkpoint_seconds
-        aug_states = None
-        if world > 1:  # every process must take part in the same checkpoints: rank 0's clock decides
-            import torch.distributed as dist
-
-            decision = [due]
-            dist.broadcast_object_list(decision, src=0)
-            due = decision[0]
-            if due:
-                aug_states = [None] * world
-                dist.all_gather_object(aug_states, aug_gen.get_state())
+            progress.stale += 1
+        due, aug_states = checkpoint_is_due(last_save, cfg, aug_gen, world) if checkpoint is not None else (False, None)
         if due:
             last_save = time.time()
             if dist_info.main:
                 save_checkpoint(checkpoint, {
-                    "run_key": run_key, "epoch": epoch + 1, "step": step, "model": model.state_dict(),
+                    "run_key": run_key, "epoch": progress.epoch, "step": progress.step, "model": model.state_dict(),
                     "optimizer": optimizer.state_dict(), "schedule": schedule.state_dict(),
                     "ema": ema.state_dict() if ema is not None else None,
                     "generator": gen.get_state(), "aug_generators": aug_states, "torch_rng": torch.get_rng_state(),
-                    "history": history, "best": best, "best_loss": best_loss, "best_row": best_row, "stale": stale})
-        if stale >= cfg.patience or (cfg.max_steps and step >= cfg.max_steps):
-            log(f"stopping after epoch {epoch + 1}" + (" (no better validation loss)" if stale else ""))
+                    "history": progress.history, "best": progress.best, "best_loss": progress.best_loss,
+                    "best_row": progress.best_row, "stale": progress.stale})
+        if progress.stale >= cfg.patience or (cfg.max_steps and progress.step >= cfg.max_steps):
+            log(f"stopping after epoch {epoch + 1}" + (" (no better validation loss)" if progress.stale else ""))
             break
     bar.close()
     # The last epoch's validation outputs; a run resumed from its final checkpoint ran no epoch here.
     last_val_logits = val_logits if val_logits is not None else predict_logits(eval_model, val_u8, mean, std,
                                                                                 val_batch, bf16)
-    model.load_state_dict(best)
+    model.load_state_dict(progress.best)
     val_logits = predict_logits(model, val_u8, mean, std, val_batch, bf16)
-    return Fitted(model, history, best_row, best_loss, val_logits, mean, std, step, last_val_logits)
+    return Fitted(model, progress.history, progress.best_row, progress.best_loss, val_logits, mean, std,
+                  progress.step, last_val_logits)
 
 
 def fit_temperature(logits: torch.Tensor, targets: torch.Tensor) -> float:

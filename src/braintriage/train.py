@@ -476,6 +476,24 @@ class TrainingData:
                               self.std, self.tumor_target, self.tumor_weight)
 
 
+# history.csv's validation columns: (column suffix, binary_metrics key)
+VALIDATION_COLUMNS = (("accuracy", "accuracy"), ("recall", "sensitivity"), ("precision", "precision"),
+                      ("specificity", "specificity"), ("roc_auc", "roc_auc"))
+
+
+def optimizer_and_schedule(model: torch.nn.Module, cfg: TrainConfig, world: int, steps_per_epoch: int,
+                           on_cuda: bool) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LambdaLR]:
+    """AdamW at cfg.lr scaled linearly with the global batch (cfg.lr is for 64 images), linear warm-up over
+    cfg.warmup_epochs, then cosine decay to zero over the planned epochs."""
+    lr = cfg.lr * (cfg.batch_size * world) / 64
+    optimizer = torch.optim.AdamW(parameter_groups(model, lr, cfg), lr=lr, fused=on_cuda)
+    total_steps = steps_per_epoch * cfg.epochs
+    warmup = max(1, int(cfg.warmup_epochs * steps_per_epoch))
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: min((s + 1) / warmup, 0.5 * (
+        1 + math.cos(math.pi * min(1.0, max(0, s - warmup) / max(1, total_steps - warmup))))))
+    return optimizer, schedule
+
+
 def run_key_of(decoded: DecodedSet, train_idx: np.ndarray, cfg: TrainConfig, world: int) -> str:
     """What makes a run the same run, for --resume: the same images in the same split, trained the same way."""
     split_hash = hashlib.sha256(train_idx.tobytes()).hexdigest()[:16]
@@ -598,15 +616,8 @@ def fit(cfg: TrainConfig, data: Prepared, train_idx: np.ndarray, val_idx: np.nda
         if cfg.ema_decay else None)
     eval_model = ema.module if ema is not None else model
 
-    global_batch = cfg.batch_size * world
-    lr = cfg.lr * global_batch / 64
-    optimizer = torch.optim.AdamW(parameter_groups(model, lr, cfg), lr=lr, fused=on_cuda)
-    steps_per_epoch = max(1, len(train_idx) // global_batch)  # drop the ragged last batch
-    total_steps = steps_per_epoch * cfg.epochs
-    warmup = max(1, int(cfg.warmup_epochs * steps_per_epoch))
-    # Linear warm-up, then cosine decay to zero over the planned epochs.
-    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: min((s + 1) / warmup, 0.5 * (
-        1 + math.cos(math.pi * min(1.0, max(0, s - warmup) / max(1, total_steps - warmup))))))
+    steps_per_epoch = max(1, len(train_idx) // (cfg.batch_size * world))  # drop the ragged last batch
+    optimizer, schedule = optimizer_and_schedule(model, cfg, world, steps_per_epoch, on_cuda)
     gen = torch.Generator(device=device).manual_seed(cfg.seed)  # data order: the same on every process
     aug_gen = gen if world == 1 else torch.Generator(device=device).manual_seed(cfg.seed + 1 + dist_info.rank)
 
@@ -637,11 +648,8 @@ def fit(cfg: TrainConfig, data: Prepared, train_idx: np.ndarray, val_idx: np.nda
         val_loss = weighted_loss(val_logits, train_data.targets[val_idx], train_data.weights[val_idx], 0.0).item()
         m = binary_metrics(val_tumor, tumor_probability(val_logits)[0].cpu().numpy(), 0.5)
         row = {"epoch": epoch + 1, "step": progress.step, "lr": schedule.get_last_lr()[0], "train_size": size,
-               "train_loss": train_loss, "train_accuracy": train_accuracy,
-               "val_loss": val_loss, "val_accuracy": m["accuracy"], "val_recall": m["sensitivity"],
-               "val_precision": m["precision"], "val_specificity": m["specificity"],
-               "val_roc_auc": m["roc_auc"],
-               "seconds": time.time() - t_epoch}
+               "train_loss": train_loss, "train_accuracy": train_accuracy, "val_loss": val_loss,
+               **{f"val_{name}": m[key] for name, key in VALIDATION_COLUMNS}, "seconds": time.time() - t_epoch}
         progress.history.append(row)
         progress.epoch = epoch + 1
         bar.set_postfix(loss=f"{train_loss:.3f}", val_loss=f"{val_loss:.3f}",

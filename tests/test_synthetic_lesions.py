@@ -42,3 +42,15 @@ def test_an_image_without_room_for_a_mass_is_left_a_normal():
     black = torch.zeros(2, 1, 64, 64)
     out, targets, _ = add_lesions(black, torch.zeros(2, dtype=torch.long), torch.ones(2), 1.0, 4, 1.0)
     assert torch.equal(out, black) and (targets == 0).all()
+
+
+def test_the_random_stream_does_not_depend_on_which_images_get_a_mass():
+    # Only the chosen images are painted (the cost), but every draw is made for the whole batch, so what a run
+    # draws next is the same whichever images were normals.
+    images = torch.rand(6, 1, 48, 48) * 0.8 + 0.1
+    states = []
+    for targets in (torch.zeros(6, dtype=torch.long), torch.tensor([1, 2, 0, 3, 0, 1]), torch.ones(6, dtype=torch.long)):
+        generator = torch.Generator().manual_seed(5)
+        add_lesions(images, targets, torch.ones(6), 0.5, 4, 1.0, generator)
+        states.append(generator.get_state())
+    assert torch.equal(states[0], states[1]) and torch.equal(states[1], states[2])

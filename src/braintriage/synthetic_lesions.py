@@ -44,54 +44,79 @@ def add_lesions(images: torch.Tensor, targets: torch.Tensor, weights: torch.Tens
     and the loss weight `tumor_weight`. Returns new (images, targets, weights); the others are unchanged."""
     n, _, h, w = images.shape
     device, dtype = images.device, images.dtype
+    # Every random number is drawn for the whole batch, in one fixed order, whichever images get a mass: the
+    # generator's stream (and so the rest of the run) does not depend on the choice. Only the chosen images
+    # (a few of a batch: the normals, at `rate`) are painted, which is most of the cost saved.
+    candidates = torch.nonzero(targets == 0).flatten()
+    room = torch.zeros(n, h * w, dtype=torch.bool, device=device)
+    if len(candidates):  # centres: a random pixel among those whose neighbourhood is all head
+        room[candidates] = head_interior(images[candidates], max(3, round(0.12 * h)))[:, 0].reshape(-1, h * w) > 0.98
+    centre = (torch.rand(n, h * w, generator=generator, device=device) * room).argmax(1)
+    chosen = (targets == 0) & room.any(1) & (torch.rand(n, generator=generator, device=device) < rate)
+    draws = mass_draws(n, generator, device, dtype)
+    keep = torch.nonzero(chosen).flatten()
+    out = images.clone()
+    if len(keep):
+        picked = {name: value[keep] for name, value in draws.items()}
+        out[keep] = paint_masses(images[keep], centre[keep], picked)
+    return (out,
+            torch.where(chosen, torch.full_like(targets, tumor_target), targets),
+            torch.where(chosen, torch.full_like(weights, tumor_weight), weights))
 
+
+def mass_draws(n: int, generator: torch.Generator | None, device, dtype) -> dict[str, torch.Tensor]:
+    """The random numbers of n masses (shape, texture, kind), drawn in one fixed order."""
     def uniform(lo: float, hi: float) -> torch.Tensor:
         return lo + (hi - lo) * torch.rand(n, 1, 1, 1, generator=generator, device=device, dtype=dtype)
 
     def chance(p: float) -> torch.Tensor:
         return torch.rand(n, 1, 1, 1, generator=generator, device=device) < p
 
-    # Centres: a random pixel among those whose neighbourhood is all head (room for a mass).
-    interior = head_interior(images, max(3, round(0.12 * h)))
-    room = interior[:, 0].reshape(n, -1) > 0.98
-    scores = torch.rand(n, h * w, generator=generator, device=device) * room
-    centre = scores.argmax(1)
-    chosen = (targets == 0) & room.any(1) & (torch.rand(n, generator=generator, device=device) < rate)
-    cy, cx = (centre // w).to(dtype).view(n, 1, 1, 1), (centre % w).to(dtype).view(n, 1, 1, 1)
+    d = {"angle": uniform(0.0, math.pi), "a": uniform(*RADIUS), "b": uniform(*RADIUS)}
+    for k in WOBBLE_HARMONICS:
+        d[f"wobble{k}"], d[f"phase{k}"] = uniform(0.0, 0.12), uniform(0.0, 2 * math.pi)
+    d["edge"] = uniform(0.03, 0.12)
+    d["texture"] = torch.rand(n, 1, 12, 12, generator=generator, device=device, dtype=dtype)
+    d["bright"] = ~chance(DARK_SHARE)
+    d["bright_level"], d["dark_level"], d["mottle"] = uniform(*BRIGHT), uniform(*DARK), uniform(0.0, 0.6)
+    d["ring"] = d["bright"] & chance(RING_SHARE)  # a dark centre inside the bright mass
+    d["core_size"], d["core_level"] = uniform(0.35, 0.65), uniform(*DARK)
+    d["halo"] = d["bright"] & chance(HALO_SHARE)  # a fainter zone around it, fading out by 1.4-2 radii
+    d["reach"], d["halo_strength"] = uniform(1.4, 2.0), uniform(0.2, 0.5)
+    return d
 
-    ys = torch.arange(h, device=device, dtype=dtype).view(1, 1, h, 1)
-    xs = torch.arange(w, device=device, dtype=dtype).view(1, 1, 1, w)
-    angle = uniform(0.0, math.pi)
+
+WOBBLE_HARMONICS = (2, 3, 5)  # the border's radius is modulated by these harmonics of the polar angle
+
+
+def paint_masses(images: torch.Tensor, centre: torch.Tensor, d: dict[str, torch.Tensor]) -> torch.Tensor:
+    """One mass painted into each image (m, 1, H, W), centred at its flat pixel index `centre`, as `d` draws it."""
+    m, _, h, w = images.shape
+    dtype = images.dtype
+    cy, cx = (centre // w).to(dtype).view(m, 1, 1, 1), (centre % w).to(dtype).view(m, 1, 1, 1)
+    ys = torch.arange(h, device=images.device, dtype=dtype).view(1, 1, h, 1)
+    xs = torch.arange(w, device=images.device, dtype=dtype).view(1, 1, 1, w)
     dy, dx = ys - cy, xs - cx
-    u = dx * torch.cos(angle) + dy * torch.sin(angle)
-    v = -dx * torch.sin(angle) + dy * torch.cos(angle)
-    a, b = uniform(*RADIUS) * h, uniform(*RADIUS) * h
+    u = dx * torch.cos(d["angle"]) + dy * torch.sin(d["angle"])
+    v = -dx * torch.sin(d["angle"]) + dy * torch.cos(d["angle"])
+    a, b = d["a"] * h, d["b"] * h
     radius = torch.sqrt((u / a) ** 2 + (v / b) ** 2)  # 1 on the ellipse
-    # A wobbling border: the ellipse's radius modulated by three low harmonics of the polar angle.
+    # A wobbling border: the ellipse's radius modulated by low harmonics of the polar angle.
     phi = torch.atan2(v / b, u / a)
-    wobble = 1.0 + sum(uniform(0.0, 0.12) * torch.cos(k * phi + uniform(0.0, 2 * math.pi)) for k in (2, 3, 5))
+    wobble = 1.0 + sum(d[f"wobble{k}"] * torch.cos(k * phi + d[f"phase{k}"]) for k in WOBBLE_HARMONICS)
     distance = radius / wobble
-    edge = uniform(0.03, 0.12)  # soft edge, in ellipse radii
+    edge = d["edge"]  # soft edge, in ellipse radii
     core = torch.sigmoid((1.0 - distance) / edge)
 
     # A mottled inside: a coarse random field, its strength drawn per mass.
-    texture = F.interpolate(torch.rand(n, 1, 12, 12, generator=generator, device=device, dtype=dtype),
-                            size=(h, w), mode="bicubic", align_corners=False) - 0.5
-    bright = ~chance(DARK_SHARE)
-    level = torch.where(bright, uniform(*BRIGHT), uniform(*DARK)) * (1 + uniform(0.0, 0.6) * texture)
+    texture = F.interpolate(d["texture"], size=(h, w), mode="bicubic", align_corners=False) - 0.5
+    level = torch.where(d["bright"], d["bright_level"], d["dark_level"]) * (1 + d["mottle"] * texture)
     out = images * (1 - core) + level * core
-    ring = bright & chance(RING_SHARE)  # a dark centre inside the bright mass
-    necrosis = torch.sigmoid((uniform(0.35, 0.65) - distance) / edge) * ring
-    out = out * (1 - necrosis) + uniform(*DARK) * necrosis
-    halo = bright & chance(HALO_SHARE)  # a fainter zone around it, fading out by 1.4-2 radii
-    reach = uniform(1.4, 2.0)
-    fringe = torch.sigmoid((reach - distance) / 0.15) * (1 - core) * uniform(0.2, 0.5) * halo
+    necrosis = torch.sigmoid((d["core_size"] - distance) / edge) * d["ring"]
+    out = out * (1 - necrosis) + d["core_level"] * necrosis
+    fringe = torch.sigmoid((d["reach"] - distance) / 0.15) * (1 - core) * d["halo_strength"] * d["halo"]
     out = out * (1 - fringe) + level * 0.8 * fringe
 
     # Never outside the head: the mass is faded out where the head ends.
     inside = head_interior(images, 5) * (images > HEAD_LEVEL)
-    out = images + (out - images) * inside
-    keep = ~chosen.view(n, 1, 1, 1)
-    return (torch.where(keep, images, out.clamp(0.0, 1.0)),
-            torch.where(chosen, torch.full_like(targets, tumor_target), targets),
-            torch.where(chosen, torch.full_like(weights, tumor_weight), weights))
+    return (images + (out - images) * inside).clamp(0.0, 1.0)

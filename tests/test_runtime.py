@@ -79,10 +79,12 @@ def test_export_round_trip_keeps_weights_outputs_and_metadata(tmp_path):
     from_onnx = Predictor(tmp_path / "m.onnx").predict_arrays(images, heatmaps=True)
     for a, b in zip(from_torch, from_onnx):
         assert np.abs(a - b).max() < 1e-4
-    guard_torch = Predictor(tmp_path / "m.safetensors").pooled_features(images)
-    guard_onnx = Predictor(tmp_path / "m.onnx").pooled_features(images)
+    both = ("penultimate_stage", "last_stage")
+    guard_torch = Predictor(tmp_path / "m.safetensors").pooled_features(images, both)
+    guard_onnx = Predictor(tmp_path / "m.onnx").pooled_features(images, both)
     assert guard_onnx.shape == (12, 128 + 256)  # penultimate and last stage of the half-width ResNet-18
     assert np.abs(guard_torch - guard_onnx).max() < 1e-4
+    assert Predictor(tmp_path / "m.onnx").pooled_features(images).shape == (12, 128)  # what a new guard reads
     reloaded, _ = load_model(tmp_path / "m.onnx")
     original, _ = load_model(tmp_path / "m.safetensors")
     for (k, a), (_, b) in zip(original.state_dict().items(), reloaded.state_dict().items()):
@@ -92,7 +94,12 @@ def test_export_round_trip_keeps_weights_outputs_and_metadata(tmp_path):
 def test_a_guard_reads_the_layers_it_was_fitted_on(tmp_path):
     type_model_files(tmp_path, build_model("resnet18-w32", 1, 4, 64).eval(), 64)
     images = np.random.default_rng(1).integers(0, 256, (6, 64, 64)).astype(np.uint8)
-    assert Predictor(tmp_path / "m.onnx").guard_layers == ("penultimate_stage", "last_stage")
+    assert Predictor(tmp_path / "m.onnx").guard_layers == ("penultimate_stage",)  # a new fit's (ood.LAYERS)
+    # A guard fitted on both stages (sessions 13-17, the bundled model's) keeps reading both.
+    both = {"layers": ["penultimate_stage", "last_stage"], "mean": [0.0] * 384, "components": [[0.0] * 384],
+            "variances": [1.0], "residual_variance": 1.0, "percentile": 99.5, "threshold": 1e12}
+    update_metadata(tmp_path / "m.onnx", tmp_path / "both.onnx", {"ood": both})
+    assert Predictor(tmp_path / "both.onnx").pooled_features(images).shape == (6, 384)
     # A guard fitted before the penultimate stage was read has no "layers": it gets the last stage alone.
     legacy = {"mean": [0.0] * 256, "components": [[0.0] * 256], "variances": [1.0], "residual_variance": 1.0,
               "percentile": 99.5, "threshold": 1e12}

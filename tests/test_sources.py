@@ -194,3 +194,21 @@ def test_a_resume_of_another_run_is_refused_with_a_message_not_a_traceback(three
     result = CliRunner().invoke(app, ["train", *common, "--epochs", "2", "--resume"])
     assert result.exit_code == 2 and "belongs to another run" in result.output
     assert "Traceback" not in result.output
+
+
+def test_calibrate_ood_refits_a_guard_on_every_source_the_model_trained_on(three_sources, tmp_path, monkeypatch):
+    monkeypatch.setenv("BRAINTRIAGE_CACHE", str(tmp_path / "cache"))
+    sources = [str(p) for p in three_sources[:2]]
+    common = ["--image-size", "32", "--batch-size", "8", "--epochs", "1", "--val-fraction", "0.25",
+              "--run-dir", str(tmp_path / "run")]
+    assert CliRunner().invoke(app, ["train", *sources, *common, "-o", str(tmp_path / "m.safetensors")]).exit_code == 0
+    trained = read_metadata(tmp_path / "m.safetensors")["ood"]
+    result = CliRunner().invoke(app, ["calibrate-ood", *sources, "-m", str(tmp_path / "m.safetensors"),
+                                      "--val-fraction", "0.25", "-o", str(tmp_path / "refit.safetensors")])
+    assert result.exit_code == 0, result.output
+    refit = read_metadata(tmp_path / "refit.safetensors")["ood"]
+    # The same sources, split and fit as train's own: the same guard.
+    assert refit["layers"] == trained["layers"] and refit["threshold"] == pytest.approx(trained["threshold"])
+    one = CliRunner().invoke(app, ["calibrate-ood", sources[0], "-m", str(tmp_path / "m.safetensors"),
+                                   "--val-fraction", "0.25", "-o", str(tmp_path / "other.safetensors")])
+    assert one.exit_code == 0  # one source alone is other data: a guard is still fitted, on what it was given

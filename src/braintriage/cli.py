@@ -390,15 +390,16 @@ def ensemble(members: tuple[Path, ...], data: tuple[Path, ...], output: Path) ->
 
 
 @app.command("calibrate-ood")
-@argument_help("The model's training data (dataset, CSV or decoded cache).")
-@click.argument("data", type=click.Path(path_type=Path))
+@argument_help("The model's training data (datasets, CSVs or decoded caches), as many sources as it trained on, "
+               "in the same order.")
+@click.argument("data", type=click.Path(path_type=Path), nargs=-1, required=True)
 @click.option("--model", "-m", type=click.Path(path_type=Path), help="Model file; default: the bundled one.")
 @click.option("--output", "-o", type=click.Path(path_type=Path), required=True,
               help="Model file to write, with the guard.")
 @click.option("--val-fraction", type=float, default=0.15,
               help="As in training: the grouped validation share.")
 @click.option("--seed", type=int, default=0, help="As in training: the seed of the grouped split.")
-def calibrate_ood(data: Path, model: Optional[Path], output: Path, val_fraction: float, seed: int) -> None:
+def calibrate_ood(data: tuple[Path, ...], model: Optional[Path], output: Path, val_fraction: float, seed: int) -> None:
     """Fit the out-of-distribution guard of a trained model on its training data (train does it too)."""
     from braintriage.modelfile import BUNDLED_MODEL, read_metadata
 
@@ -406,7 +407,7 @@ def calibrate_ood(data: Path, model: Optional[Path], output: Path, val_fraction:
         from braintriage.train import TrainConfig, calibrate_ood as run, load_training_data
 
         size = read_metadata(model or BUNDLED_MODEL)["input"]["preprocess"]["size"]
-        decoded = load_training_data(TrainConfig(data=str(data), image_size=size), log=click.echo)
+        decoded = load_training_data(TrainConfig(data=[str(d) for d in data], image_size=size), log=click.echo)
         run(model or BUNDLED_MODEL, decoded, output, val_fraction, seed, log=click.echo)
     click.echo(f"saved {output}")
 

@@ -187,7 +187,9 @@ def _leave_source_out_lines(rows: list[dict]) -> list[str]:
              "own validation split, without the held-out source (95% intervals: bootstrap; guard alarms: Wilson). "
              "This is the estimate for scans from a collection the model never saw; the shipped model's "
              "threshold, set by cross-validation, may be stricter. Each row names its run, whose recipe is "
-             "`experiments/configs/RUN.json` (without the `-sSEED` suffix).", "",
+             "`experiments/configs/RUN.json` (without the `-sSEED` suffix); its guard alarm rate is that run's "
+             "guard, as the code of its day fitted it (`-guard-penultimate` runs: refitted as this model's guard "
+             "now is).", "",
              "| held-out source | run | seed | images (tumors) | threshold | sensitivity | specificity | ROC-AUC "
              "| guard alarm rate |",
              "|---|---|---|---|---|---|---|---|---|"]

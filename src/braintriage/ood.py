@@ -12,8 +12,10 @@ Why that stage and that margin (session 18, `docs/model.md`): the last stage is 
 reading it (as the guards of sessions 13-17 did, beside the stage before) learned "looks like the training
 tumors": with Br35H held out, 98% of the Br35H slices it called "not a brain MRI" were tumors, mostly large
 T2/FLAIR masses. The stage before still describes the slice (texture, layout) more than the class: scored there,
-photographs, graphics, noise and fragments land at 1.8-2.5 times the validation 99.5th percentile, while held-out
-MRI slices of sequences the training sources share spread only somewhat past it.
+on the runs where this was chosen, photographs, graphics, noise and fragments landed at 1.76 times the validation
+99.5th percentile or more, while held-out MRI slices of sequences the training sources share spread only somewhat
+past it. The closest non-MRI input is a grey portrait photograph on black (about 1.5 times on some models: the
+guard's weak spot; experiments/guard_variants.py).
 Older model files keep the layers and threshold they were fitted with (`layers_of`).
 Everything is numpy: the runtime needs no PyTorch.
 """

@@ -60,7 +60,8 @@ def mahalanobis(f: dict, cols: slice, components: int = 32, margin: float = 1.0)
 
 
 def nearest_neighbours(f: dict, k: int = 5):
-    scale = np.maximum(f["train"].std(0), 1e-3 * f["train"].std(0).max())
+    std = f["train"].std(0)
+    scale = np.maximum(std, 1e-3 * std.max())  # as ood.fit standardises
     mean = (f["train"] / scale).mean(0)
     unit = lambda x: (x / scale - mean) / np.linalg.norm(x / scale - mean, axis=1, keepdims=True)  # noqa: E731
     bank = unit(f["train"])

@@ -54,3 +54,18 @@ def test_the_random_stream_does_not_depend_on_which_images_get_a_mass():
         add_lesions(images, targets, torch.ones(6), 0.5, 4, 1.0, generator)
         states.append(generator.get_state())
     assert torch.equal(states[0], states[1]) and torch.equal(states[1], states[2])
+
+
+def test_as_copies_keeps_every_normal_and_adds_the_same_painted_images_after_the_batch():
+    images = head_batch(8)
+    targets = torch.tensor([0, 1, 0, 2, 0, 3, 0, 4])
+    weights = torch.arange(1.0, 9.0)
+    replaced, replaced_targets, _ = add_lesions(images, targets, weights, 0.6, 4, 0.5, torch.Generator().manual_seed(3))
+    out, new_targets, new_weights = add_lesions(images, targets, weights, 0.6, 4, 0.5, torch.Generator().manual_seed(3),
+                                                as_copies=True)
+    painted = torch.nonzero(replaced_targets != targets).flatten()
+    assert 0 < len(painted) < 4  # some normals, not all: the test sees both kinds
+    assert torch.equal(out[:8], images) and new_targets[:8].tolist() == targets.tolist()
+    assert torch.equal(out[8:], replaced[painted])  # the very images the replacing mode paints, in order
+    assert new_targets[8:].tolist() == [4] * len(painted) and new_weights[8:].tolist() == [0.5] * len(painted)
+    assert new_weights[:8].tolist() == weights.tolist()

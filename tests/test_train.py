@@ -292,8 +292,8 @@ def test_a_models_validation_split_is_rebuilt_from_its_metadata_and_only_for_its
 
 
 def test_synthetic_lesions_relabel_training_normals_and_join_the_guards_fit(tmp_path):
-    """--synthetic-lesions changes what a run learns (the same seed without it trains otherwise), and the
-    model's guard is fitted with lesion-painted normals too (issue 21)."""
+    """--synthetic-lesions changes what a run learns (the same seed without it trains otherwise; painted as
+    copies, otherwise again), and the model's guard is fitted with lesion-painted normals too (issue 21)."""
     cache = tiny_type_cache(tmp_path, per_class=8)
     common = dict(data=str(cache), run_dir=str(tmp_path / "run"), image_size=48, architecture="resnet18-w32",
                   batch_size=8, val_fraction=0.25, patience=100, seed=3, augment=NO_AUGMENT, epochs=2)
@@ -304,3 +304,8 @@ def test_synthetic_lesions_relabel_training_normals_and_join_the_guards_fit(tmp_
     assert painted["metadata"]["training"]["config"]["synthetic_lesions"] == 1.0
     assert read_metadata(tmp_path / "painted.safetensors")["ood"]["synthetic_lesions"] is True
     assert read_metadata(tmp_path / "plain.safetensors")["ood"]["synthetic_lesions"] is False
+    # As copies: the normals stay in the batch beside their painted copies, so the run learns otherwise again.
+    copies = train(TrainConfig(**common, output=str(tmp_path / "copies.safetensors"), synthetic_lesions=1.0,
+                               lesion_copies=True), log=lambda *_: None)
+    assert [r["train_loss"] for r in copies["history"]] != [r["train_loss"] for r in painted["history"]]
+    assert copies["metadata"]["training"]["config"]["lesion_copies"] is True

@@ -147,6 +147,9 @@ def audit(data: Path, json_output: Optional[Path]) -> None:
 @click.option("--synthetic-lesions", type=float, default=0.0,
               help="Probability that a no-tumor training image gets a painted mass and trains as a tumor of "
                    "unknown type (teaches masses on the normals' sequences); 0 = off.")
+@click.option("--lesion-copies/--no-lesion-copies", default=False,
+              help="With --synthetic-lesions: paint copies, added to the batch, and keep the normals they were "
+                   "painted on as normals (without it the painted normal replaces its original).")
 @click.option("--seed", type=int, default=0)
 @click.option("--device", type=str, default="auto", help="auto, cpu, cuda, cuda:1 ...")
 @click.option("--precision", type=str, default="auto",
@@ -175,7 +178,8 @@ def train(
         batch_size: int, lr: float, weight_decay: float, label_smoothing: float, ema_decay: Optional[float],
         val_fraction: float, patience: int, target_sensitivity: float, zoom: tuple[float, float], rotation: float,
         brightness: tuple[float, float], hflip: float, translate: float, gamma: tuple[float, float], noise: float,
-        blur: float, bias_field: float, intensity_remap: float, invert: float, synthetic_lesions: float, seed: int,
+        blur: float, bias_field: float, intensity_remap: float, invert: float, synthetic_lesions: float, lesion_copies: bool,
+        seed: int,
         device: str, precision: str, compile: bool, calibrate: bool, resume: bool, checkpoint_seconds: float,
         exclude_leaked: Optional[Path], folds: Optional[int], max_steps: Optional[int], limit: Optional[int]
 ) -> None:
@@ -200,7 +204,7 @@ def train(
                       checkpoint_seconds=checkpoint_seconds,
                       exclude_leaked=str(exclude_leaked) if exclude_leaked else None, folds=folds,
                       max_steps=max_steps, limit=limit, augment=policy,
-                      synthetic_lesions=synthetic_lesions)
+                      synthetic_lesions=synthetic_lesions, lesion_copies=lesion_copies)
     with user_errors():
         run_training(cfg, log=click.echo)
 

@@ -37,11 +37,13 @@ def head_interior(images: torch.Tensor, width: int) -> torch.Tensor:
 
 
 def add_lesions(images: torch.Tensor, targets: torch.Tensor, weights: torch.Tensor, rate: float,
-                tumor_target: int, tumor_weight: float, generator: torch.Generator | None = None
-                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+                tumor_target: int, tumor_weight: float, generator: torch.Generator | None = None,
+                as_copies: bool = False) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """images: float (B, 1, H, W) in [0, 1]; targets: training targets, 0 = no tumor. Each no-tumor image
     gets a mass with probability `rate` (where its head has room for one) and then the target `tumor_target`
-    and the loss weight `tumor_weight`. Returns new (images, targets, weights); the others are unchanged."""
+    and the loss weight `tumor_weight`. Returns new (images, targets, weights); the others are unchanged.
+    `as_copies`: the painted images are added after the batch instead, and the normals they were painted on
+    stay in it as normals (the batch grows; the same random numbers are drawn)."""
     n, _, h, w = images.shape
     device, dtype = images.device, images.dtype
     # Every random number is drawn for the whole batch, in one fixed order, whichever images get a mass: the
@@ -55,10 +57,15 @@ def add_lesions(images: torch.Tensor, targets: torch.Tensor, weights: torch.Tens
     chosen = (targets == 0) & room.any(1) & (torch.rand(n, generator=generator, device=device) < rate)
     draws = mass_draws(n, generator, device, dtype)
     keep = torch.nonzero(chosen).flatten()
-    out = images.clone()
+    painted = images[keep]
     if len(keep):
         picked = {name: value[keep] for name, value in draws.items()}
-        out[keep] = paint_masses(images[keep], centre[keep], picked)
+        painted = paint_masses(painted, centre[keep], picked)
+    if as_copies:
+        return (torch.cat([images, painted]), torch.cat([targets, torch.full_like(targets[keep], tumor_target)]),
+                torch.cat([weights, torch.full_like(weights[keep], tumor_weight)]))
+    out = images.clone()
+    out[keep] = painted
     return (out,
             torch.where(chosen, torch.full_like(targets, tumor_target), targets),
             torch.where(chosen, torch.full_like(weights, tumor_weight), weights))

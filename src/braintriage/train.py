@@ -93,6 +93,7 @@ class TrainConfig:
     augment: AugmentPolicy = field(default_factory=AugmentPolicy)
     synthetic_lesions: float = 0.0  # probability that a no-tumor training image gets a painted mass and becomes
     #                                 a tumor of unknown type (synthetic_lesions.py); 0 = off
+    lesion_copies: bool = False  # the painted images join the batch as copies; their normals stay normals
 
 
 def pick_device(name: str) -> torch.device:
@@ -293,7 +294,7 @@ def training_batch(images_u8: torch.Tensor, targets: torch.Tensor, weights: torc
     if cfg.synthetic_lesions <= 0:  # draws nothing extra: runs without lesions are what they were
         return augmented_input(images_u8, cfg.augment, gen, size, mean, std), targets, weights
     images, targets, weights = add_lesions(images_u8.float().div_(255.0), targets, weights, cfg.synthetic_lesions,
-                                           tumor_target, tumor_weight, gen)
+                                           tumor_target, tumor_weight, gen, as_copies=cfg.lesion_copies)
     return augmented_float_input(images, cfg.augment, gen, size, mean, std), targets, weights
 
 
@@ -500,6 +501,7 @@ def run_key_of(decoded: DecodedSet, train_idx: np.ndarray, cfg: TrainConfig, wor
     run_key = f"{decoded.fingerprint}:{split_hash}:{cfg.epochs}:{cfg.batch_size}:{cfg.seed}:{world}"
     run_key += f":ema {cfg.ema_decay}" if cfg.ema_decay else ""
     run_key += f":lesions {cfg.synthetic_lesions}" if cfg.synthetic_lesions else ""
+    run_key += ":as copies" if cfg.synthetic_lesions and cfg.lesion_copies else ""
     return run_key + f":{decoded.preprocess.key()}"
 
 
@@ -558,9 +560,9 @@ def train_one_epoch(model, step_model, optimizer, schedule, ema, data: TrainingD
         schedule.step()
         if ema is not None:
             ema.update_parameters(model)
-        loss_sum += loss * len(idx)
+        loss_sum += loss * len(y)  # len(y), not len(idx): lesion copies make a batch larger
         correct += right
-        seen += len(idx)
+        seen += len(y)
         progress.step += 1
         if cfg.max_steps and progress.step >= cfg.max_steps:
             break

@@ -230,13 +230,9 @@ class Predictor:
         self.input_preprocess = [PreprocessConfig.from_dict(m["preprocess"]) for m in members]
         self.input_normalization = [(m["normalization"]["mean"], m["normalization"]["std"]) for m in members]
         self.preprocess = self.input_preprocess[0]
-        self.threshold = float(self.metadata["threshold"])
-        # The uncertain band and the type display rule (operating_point.py); a model without them: two outcomes.
-        band = self.metadata.get("uncertain_band") or {"low": self.threshold, "high": self.threshold}
-        self.band = (float(band["low"]), float(band["high"]))
-        self.type_min_probability = (self.metadata.get("type_display") or {}).get("min_probability")
+        self.rules = ReadingRules.from_metadata(self.metadata)
+        self.threshold, self.band, self.class_names = self.rules.threshold, self.rules.band, self.rules.class_names
         self.temperature = float(self.metadata.get("temperature", 1.0))
-        self.class_names = self.metadata["class_names"]
         self.ood = self.metadata.get("ood")  # out-of-distribution guard parameters, when calibrated
         self._ood_arrays = ood.as_arrays(self.ood) if self.ood else None
         # The pooled feature maps the guard reads: those it was fitted on; a new fit takes all the network has
@@ -320,7 +316,7 @@ class Predictor:
                      for o in range(3))
 
     def label(self, p_tumor: float) -> str:
-        return "tumor" if p_tumor >= self.threshold else "no_tumor"
+        return self.rules.label(p_tumor)
 
     def predict_files(self, paths: list[str], heatmaps: bool = False) -> list[Prediction]:
         """One result per file path (a DICOM multi-frame file is one study); unreadable files get an error."""
@@ -348,10 +344,7 @@ class Predictor:
         runs the model on it), SCORED when it is scored, and the results last. The web app decodes outside
         its model lock and holds the lock for one batch at a time, so a 1,000-slice study lets a single scan
         through between its batches."""
-        scores = [[None] * len(it.slices) for it in items]
-        errors = [[None] * len(it.slices) for it in items]
-        views: dict[tuple[int, int], tuple] = {}  # (item, slice) -> (image, heat map, type probabilities)
-        alarms: dict[tuple[int, int], str | None] = {}  # (item, slice) -> out-of-distribution warning
+        slices = [SliceResults.empty(len(it.slices)) for it in items]
         todo = [(i, j) for i, it in enumerate(items) if it.error is None for j in range(len(it.slices))]
         batches = [todo[k:k + self.batch_size] for k in range(0, len(todo), self.batch_size)]
 
@@ -360,84 +353,136 @@ class Predictor:
 
         upcoming = decoding(batches[0]) if batches else []
         for b, batch in enumerate(batches):
-            arrays, ok, borders = [], [], []  # per slice: one preprocessed image per model input
             decoded_batch = [f.result() for f in upcoming]
             upcoming = decoding(batches[b + 1]) if b + 1 < len(batches) else []
+            ok = []
             for (i, j), decoded in zip(batch, decoded_batch):
                 if isinstance(decoded, str):
-                    errors[i][j] = decoded
-                    continue
-                arrays.append(decoded[0])
-                borders.append(decoded[1])
-                ok.append((i, j))
+                    slices[i].errors[j] = decoded
+                else:
+                    ok.append(((i, j), decoded))
             if not ok:
                 continue
             yield DECODED
-            stacked = [np.stack(per_input) for per_input in zip(*arrays)]
-            p_tumor, types, cams, pooled = self._run(stacked, heatmaps, self.guard_layers)
-            for (i, j), warning in zip(ok, ood.warnings_for(stacked[0], pooled, self._ood_arrays, borders)):
-                alarms[(i, j)] = warning
-            for k, (i, j) in enumerate(ok):
-                if not np.isfinite(p_tumor[k]):  # a NaN is an error, never a verdict
-                    errors[i][j] = "the model gave no valid score (not a number): its file may be broken"
-                    continue
-                scores[i][j] = float(p_tumor[k])
-                views[(i, j)] = (arrays[k][0] if heatmaps else None, None if cams is None else cams[k],
-                                 None if types is None else types[k])
+            self._score_batch(ok, slices, heatmaps)
             yield SCORED
-        yield [self._summarise(i, it, scores[i], errors[i], views, alarms) for i, it in enumerate(items)]
+        yield [summarise(item, found, self.rules) for item, found in zip(items, slices)]
 
-    def _summarise(self, i: int, item: ScanItem, scores: list, errors: list, views: dict, alarms: dict
-                   ) -> Prediction:
-        r = Prediction(path=item.path, study=item.study, slices=len(item.slices), description=item.description,
-                       identifiers=item.identifiers)
-        if item.error or not item.slices:
-            r.error = item.error or "no images found"
-            return r
-        valid = [j for j, s in enumerate(scores) if s is not None]
-        if not valid:
-            first = next(e for e in errors if e)
-            r.error = first if len(scores) == 1 else f"none of {len(scores)} slices could be read: {first}"
-            return r
-        readable = len(valid)
-        # Slices that do not look like brain MRI are left out of a study's verdict; if none is left, or the one
-        # image of a plain item is out of distribution, the result carries the warning.
-        in_dist = [j for j in valid if alarms.get((i, j)) is None]
-        if in_dist:
-            if len(in_dist) < len(valid):
-                r.warning = f"{len(valid) - len(in_dist)} of {len(valid)} slices left out: not like brain MRI"
-            valid = in_dist
-        else:
-            r.reliable = False
-            r.warning = alarms[(i, valid[0])] if len(valid) == 1 else \
-                f"none of {len(valid)} slices looks like a brain MRI slice: prediction unreliable"
-        p = np.array([scores[j] for j in valid])
-        smoothed = smooth(p) if item.is_study else p
-        order = np.argsort(-smoothed, kind="stable")
-        best = valid[order[0]]
-        r.tumor_probability = float(smoothed[order[0]])
-        r.prediction = self.label(r.tumor_probability)
-        image, cam, types = views[(i, best)]
-        if types is not None:
-            r.type_probabilities = {n: float(v) for n, v in zip(self.class_names, types)}
-        r.image, r.heatmap = image, cam
-        if image is not None:
-            r.shown_source = item.slices[best]
-        if item.is_study:
-            r.top_slices = [item.slices[valid[k]].label for k in order[:TOP_SLICES]]
-            r.slice_probabilities = scores
-            r.shown_slice = item.slices[best].label
-            r.slice_labels = [s.label for s in item.slices]
-            if image is not None:
-                r.slice_images = [views[(i, j)][0] if (i, j) in views else None for j in range(len(item.slices))]
-            failed = len(scores) - readable
-            if failed:
-                r.error = f"{failed} of {len(scores)} slices could not be read; scored on the rest"
-        complete = len(scores) == readable
-        r.verdict = verdicts.verdict(r.tumor_probability, r.reliable, self.band, complete)
-        r.suspicion = verdicts.suspicion(r.tumor_probability, self.band)
-        r.shown_type = verdicts.shown_type(r.verdict, r.type_probabilities, self.type_min_probability)
+    def _score_batch(self, decoded: list[tuple[tuple[int, int], tuple[list[np.ndarray], float]]],
+                     slices: list["SliceResults"], heatmaps: bool) -> None:
+        """Run the network and the guard on one batch of decoded slices ((item, slice) index, (one image per
+        model input, frame level)), and file each slice's score, view and warning under its item."""
+        stacked = [np.stack(per_input) for per_input in zip(*(images for _, (images, _) in decoded))]
+        borders = [border for _, (_, border) in decoded]
+        p_tumor, types, cams, pooled = self._run(stacked, heatmaps, self.guard_layers)
+        warnings = ood.warnings_for(stacked[0], pooled, self._ood_arrays, borders)
+        for k, ((i, j), _) in enumerate(decoded):
+            slices[i].alarms[j] = warnings[k]
+            if not np.isfinite(p_tumor[k]):  # a NaN is an error, never a verdict
+                slices[i].errors[j] = "the model gave no valid score (not a number): its file may be broken"
+                continue
+            slices[i].scores[j] = float(p_tumor[k])
+            slices[i].views[j] = (stacked[0][k] if heatmaps else None, None if cams is None else cams[k],
+                                  None if types is None else types[k])
+
+
+@dataclass(frozen=True)
+class ReadingRules:
+    """How a model file says its scores are read: the threshold, the uncertain band and the type display rule
+    (operating_point.py; a model without a band has two outcomes), and the names of its classes."""
+    threshold: float
+    band: tuple[float, float]
+    type_min_probability: float | None
+    class_names: list[str]
+
+    @classmethod
+    def from_metadata(cls, metadata: dict) -> "ReadingRules":
+        threshold = float(metadata["threshold"])
+        band = metadata.get("uncertain_band") or {"low": threshold, "high": threshold}
+        return cls(threshold, (float(band["low"]), float(band["high"])),
+                   (metadata.get("type_display") or {}).get("min_probability"), metadata["class_names"])
+
+    def label(self, p_tumor: float) -> str:
+        return "tumor" if p_tumor >= self.threshold else "no_tumor"
+
+
+@dataclass
+class SliceResults:
+    """What scoring found for each slice of one item, by slice index: a score or an error, and for a scored
+    slice its view (image, heat map, type probabilities) and out-of-distribution warning (None: looks like MRI)."""
+    scores: list[float | None]
+    errors: list[str | None]
+    views: dict[int, tuple] = field(default_factory=dict)
+    alarms: dict[int, str | None] = field(default_factory=dict)
+
+    @classmethod
+    def empty(cls, n: int) -> "SliceResults":
+        return cls([None] * n, [None] * n)
+
+
+def summarise(item: ScanItem, found: SliceResults, rules: ReadingRules) -> Prediction:
+    """One item's result from its slices' scores: a study's verdict is its most suspicious slice after
+    smoothing over neighbours, with slices that do not look like brain MRI left out (`usable_slices`)."""
+    r = Prediction(path=item.path, study=item.study, slices=len(item.slices), description=item.description,
+                   identifiers=item.identifiers)
+    if item.error or not item.slices:
+        r.error = item.error or "no images found"
         return r
+    scores = found.scores
+    readable = [j for j, score in enumerate(scores) if score is not None]
+    if not readable:
+        first = next(e for e in found.errors if e)
+        r.error = first if len(scores) == 1 else f"none of {len(scores)} slices could be read: {first}"
+        return r
+    valid = usable_slices(readable, found.alarms, r)
+    p = np.array([scores[j] for j in valid])
+    smoothed = smooth(p) if item.is_study else p
+    order = np.argsort(-smoothed, kind="stable")
+    best = valid[order[0]]
+    r.tumor_probability = float(smoothed[order[0]])
+    r.prediction = rules.label(r.tumor_probability)
+    image, cam, types = found.views[best]
+    if types is not None:
+        r.type_probabilities = {n: float(v) for n, v in zip(rules.class_names, types)}
+    r.image, r.heatmap = image, cam
+    if image is not None:
+        r.shown_source = item.slices[best]
+    if item.is_study:
+        describe_study(r, item, found, [valid[k] for k in order[:TOP_SLICES]], best, len(readable))
+    complete = len(scores) == len(readable)
+    r.verdict = verdicts.verdict(r.tumor_probability, r.reliable, rules.band, complete)
+    r.suspicion = verdicts.suspicion(r.tumor_probability, rules.band)
+    r.shown_type = verdicts.shown_type(r.verdict, r.type_probabilities, rules.type_min_probability)
+    return r
+
+
+def usable_slices(readable: list[int], alarms: dict[int, str | None], r: Prediction) -> list[int]:
+    """The slices a verdict rests on: those that look like brain MRI, with a warning on `r` for the others; if
+    none does (or the one image of a plain item does not), all of them, and `r` is marked unreliable."""
+    in_distribution = [j for j in readable if alarms.get(j) is None]
+    if in_distribution:
+        if len(in_distribution) < len(readable):
+            r.warning = f"{len(readable) - len(in_distribution)} of {len(readable)} slices left out: not like brain MRI"
+        return in_distribution
+    r.reliable = False
+    r.warning = alarms[readable[0]] if len(readable) == 1 else \
+        f"none of {len(readable)} slices looks like a brain MRI slice: prediction unreliable"
+    return readable
+
+
+def describe_study(r: Prediction, item: ScanItem, found: SliceResults, top: list[int], best: int,
+                   readable: int) -> None:
+    """A study's own fields: its most suspicious slices, every slice's score, label and view, and how many
+    slices could not be read."""
+    r.top_slices = [item.slices[j].label for j in top]
+    r.slice_probabilities = found.scores
+    r.shown_slice = item.slices[best].label
+    r.slice_labels = [s.label for s in item.slices]
+    if r.image is not None:
+        r.slice_images = [found.views[j][0] if j in found.views else None for j in range(len(item.slices))]
+    failed = len(found.scores) - readable
+    if failed:
+        r.error = f"{failed} of {len(found.scores)} slices could not be read; scored on the rest"
 
 
 def native_view(slice_: Slice) -> np.ndarray | None:

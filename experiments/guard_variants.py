@@ -22,9 +22,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
 
 from braintriage import ood  # noqa: E402
+from braintriage.datasets import TUMOR_TYPES  # noqa: E402
 from braintriage.inference import Predictor  # noqa: E402
 from braintriage.preprocess import preprocess  # noqa: E402
-from braintriage.datasets import TUMOR_TYPES  # noqa: E402
 from braintriage.train import TrainConfig, grouped_split, painted_normals, prepare_data  # noqa: E402
 from test_ood import non_mri_images  # noqa: E402
 
@@ -77,8 +77,7 @@ def class_conditional(f: dict, cols: slice, components: int = 32):
     """One covariance shared by the classes (the within-class scatter), a mean per class; the score is the least
     over the classes (Lee et al. 2018's Mahalanobis detector, on pooled features)."""
     x, y = f["train"][:, cols], f["train_classes"]
-    std = x.std(axis=0)
-    scale = np.maximum(std, 1e-3 * std.max())
+    scale = ood.feature_scale(x)
     x = x / scale
     present = np.unique(y)
     means = np.stack([x[y == c].mean(axis=0) for c in present])
@@ -97,8 +96,7 @@ def per_class(f: dict, cols: slice, components: int = 16):
 
 def nearest_neighbours(f: dict, cols: slice = slice(None), k: int = 5):
     train = f["train"][:, cols]
-    std = train.std(0)
-    scale = np.maximum(std, 1e-3 * std.max())  # as ood.fit standardises
+    scale = ood.feature_scale(train)  # as ood.fit standardises
     mean = (train / scale).mean(0)
     unit = lambda x: (x / scale - mean) / np.linalg.norm(x / scale - mean, axis=1, keepdims=True)  # noqa: E731
     bank = unit(train)

@@ -60,9 +60,10 @@ def test_as_copies_keeps_every_normal_and_adds_the_same_painted_images_after_the
     images = head_batch(8)
     targets = torch.tensor([0, 1, 0, 2, 0, 3, 0, 4])
     weights = torch.arange(1.0, 9.0)
-    replaced, replaced_targets, _ = add_lesions(images, targets, weights, 0.6, 4, 0.5, torch.Generator().manual_seed(3))
-    out, new_targets, new_weights = add_lesions(images, targets, weights, 0.6, 4, 0.5, torch.Generator().manual_seed(3),
-                                                as_copies=True)
+    replaced, replaced_targets, _ = add_lesions(images, targets, weights, 0.6, 4, 0.5,
+                                                torch.Generator().manual_seed(3))
+    out, new_targets, new_weights = add_lesions(images, targets, weights, 0.6, 4, 0.5,
+                                                torch.Generator().manual_seed(3), as_copies=True)
     painted = torch.nonzero(replaced_targets != targets).flatten()
     assert 0 < len(painted) < 4  # some normals, not all: the test sees both kinds
     assert torch.equal(out[:8], images) and new_targets[:8].tolist() == targets.tolist()

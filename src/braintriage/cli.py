@@ -178,9 +178,9 @@ def train(
         batch_size: int, lr: float, weight_decay: float, label_smoothing: float, ema_decay: Optional[float],
         val_fraction: float, patience: int, target_sensitivity: float, zoom: tuple[float, float], rotation: float,
         brightness: tuple[float, float], hflip: float, translate: float, gamma: tuple[float, float], noise: float,
-        blur: float, bias_field: float, intensity_remap: float, invert: float, synthetic_lesions: float, lesion_copies: bool,
-        seed: int,
-        device: str, precision: str, compile: bool, calibrate: bool, resume: bool, checkpoint_seconds: float,
+        blur: float, bias_field: float, intensity_remap: float, invert: float, synthetic_lesions: float,
+        lesion_copies: bool, seed: int, device: str, precision: str, compile: bool, calibrate: bool, resume: bool,
+        checkpoint_seconds: float,
         exclude_leaked: Optional[Path], folds: Optional[int], max_steps: Optional[int], limit: Optional[int]
 ) -> None:
     """Train a model (from scratch, or fine-tune ImageNet weights) and write it as one model file."""

@@ -231,7 +231,6 @@ class Predictor:
         self.input_normalization = [(m["normalization"]["mean"], m["normalization"]["std"]) for m in members]
         self.preprocess = self.input_preprocess[0]
         self.rules = ReadingRules.from_metadata(self.metadata)
-        self.threshold, self.band, self.class_names = self.rules.threshold, self.rules.band, self.rules.class_names
         self.temperature = float(self.metadata.get("temperature", 1.0))
         self.ood = self.metadata.get("ood")  # out-of-distribution guard parameters, when calibrated
         self._ood_arrays = ood.as_arrays(self.ood) if self.ood else None
@@ -315,6 +314,18 @@ class Predictor:
         return tuple(None if outputs[0][o] is None else np.concatenate([out[o] for out in outputs])
                      for o in range(3))
 
+    @property
+    def threshold(self) -> float:
+        return self.rules.threshold
+
+    @property
+    def band(self) -> tuple[float, float]:
+        return self.rules.band
+
+    @property
+    def class_names(self) -> list[str]:
+        return self.rules.class_names
+
     def label(self, p_tumor: float) -> str:
         return self.rules.label(p_tumor)
 
@@ -369,7 +380,7 @@ class Predictor:
         yield [summarise(item, found, self.rules) for item, found in zip(items, slices)]
 
     def _score_batch(self, decoded: list[tuple[tuple[int, int], tuple[list[np.ndarray], float]]],
-                     slices: list["SliceResults"], heatmaps: bool) -> None:
+                     slices: list[SliceResults], heatmaps: bool) -> None:
         """Run the network and the guard on one batch of decoded slices ((item, slice) index, (one image per
         model input, frame level)), and file each slice's score, view and warning under its item."""
         stacked = [np.stack(per_input) for per_input in zip(*(images for _, (images, _) in decoded))]

@@ -37,10 +37,7 @@ def fit(train_features: np.ndarray, val_features: np.ndarray, components: int = 
         percentile: float = PERCENTILE, layers: tuple[str, ...] = LAYERS, margin: float = MARGIN) -> dict:
     """OOD parameters from pooled features (N, C) of the training split, thresholded on the validation split
     (`margin` times its `percentile`). `layers` records which pooled feature maps the columns are (`layers_of`)."""
-    # Standardise each dimension, so a stage with large activations does not drown the other; a floor keeps
-    # near-dead channels from turning rounding noise into alarms.
-    std = train_features.std(axis=0)
-    scale = np.maximum(std, 1e-3 * std.max())
+    scale = feature_scale(train_features)
     train_features = train_features / scale
     mean = train_features.mean(axis=0)
     centred = train_features - mean
@@ -55,6 +52,14 @@ def fit(train_features: np.ndarray, val_features: np.ndarray, components: int = 
     params["threshold"] = float(margin * np.percentile(val_scores, percentile))
     params["validation_false_alarm_rate"] = float((val_scores > params["threshold"]).mean())
     return params
+
+
+def feature_scale(train_features: np.ndarray) -> np.ndarray:
+    """Each dimension's training standard deviation, by which the guard standardises it, so a stage with large
+    activations does not drown the other; a floor keeps near-dead channels from turning rounding noise into
+    alarms."""
+    std = train_features.std(axis=0)
+    return np.maximum(std, 1e-3 * std.max())
 
 
 def as_arrays(params: dict) -> dict:

@@ -3,7 +3,8 @@ from PIL import Image
 
 from braintriage.cache import DecodedSet, decode_dataset
 from braintriage.datasets import load_dataset
-from braintriage.metrics import binary_metrics, threshold_for_sensitivity, threshold_for_specificity
+from braintriage.metrics import (binary_metrics, per_source_metrics, threshold_for_sensitivity,
+                                 threshold_for_specificity)
 from braintriage.preprocess import PreprocessConfig
 from braintriage.train import cell_weights, grouped_split
 from conftest import blocks
@@ -66,3 +67,20 @@ def test_specificity_threshold_is_the_most_sensitive_one_that_keeps_the_target()
         # lowering it to the next normal's score gives up specificity below the target
         lower = p[(y == 0) & (p < t)].max()
         assert binary_metrics(y, p, lower)["specificity"] < target
+
+
+def test_per_source_figures_show_a_source_the_pooled_figure_hides():
+    # Source a: 4 tumors (all caught), 4 normals; source b: 4 tumors alone, 3 of them below the threshold.
+    y = np.array([1, 1, 1, 1, 0, 0, 0, 0, 1, 1, 1, 1])
+    p = np.array([0.9, 0.8, 0.95, 0.7, 0.1, 0.2, 0.3, 0.65, 0.4, 0.5, 0.55, 0.9])
+    source = np.array(["a"] * 8 + ["b"] * 4)
+    per = per_source_metrics(y, p, source, 0.6)
+    assert binary_metrics(y, p, 0.6)["sensitivity"] == 5 / 8  # pooled
+    assert per["a"]["sensitivity"] == 1.0 and per["a"]["specificity"] == 0.75 and per["a"]["normals"] == 4
+    assert per["b"]["sensitivity"] == 0.25 and per["b"]["tumors"] == 4
+    assert per["b"]["normals"] == 0 and per["b"]["specificity"] is None and per["b"]["specificity_ci95"] is None
+    lo, hi = per["b"]["sensitivity_ci95"]
+    assert lo < 0.25 < hi
+    # b's tumors are ranked against a's normals: 0.9 beats all 4, 0.55 and 0.5 beat 3, 0.4 beats 3 -> 13 / 16
+    assert per["b"]["roc_auc_against_all_normals"] == 13 / 16
+    assert per["a"]["roc_auc_against_all_normals"] == 1.0

@@ -98,6 +98,11 @@ def test_grouped_cross_validation_reports_mean_and_spread(real_subset, tmp_path,
     train(cfg, log=lines.append)
     assert sum("finished by an earlier run" in line for line in lines) == 3
     assert saved["pooled_out_of_fold"]["at_specificity_0.95"]["specificity"] >= 0.95
+    # One source here (the manifest): its share is the pooled result.
+    at95 = saved["pooled_out_of_fold"]["at_specificity_0.95"]
+    (only,) = saved["pooled_out_of_fold"]["per_source_at_specificity_0.95"].values()
+    assert (only["tumors"], only["normals"]) == (at95["n_tumor"], at95["n_no_tumor"])
+    assert only["sensitivity"] == pytest.approx(at95["sensitivity"])
 
 
 def test_weight_averaging_saves_the_average_not_the_last_weights(tmp_path):

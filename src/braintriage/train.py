@@ -40,8 +40,8 @@ from braintriage.cache import DecodedSet, cached_decode, from_sources
 from braintriage.cpu_memory import keep_freed_memory
 from braintriage.csv_cells import write_csv_dicts
 from braintriage.datasets import TUMOR_TYPES, DatasetLayoutError, load_dataset
-from braintriage.metrics import (METRIC_NAMES, binary_metrics, threshold_for_sensitivity, wilson_interval,
-                                 threshold_for_specificity)
+from braintriage.metrics import (METRIC_NAMES, binary_metrics, describe_per_source, per_source_metrics,
+                                 threshold_for_sensitivity, threshold_for_specificity, wilson_interval)
 from braintriage.modelfile import save_model, update_metadata
 from braintriage.pretrained import weights_package
 from braintriage.synthetic_lesions import add_lesions
@@ -885,8 +885,11 @@ def cross_validate(cfg: TrainConfig, data: Prepared, device: torch.device, log=p
     y_all = np.array([r["tumor"] for r in oof_rows])
     p_all = np.array([r["p_tumor"] for r in oof_rows])
     threshold = threshold_for_specificity(y_all, p_all, 0.95)
+    source_of = dict(zip(decoded.paths.astype(str).tolist(), decoded.source.astype(str).tolist()))
     pooled = {"at_0.5": binary_metrics(y_all, p_all, 0.5),
-              "at_specificity_0.95": binary_metrics(y_all, p_all, threshold)}
+              "at_specificity_0.95": binary_metrics(y_all, p_all, threshold),
+              "per_source_at_specificity_0.95": per_source_metrics(
+                  y_all, p_all, np.array([source_of[r["path"]] for r in oof_rows]), threshold)}
     # A resumed run may have trained its folds on different machines; same seed, other numbers (hardware_name)
     hardware = sorted({f.get("hardware", "not recorded") for f in per_fold})
     if len(hardware) > 1:
@@ -902,6 +905,8 @@ def cross_validate(cfg: TrainConfig, data: Prepared, device: torch.device, log=p
     at95 = pooled["at_specificity_0.95"]
     log(f"pooled out-of-fold: threshold {threshold:.3f} keeps specificity {at95['specificity']:.3f} with "
         f"sensitivity {at95['sensitivity']:.3f}")
+    for line in describe_per_source(pooled["per_source_at_specificity_0.95"]):
+        log(f"  {line}")
     return result
 
 

@@ -12,7 +12,6 @@ a multi-source run prefixes with it (`cache.from_sources`): the sources of the r
 
 from __future__ import annotations
 
-import csv
 import json
 import sys
 from pathlib import Path
@@ -20,18 +19,17 @@ from pathlib import Path
 import numpy as np
 
 from braintriage.metrics import describe_per_source, per_source_metrics
+from braintriage.operating_point import read_out_of_fold
 
 
 def per_source(run: Path) -> tuple[float, dict]:
-    cv = json.loads((run / "cv.json").read_text())
+    cv, rows = read_out_of_fold(run)
     pooled = cv["pooled_out_of_fold"]
     threshold = pooled["at_specificity_0.95"]["threshold"]
     if "per_source_at_specificity_0.95" in pooled:
         return threshold, pooled["per_source_at_specificity_0.95"]
     config = json.loads((run / "config.json").read_text())
     names = {Path(s).name for s in config["sources"]}
-    with (run / "oof.csv").open() as f:
-        rows = list(csv.DictReader(f))
     source = np.array([r["path"].split("/")[0] for r in rows])
     if len(names) < 2 or not set(source.tolist()) <= names:
         raise SystemExit(f"{run}: cv.json has no per-source figures and its paths do not name its sources")

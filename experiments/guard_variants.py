@@ -34,18 +34,16 @@ LAST = slice(112, None)
 PAINTED = len(TUMOR_TYPES)  # the class of a lesion-painted normal and of a tumor of unknown type
 
 
-def features(run: Path) -> dict:
-    cached = run / "guard-features.npz"
-    if cached.exists():
-        return dict(np.load(cached))
+def guard_inputs(run: Path) -> dict:
+    """The images a guard of RUN is fitted and judged on (uint8, preprocessed as the run trained): its training
+    and validation splits (with one lesion-painted copy of each normal where it trained with them), their classes,
+    the held-out source's slices, the 11 non-MRI inputs and which of those the rules before the features refuse."""
     config = json.loads((run / "config.json").read_text())
     cfg = TrainConfig(data=[str(Path(s).resolve()) for s in config["sources"]],
                       holdout_source=config.get("holdout_source"), image_size=config["train"]["image_size"],
                       seed=config["train"]["seed"], synthetic_lesions=config["train"].get("synthetic_lesions", 0.0))
     data = prepare_data(cfg, log=lambda *a: None)
     train_idx, val_idx = grouped_split(data.decoded, cfg.val_fraction, cfg.seed)
-    predictor = Predictor(str(run / "model.safetensors"))
-    pooled = lambda images: predictor.pooled_features(images, ("penultimate_stage", "last_stage"))  # noqa: E731
     classes = np.where(data.decoded.tumor == 0, 0, np.where(data.decoded.tumor_type > 0, data.decoded.tumor_type,
                                                              PAINTED))
 
@@ -55,15 +53,30 @@ def features(run: Path) -> dict:
             painted = painted_normals(data.decoded, idx, cfg.seed)
             images = np.concatenate([images, painted])
             labels = np.concatenate([labels, np.full(len(painted), PAINTED)])
-        return pooled(images), labels
+        return images, labels
 
     others = non_mri_images(DATA / "brain-tumor-classification-mri")
-    views = np.stack([preprocess(im.convert("L"), predictor.preprocess) for im in others.values()])
+    preprocess_config = Predictor(str(run / "model.safetensors")).preprocess
+    views = np.stack([preprocess(im.convert("L"), preprocess_config) for im in others.values()])
     refused = np.array([v.std() < ood.MIN_STD or ood.border_level(im.convert("L")) > ood.MAX_BORDER_LEVEL
                         for v, im in zip(views, others.values())])
     (train, train_classes), (val, _) = split(train_idx), split(val_idx)
-    out = {"train": train, "train_classes": train_classes, "val": val, "non_mri": pooled(views), "refused": refused,
-           "held_out": pooled(data.held_out.images) if data.held_out is not None else np.zeros((0, train.shape[1]))}
+    held_out = data.held_out.images if data.held_out is not None else np.zeros((0, *train.shape[1:]), np.uint8)
+    return {"train": train, "train_classes": train_classes, "val": val, "non_mri": views, "refused": refused,
+            "non_mri_names": np.array(list(others)), "held_out": held_out}
+
+
+def features(run: Path) -> dict:
+    """`guard_inputs` with each image set replaced by its pooled features (kept in RUN/guard-features.npz)."""
+    cached = run / "guard-features.npz"
+    if cached.exists():
+        return dict(np.load(cached))
+    predictor = Predictor(str(run / "model.safetensors"))
+    inputs = guard_inputs(run)
+    out = {k: predictor.pooled_features(v, ("penultimate_stage", "last_stage"))
+           if k in ("train", "val", "non_mri", "held_out") and len(v) else v for k, v in inputs.items()}
+    if not len(inputs["held_out"]):
+        out["held_out"] = np.zeros((0, out["train"].shape[1]))
     np.savez(cached, **out)
     return out
 
@@ -111,13 +124,13 @@ def both_stages_each_own(f: dict):
     return lambda x: np.max([s(x) / b for s, b in zip(scorers, bases)], axis=0)
 
 
+IN_USE = "stage before the last, 32 components (ood.LAYERS, the guard since session 18)"
 DESIGNS = {
     "both stages, 32 components": lambda f: mahalanobis(f, slice(None)),
     "both stages, 128 components": lambda f: mahalanobis(f, slice(None), 128),
     "k-nearest neighbours (cosine, k 5), both stages": nearest_neighbours,
     "last stage alone, 32 components": lambda f: mahalanobis(f, LAST),
-    "stage before the last, 32 components (ood.LAYERS, the guard since session 18)": lambda f: mahalanobis(
-        f, PENULTIMATE),
+    IN_USE: lambda f: mahalanobis(f, PENULTIMATE),
     "stage before the last, 64 components": lambda f: mahalanobis(f, PENULTIMATE, 64),
     "stage before the last, 111 components (full covariance)": lambda f: mahalanobis(f, PENULTIMATE, 111),
     "stage before the last, 8 components": lambda f: mahalanobis(f, PENULTIMATE, 8),
@@ -141,3 +154,12 @@ if __name__ == "__main__":
             held_out = score(f["held_out"]) / threshold if len(f["held_out"]) else np.full(1, np.nan)
             print(f"| {name} | {np.mean(held_out > 1):.3f} | {flagged.sum()} | {least:.2f} | "
                   f"{np.mean(held_out >= least):.3f} |")
+        # The guard in use, in units of its validation 99.5th percentile (its threshold is ood.MARGIN of them): where
+        # the least non-MRI input lands, and the margin at which the held-out source's alarms would reach 5% (issue
+        # 21's budget on Br35H).
+        score = DESIGNS[IN_USE](f)
+        base = np.percentile(score(f["val"]), ood.PERCENTILE)
+        line = f"guard in use: least non-MRI input at {(score(f['non_mri']) / base)[~f['refused']].min():.2f}"
+        if len(f["held_out"]):
+            line += f"; held-out alarms reach 5% at margin {np.quantile(score(f['held_out']) / base, 0.95):.2f}"
+        print(line + f" (validation 99.5th percentiles; the margin in use is {ood.MARGIN})")

@@ -1,6 +1,8 @@
 """Which stage of an EfficientNet-Lite should the out-of-distribution guard read? (session 21)
 
     python experiments/guard_stages.py [--imagenet] runs/RUN [MORE ...]
+    python experiments/guard_stages.py --design NAME --alarm-budget 0.03 runs/LSO_RUN ...  # the margin it allows
+    python experiments/guard_stages.py --design NAME --margin M runs/RUN ...               # that guard, flagged
 
 The guard reads the pooled output of the stage before the last (112 channels). On weights trained with painted
 lesions that stage lets a grey portrait photograph through (session 20: 0.93 of the threshold on the all-sources
@@ -14,11 +16,13 @@ config whose rule names other weights. With --imagenet the features are those of
 weights leave it (not fine-tuned: the same for every run), on each run's images.
 """
 
+import argparse
 import sys
 from pathlib import Path
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
@@ -55,11 +59,13 @@ def stage_statistics(model, meta: dict, images: np.ndarray, batch: int = 64) -> 
         for s, m in enumerate(maps):
             out.setdefault(f"mean{s}", []).append(m.mean(dim=(2, 3)).numpy())
             out.setdefault(f"std{s}", []).append(m.std(dim=(2, 3)).numpy())
+            # where in the image: the map averaged over each quarter (a layout a global mean discards)
+            out.setdefault(f"grid{s}", []).append(F.adaptive_avg_pool2d(m, 2).flatten(1).numpy())
     return {k: np.concatenate(v) for k, v in out.items()}
 
 
 def stage_features(run: Path, imagenet: bool = False) -> tuple[dict, dict]:
-    cached = run / ("guard-stages-imagenet.npz" if imagenet else "guard-stages.npz")
+    cached = run / ("guard-stages-imagenet-v2.npz" if imagenet else "guard-stages-v2.npz")
     inputs = guard_inputs(run)
     if cached.exists():
         stored = np.load(cached)
@@ -74,29 +80,72 @@ def stage_features(run: Path, imagenet: bool = False) -> tuple[dict, dict]:
 
 
 def designs(n_stages: int) -> dict[str, list[str]]:
+    """Feature sets to fit a guard on: names -> the keys of `stage_statistics` side by side."""
     names = {f"stage {s} mean": [f"mean{s}"] for s in range(n_stages)}
     names.update({f"stage {s} mean+std": [f"mean{s}", f"std{s}"] for s in range(2, n_stages)})
     names.update({f"stages {a}+{b} mean": [f"mean{a}", f"mean{b}"] for a, b in ((2, 4), (3, 4), (2, 3), (1, 4))})
+    names.update({f"stage {s} by quarter": [f"grid{s}"] for s in (3, 4, 5)})
+    names["stage 4 mean + stage 4 by quarter"] = ["mean4", "grid4"]
     return names
 
 
+def design_scores(feats: dict, keys: list[str]) -> tuple[dict, float]:
+    """A guard's model fitted on the feature set `keys`: each set's scores in units of the validation 99.5th
+    percentile (the guard's threshold is its margin times that)."""
+    x = {s: np.concatenate([feats[s][k] for k in keys], axis=1) if feats[s] else None for s in SETS}
+    params = ood.fit(x["train"], x["val"], margin=1.0)
+    return {s: ood.score(x[s], params) / params["threshold"] if x[s] is not None else None for s in SETS}
+
+
+def table(run: Path, feats: dict, inputs: dict, imagenet: bool) -> None:
+    n_stages = sum(k.startswith("mean") for k in feats["train"])
+    print(f"{run}{', ImageNet weights' if imagenet else ''} (stage {n_stages - 1} is the head convolution; "
+          "stage 4 is the guard's since session 18)\n"
+          "| features | held-out alarms | non-MRI flagged (of 11) | least non-MRI score / threshold (which) | "
+          "held-out alarms at that score |\n|---|---|---|---|---|")
+    for name, keys in designs(n_stages).items():
+        scores = design_scores(feats, keys)
+        ratios = scores["non_mri"] / ood.MARGIN
+        flagged = inputs["refused"] | (ratios > 1)
+        candidates = np.where(~inputs["refused"])[0]
+        least = candidates[np.argmin(ratios[candidates])]
+        held = scores["held_out"] / ood.MARGIN if scores["held_out"] is not None else np.full(1, np.nan)
+        print(f"| {name} | {np.mean(held > 1):.3f} | {flagged.sum()} | {ratios[least]:.2f} "
+              f"({inputs['non_mri_names'][least]}) | {np.mean(held >= ratios[least]):.3f} |")
+
+
+def at_margin(run: Path, feats: dict, inputs: dict, design: str, margin: float | None, budget: float) -> float | None:
+    """One design on one run: with `budget`, the margin at which the held-out source's alarms reach it; with
+    `margin`, what the guard flags there."""
+    scores = design_scores(feats, designs(sum(k.startswith("mean") for k in feats["train"]))[design])
+    held = scores["held_out"]
+    if margin is None:
+        found = float(np.quantile(held, 1 - budget))
+        print(f"{run}: held-out alarms reach {budget:.3f} at margin {found:.3f}")
+        return found
+    flagged = inputs["refused"] | (scores["non_mri"] > margin)
+    let_through = [str(n) for n, f in zip(inputs["non_mri_names"], flagged) if not f]
+    alarms = f"held-out alarms {np.mean(held > margin):.3f}; " if held is not None else ""
+    print(f"{run}: {alarms}validation alarms {np.mean(scores['val'] > margin):.3f}; non-MRI flagged "
+          f"{flagged.sum()} of {len(flagged)}, least at {scores['non_mri'][~inputs['refused']].min() / margin:.2f} of "
+          f"the threshold; let through: {', '.join(let_through) or 'none'}")
+    return None
+
+
 if __name__ == "__main__":
-    imagenet = "--imagenet" in sys.argv
-    for run in [Path(a) for a in sys.argv[1:] if a != "--imagenet"]:
-        feats, inputs = stage_features(run, imagenet)
-        n_stages = sum(k.startswith("mean") for k in feats["train"])
-        print(f"{run}{', ImageNet weights' if imagenet else ''} (stage {n_stages - 1} is the head convolution; "
-              "stage 4 is the guard's since session 18)\n"
-              "| features | held-out alarms | non-MRI flagged (of 11) | least non-MRI score / threshold (which) | "
-              "held-out alarms at that score |\n|---|---|---|---|---|")
-        for name, keys in designs(n_stages).items():
-            x = {s: np.concatenate([feats[s][k] for k in keys], axis=1) if feats[s] else None for s in SETS}
-            params = ood.fit(x["train"], x["val"])
-            ratios = ood.score(x["non_mri"], params) / params["threshold"]
-            flagged = inputs["refused"] | (ratios > 1)
-            candidates = np.where(~inputs["refused"])[0]
-            least = candidates[np.argmin(ratios[candidates])]
-            held = (ood.score(x["held_out"], params) / params["threshold"] if x["held_out"] is not None
-                    else np.full(1, np.nan))
-            print(f"| {name} | {np.mean(held > 1):.3f} | {flagged.sum()} | {ratios[least]:.2f} "
-                  f"({inputs['non_mri_names'][least]}) | {np.mean(held >= ratios[least]):.3f} |")
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("runs", nargs="+", type=Path)
+    parser.add_argument("--imagenet", action="store_true")
+    parser.add_argument("--design", help="one feature set of `designs` (its name), for --alarm-budget or --margin")
+    parser.add_argument("--alarm-budget", type=float, help="print the margin at which held-out alarms reach this")
+    parser.add_argument("--margin", type=float, help="the guard at this margin (validation 99.5th percentiles)")
+    args = parser.parse_args()
+    margins = []
+    for run in args.runs:
+        feats, inputs = stage_features(run, args.imagenet)
+        if args.design:
+            margins.append(at_margin(run, feats, inputs, args.design, args.margin, args.alarm_budget))
+        else:
+            table(run, feats, inputs, args.imagenet)
+    if args.design and args.margin is None:
+        print(f"mean margin {np.mean(margins):.3f}")

@@ -93,4 +93,4 @@ def test_the_threshold_leaves_a_margin_over_the_validation_percentile():
     wide = ood.fit(train, val)
     assert wide["threshold"] == pytest.approx(ood.MARGIN * plain["threshold"])
     assert plain["validation_false_alarm_rate"] > 0 and wide["validation_false_alarm_rate"] < plain["validation_false_alarm_rate"]
-    assert wide["layers"] == list(ood.LAYERS) == ["penultimate_stage"] and wide["margin"] == ood.MARGIN
+    assert wide["layers"] == list(ood.LAYERS) == ["penultimate_quarters"] and wide["margin"] == ood.MARGIN

@@ -51,8 +51,8 @@ def test_lite_variants_build_with_their_depth_and_width(name):
     model = build_model(name, num_outputs=4)
     out = model.eval()(torch.zeros(2, 1, 64, 64))
     assert out.shape == (2, 4)
-    features, penultimate = model.features_with_penultimate(torch.zeros(1, 1, 64, 64))
-    assert features.shape[1] == 1280 and penultimate.ndim == 2
+    features, penultimate, quarters = model.features_with_penultimate(torch.zeros(1, 1, 64, 64))
+    assert features.shape[1] == 1280 and penultimate.ndim == 2 and quarters.shape[1] == 4 * penultimate.shape[1]
 
 
 def test_an_exported_lite_model_runs_the_same_on_onnx_runtime_with_heat_maps(tmp_path):
@@ -81,3 +81,13 @@ def test_an_exported_lite_model_runs_the_same_on_onnx_runtime_with_heat_maps(tmp
         assert abs(a.tumor_probability - b.tumor_probability) < 2e-3
         assert a.heatmap is not None and a.heatmap.shape == b.heatmap.shape
         assert np.abs(a.heatmap.astype(float) - b.heatmap.astype(float)).max() < 0.05
+
+
+def test_quarter_means_are_average_pooling_to_two_by_two_for_odd_and_even_sides():
+    import torch.nn.functional as F
+
+    from braintriage.models import quarter_means
+
+    for h, w in ((7, 10), (10, 10), (5, 13)):
+        maps = torch.randn(2, 3, h, w)
+        assert torch.allclose(quarter_means(maps), F.adaptive_avg_pool2d(maps, 2).flatten(1), atol=1e-6)

@@ -104,11 +104,11 @@ class OnnxBackend:
         imports onnx, which a plain verdict does not need)."""
         return onnx_initializers(self.path).get("head.weight") if "features" in self.outputs else None
 
-    def run(self, inputs: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
-        """logits, last feature maps, penultimate stage pooled (None where the graph lacks them); `inputs` by
-        input name (`image`, and one more per further member of an ensemble)."""
+    def run(self, inputs: dict[str, np.ndarray]) -> tuple[np.ndarray | None, ...]:
+        """logits, last feature maps, penultimate stage pooled over space and over each quarter (None where the
+        graph lacks them); `inputs` by input name (`image`, and one more per further member of an ensemble)."""
         out = dict(zip(self.outputs, self.session.run(None, inputs)))
-        return out["logits"], out.get("features"), out.get("penultimate_features")
+        return out["logits"], out.get("features"), out.get("penultimate_features"), out.get("penultimate_quarters")
 
 
 def optimized_session(path: Path, options) -> "onnxruntime.InferenceSession":
@@ -166,13 +166,14 @@ class TorchBackend:
         self.outputs = list(EXPLAINABLE_OUTPUTS) if self.explainable else ["logits"]
         self.parallel_runs = 1  # PyTorch spreads one call over all cores itself
 
-    def run(self, inputs: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
+    def run(self, inputs: dict[str, np.ndarray]) -> tuple[np.ndarray | None, ...]:
         with self.torch.inference_mode():
             t = self.torch.from_numpy(inputs["image"])
             if not self.explainable:
-                return self.model(t).numpy(), None, None
-            features, penultimate = self.model.features_with_penultimate(t)
-            return self.model.head(features.mean(dim=(2, 3))).numpy(), features.numpy(), penultimate.numpy()
+                return self.model(t).numpy(), None, None, None
+            features, penultimate, quarters = self.model.features_with_penultimate(t)
+            return (self.model.head(features.mean(dim=(2, 3))).numpy(), features.numpy(), penultimate.numpy(),
+                    quarters.numpy())
 
 
 def tumor_probability(logits: np.ndarray, temperature: float = 1.0) -> tuple[np.ndarray, np.ndarray | None]:
@@ -234,9 +235,11 @@ class Predictor:
         self.temperature = float(self.metadata.get("temperature", 1.0))
         self.ood = self.metadata.get("ood")  # out-of-distribution guard parameters, when calibrated
         self._ood_arrays = ood.as_arrays(self.ood) if self.ood else None
-        # The pooled feature maps the guard reads: those it was fitted on; a new fit takes all the network has
-        # (an ONNX file exported before there was a penultimate output has only the last stage).
-        self.available_guard_layers = (ood.LAYERS if "penultimate_features" in self.backend.outputs
+        # The pooled feature maps the guard reads: those it was fitted on; a new fit takes the best the network has
+        # (an ONNX file exported before there were quarters has the penultimate stage's mean, one exported before
+        # that only the last stage).
+        self.available_guard_layers = (ood.LAYERS if "penultimate_quarters" in self.backend.outputs
+                                       else ("penultimate_stage",) if "penultimate_features" in self.backend.outputs
                                        else ("last_stage",))
         self.guard_layers = ood.layers_of(self.ood) if self.ood else self.available_guard_layers
         # Test-time augmentation the model was validated with: "horizontal_flip" averages the logits of the
@@ -280,7 +283,7 @@ class Predictor:
             x = {name: (((a[i:i + self.batch_size].astype(np.float32) / 255.0 - mean) / std)[:, None]
                         .astype(np.float32))
                  for name, a, (mean, std) in zip(self.input_names, arrays, self.input_normalization)}
-            logits, features, penultimate = self._run_network(x)
+            logits, features, penultimate, quarters = self._run_network(x)
             if "horizontal_flip" in self.test_time_augmentation:
                 # Heat maps and the out-of-distribution guard keep the unflipped image's features.
                 mirrored = {name: np.ascontiguousarray(v[..., ::-1]) for name, v in x.items()}
@@ -290,7 +293,7 @@ class Predictor:
             if types is not None:
                 types_all.append(types)
             pooled = {"last_stage": None if features is None else features.mean(axis=(2, 3)),
-                      "penultimate_stage": penultimate}
+                      "penultimate_stage": penultimate, "penultimate_quarters": quarters}
             if all(pooled[name] is not None for name in guard_layers):
                 pooled_all.append(np.concatenate([pooled[name] for name in guard_layers], axis=1))
             if heatmaps and features is not None:
@@ -303,7 +306,7 @@ class Predictor:
                 (np.concatenate(cams_all) if cams_all else None),
                 (np.concatenate(pooled_all) if pooled_all else None))
 
-    def _run_network(self, inputs: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
+    def _run_network(self, inputs: dict[str, np.ndarray]) -> tuple[np.ndarray | None, ...]:
         """`backend.run` on a batch, in chunks of MODEL_CHUNK images run side by side (`backend.parallel_runs`);
         each image's outputs are those of running it alone."""
         n = len(next(iter(inputs.values())))
@@ -312,7 +315,7 @@ class Predictor:
         chunks = [{name: a[k:k + MODEL_CHUNK] for name, a in inputs.items()} for k in range(0, n, MODEL_CHUNK)]
         outputs = list(self._model_runs.map(self.backend.run, chunks))
         return tuple(None if outputs[0][o] is None else np.concatenate([out[o] for out in outputs])
-                     for o in range(3))
+                     for o in range(len(outputs[0])))
 
     @property
     def threshold(self) -> float:

@@ -28,8 +28,8 @@ METADATA_KEY = "braintriage"
 BUNDLED_MODEL = Path(__file__).parent / "assets" / "default-model.onnx"
 ONNX_PREFIX = "m."  # the exported wrapper holds the network as `m`
 # What an exported network with a global-average-pool head returns, by name (export writes them, the runtime
-# reads them): logits, the last feature maps, and the penultimate stage pooled over space.
-EXPLAINABLE_OUTPUTS = ("logits", "features", "penultimate_features")
+# reads them): logits, the last feature maps, and the penultimate stage pooled over space and over each quarter.
+EXPLAINABLE_OUTPUTS = ("logits", "features", "penultimate_features", "penultimate_quarters")
 
 
 class ModelFileError(ValueError):

@@ -28,14 +28,26 @@ from torch import nn
 
 
 def through_blocks(h: torch.Tensor, blocks: nn.Sequential, penultimate_end: int
-                   ) -> tuple[torch.Tensor, torch.Tensor]:
-    """h through every block, and block `penultimate_end`'s output averaged over space (for the guard)."""
+                   ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """h through every block, and block `penultimate_end`'s output averaged over space and over each quarter of
+    it (for the guard)."""
     penultimate = h
     for k, block in enumerate(blocks):
         h = block(h)
         if k == penultimate_end:
-            penultimate = h.mean(dim=(2, 3))
-    return h, penultimate
+            penultimate = h
+    return h, penultimate.mean(dim=(2, 3)), quarter_means(penultimate)
+
+
+def quarter_means(maps: torch.Tensor) -> torch.Tensor:
+    """(B, C, h, w) -> (B, 4C): each channel averaged over the top-left, top-right, bottom-left and bottom-right
+    quarter, channel by channel (as adaptive average pooling to 2x2 splits an odd side: the middle row or column
+    counts in both halves). Where in the image a feature lies: a global mean discards it (the guard, ood.py)."""
+    h, w = int(maps.shape[-2]), int(maps.shape[-1])
+    rows = ((0, (h + 1) // 2), (h // 2, h))
+    cols = ((0, (w + 1) // 2), (w // 2, w))
+    quarters = [maps[..., r0:r1, c0:c1].mean(dim=(2, 3)) for r0, r1 in rows for c0, c1 in cols]
+    return torch.stack(quarters, dim=2).flatten(1)
 
 
 class SeedCNN(nn.Module):
@@ -103,10 +115,10 @@ class ResNet(nn.Module):
         """Last feature maps (B, C, h, w), before pooling: what a class activation map is made of."""
         return self.stages(self.stem(x))
 
-    def features_with_penultimate(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """The last feature maps (B, C, h, w) and the penultimate stage's output averaged over space (B, C/2).
-        The out-of-distribution guard looks at both: a middle stage still sees texture and layout that the
-        last, class-focused one has discarded."""
+    def features_with_penultimate(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The last feature maps (B, C, h, w), the penultimate stage's output averaged over space (B, C/2) and
+        over each quarter (B, 2C). The out-of-distribution guard reads the stage before the last: it still sees
+        texture and layout that the last, class-focused one has discarded."""
         return through_blocks(self.stem(x), self.stages, self.penultimate_end)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -209,9 +221,9 @@ class EfficientNetLite(nn.Module):
     def feature_maps(self, x: torch.Tensor) -> torch.Tensor:
         return self.head_conv(self.blocks(self.stem(x)))
 
-    def features_with_penultimate(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        h, penultimate = through_blocks(self.stem(x), self.blocks, self.penultimate_end)
-        return self.head_conv(h), penultimate
+    def features_with_penultimate(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        h, penultimate, quarters = through_blocks(self.stem(x), self.blocks, self.penultimate_end)
+        return self.head_conv(h), penultimate, quarters
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.dropout(self.feature_maps(x).mean(dim=(2, 3))))

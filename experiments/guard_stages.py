@@ -22,15 +22,14 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from guard_variants import guard_inputs  # noqa: E402
+from guard_variants import guard_inputs, non_mri_inputs  # noqa: E402
 
 from braintriage import ood  # noqa: E402
 from braintriage.modelfile import load_model  # noqa: E402
-from braintriage.models import build_model, to_model_input  # noqa: E402
+from braintriage.models import build_model, quarter_means, to_model_input  # noqa: E402
 
 WHOLE_IMAGE_MARGIN = 1.5  # the guard's margin in sessions 18-20, at which this script's tables were made
 SETS = ("train", "val", "non_mri", "held_out")
@@ -61,16 +60,19 @@ def stage_statistics(model, meta: dict, images: np.ndarray, batch: int = 64) -> 
             out.setdefault(f"mean{s}", []).append(m.mean(dim=(2, 3)).numpy())
             out.setdefault(f"std{s}", []).append(m.std(dim=(2, 3)).numpy())
             # where in the image: the map averaged over each quarter (a layout a global mean discards)
-            out.setdefault(f"grid{s}", []).append(F.adaptive_avg_pool2d(m, 2).flatten(1).numpy())
+            out.setdefault(f"grid{s}", []).append(quarter_means(m).numpy())
     return {k: np.concatenate(v) for k, v in out.items()}
 
 
 def stage_features(run: Path, imagenet: bool = False) -> tuple[dict, dict]:
+    """Each set's `stage_statistics` (kept in RUN/guard-stages*.npz), and the non-MRI inputs' names and refusals
+    (a second call decodes none of the training images)."""
     cached = run / ("guard-stages-imagenet-v2.npz" if imagenet else "guard-stages-v2.npz")
-    inputs = guard_inputs(run)
     if cached.exists():
         stored = np.load(cached)
-        return {s: {k.split("/")[1]: stored[k] for k in stored.files if k.startswith(s + "/")} for s in SETS}, inputs
+        feats = {s: {k.split("/")[1]: stored[k] for k in stored.files if k.startswith(s + "/")} for s in SETS}
+        return feats, non_mri_inputs(run)
+    inputs = guard_inputs(run)
     torch.set_num_threads(2)
     model, meta = load_model(run / "model.safetensors")
     if imagenet:

@@ -57,15 +57,20 @@ def guard_inputs(run: Path) -> dict:
             labels = np.concatenate([labels, np.full(len(painted), PAINTED)])
         return images, labels
 
+    (train, train_classes), (val, _) = split(train_idx), split(val_idx)
+    held_out = data.held_out.images if data.held_out is not None else np.zeros((0, *train.shape[1:]), np.uint8)
+    return {"train": train, "train_classes": train_classes, "val": val, "held_out": held_out, **non_mri_inputs(run)}
+
+
+def non_mri_inputs(run: Path) -> dict:
+    """The 11 non-MRI inputs preprocessed as RUN's model reads them, their names, and which of them the rules
+    before the features (blank, bright frame) refuse."""
     others = non_mri_images(DATA / "brain-tumor-classification-mri")
     preprocess_config = Predictor(str(run / "model.safetensors")).preprocess
     views = np.stack([preprocess(im.convert("L"), preprocess_config) for im in others.values()])
     refused = np.array([v.std() < ood.MIN_STD or ood.border_level(im.convert("L")) > ood.MAX_BORDER_LEVEL
                         for v, im in zip(views, others.values())])
-    (train, train_classes), (val, _) = split(train_idx), split(val_idx)
-    held_out = data.held_out.images if data.held_out is not None else np.zeros((0, *train.shape[1:]), np.uint8)
-    return {"train": train, "train_classes": train_classes, "val": val, "non_mri": views, "refused": refused,
-            "non_mri_names": np.array(list(others)), "held_out": held_out}
+    return {"non_mri": views, "refused": refused, "non_mri_names": np.array(list(others))}
 
 
 def features(run: Path) -> dict:

@@ -3,6 +3,7 @@
     python experiments/guard_stages.py [--imagenet] runs/RUN [MORE ...]
     python experiments/guard_stages.py --design NAME --alarm-budget 0.03 runs/LSO_RUN ...  # the margin it allows
     python experiments/guard_stages.py --design NAME --margin M runs/RUN ...               # that guard, flagged
+    python experiments/guard_stages.py --design A --margin M --design B --margin N runs/RUN  # either one alarms
 
 The guard reads the pooled output of the stage before the last (112 channels). On weights trained with painted
 lesions that stage lets a grey portrait photograph through (session 20: 0.93 of the threshold on the all-sources
@@ -117,38 +118,51 @@ def table(run: Path, feats: dict, inputs: dict, imagenet: bool) -> None:
               f"({inputs['non_mri_names'][least]}) | {np.mean(held >= ratios[least]):.3f} |")
 
 
-def at_margin(run: Path, feats: dict, inputs: dict, design: str, margin: float | None, budget: float) -> float | None:
-    """One design on one run: with `budget`, the margin at which the held-out source's alarms reach it; with
-    `margin`, what the guard flags there."""
-    scores = design_scores(feats, designs(sum(k.startswith("mean") for k in feats["train"]))[design])
-    held = scores["held_out"]
-    if margin is None:
-        found = float(np.quantile(held, 1 - budget))
-        print(f"{run}: held-out alarms reach {budget:.3f} at margin {found:.3f}")
-        return found
-    flagged = inputs["refused"] | (scores["non_mri"] > margin)
+def margin_for_budget(run: Path, feats: dict, design: str, budget: float) -> float:
+    """One design on one run: the margin at which the held-out source's alarms reach `budget`."""
+    held = design_scores(feats, designs(sum(k.startswith("mean") for k in feats["train"]))[design])["held_out"]
+    found = float(np.quantile(held, 1 - budget))
+    print(f"{run}: held-out alarms reach {budget:.3f} at margin {found:.3f}")
+    return found
+
+
+def either(run: Path, feats: dict, inputs: dict, names: list[str], margins: list[float]) -> None:
+    """Guards of several designs at once, each at its margin: an input is flagged when any of them fires (one
+    design alone is the guard as the product has it). 'Least at' is the non-MRI input nearest to getting through:
+    its largest score over the designs, each in units of that design's threshold."""
+    all_designs = designs(sum(k.startswith("mean") for k in feats["train"]))
+    ratios = {s: np.max([design_scores(feats, all_designs[d])[s] / m for d, m in zip(names, margins)], axis=0)
+              for s in ("val", "non_mri", "held_out") if feats[s]}
+    flagged = inputs["refused"] | (ratios["non_mri"] > 1)
     let_through = [str(n) for n, f in zip(inputs["non_mri_names"], flagged) if not f]
-    alarms = f"held-out alarms {np.mean(held > margin):.3f}; " if held is not None else ""
-    print(f"{run}: {alarms}validation alarms {np.mean(scores['val'] > margin):.3f}; non-MRI flagged "
-          f"{flagged.sum()} of {len(flagged)}, least at {scores['non_mri'][~inputs['refused']].min() / margin:.2f} of "
+    alarms = f"held-out alarms {np.mean(ratios['held_out'] > 1):.3f}; " if "held_out" in ratios else ""
+    print(f"{run}: {alarms}validation alarms {np.mean(ratios['val'] > 1):.3f}; non-MRI flagged "
+          f"{flagged.sum()} of {len(flagged)}, least at {ratios['non_mri'][~inputs['refused']].min():.2f} of "
           f"the threshold; let through: {', '.join(let_through) or 'none'}")
-    return None
 
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("runs", nargs="+", type=Path)
     parser.add_argument("--imagenet", action="store_true")
-    parser.add_argument("--design", help="one feature set of `designs` (its name), for --alarm-budget or --margin")
+    parser.add_argument("--design", action="append", help="one feature set of `designs` (its name), for "
+                        "--alarm-budget or --margin; repeat it with one --margin each for guards that alarm together")
     parser.add_argument("--alarm-budget", type=float, help="print the margin at which held-out alarms reach this")
-    parser.add_argument("--margin", type=float, help="the guard at this margin (validation 99.5th percentiles)")
+    parser.add_argument("--margin", type=float, action="append",
+                        help="the guard at this margin (validation 99.5th percentiles), one per --design")
     args = parser.parse_args()
+    if args.design and args.margin and len(args.margin) != len(args.design):
+        parser.error("give one --margin per --design")
+    if args.design and not args.margin and len(args.design) != 1:
+        parser.error("--alarm-budget takes one --design")
     margins = []
     for run in args.runs:
         feats, inputs = stage_features(run, args.imagenet)
-        if args.design:
-            margins.append(at_margin(run, feats, inputs, args.design, args.margin, args.alarm_budget))
+        if args.design and args.margin:
+            either(run, feats, inputs, args.design, args.margin)
+        elif args.design:
+            margins.append(margin_for_budget(run, feats, args.design[0], args.alarm_budget))
         else:
             table(run, feats, inputs, args.imagenet)
-    if args.design and args.margin is None:
+    if args.design and not args.margin:
         print(f"mean margin {np.mean(margins):.3f}")

@@ -1,4 +1,5 @@
 import pickle
+import re
 
 import pytest
 import torch
@@ -72,7 +73,12 @@ def test_bundled_model_is_small_and_self_describing():
     ({"class_names": "no_tumor,tumor"}, "class_names"),
     ({"output": "logits"}, "output"),
     ({"architecture": None}, "architecture"),
-], ids=["std-0", "huge-size", "string-threshold", "nan-threshold", "class-string", "output", "no-architecture"])
+    ({"ood": {"threshold": 3.0, "layers": ["conv1"]}}, "ood.layers"),
+    ({"ood": {"threshold": 3.0, "also": [{"threshold": float("inf"), "layers": ["penultimate_quarters"]}]}},
+     "ood.also[0].threshold"),
+    ({"ood": {"threshold": 3.0, "also": {"threshold": 3.0}}}, "ood.also"),
+], ids=["std-0", "huge-size", "string-threshold", "nan-threshold", "class-string", "output", "no-architecture",
+        "guard-layer", "second-guard-threshold", "second-guard-not-a-list"])
 def test_invalid_metadata_is_refused_naming_the_field(tmp_path, change, field):
     from safetensors.numpy import save_file
     from click.testing import CliRunner
@@ -81,7 +87,7 @@ def test_invalid_metadata_is_refused_naming_the_field(tmp_path, change, field):
 
     path = tmp_path / "bad.safetensors"
     save_model(path, build_model("resnet18-w32", 1, 4, 64), {**META, **change})
-    with pytest.raises(ModelFileError, match=field.replace(".", r"\.")):
+    with pytest.raises(ModelFileError, match=re.escape(field)):
         read_metadata(path)
     result = CliRunner().invoke(app, ["predict", str(tmp_path), "--model", str(path)])
     assert result.exit_code == 2 and field in result.output and "Traceback" not in result.output

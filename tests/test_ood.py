@@ -94,3 +94,27 @@ def test_the_threshold_leaves_a_margin_over_the_validation_percentile():
     assert wide["threshold"] == pytest.approx(ood.MARGIN * plain["threshold"])
     assert plain["validation_false_alarm_rate"] > 0 and wide["validation_false_alarm_rate"] < plain["validation_false_alarm_rate"]
     assert wide["layers"] == list(ood.LAYERS) == ["penultimate_quarters"] and wide["margin"] == ood.MARGIN
+
+
+def test_two_guards_alarm_together_each_on_its_own_layers():
+    # Two layers: an input off the training data in the first alone, or in the second alone, is flagged either way.
+    rng = np.random.default_rng(2)
+    basis = {"penultimate_stage": rng.standard_normal((6, 40)), "penultimate_quarters": rng.standard_normal((6, 90))}
+    make = lambda n: {k: rng.standard_normal((n, 6)) @ b + 0.1 * rng.standard_normal((n, b.shape[1]))  # noqa: E731
+                      for k, b in basis.items()}
+    designs = ((("penultimate_stage",), 1.5), (("penultimate_quarters",), 1.3))
+    guard = ood.fit_designs(make(2000), make(1000), designs)
+    assert guard["layers"] == ["penultimate_stage"] and guard["margin"] == 1.5
+    assert [g["layers"] for g in guard["also"]] == [["penultimate_quarters"]] and guard["also"][0]["margin"] == 1.3
+    assert ood.all_layers(guard) == ("penultimate_stage", "penultimate_quarters")
+    fresh, first_off, second_off = make(300), make(300), make(300)
+    first_off["penultimate_stage"] += rng.standard_normal((300, 40))
+    second_off["penultimate_quarters"] += rng.standard_normal((300, 90))
+    assert ood.alarms(fresh, guard).mean() < 0.03
+    alone = ood.as_arrays({k: v for k, v in guard.items() if k != "also"})  # the first guard alone
+    assert ood.alarms(second_off, alone).mean() < 0.03 and ood.alarms(second_off, guard).mean() > 0.95
+    assert ood.alarms(first_off, ood.as_arrays(guard)).mean() > 0.95
+    images = rng.integers(0, 256, (300, 32, 32)).astype(np.uint8)
+    warnings = ood.warnings_for(images, second_off, ood.as_arrays(guard))
+    assert sum(w is not None and "times its threshold" in w for w in warnings) > 285
+    assert guard["validation_false_alarm_rate"] >= max(g["validation_false_alarm_rate"] for g in guard["also"])

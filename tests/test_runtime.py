@@ -110,6 +110,16 @@ def test_a_guard_reads_the_layers_it_was_fitted_on(tmp_path):
             "variances": [1.0], "residual_variance": 1.0, "percentile": 99.5, "threshold": 1e12}
     update_metadata(tmp_path / "m.onnx", tmp_path / "both.onnx", {"ood": both})
     assert Predictor(tmp_path / "both.onnx").pooled_features(images).shape == (6, 384)
+    # A guard with a second beside it (session 22) reads both guards' layers, and either alone can flag an input.
+    quarters = {**mean, "layers": ["penultimate_quarters"], "mean": [0.0] * 512, "components": [[0.0] * 512]}
+    items = [ScanItem(f"{k}.png", [Slice("1", lambda a=a: Image.fromarray(a))]) for k, a in enumerate(images)]
+    for second_threshold, warned in [(1e12, 0), (1e-12, 6)]:
+        update_metadata(tmp_path / "m.onnx", tmp_path / "pair.onnx",
+                        {"ood": {**mean, "also": [{**quarters, "threshold": second_threshold}]}})
+        pair = Predictor(tmp_path / "pair.onnx")
+        assert pair.guard_layers == ("penultimate_stage", "penultimate_quarters")
+        assert pair.pooled_features(images).shape == (6, 128 + 512)
+        assert sum(r.warning is not None for r in pair.predict_items(items)) == warned
     # A guard fitted before the penultimate stage was read has no "layers": it gets the last stage alone.
     legacy = {"mean": [0.0] * 256, "components": [[0.0] * 256], "variances": [1.0], "residual_variance": 1.0,
               "percentile": 99.5, "threshold": 1e12}
@@ -117,7 +127,6 @@ def test_a_guard_reads_the_layers_it_was_fitted_on(tmp_path):
     old = Predictor(tmp_path / "legacy.onnx")
     assert old.guard_layers == ("last_stage",)
     assert old.pooled_features(images).shape == (6, 256)
-    items = [ScanItem(f"{k}.png", [Slice("1", lambda a=a: Image.fromarray(a))]) for k, a in enumerate(images)]
     results = old.predict_items(items)  # the guard scores 256 features against its 256-wide fit
     assert all(r.error is None and r.warning is None for r in results)
 

@@ -235,13 +235,14 @@ class Predictor:
         self.temperature = float(self.metadata.get("temperature", 1.0))
         self.ood = self.metadata.get("ood")  # out-of-distribution guard parameters, when calibrated
         self._ood_arrays = ood.as_arrays(self.ood) if self.ood else None
-        # The pooled feature maps the guard reads: those it was fitted on; a new fit takes the best the network has
-        # (an ONNX file exported before there were quarters has the penultimate stage's mean, one exported before
-        # that only the last stage).
-        self.available_guard_layers = (ood.LAYERS if "penultimate_quarters" in self.backend.outputs
-                                       else ("penultimate_stage",) if "penultimate_features" in self.backend.outputs
-                                       else ("last_stage",))
-        self.guard_layers = ood.layers_of(self.ood) if self.ood else self.available_guard_layers
+        # The pooled feature maps the network offers (an ONNX file exported before there were quarters has the
+        # penultimate stage's mean, one exported before that only the last stage), and those the guard reads:
+        # those it was fitted on, or for a new fit those `ood.DESIGNS` name.
+        self.available_guard_layers = (("penultimate_stage", "penultimate_quarters", "last_stage")
+                                       if "penultimate_quarters" in self.backend.outputs
+                                       else ("penultimate_stage", "last_stage")
+                                       if "penultimate_features" in self.backend.outputs else ("last_stage",))
+        self.guard_layers = ood.all_layers(self.ood)
         # Test-time augmentation the model was validated with: "horizontal_flip" averages the logits of the
         # image and its mirror image (the brain is close to left-right symmetric; never top-bottom).
         self.test_time_augmentation = list(self.metadata.get("test_time_augmentation", []))
@@ -267,6 +268,12 @@ class Predictor:
                         ) -> np.ndarray | None:
         """Feature maps averaged over space, side by side (N, C): what the out-of-distribution guard looks at.
         `layers` defaults to those of this model's guard (`guard_layers`)."""
+        pooled = self.pooled_by_layer(images_u8, layers)
+        return None if pooled is None else np.concatenate(list(pooled.values()), axis=1)
+
+    def pooled_by_layer(self, images_u8: np.ndarray | list[np.ndarray], layers: tuple[str, ...] | None = None
+                        ) -> dict[str, np.ndarray] | None:
+        """`pooled_features` by layer name, in the order of `layers`; None where the network lacks one."""
         return self._run(images_u8, False, layers or self.guard_layers)[3]
 
     def _per_input(self, images_u8: np.ndarray | list[np.ndarray]) -> list[np.ndarray]:
@@ -278,7 +285,7 @@ class Predictor:
 
     def _run(self, images_u8: np.ndarray | list[np.ndarray], heatmaps: bool, guard_layers: tuple[str, ...]):
         arrays = self._per_input(images_u8)
-        p_all, types_all, cams_all, pooled_all = [], [], [], []
+        p_all, types_all, cams_all, pooled_all = [], [], [], {name: [] for name in guard_layers}
         for i in range(0, len(arrays[0]), self.batch_size):
             x = {name: (((a[i:i + self.batch_size].astype(np.float32) / 255.0 - mean) / std)[:, None]
                         .astype(np.float32))
@@ -294,8 +301,9 @@ class Predictor:
                 types_all.append(types)
             pooled = {"last_stage": None if features is None else features.mean(axis=(2, 3)),
                       "penultimate_stage": penultimate, "penultimate_quarters": quarters}
-            if all(pooled[name] is not None for name in guard_layers):
-                pooled_all.append(np.concatenate([pooled[name] for name in guard_layers], axis=1))
+            for name in guard_layers:
+                if pooled[name] is not None:
+                    pooled_all[name].append(pooled[name])
             if heatmaps and features is not None:
                 size = self.input_preprocess[0].size
                 cams_all.append(tumor_activation_map(features, self.backend.head_weight, types, size,
@@ -304,7 +312,8 @@ class Predictor:
         return ((np.concatenate(p_all) if p_all else empty),
                 (np.concatenate(types_all) if types_all else None),
                 (np.concatenate(cams_all) if cams_all else None),
-                (np.concatenate(pooled_all) if pooled_all else None))
+                ({name: np.concatenate(v) for name, v in pooled_all.items()}
+                 if p_all and all(pooled_all.values()) else None))
 
     def _run_network(self, inputs: dict[str, np.ndarray]) -> tuple[np.ndarray | None, ...]:
         """`backend.run` on a batch, in chunks of MODEL_CHUNK images run side by side (`backend.parallel_runs`);

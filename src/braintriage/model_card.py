@@ -52,13 +52,23 @@ def _guard_sentence(metadata: dict, report: dict) -> str:
     rate = (f" On this evaluation it flagged {measured['flagged']} of {len(report['predictions'])} real scans "
             f"({measured['false_alarm_rate']:.1%})" + (f", {measured['unleaked_false_alarm_rate']:.1%} of the "
             "unleaked ones" if measured.get("unleaked_false_alarm_rate") is not None else "") + ".") if measured else ""
-    layers = " and ".join(name.replace("_", " ") for name in ood.layers_of(guard))
-    return ("An out-of-distribution guard (distance of the model's pooled features, " + layers + ", from "
-            f"those of the training split; threshold at " + (f"{guard['margin']:g} times " if guard.get("margin", 1) != 1
-                                                             else "") +
-            f"the {guard['percentile']}th percentile of validation images) warns when an input does not look like a brain MRI slice; blank images and images whose "
-            "outer frame is not dark always. It can miss inputs that share a slice's look (a bright round or "
-            "banded shape on black: in this project's checks a flower close-up passed an earlier model's guard), "
+
+    def layers(g: dict) -> str:
+        return " and ".join(name.replace("_", " ") for name in ood.layers_of(g))
+
+    def threshold(g: dict) -> str:
+        return ("threshold at " + (f"{g['margin']:g} times " if g.get("margin", 1) != 1 else "") +
+                f"the {g['percentile']}th percentile of validation images")
+
+    guards = ood.guards_of(guard)
+    what = (f"distance of the model's pooled features, {layers(guard)}, from those of the training split; "
+            f"{threshold(guard)}" if len(guards) == 1 else
+            "distances of the model's pooled features from those of the training split, one per reading: " +
+            "; ".join(f"{layers(g)}, {threshold(g)}" for g in guards) + "; an alarm when any fires")
+    return ("An out-of-distribution guard (" + what + ") warns when an input does not look like a brain MRI slice; "
+            "blank images and images whose outer frame is not dark always. It can miss inputs that share a slice's "
+            "look (a bright round or banded shape on black: in this project's checks a flower close-up passed an "
+            "earlier model's guard), "
             "so check that inputs are brain MRI slices." + rate)
 
 

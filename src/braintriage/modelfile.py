@@ -18,7 +18,7 @@ import json
 import math
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 from braintriage import __version__
 
@@ -96,8 +96,8 @@ def _schema_problems(meta: dict):
         yield "threshold", "must be a finite number in (0, 1]"
     if "temperature" in meta and not _number(meta["temperature"], 0, low_open=True):
         yield "temperature", "must be a finite number above 0"
-    if meta.get("ood") is not None and not isinstance(meta["ood"], dict):
-        yield "ood", "must be an object"
+    if meta.get("ood") is not None:
+        yield from _guard_problems(meta["ood"])
     band = meta.get("uncertain_band")
     if band is not None:
         threshold = meta.get("threshold")
@@ -107,6 +107,27 @@ def _schema_problems(meta: dict):
     shown = meta.get("type_display")
     if shown is not None and not (isinstance(shown, dict) and _number(shown.get("min_probability"), 0, 1)):
         yield "type_display", "must be {min_probability} in [0, 1]"
+
+
+GUARD_LAYERS = ("last_stage", "penultimate_stage", "penultimate_quarters")  # pooled maps a guard may read
+
+
+def _guard_problems(guard: Any) -> Iterator[tuple[str, str]]:
+    """The out-of-distribution guard, and each it alarms together with ("also"): an object with a finite
+    threshold above 0, reading known pooled maps."""
+    also = guard.get("also", []) if isinstance(guard, dict) else []
+    if not isinstance(also, list):
+        yield "ood.also", "must be a list"
+        return
+    for name, g in [("ood", guard), *((f"ood.also[{k}]", g) for k, g in enumerate(also))]:
+        if not isinstance(g, dict):
+            yield name, "must be an object"
+            continue
+        layers = g.get("layers", ["last_stage"])  # guards fitted before there was a choice read the last stage
+        if not _number(g.get("threshold"), 0, low_open=True):
+            yield f"{name}.threshold", "must be a finite number above 0"
+        if not (isinstance(layers, list) and layers and all(layer in GUARD_LAYERS for layer in layers)):
+            yield f"{name}.layers", f"must be a non-empty list of {', '.join(GUARD_LAYERS)}"
 
 
 def read_metadata(path: str | Path = BUNDLED_MODEL) -> dict[str, Any]:

@@ -29,6 +29,10 @@ not close.
 Its margin rests on Br35H alone: on `Testing`, for the record, the quarter guard of one lesion-recipe model warned
 on 14 of 394 real scans (7% of the unleaked tumors), where the bundled model's whole-image guard warns on 1.
 Older model files keep the layers and threshold they were fitted with (`layers_of`).
+
+Several guards at once (session 22): a guard may carry further guards (`"also"`), each with its own layers and
+threshold; an input is flagged when any of them fires (`guards_of`). A new fit gets one guard per entry of
+`DESIGNS`.
 Everything is numpy: the runtime needs no PyTorch.
 """
 
@@ -39,10 +43,12 @@ import numpy as np
 from braintriage.preprocess import percentile
 
 COMPONENTS = 32
-LAYERS = ("penultimate_quarters",)  # pooled feature maps a new guard reads (see the module's docstring)
 PERCENTILE = 99.5  # of validation scores
-MARGIN = 1.13  # the threshold is this many times that percentile: room for MRI from other scanners and sites
-# (1.5 for guards on the whole-image mean, sessions 18-20; each fitted guard stores its own margin and threshold)
+# The guards a new fit gets: (pooled feature maps read, margin), the threshold being the margin times the
+# validation percentile (room for MRI from other scanners and sites); an input is flagged when any fires.
+# (1.5 on the whole-image mean, sessions 18-20; each fitted guard stores its own layers, margin and threshold.)
+DESIGNS: tuple[tuple[tuple[str, ...], float], ...] = ((("penultimate_quarters",), 1.13),)
+LAYERS, MARGIN = DESIGNS[0]  # the first guard's: `fit`'s defaults
 MIN_STD = 2.0  # grey levels: below this a preprocessed image is blank
 
 
@@ -67,6 +73,39 @@ def fit(train_features: np.ndarray, val_features: np.ndarray, components: int = 
     return params
 
 
+def designs_for(available: tuple[str, ...]) -> tuple[tuple[tuple[str, ...], float], ...]:
+    """The `DESIGNS` a network offering the pooled maps `available` can feed; if none, the first design's margin
+    on the first map it offers (an ONNX file exported before the designs' layers existed)."""
+    return tuple(d for d in DESIGNS if set(d[0]) <= set(available)) or ((available[:1], DESIGNS[0][1]),)
+
+
+def fit_designs(train_pooled: dict[str, np.ndarray], val_pooled: dict[str, np.ndarray],
+                designs: tuple = DESIGNS) -> dict:
+    """One guard per design (`fit`) on pooled feature maps by layer name (`Predictor.pooled_by_layer`), the
+    first carrying the others as `"also"`; its `validation_false_alarm_rate` is then that of them all together."""
+    fitted = [fit(_side_by_side(train_pooled, layers), _side_by_side(val_pooled, layers), layers=layers,
+                  margin=margin) for layers, margin in designs]
+    guard = fitted[0]
+    if len(fitted) > 1:
+        guard["also"] = fitted[1:]
+        guard["validation_false_alarm_rate"] = float(np.mean(alarms(val_pooled, guard)))
+    return guard
+
+
+def _side_by_side(pooled: dict[str, np.ndarray], layers: tuple[str, ...] | list[str]) -> np.ndarray:
+    return np.concatenate([pooled[name] for name in layers], axis=1)
+
+
+def guards_of(params: dict | None) -> list[dict]:
+    """The guard and those it alarms together with: an input is flagged when any of them fires."""
+    return [params, *params.get("also", [])] if params else []
+
+
+def alarms(pooled: dict[str, np.ndarray], params: dict) -> np.ndarray:
+    """Per image, whether any of the guards fires (`pooled`: feature maps by layer name)."""
+    return np.any([score(_side_by_side(pooled, layers_of(g)), g) > g["threshold"] for g in guards_of(params)], axis=0)
+
+
 def feature_scale(train_features: np.ndarray) -> np.ndarray:
     """Each dimension's training standard deviation, by which the guard standardises it, so a stage with large
     activations does not drown the other; a floor keeps near-dead channels from turning rounding noise into
@@ -78,7 +117,10 @@ def feature_scale(train_features: np.ndarray) -> np.ndarray:
 def as_arrays(params: dict) -> dict:
     """The guard's parameters with their lists as numpy arrays, converted once (a model file stores lists;
     converting them on every batch cost as much as the scoring)."""
-    return {k: np.asarray(v) if k in ("mean", "components", "variances", "scale") else v for k, v in params.items()}
+    arrays = {k: np.asarray(v) if k in ("mean", "components", "variances", "scale") else v for k, v in params.items()}
+    if "also" in params:
+        arrays["also"] = [as_arrays(g) for g in params["also"]]
+    return arrays
 
 
 def score(features: np.ndarray, params: dict) -> np.ndarray:
@@ -101,6 +143,12 @@ def layers_of(params: dict | None) -> tuple[str, ...]:
     return tuple(params.get("layers", ["last_stage"])) if params else LAYERS
 
 
+def all_layers(params: dict | None) -> tuple[str, ...]:
+    """The pooled feature maps that a guard and those it alarms together with read, each once, in order."""
+    return tuple(dict.fromkeys(name for g in guards_of(params) for name in layers_of(g))) if params else \
+        tuple(dict.fromkeys(name for layers, _ in DESIGNS for name in layers))
+
+
 # MRI slices are shown on a dark background: the median of the outer frame of each of the 3,945 training images
 # (seed Training, Br35H, figshare), as decoded, is at most 169 of 255, and below 100 for all but ten. An image
 # whose frame is brighter than this (an inverted scan, a photo, a page) is not what the model was trained on,
@@ -119,21 +167,24 @@ def border_level(image) -> float:
     return percentile(frame, 50)
 
 
-def warnings_for(images_u8: np.ndarray, features: np.ndarray | None, params: dict | None,
+def warnings_for(images_u8: np.ndarray, pooled: dict[str, np.ndarray] | None, params: dict | None,
                  border_levels: list[float] | None = None) -> list[str | None]:
-    """A warning per image, or None where it looks like the training data. `border_levels`: each slice's
-    `border_level` as decoded (before padding), where the caller measured it."""
+    """A warning per image, or None where it looks like the training data. `pooled`: the images' feature maps
+    by layer name (those `all_layers(params)` names); `border_levels`: each slice's `border_level` as decoded
+    (before padding), where the caller measured it."""
     out: list[str | None] = []
-    scores = score(features, params) if params and features is not None else None
+    # Each guard's score in units of its threshold; the one most over it speaks for the image.
+    ratios = np.max([score(_side_by_side(pooled, layers_of(g)), g) / g["threshold"] for g in guards_of(params)],
+                    axis=0) if params and pooled is not None else None
     for i, image in enumerate(images_u8):
         if image.std() < MIN_STD:
             out.append("blank or near-constant image, not a brain MRI slice: prediction unreliable")
         elif border_levels is not None and border_levels[i] > MAX_BORDER_LEVEL:
             out.append("the background is not dark, as it is around a brain MRI slice (an inverted image, a photo "
                        "or a document?): prediction unreliable")
-        elif scores is not None and scores[i] > params["threshold"]:
+        elif ratios is not None and ratios[i] > 1:
             out.append(f"does not look like the brain MRI slices the model was trained on (out-of-distribution "
-                       f"score {scores[i]:.1f} > {params['threshold']:.1f}): prediction unreliable")
+                       f"score {ratios[i]:.2f} times its threshold): prediction unreliable")
         else:
             out.append(None)
     return out

@@ -946,7 +946,8 @@ def calibrate_ood(model_path: str | Path, decoded: DecodedSet, output: str | Pat
     from braintriage.inference import Predictor
 
     predictor = Predictor(model_path)
-    layers = predictor.available_guard_layers  # a refit replaces any earlier guard whole, with all there is
+    designs = ood.designs_for(predictor.available_guard_layers)  # a refit replaces any earlier guard whole
+    layers = tuple(dict.fromkeys(name for layers, _ in designs for name in layers))
     lesions = float(predictor.metadata.get("training", {}).get("config", {}).get("synthetic_lesions", 0))
     train_idx, val_idx = grouped_split(decoded, val_fraction, seed)
 
@@ -955,11 +956,11 @@ def calibrate_ood(model_path: str | Path, decoded: DecodedSet, output: str | Pat
             return decoded.images[idx]
         return np.concatenate([decoded.images[idx], painted_normals(decoded, idx, seed)])
 
-    train_features = predictor.pooled_features(guard_images(train_idx), layers)
+    train_features = predictor.pooled_by_layer(guard_images(train_idx), layers)
     if train_features is None:
         log("no out-of-distribution guard: this architecture has no pooled features")
         return None
-    params = ood.fit(train_features, predictor.pooled_features(guard_images(val_idx), layers), layers=layers)
+    params = ood.fit_designs(train_features, predictor.pooled_by_layer(guard_images(val_idx), layers), designs)
     params["synthetic_lesions"] = lesions > 0
     update_metadata(model_path, output, {"ood": params})
     log(f"out-of-distribution guard: threshold {params['threshold']:.2f} (validation false alarms "

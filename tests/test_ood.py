@@ -93,7 +93,9 @@ def test_the_threshold_leaves_a_margin_over_the_validation_percentile():
     wide = ood.fit(train, val)
     assert wide["threshold"] == pytest.approx(ood.MARGIN * plain["threshold"])
     assert plain["validation_false_alarm_rate"] > 0 and wide["validation_false_alarm_rate"] < plain["validation_false_alarm_rate"]
-    assert wide["layers"] == list(ood.LAYERS) == ["penultimate_quarters"] and wide["margin"] == ood.MARGIN
+    assert wide["layers"] == list(ood.LAYERS) == ["penultimate_stage"] and wide["margin"] == ood.MARGIN == 1.524
+    # A new fit's guards (session 22): the whole-image mean and the quarters, each at its margin.
+    assert ood.all_layers(None) == ("penultimate_stage", "penultimate_quarters") and ood.DESIGNS[1][1] == 1.310
 
 
 def test_two_guards_alarm_together_each_on_its_own_layers():

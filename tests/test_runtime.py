@@ -85,7 +85,7 @@ def test_export_round_trip_keeps_weights_outputs_and_metadata(tmp_path):
     assert guard_onnx.shape == (12, 128 + 256)  # penultimate and last stage of the half-width ResNet-18
     assert np.abs(guard_torch - guard_onnx).max() < 1e-4
     quarters_torch = Predictor(tmp_path / "m.safetensors").pooled_features(images, ("penultimate_quarters",))
-    quarters_onnx = Predictor(tmp_path / "m.onnx").pooled_features(images)  # what a new guard reads (ood.LAYERS)
+    quarters_onnx = Predictor(tmp_path / "m.onnx").pooled_features(images, ("penultimate_quarters",))
     assert quarters_onnx.shape == (12, 4 * 128) and np.abs(quarters_torch - quarters_onnx).max() < 1e-4
     # The four quarters' means of a 64 px input's 4x4 penultimate maps average to the whole map's mean.
     whole = Predictor(tmp_path / "m.onnx").pooled_features(images, ("penultimate_stage",))
@@ -99,7 +99,9 @@ def test_export_round_trip_keeps_weights_outputs_and_metadata(tmp_path):
 def test_a_guard_reads_the_layers_it_was_fitted_on(tmp_path):
     type_model_files(tmp_path, build_model("resnet18-w32", 1, 4, 64).eval(), 64)
     images = np.random.default_rng(1).integers(0, 256, (6, 64, 64)).astype(np.uint8)
-    assert Predictor(tmp_path / "m.onnx").guard_layers == ("penultimate_quarters",)  # a new fit's (ood.LAYERS)
+    # A new fit's (ood.DESIGNS): the whole-image mean and the quarters of the stage before the last.
+    assert Predictor(tmp_path / "m.onnx").guard_layers == ("penultimate_stage", "penultimate_quarters")
+    assert Predictor(tmp_path / "m.onnx").pooled_features(images).shape == (6, 128 + 4 * 128)
     # A guard fitted on the stage's whole-image mean (sessions 18-20, the bundled model's) keeps reading it.
     mean = {"layers": ["penultimate_stage"], "mean": [0.0] * 128, "components": [[0.0] * 128],
             "variances": [1.0], "residual_variance": 1.0, "percentile": 99.5, "threshold": 1e12}

@@ -4,7 +4,7 @@ The graph takes the normalised image batch (B, 1, H, W) and returns `logits` and
 global-average-pool head, the last `features` maps, so the runtime can draw the class activation map with
 the head weights it reads from the graph, and the stage before the last pooled over space
 (`penultimate_features`) and over each quarter of it (`penultimate_quarters`), which the out-of-distribution
-guard reads (`ood.LAYERS`; a guard fitted on other features keeps reading those). Weights are stored as float16 (the
+guards read (`ood.DESIGNS`; a guard fitted on other features keeps reading those). Weights are stored as float16 (the
 file stays as small as the .safetensors one) and cast to float32 inside the graph; each keeps its PyTorch
 state-dict name, so PyTorch can load the ONNX file back. The model's metadata travels in the ONNX
 metadata_props.

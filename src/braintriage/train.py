@@ -569,6 +569,57 @@ def train_one_epoch(model, step_model, optimizer, schedule, ema, data: TrainingD
     return loss_sum.item() / max(seen, 1), correct.item() / max(seen, 1)
 
 
+def training_data_on(device: torch.device, data: Prepared, train_idx: np.ndarray, cfg: TrainConfig) -> TrainingData:
+    """The whole dataset on the training device as uint8 (a step then only moves an index batch), with each
+    image's loss weight and the training split's normalisation."""
+    decoded = data.decoded
+    image_weights = data.image_weights(train_idx, cfg.source_balance)
+    trained_tumors = train_idx[data.targets[train_idx] != 0]
+    return TrainingData(
+        images=torch.from_numpy(decoded.images).unsqueeze(1).to(device),
+        targets=torch.from_numpy(data.targets).to(device), weights=torch.from_numpy(image_weights).to(device),
+        mean=float(decoded.images[train_idx].mean() / 255.0), std=float(decoded.images[train_idx].std() / 255.0),
+        # A synthetic lesion makes a tumor of unknown type, weighed as the training tumors are on average.
+        tumor_target=UNTYPED_TUMOR if data.labels == "type" else 1,
+        tumor_weight=float(image_weights[trained_tumors].mean()) if len(trained_tumors) else 1.0)
+
+
+def models_to_train(cfg: TrainConfig, data: Prepared, device: torch.device, dist_info: Distributed, bf16: bool,
+                    log=print) -> tuple[torch.nn.Module, torch.nn.Module, torch.optim.swa_utils.AveragedModel | None]:
+    """The network (channels-last), the same network as stepped (wrapped for DistributedDataParallel under
+    torchrun, compiled with cfg.compile), and its weight average where cfg.ema_decay asks for one."""
+    model = build_model(cfg.architecture, 1, data.num_classes if data.labels == "type" else 1, cfg.image_size,
+                        pretrained=cfg.pretrained)
+    model = model.to(device, memory_format=torch.channels_last)
+    log(f"{cfg.architecture}{' (ImageNet weights)' if cfg.pretrained else ''}: "
+        f"{count_parameters(model) / 1e6:.2f}M parameters; labels: {data.labels}; "
+        f"{'bf16 autocast' if bf16 else 'fp32'}")
+    step_model = model
+    if dist_info.world > 1:
+        step_model = torch.nn.parallel.DistributedDataParallel(
+            model, device_ids=[device] if device.type == "cuda" else None)
+    if cfg.compile:
+        step_model = torch.compile(step_model)
+    # Weight averaging (EMA, as in SWA/SWAD) finds flatter minima, which hold up better on data from other
+    # sources; the average is what gets validated and saved, its BatchNorm statistics re-estimated first on
+    # a fixed sample of training images (BN_SAMPLE).
+    ema = (torch.optim.swa_utils.AveragedModel(
+        model, multi_avg_fn=torch.optim.swa_utils.get_ema_multi_avg_fn(cfg.ema_decay), use_buffers=False)
+        if cfg.ema_decay else None)
+    return model, step_model, ema
+
+
+def training_state(run_key: str, progress: Progress, model, optimizer, schedule, ema, gen: torch.Generator,
+                   aug_states: list | None) -> dict:
+    """Everything --resume needs to continue a run exactly (`restore_checkpoint` reads it back)."""
+    return {"run_key": run_key, "epoch": progress.epoch, "step": progress.step, "model": model.state_dict(),
+            "optimizer": optimizer.state_dict(), "schedule": schedule.state_dict(),
+            "ema": ema.state_dict() if ema is not None else None,
+            "generator": gen.get_state(), "aug_generators": aug_states, "torch_rng": torch.get_rng_state(),
+            "history": progress.history, "best": progress.best, "best_loss": progress.best_loss,
+            "best_row": progress.best_row, "stale": progress.stale}
+
+
 def fit(cfg: TrainConfig, data: Prepared, train_idx: np.ndarray, val_idx: np.ndarray, device: torch.device,
         desc: str = "training", log=print, checkpoint: Path | None = None,
         dist_info: Distributed = Distributed()) -> Fitted:
@@ -586,36 +637,10 @@ def fit(cfg: TrainConfig, data: Prepared, train_idx: np.ndarray, val_idx: np.nda
     bf16 = use_bf16(cfg.precision, device)
     val_batch = 256 if on_cuda else 64  # CPU caches favour small batches
     decoded = data.decoded
-    # The whole dataset lives on the training device as uint8; a step only moves an index batch.
-    image_weights = data.image_weights(train_idx, cfg.source_balance)
-    trained_tumors = train_idx[data.targets[train_idx] != 0]
-    train_data = TrainingData(
-        images=torch.from_numpy(decoded.images).unsqueeze(1).to(device),
-        targets=torch.from_numpy(data.targets).to(device), weights=torch.from_numpy(image_weights).to(device),
-        mean=float(decoded.images[train_idx].mean() / 255.0), std=float(decoded.images[train_idx].std() / 255.0),
-        # A synthetic lesion makes a tumor of unknown type, weighed as the training tumors are on average.
-        tumor_target=UNTYPED_TUMOR if data.labels == "type" else 1,
-        tumor_weight=float(image_weights[trained_tumors].mean()) if len(trained_tumors) else 1.0)
+    train_data = training_data_on(device, data, train_idx, cfg)
     mean, std = train_data.mean, train_data.std
     train_ids = torch.from_numpy(train_idx).to(device)
-
-    model = build_model(cfg.architecture, 1, data.num_classes if data.labels == "type" else 1, cfg.image_size,
-                        pretrained=cfg.pretrained)
-    model = model.to(device, memory_format=torch.channels_last)
-    log(f"{cfg.architecture}{' (ImageNet weights)' if cfg.pretrained else ''}: "
-        f"{count_parameters(model) / 1e6:.2f}M parameters; labels: {data.labels}; "
-        f"{'bf16 autocast' if bf16 else 'fp32'}")
-    step_model = model
-    if world > 1:
-        step_model = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device] if on_cuda else None)
-    if cfg.compile:
-        step_model = torch.compile(step_model)
-    # Weight averaging (EMA, as in SWA/SWAD) finds flatter minima, which hold up better on data from other
-    # sources; the average is what gets validated and saved, its BatchNorm statistics re-estimated first on
-    # a fixed sample of training images (BN_SAMPLE).
-    ema = (torch.optim.swa_utils.AveragedModel(
-        model, multi_avg_fn=torch.optim.swa_utils.get_ema_multi_avg_fn(cfg.ema_decay), use_buffers=False)
-        if cfg.ema_decay else None)
+    model, step_model, ema = models_to_train(cfg, data, device, dist_info, bf16, log)
     eval_model = ema.module if ema is not None else model
 
     steps_per_epoch = max(1, len(train_idx) // (cfg.batch_size * world))  # drop the ragged last batch
@@ -665,13 +690,8 @@ def fit(cfg: TrainConfig, data: Prepared, train_idx: np.ndarray, val_idx: np.nda
         if due:
             last_save = time.time()
             if dist_info.main:
-                save_checkpoint(checkpoint, {
-                    "run_key": run_key, "epoch": progress.epoch, "step": progress.step, "model": model.state_dict(),
-                    "optimizer": optimizer.state_dict(), "schedule": schedule.state_dict(),
-                    "ema": ema.state_dict() if ema is not None else None,
-                    "generator": gen.get_state(), "aug_generators": aug_states, "torch_rng": torch.get_rng_state(),
-                    "history": progress.history, "best": progress.best, "best_loss": progress.best_loss,
-                    "best_row": progress.best_row, "stale": progress.stale})
+                save_checkpoint(checkpoint, training_state(run_key, progress, model, optimizer, schedule, ema, gen,
+                                                           aug_states))
         if progress.stale >= cfg.patience or (cfg.max_steps and progress.step >= cfg.max_steps):
             log(f"stopping after epoch {epoch + 1}" + (" (no better validation loss)" if progress.stale else ""))
             break

@@ -1,12 +1,12 @@
 """Out-of-distribution guard: does an input look like the brain MRI slices the model was trained on?
 
 The model's own features of the training split, from the stage before its last, averaged over the whole image
-and, for a second guard, over each quarter of it (`DESIGNS`), each dimension scaled by its training standard deviation, are summarised by a
-principal-component model (mean, top components and their variances, and the average variance left over). A new
-image's score is its Mahalanobis distance in that subspace plus its residual off the subspace, both in units of
-the training variance. The alarm threshold is a margin times a high percentile of the scores of the *validation*
-split (held-out training images), so it is calibrated on training data only; `Testing` is used only to report the
-false-alarm rate.
+and, for a second guard, over each quarter of it (`DESIGNS`), each dimension scaled by its training standard
+deviation, are summarised by a principal-component model (mean, top components and their variances, and the
+average variance left over). A new image's score is its Mahalanobis distance in that subspace plus its residual
+off the subspace, both in units of the training variance. The alarm threshold is a margin times a high
+percentile of the scores of the *validation* split (held-out training images), so it is calibrated on training
+data only; `Testing` is used only to report the false-alarm rate.
 Blank or near-constant images, and images on a bright background, are refused outright.
 
 Why that stage and that margin (session 18, `docs/model.md`): the last stage is tuned to the classes, and a guard
@@ -18,17 +18,16 @@ on the runs where this was chosen, photographs, graphics, noise and fragments la
 past it. The closest non-MRI input is a grey portrait photograph on black (about 1.5 times on some models: the
 guard's weak spot; experiments/guard_variants.py).
 
-Why each quarter (session 21; a guard of its own then, at 1.13): on weights trained with painted lesions the whole-image mean let
-that portrait through on two of four seeds (0.93 and 0.95 of the threshold). Averaged over each quarter the
-features keep where in the image a pattern lies (a portrait's shoulders sit where a slice has skull or
-background), and held-out MRI slices spread less, so the margin shrinks: 1.13 is where the held-out Br35H alarms
-of the two runs that chose the design reach 3%, what the whole-image guard had there. By a rule written first
+Why each quarter (session 21; a guard of its own then, at 1.13): on weights trained with painted lesions the
+whole-image mean let that portrait through on two of four seeds (0.93 and 0.95 of the threshold). Averaged over each
+quarter the features keep where in the image a pattern lies (a portrait's shoulders sit where a slice has skull or
+background), and held-out MRI slices spread less, so the margin shrinks: 1.13 is where the held-out Br35H alarms of
+the two runs that chose the design reach 3%, what the whole-image guard had there. By a rule written first
 (`docs/model.md`, session 21) all 11 non-MRI test inputs were then flagged on seven other runs' weights, with
 held-out alarms 0.032-0.043; the closest input lands at 1.00-1.30 of the threshold: the weak spot narrows, it does
-not close.
-Its margin rests on Br35H alone: on `Testing`, for the record, the quarter guard of one lesion-recipe model warned
-on 14 of 394 real scans (7% of the unleaked tumors), where the bundled model's whole-image guard warns on 1.
-Older model files keep the layers and threshold they were fitted with (`layers_of`).
+not close. Its margin rests on Br35H alone: on `Testing`, for the record, the quarter guard of one lesion-recipe
+model warned on 14 of 394 real scans (7% of the unleaked tumors), where the bundled model's whole-image guard warns
+on 1. Older model files keep the layers and threshold they were fitted with (`layers_of`).
 
 Two guards at once, and their margins (session 22): a guard may carry further guards (`"also"`), each with its own
 layers and threshold; an input is flagged when any of them fires (`guards_of`). A new fit gets one per entry of
@@ -109,7 +108,12 @@ def guards_of(params: dict | None) -> list[dict]:
 
 def alarms(pooled: dict[str, np.ndarray], params: dict) -> np.ndarray:
     """Per image, whether any of the guards fires (`pooled`: feature maps by layer name)."""
-    return np.any([score(_side_by_side(pooled, layers_of(g)), g) > g["threshold"] for g in guards_of(params)], axis=0)
+    return threshold_ratios(pooled, params) > 1
+
+
+def threshold_ratios(pooled: dict[str, np.ndarray], params: dict) -> np.ndarray:
+    """Per image, each guard's score in units of its threshold, the largest over the guards: above 1, it fires."""
+    return np.max([score(_side_by_side(pooled, layers_of(g)), g) / g["threshold"] for g in guards_of(params)], axis=0)
 
 
 def feature_scale(train_features: np.ndarray) -> np.ndarray:
@@ -179,9 +183,7 @@ def warnings_for(images_u8: np.ndarray, pooled: dict[str, np.ndarray] | None, pa
     by layer name (those `all_layers(params)` names); `border_levels`: each slice's `border_level` as decoded
     (before padding), where the caller measured it."""
     out: list[str | None] = []
-    # Each guard's score in units of its threshold; the one most over it speaks for the image.
-    ratios = np.max([score(_side_by_side(pooled, layers_of(g)), g) / g["threshold"] for g in guards_of(params)],
-                    axis=0) if params and pooled is not None else None
+    ratios = threshold_ratios(pooled, params) if params and pooled is not None else None
     for i, image in enumerate(images_u8):
         if image.std() < MIN_STD:
             out.append("blank or near-constant image, not a brain MRI slice: prediction unreliable")

@@ -314,3 +314,8 @@ def test_synthetic_lesions_relabel_training_normals_and_join_the_guards_fit(tmp_
                                lesion_copies=True), log=lambda *_: None)
     assert [r["train_loss"] for r in copies["history"]] != [r["train_loss"] for r in painted["history"]]
     assert copies["metadata"]["training"]["config"]["lesion_copies"] is True
+    # From epoch 1 on only: epoch 0 trains as the plain run does, epoch 1 as a painted one.
+    late = train(TrainConfig(**common, output=str(tmp_path / "late.safetensors"), synthetic_lesions=1.0,
+                             lesions_from_epoch=1), log=lambda *_: None)
+    assert late["history"][0]["train_loss"] == plain["history"][0]["train_loss"]
+    assert late["history"][1]["train_loss"] != plain["history"][1]["train_loss"]

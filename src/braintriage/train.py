@@ -25,7 +25,7 @@ import math
 import os
 import platform
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Iterator
 
@@ -94,6 +94,7 @@ class TrainConfig:
     synthetic_lesions: float = 0.0  # probability that a no-tumor training image gets a painted mass and becomes
     #                                 a tumor of unknown type (synthetic_lesions.py); 0 = off
     lesion_copies: bool = False  # the painted images join the batch as copies; their normals stay normals
+    lesions_from_epoch: int = 0  # paint only from this epoch on: the scans first, the painted masses last
 
 
 def pick_device(name: str) -> torch.device:
@@ -502,6 +503,7 @@ def run_key_of(decoded: DecodedSet, train_idx: np.ndarray, cfg: TrainConfig, wor
     run_key += f":ema {cfg.ema_decay}" if cfg.ema_decay else ""
     run_key += f":lesions {cfg.synthetic_lesions}" if cfg.synthetic_lesions else ""
     run_key += ":as copies" if cfg.synthetic_lesions and cfg.lesion_copies else ""
+    run_key += f":from epoch {cfg.lesions_from_epoch}" if cfg.synthetic_lesions and cfg.lesions_from_epoch else ""
     return run_key + f":{decoded.preprocess.key()}"
 
 
@@ -666,8 +668,10 @@ def fit(cfg: TrainConfig, data: Prepared, train_idx: np.ndarray, val_idx: np.nda
         size = train_size_at(epoch, cfg)
         model.train()
         order = train_ids[torch.randperm(len(train_ids), generator=gen, device=device)]
+        epoch_cfg = cfg if epoch >= cfg.lesions_from_epoch else replace(cfg, synthetic_lesions=0.0)
         train_loss, train_accuracy = train_one_epoch(model, step_model, optimizer, schedule, ema, train_data, order,
-                                                     steps_per_epoch, cfg, aug_gen, size, bf16, progress, dist_info)
+                                                     steps_per_epoch, epoch_cfg, aug_gen, size, bf16, progress,
+                                                     dist_info)
         if ema is not None:
             reestimate_batchnorm(eval_model, bn_u8, mean, std, cfg.augment, cfg.image_size, val_batch, bf16,
                                  cfg.seed)

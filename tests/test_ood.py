@@ -120,3 +120,11 @@ def test_two_guards_alarm_together_each_on_its_own_layers():
     warnings = ood.warnings_for(images, second_off, ood.as_arrays(guard))
     assert sum(w is not None and "times its threshold" in w for w in warnings) > 285
     assert guard["validation_false_alarm_rate"] >= max(g["validation_false_alarm_rate"] for g in guard["also"])
+
+
+def test_a_network_without_the_quarters_gets_the_guards_it_can_feed():
+    # An ONNX file exported before there were quarters (sessions 18-20) offers the stage's whole-image mean: a refit
+    # fits that guard alone; one older still offers only the last stage, which then gets the first design's margin.
+    assert ood.designs_for(("penultimate_stage", "penultimate_quarters", "last_stage")) == ood.DESIGNS
+    assert ood.designs_for(("penultimate_stage", "last_stage")) == ((("penultimate_stage",), 1.524),)
+    assert ood.designs_for(("last_stage",)) == ((("last_stage",), 1.524),)

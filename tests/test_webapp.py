@@ -147,18 +147,34 @@ def live_server():
 
 
 @pytest.mark.dataset
+def one_scan_per_outcome(testing) -> dict:
+    """One real scan of each outcome, as the bundled model reads them (the first in path order), so the test holds
+    for whichever model ships: a glioma suspected above 99%, an uncertain scan, a clear normal, and a real scan the
+    guard does not accept (with the session 18 model: meningioma_tumor/image(123).jpg, a bright background; the
+    others glioma_tumor/image(1).jpg, glioma_tumor/image(10).jpg, no_tumor/image(1).jpg)."""
+    from braintriage import verdicts
+    from braintriage.inference import Predictor
+
+    wanted = {"suspected": lambda path, r: (r.verdict == verdicts.TUMOR_SUSPECTED and r.shown_type == "glioma"
+                                            and r.tumor_probability > 0.99),
+              "uncertain": lambda path, r: r.verdict == verdicts.UNCERTAIN,
+              "clear": lambda path, r: r.verdict == verdicts.NO_TUMOR_DETECTED and path.parent.name == "no_tumor",
+              "cannot": lambda path, r: r.verdict == verdicts.CANNOT_ASSESS}
+    paths = sorted(testing.rglob("*.jpg"))
+    found = {}
+    for path, result in zip(paths, Predictor().predict_files([str(p) for p in paths])):
+        for outcome, matches in wanted.items():
+            if outcome not in found and matches(path, result):
+                found[outcome] = path
+    assert set(found) == set(wanted), f"no Testing scan reads {sorted(set(wanted) - set(found))}"
+    return {outcome: found[outcome] for outcome in wanted}
+
+
 def test_clinician_uploads_a_real_scan_in_chromium(seed_data, live_server, tmp_path):
     require_chromium()
     from playwright.sync_api import expect, sync_playwright
 
-    testing = seed_data / "Testing"
-    # One scan of each outcome (measured with the bundled model): suspected, uncertain, clear, and a real
-    # scan the guard does not accept (the one of 394 since session 18: a bright background; P(tumor) 1.000,
-    # shown only as secondary).
-    scans = {"suspected": testing / "glioma_tumor" / "image(1).jpg",
-             "uncertain": testing / "glioma_tumor" / "image(10).jpg",
-             "clear": testing / "no_tumor" / "image(1).jpg",
-             "cannot": testing / "meningioma_tumor" / "image(123).jpg"}
+    scans = one_scan_per_outcome(seed_data / "Testing")
     uploads = {}
     for k, p in scans.items():  # three of them are called image(1).jpg: named by their outcome here
         uploads[k] = tmp_path / f"{k}.jpg"

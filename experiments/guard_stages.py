@@ -131,7 +131,8 @@ def either(run: Path, feats: dict, inputs: dict, names: list[str], margins: list
     design alone is the guard as the product has it). 'Least at' is the non-MRI input nearest to getting through:
     its largest score over the designs, each in units of that design's threshold."""
     all_designs = designs(sum(k.startswith("mean") for k in feats["train"]))
-    ratios = {s: np.max([design_scores(feats, all_designs[d])[s] / m for d, m in zip(names, margins)], axis=0)
+    scored = [(design_scores(feats, all_designs[d]), m) for d, m in zip(names, margins)]  # each guard fitted once
+    ratios = {s: np.max([scores[s] / m for scores, m in scored], axis=0)
               for s in ("val", "non_mri", "held_out") if feats[s]}
     flagged = inputs["refused"] | (ratios["non_mri"] > 1)
     let_through = [str(n) for n, f in zip(inputs["non_mri_names"], flagged) if not f]

@@ -154,9 +154,16 @@ def layers_of(params: dict | None) -> tuple[str, ...]:
 
 
 def all_layers(params: dict | None) -> tuple[str, ...]:
-    """The pooled feature maps that a guard and those it alarms together with read, each once, in order."""
-    return tuple(dict.fromkeys(name for g in guards_of(params) for name in layers_of(g))) if params else \
-        tuple(dict.fromkeys(name for layers, _ in DESIGNS for name in layers))
+    """The pooled feature maps that a guard and those it alarms together with read, each once, in order (for no
+    guard yet: those a new fit's `DESIGNS` read)."""
+    if not params:
+        return designs_layers(DESIGNS)
+    return tuple(dict.fromkeys(name for g in guards_of(params) for name in layers_of(g)))
+
+
+def designs_layers(designs: tuple[tuple[tuple[str, ...], float], ...]) -> tuple[str, ...]:
+    """The pooled feature maps a set of designs reads, each once, in order."""
+    return tuple(dict.fromkeys(name for layers, _ in designs for name in layers))
 
 
 # MRI slices are shown on a dark background: the median of the outer frame of each of the 3,945 training images

@@ -971,7 +971,7 @@ def calibrate_ood(model_path: str | Path, decoded: DecodedSet, output: str | Pat
 
     predictor = Predictor(model_path)
     designs = ood.designs_for(predictor.available_guard_layers)  # a refit replaces any earlier guard whole
-    layers = tuple(dict.fromkeys(name for layers, _ in designs for name in layers))
+    layers = ood.designs_layers(designs)
     lesions = float(predictor.metadata.get("training", {}).get("config", {}).get("synthetic_lesions", 0))
     train_idx, val_idx = grouped_split(decoded, val_fraction, seed)
 

@@ -1,7 +1,7 @@
 """CPU training speed in fp32 (a CPU without bf16): this code against an older revision, in one run.
 
     python benchmarks/cpu_training.py --compare-with REV [--epochs 1] [--repeats 2] [--only default|pretrained]
-        [--precision fp32] [--new-start-size PX] [--output benchmarks/cpu_training.json]
+        [--precision fp32] [--new-start-size PX] [--new-frozen-blocks N] [--output benchmarks/cpu_training.json]
 
 Trains each architecture below for `--epochs` whole epochs of the real data (the three sources, decoded
 caches), each run in its own process (`train.fit`, as `braintriage train` runs it: augmentation, forward,
@@ -12,7 +12,9 @@ speed drifts. `same_losses`: whether the two learned the same (losses within flo
 `--new-start-size PX` runs this code with progressive resizing (`train --start-size`: early epochs at PX, growing
 to the full size), measured over `--epochs` (a whole run: the schedule is relative to the run's length); it
 changes what is learned by design (`same_losses` is then false), so its quality is a leave-source-out config's
-(experiments/configs/*-start96.json).
+(experiments/configs/*-start96.json). `--new-frozen-blocks N` runs this code with the pretrained stem and first N
+blocks kept as loaded (`train --frozen-blocks`), a change of what is learned too
+(experiments/configs/*-frozen3.json).
 
   default    resnet18-w32 from scratch at 200 px, the `train` defaults (the default architecture)
   pretrained the bundled model's recipe: efficientnet-lite0 from ImageNet weights at 160 px
@@ -86,6 +88,8 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=2, help="runs of each variant, interleaved (median)")
     ap.add_argument("--only", choices=sorted(ARCHITECTURES), help="one architecture only")
     ap.add_argument("--new-start-size", type=int, help="this code trains with progressive resizing from PX")
+    ap.add_argument("--new-frozen-blocks", type=int,
+                    help="this code keeps the pretrained stem and first N blocks as loaded (`train --frozen-blocks`)")
     ap.add_argument("--output", type=Path, default=REPO / "benchmarks" / "cpu_training.json")
     args = ap.parse_args()
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
@@ -95,7 +99,8 @@ def main() -> None:
         for name, settings in ARCHITECTURES.items():
             if args.only and name != args.only:
                 continue
-            new_settings = {**settings, "start_size": args.new_start_size} if args.new_start_size else settings
+            new_settings = {**settings, **({"start_size": args.new_start_size} if args.new_start_size else {}),
+                            **({"frozen_blocks": args.new_frozen_blocks} if args.new_frozen_blocks else {})}
             variants = {"old": (old_tree / "src", settings), "new": (REPO / "src", new_settings)}
             # Interleaved repeats: this machine's speed drifts by 10-30% over minutes.
             runs = {label: [] for label in variants}

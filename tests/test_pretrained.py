@@ -13,7 +13,11 @@ from braintriage.inference import Predictor
 from braintriage.modelfile import save_model
 from braintriage.models import build_model
 from braintriage.pretrained import PretrainedWeightsMissing, imagenet_state_dict, weights_file
-from conftest import synthetic_slice
+from braintriage.augment import AugmentPolicy
+from braintriage.model_card import _recipe_extras
+from braintriage.modelfile import load_model
+from braintriage.train import TrainConfig, TrainingSetupError, train
+from conftest import synthetic_slice, tiny_type_cache
 
 
 def test_imagenet_weights_load_with_a_one_channel_stem():
@@ -44,6 +48,34 @@ def test_missing_weights_or_an_architecture_without_them_is_a_clear_error(monkey
 def test_the_cli_refuses_pretrained_for_a_network_without_packaged_weights(tmp_path):
     result = CliRunner().invoke(app, ["train", str(tmp_path), "--arch", "resnet18-w32", "--pretrained"])
     assert result.exit_code == 2 and "Traceback" not in result.output
+
+
+def test_frozen_blocks_keep_the_stem_and_early_blocks_as_loaded_and_train_the_rest(tmp_path):
+    """--frozen-blocks N (issue 24): the stem and the first N blocks end a run with their ImageNet weights (their
+    BatchNorm statistics still follow the data), every later layer and the head learn, and the run records it."""
+    cache = tiny_type_cache(tmp_path, per_class=6)
+    common = dict(data=str(cache), image_size=48, architecture="efficientnet-lite0", pretrained=True,
+                  batch_size=8, val_fraction=0.25, epochs=1, seed=1, augment=AugmentPolicy(zoom=(1.0, 1.0),
+                  rotation_degrees=0.0, brightness=(1.0, 1.0), horizontal_flip=0.0))
+    out = train(TrainConfig(**common, run_dir=str(tmp_path / "run"), output=str(tmp_path / "m.safetensors"),
+                            frozen_blocks=3), log=lambda *_: None)
+    loaded = {k: v.half().float() if v.is_floating_point() else v  # model files keep float16 weights
+              for k, v in build_model("efficientnet-lite0", num_outputs=4, pretrained=True).state_dict().items()}
+    trained = load_model(tmp_path / "m.safetensors")[0].state_dict()
+    learned = [k for k in loaded if not torch.equal(loaded[k], trained[k])]
+    frozen = ("stem.", "blocks.0.", "blocks.1.", "blocks.2.")
+    assert learned and all(k.endswith(("running_mean", "running_var", "num_batches_tracked"))
+                           for k in learned if k.startswith(frozen))
+    assert any(k.startswith("blocks.3.") and k.endswith("weight") for k in learned)
+    assert any(k.startswith("stem.") and k.endswith("running_mean") for k in learned)
+    assert out["metadata"]["training"]["config"]["frozen_blocks"] == 3
+    assert "the stem and first 3 blocks kept as loaded" in _recipe_extras(out["metadata"]["training"]["config"])
+    # Without ImageNet weights there is nothing worth keeping: refused, with a message.
+    with pytest.raises(TrainingSetupError, match="needs --pretrained"):
+        train(TrainConfig(**{**common, "pretrained": False}, run_dir=str(tmp_path / "r2"), frozen_blocks=3),
+              log=lambda *_: None)
+    with pytest.raises(TrainingSetupError, match="16 blocks"):
+        train(TrainConfig(**common, run_dir=str(tmp_path / "r3"), frozen_blocks=17), log=lambda *_: None)
 
 
 @pytest.mark.parametrize("name", ["efficientnet-lite0", "efficientnet-lite1", "efficientnet-lite2"])

@@ -10,6 +10,7 @@ from PIL import Image
 from braintriage.augment import AugmentPolicy
 from braintriage.cache import DecodedSet
 from braintriage.datasets import load_dataset
+from braintriage.model_card import _recipe_extras
 from braintriage.modelfile import read_metadata
 from braintriage.train import TrainConfig, fit_temperature, model_validation_split, train
 from conftest import blocks, tiny_type_cache
@@ -319,3 +320,6 @@ def test_synthetic_lesions_relabel_training_normals_and_join_the_guards_fit(tmp_
                              lesions_from_epoch=1), log=lambda *_: None)
     assert late["history"][0]["train_loss"] == plain["history"][0]["train_loss"]
     assert late["history"][1]["train_loss"] != plain["history"][1]["train_loss"]
+    # The model card's recipe line says so.
+    assert ("painted masses on 1.0 of the training normals from epoch 1"
+            in _recipe_extras(late["metadata"]["training"]["config"]))

@@ -153,6 +153,9 @@ def audit(data: Path, json_output: Optional[Path]) -> None:
 @click.option("--lesions-from-epoch", type=click.IntRange(min=0), default=0,
               help="With --synthetic-lesions: paint only from this epoch on (0: every epoch), so the network "
                    "learns the scans first and the painted masses last.")
+@click.option("--frozen-blocks", type=click.IntRange(min=0),
+              help="With --pretrained EfficientNet-Lite: keep the stem and the first N blocks as loaded (no "
+                   "backward through the largest activation maps: a cheaper step on a CPU).")
 @click.option("--seed", type=int, default=0)
 @click.option("--device", type=str, default="auto", help="auto, cpu, cuda, cuda:1 ...")
 @click.option("--precision", type=str, default="auto",
@@ -182,8 +185,8 @@ def train(
         val_fraction: float, patience: int, target_sensitivity: float, zoom: tuple[float, float], rotation: float,
         brightness: tuple[float, float], hflip: float, translate: float, gamma: tuple[float, float], noise: float,
         blur: float, bias_field: float, intensity_remap: float, invert: float, synthetic_lesions: float,
-        lesion_copies: bool, lesions_from_epoch: int, seed: int, device: str, precision: str, compile: bool,
-        calibrate: bool, resume: bool, checkpoint_seconds: float,
+        lesion_copies: bool, lesions_from_epoch: int, frozen_blocks: Optional[int], seed: int, device: str,
+        precision: str, compile: bool, calibrate: bool, resume: bool, checkpoint_seconds: float,
         exclude_leaked: Optional[Path], folds: Optional[int], max_steps: Optional[int], limit: Optional[int]
 ) -> None:
     """Train a model (from scratch, or fine-tune ImageNet weights) and write it as one model file."""
@@ -208,7 +211,7 @@ def train(
                       exclude_leaked=str(exclude_leaked) if exclude_leaked else None, folds=folds,
                       max_steps=max_steps, limit=limit, augment=policy,
                       synthetic_lesions=synthetic_lesions, lesion_copies=lesion_copies,
-                      lesions_from_epoch=lesions_from_epoch)
+                      lesions_from_epoch=lesions_from_epoch, frozen_blocks=frozen_blocks)
     with user_errors():
         run_training(cfg, log=click.echo)
 

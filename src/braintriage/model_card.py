@@ -176,6 +176,18 @@ def _training_data_lines(t: dict) -> list[str]:
     return lines + [""]
 
 
+def _recipe_extras(cfg: dict) -> str:
+    """The training options beyond augmentation that change what a model learns, as the recipe line's tail."""
+    extras = ""
+    if cfg.get("synthetic_lesions"):
+        extras += (f"; painted masses on {cfg['synthetic_lesions']} of the training normals"
+                   + (" (as added copies)" if cfg.get("lesion_copies") else "")
+                   + (f" from epoch {cfg['lesions_from_epoch']}" if cfg.get("lesions_from_epoch") else ""))
+    if cfg.get("frozen_blocks") is not None:
+        extras += f"; the stem and first {cfg['frozen_blocks']} blocks kept as loaded"
+    return extras
+
+
 def leave_source_out_rows(paths: list[Path]) -> list[dict]:
     """The rows of `holdout.json` files (train --holdout-source), each named by its run folder, which names the
     recipe (experiments/run.py makes folders CONFIG-sSEED): rows of different recipes stay told apart."""
@@ -288,7 +300,7 @@ def model_card(metadata: dict, report: dict, model_path: str | Path = BUNDLED_MO
         + "".join(f", {name} {aug[key]}" for key, name in (("intensity_remap", "random intensity curve"),
                                                           ("invert", "contrast inversion"), ("blur", "blur"),
                                                           ("bias_field", "bias field")) if aug.get(key))
-        + ", never vertical flips or shear.",
+        + ", never vertical flips or shear" + _recipe_extras(cfg) + ".",
         f"- Trained in {t['seconds']} s on {t['device']} (torch {t['torch']}). Retrain: "
         "`scripts/train_bundled_model.sh` (`make bundled-model`).",
         "",

@@ -229,6 +229,18 @@ class EfficientNetLite(nn.Module):
         return self.head(self.dropout(self.feature_maps(x).mean(dim=(2, 3))))
 
 
+def freeze_early_layers(model: nn.Module, blocks: int) -> None:
+    """Keep an EfficientNet-Lite's stem and its first `blocks` blocks as they are (no gradients). Those layers
+    hold the largest activation maps (80 x 80 at 160 px), so a training step skips most of its backward pass;
+    their BatchNorm statistics still follow the data, since the module stays in training mode."""
+    if not isinstance(model, EfficientNetLite):
+        raise ValueError(f"freezing early layers applies to EfficientNet-Lite, not {type(model).__name__}")
+    if not 0 <= blocks <= len(model.blocks):
+        raise ValueError(f"an EfficientNet-Lite here has {len(model.blocks)} blocks; cannot freeze {blocks}")
+    for module in (model.stem, *model.blocks[:blocks]):
+        module.requires_grad_(False)
+
+
 MODELS: dict[str, Callable[..., nn.Module]] = {
     "seed-cnn": lambda in_channels, num_outputs, image_size: SeedCNN(in_channels, num_outputs, image_size),
     "resnet18-w32": lambda in_channels, num_outputs, image_size: ResNet(in_channels, num_outputs, width=32),

@@ -45,7 +45,8 @@ from braintriage.metrics import (METRIC_NAMES, binary_metrics, describe_per_sour
 from braintriage.modelfile import save_model, update_metadata
 from braintriage.pretrained import weights_package
 from braintriage.synthetic_lesions import add_lesions
-from braintriage.models import DEFAULT_MODEL, build_model, count_parameters, to_model_input, tumor_probability
+from braintriage.models import (DEFAULT_MODEL, build_model, count_parameters, freeze_early_layers, to_model_input,
+                                tumor_probability)
 from braintriage.preprocess import PreprocessConfig
 
 
@@ -95,6 +96,8 @@ class TrainConfig:
     #                                 a tumor of unknown type (synthetic_lesions.py); 0 = off
     lesion_copies: bool = False  # the painted images join the batch as copies; their normals stay normals
     lesions_from_epoch: int = 0  # paint only from this epoch on: the scans first, the painted masses last
+    frozen_blocks: int | None = None  # pretrained EfficientNet-Lite: its stem and first N blocks stay as loaded
+    #                                  (no backward through the largest maps: a cheaper CPU step); None = none
 
 
 def pick_device(name: str) -> torch.device:
@@ -441,7 +444,7 @@ def parameter_groups(model: torch.nn.Module, lr: float, cfg: TrainConfig) -> lis
     groups = []
     for in_head in (False, True):
         scale = 1.0 if in_head else cfg.backbone_lr_scale
-        params = [p for p in model.parameters() if (id(p) in head) == in_head]
+        params = [p for p in model.parameters() if (id(p) in head) == in_head and p.requires_grad]
         for decay in (True, False):
             chosen = [p for p in params if (p.ndim > 1) == decay]
             if chosen:
@@ -504,6 +507,7 @@ def run_key_of(decoded: DecodedSet, train_idx: np.ndarray, cfg: TrainConfig, wor
     run_key += f":lesions {cfg.synthetic_lesions}" if cfg.synthetic_lesions else ""
     run_key += ":as copies" if cfg.synthetic_lesions and cfg.lesion_copies else ""
     run_key += f":from epoch {cfg.lesions_from_epoch}" if cfg.synthetic_lesions and cfg.lesions_from_epoch else ""
+    run_key += f":frozen stem and {cfg.frozen_blocks} blocks" if cfg.frozen_blocks is not None else ""
     return run_key + f":{decoded.preprocess.key()}"
 
 
@@ -592,6 +596,13 @@ def models_to_train(cfg: TrainConfig, data: Prepared, device: torch.device, dist
     torchrun, compiled with cfg.compile), and its weight average where cfg.ema_decay asks for one."""
     model = build_model(cfg.architecture, 1, data.num_classes if data.labels == "type" else 1, cfg.image_size,
                         pretrained=cfg.pretrained)
+    if cfg.frozen_blocks is not None:
+        if not cfg.pretrained:
+            raise TrainingSetupError("--frozen-blocks keeps ImageNet layers as loaded; it needs --pretrained")
+        try:
+            freeze_early_layers(model, cfg.frozen_blocks)
+        except ValueError as e:
+            raise TrainingSetupError(str(e)) from None
     model = model.to(device, memory_format=torch.channels_last)
     log(f"{cfg.architecture}{' (ImageNet weights)' if cfg.pretrained else ''}: "
         f"{count_parameters(model) / 1e6:.2f}M parameters; labels: {data.labels}; "

@@ -7,15 +7,14 @@ import pytest
 import torch
 from click.testing import CliRunner
 
+from braintriage.augment import AugmentPolicy
 from braintriage.cli import app
 from braintriage.export import export_onnx
 from braintriage.inference import Predictor
-from braintriage.modelfile import save_model
+from braintriage.model_card import _recipe_extras
+from braintriage.modelfile import load_model, save_model
 from braintriage.models import build_model
 from braintriage.pretrained import PretrainedWeightsMissing, imagenet_state_dict, weights_file
-from braintriage.augment import AugmentPolicy
-from braintriage.model_card import _recipe_extras
-from braintriage.modelfile import load_model
 from braintriage.train import TrainConfig, TrainingSetupError, train
 from conftest import synthetic_slice, tiny_type_cache
 

@@ -231,8 +231,9 @@ class EfficientNetLite(nn.Module):
 
 def freeze_early_layers(model: nn.Module, blocks: int) -> None:
     """Keep an EfficientNet-Lite's stem and its first `blocks` blocks as they are (no gradients). Those layers
-    hold the largest activation maps (80 x 80 at 160 px), so a training step skips most of its backward pass;
-    their BatchNorm statistics still follow the data, since the module stays in training mode."""
+    hold the largest activation maps (80 x 80 at 160 px; with 3 blocks, 53% of all layers' output elements), so a
+    training step skips their backward pass; their BatchNorm statistics still follow the data, since the module
+    stays in training mode."""
     if not isinstance(model, EfficientNetLite):
         raise ValueError(f"freezing early layers applies to EfficientNet-Lite, not {type(model).__name__}")
     if not 0 <= blocks <= len(model.blocks):

@@ -235,6 +235,18 @@ def test_progressive_resizing_starts_small_and_ends_at_full_size():
     assert {train_size_at(e, TrainConfig(data="unused", epochs=60)) for e in range(60)} == {200}
 
 
+def test_progressive_resizing_is_refused_for_a_network_of_one_input_size(tmp_path):
+    """seed-cnn's dense layer is sized to the image: resizing it mid-run crashed; now refused up front."""
+    from braintriage.train import TrainingSetupError
+
+    cache = tiny_type_cache(tmp_path, per_class=4)
+    cfg = TrainConfig(data=str(cache), run_dir=str(tmp_path / "r"), output=str(tmp_path / "m.safetensors"),
+                      architecture="seed-cnn", image_size=48, start_size=32, epochs=2, batch_size=8,
+                      val_fraction=0.25)
+    with pytest.raises(TrainingSetupError, match="one image size"):
+        train(cfg, log=lambda *_: None)
+
+
 def test_precision_auto_follows_the_hardware_and_rejects_unknown_names():
     from braintriage.train import native_bf16, use_bf16
 

@@ -250,6 +250,8 @@ MODELS: dict[str, Callable[..., nn.Module]] = {
        for name in LITE_SCALING},
 }
 DEFAULT_MODEL = "resnet18-w32"
+# A dense layer sized to the input: these train and run at one image size only (no progressive resizing).
+FIXED_SIZE_MODELS = frozenset({"seed-cnn"})
 
 
 def build_model(name: str, in_channels: int = 1, num_outputs: int = 4, image_size: int = 200,

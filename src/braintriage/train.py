@@ -45,8 +45,8 @@ from braintriage.metrics import (METRIC_NAMES, binary_metrics, describe_per_sour
 from braintriage.modelfile import save_model, update_metadata
 from braintriage.pretrained import weights_package
 from braintriage.synthetic_lesions import add_lesions
-from braintriage.models import (DEFAULT_MODEL, build_model, count_parameters, freeze_early_layers, to_model_input,
-                                tumor_probability)
+from braintriage.models import (DEFAULT_MODEL, FIXED_SIZE_MODELS, build_model, count_parameters, freeze_early_layers,
+                                to_model_input, tumor_probability)
 from braintriage.preprocess import PreprocessConfig
 
 
@@ -596,6 +596,9 @@ def models_to_train(cfg: TrainConfig, data: Prepared, device: torch.device, dist
     torchrun, compiled with cfg.compile), and its weight average where cfg.ema_decay asks for one."""
     model = build_model(cfg.architecture, 1, data.num_classes if data.labels == "type" else 1, cfg.image_size,
                         pretrained=cfg.pretrained)
+    if cfg.architecture in FIXED_SIZE_MODELS and train_size_at(0, cfg) != cfg.image_size:
+        raise TrainingSetupError(f"{cfg.architecture} takes one image size only; --start-size needs another "
+                                 "architecture")
     if cfg.frozen_blocks is not None:
         if not cfg.pretrained:
             raise TrainingSetupError("--frozen-blocks keeps ImageNet layers as loaded; it needs --pretrained")

@@ -235,6 +235,23 @@ def test_progressive_resizing_starts_small_and_ends_at_full_size():
     assert {train_size_at(e, TrainConfig(data="unused", epochs=60)) for e in range(60)} == {200}
 
 
+def test_patience_counts_only_epochs_trained_at_full_size():
+    """Validated at full size, small-image epochs score worse than the best; counting them stopped a
+    progressive 60-epoch run at epoch 19 (session 25)."""
+    from braintriage.train import Progress, train_size_at
+
+    cfg = TrainConfig(data="unused", epochs=60, image_size=200, start_size=128, patience=15)
+    progress = Progress()
+    for epoch in range(cfg.epochs):
+        loss = 0.9 if epoch == 2 else 1.2  # the best comes early, at 128 px; nothing beats it
+        size = train_size_at(epoch, cfg)
+        progress.record(loss, {"w": torch.tensor(float(epoch))}, {"epoch": epoch + 1}, size == cfg.image_size)
+        assert progress.stale < cfg.patience or size == cfg.image_size
+    assert progress.best_row == {"epoch": 3} and progress.best["w"].item() == 2.0
+    assert progress.stale == sum(train_size_at(e, cfg) == 200 for e in range(cfg.epochs)) == 6
+    assert len(progress.history) == 60
+
+
 def test_progressive_resizing_is_refused_for_a_network_of_one_input_size(tmp_path):
     """seed-cnn's dense layer is sized to the image: resizing it mid-run crashed; now refused up front."""
     from braintriage.train import TrainingSetupError

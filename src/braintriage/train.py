@@ -460,9 +460,19 @@ class Progress:
     best: dict | None = None  # state_dict of the best epoch's (validated) model
     best_loss: float = float("inf")
     best_row: dict | None = None
-    stale: int = 0  # epochs since the best
+    stale: int = 0  # full-size epochs since the best
     step: int = 0
     epoch: int = 0  # epochs finished
+
+    def record(self, val_loss: float, state: dict, row: dict, at_full_size: bool) -> None:
+        """Keep the best-validated weights. Only epochs trained at full size count toward patience: with
+        progressive resizing, validation (at full size) scores small-image epochs poorly, and counting them
+        stopped a 60-epoch run at epoch 19 on its epoch-3 weights (session 25)."""
+        self.history.append(row)
+        if val_loss < self.best_loss:
+            self.best_loss, self.best, self.best_row, self.stale = val_loss, copy.deepcopy(state), row, 0
+        else:
+            self.stale = self.stale + 1 if at_full_size else 0
 
 
 @dataclass
@@ -695,15 +705,10 @@ def fit(cfg: TrainConfig, data: Prepared, train_idx: np.ndarray, val_idx: np.nda
         row = {"epoch": epoch + 1, "step": progress.step, "lr": schedule.get_last_lr()[0], "train_size": size,
                "train_loss": train_loss, "train_accuracy": train_accuracy, "val_loss": val_loss,
                **{f"val_{name}": m[key] for name, key in VALIDATION_COLUMNS}, "seconds": time.time() - t_epoch}
-        progress.history.append(row)
+        progress.record(val_loss, eval_model.state_dict(), row, at_full_size=size == cfg.image_size)
         progress.epoch = epoch + 1
         bar.set_postfix(loss=f"{train_loss:.3f}", val_loss=f"{val_loss:.3f}",
                         val_acc=f"{m['accuracy']:.3f}", val_recall=f"{m['sensitivity']:.3f}")
-        if val_loss < progress.best_loss:
-            progress.best_loss, progress.best, progress.best_row, progress.stale = (
-                val_loss, copy.deepcopy(eval_model.state_dict()), row, 0)
-        else:
-            progress.stale += 1
         due, aug_states = checkpoint_is_due(last_save, cfg, aug_gen, world) if checkpoint is not None else (False, None)
         if due:
             last_save = time.time()

@@ -491,6 +491,42 @@ class TrainingData:
                               self.std, self.tumor_target, self.tumor_weight)
 
 
+@dataclass
+class Validation:
+    """The validation split on the device, and how a model is scored on it after each epoch."""
+    images: torch.Tensor  # (N, 1, H, W) uint8, at full size
+    targets: torch.Tensor
+    weights: torch.Tensor
+    tumor: np.ndarray  # 1 = tumor, for the binary metrics
+    bn_images: torch.Tensor | None  # training images that re-estimate an averaged model's BatchNorm (EMA only)
+    mean: float
+    std: float
+    batch_size: int
+    autocast: bool
+
+    def logits(self, model: torch.nn.Module) -> torch.Tensor:
+        return predict_logits(model, self.images, self.mean, self.std, self.batch_size, self.autocast)
+
+    def score(self, model: torch.nn.Module, cfg: "TrainConfig") -> tuple[torch.Tensor, float, dict]:
+        """(logits, loss, metrics at 0.5) of the model as it would be saved."""
+        if self.bn_images is not None:
+            reestimate_batchnorm(model, self.bn_images, self.mean, self.std, cfg.augment, cfg.image_size,
+                                 self.batch_size, self.autocast, cfg.seed)
+        logits = self.logits(model)
+        loss = weighted_loss(logits, self.targets, self.weights, 0.0).item()
+        return logits, loss, binary_metrics(self.tumor, tumor_probability(logits)[0].cpu().numpy(), 0.5)
+
+
+def validation_on(train_data: TrainingData, decoded: DecodedSet, train_idx: np.ndarray, val_idx: np.ndarray,
+                  cfg: "TrainConfig", with_ema: bool, batch_size: int, autocast: bool) -> Validation:
+    bn_images = None
+    if with_ema:
+        bn_ids = np.sort(np.random.default_rng(cfg.seed).permutation(train_idx)[:BN_SAMPLE])
+        bn_images = train_data.images[torch.from_numpy(bn_ids).to(train_data.images.device)]
+    return Validation(train_data.images[val_idx], train_data.targets[val_idx], train_data.weights[val_idx],
+                      decoded.tumor[val_idx], bn_images, train_data.mean, train_data.std, batch_size, autocast)
+
+
 # history.csv's validation columns: (column suffix, binary_metrics key)
 VALIDATION_COLUMNS = (("accuracy", "accuracy"), ("recall", "sensitivity"), ("precision", "precision"),
                       ("specificity", "specificity"), ("roc_auc", "roc_auc"))
@@ -664,7 +700,6 @@ def fit(cfg: TrainConfig, data: Prepared, train_idx: np.ndarray, val_idx: np.nda
     val_batch = 256 if on_cuda else 64  # CPU caches favour small batches
     decoded = data.decoded
     train_data = training_data_on(device, data, train_idx, cfg)
-    mean, std = train_data.mean, train_data.std
     train_ids = torch.from_numpy(train_idx).to(device)
     model, step_model, ema = models_to_train(cfg, data, device, dist_info, bf16, log)
     eval_model = ema.module if ema is not None else model
@@ -680,10 +715,7 @@ def fit(cfg: TrainConfig, data: Prepared, train_idx: np.ndarray, val_idx: np.nda
         progress = restore_checkpoint(checkpoint, run_key, device, model, optimizer, schedule, ema, gen, aug_gen,
                                       dist_info)
         log(f"resuming after epoch {progress.epoch} (step {progress.step}) from {checkpoint}")
-    val_u8, val_tumor = train_data.images[val_idx], decoded.tumor[val_idx]
-    if ema is not None:
-        bn_ids = np.sort(np.random.default_rng(cfg.seed).permutation(train_idx)[:BN_SAMPLE])
-        bn_u8 = train_data.images[torch.from_numpy(bn_ids).to(device)]
+    validation = validation_on(train_data, decoded, train_idx, val_idx, cfg, ema is not None, val_batch, bf16)
     val_logits, last_save = None, time.time()
     bar = tqdm(range(progress.epoch, cfg.epochs), desc=desc, unit="epoch", dynamic_ncols=True,
                initial=progress.epoch, total=cfg.epochs)
@@ -696,12 +728,7 @@ def fit(cfg: TrainConfig, data: Prepared, train_idx: np.ndarray, val_idx: np.nda
         train_loss, train_accuracy = train_one_epoch(model, step_model, optimizer, schedule, ema, train_data, order,
                                                      steps_per_epoch, epoch_cfg, aug_gen, size, bf16, progress,
                                                      dist_info)
-        if ema is not None:
-            reestimate_batchnorm(eval_model, bn_u8, mean, std, cfg.augment, cfg.image_size, val_batch, bf16,
-                                 cfg.seed)
-        val_logits = predict_logits(eval_model, val_u8, mean, std, val_batch, bf16)
-        val_loss = weighted_loss(val_logits, train_data.targets[val_idx], train_data.weights[val_idx], 0.0).item()
-        m = binary_metrics(val_tumor, tumor_probability(val_logits)[0].cpu().numpy(), 0.5)
+        val_logits, val_loss, m = validation.score(eval_model, cfg)
         row = {"epoch": epoch + 1, "step": progress.step, "lr": schedule.get_last_lr()[0], "train_size": size,
                "train_loss": train_loss, "train_accuracy": train_accuracy, "val_loss": val_loss,
                **{f"val_{name}": m[key] for name, key in VALIDATION_COLUMNS}, "seconds": time.time() - t_epoch}
@@ -720,12 +747,10 @@ def fit(cfg: TrainConfig, data: Prepared, train_idx: np.ndarray, val_idx: np.nda
             break
     bar.close()
     # The last epoch's validation outputs; a run resumed from its final checkpoint ran no epoch here.
-    last_val_logits = val_logits if val_logits is not None else predict_logits(eval_model, val_u8, mean, std,
-                                                                                val_batch, bf16)
+    last_val_logits = val_logits if val_logits is not None else validation.logits(eval_model)
     model.load_state_dict(progress.best)
-    val_logits = predict_logits(model, val_u8, mean, std, val_batch, bf16)
-    return Fitted(model, progress.history, progress.best_row, progress.best_loss, val_logits, mean, std,
-                  progress.step, last_val_logits)
+    return Fitted(model, progress.history, progress.best_row, progress.best_loss, validation.logits(model),
+                  train_data.mean, train_data.std, progress.step, last_val_logits)
 
 
 def fit_temperature(logits: torch.Tensor, targets: torch.Tensor) -> float:

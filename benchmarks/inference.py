@@ -148,7 +148,7 @@ def main() -> None:
         "predict_testing_end_to_end_images_per_s": round(end_to_end, 1),
         **({"old_path": old} if old else {}),
         **({"ensemble": {"file": args.ensemble.name, "model": ensemble.metadata["ensemble"]["combine"],
-                         "members": len(ensemble.input_names),
+                         "members": len(ensemble.network.input_names),
             "size_mb": round(args.ensemble.stat().st_size / 1e6, 2),
             "cold_start_seconds_predict_one_jpg": round(cold_ensemble, 3),
             "onnxruntime_images_per_s": round(ensemble_ips, 1)}} if args.ensemble else {}),

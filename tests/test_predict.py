@@ -6,7 +6,8 @@ import pytest
 from click.testing import CliRunner
 
 from braintriage.cli import app
-from braintriage.inference import Predictor, tumor_probability
+from braintriage.inference import Predictor
+from braintriage.network import tumor_probability
 from braintriage.scans import items_from_paths
 
 runner = CliRunner()
@@ -108,17 +109,17 @@ def test_parallel_decoding_and_scoring_give_the_sequential_path_s_probabilities(
     from braintriage.preprocess import decode_image, preprocess
 
     predictor = Predictor()
-    assert predictor.backend.parallel_runs >= 1
+    assert predictor.network.backend.parallel_runs >= 1
     paths = [str(p) for folder in ("glioma_tumor", "no_tumor") for p in sorted((seed_data / "Testing" / folder)
                                                                               .glob("*.jpg"))[:40]]
     threaded = [r.tumor_probability for r in predictor.predict_items(items_from_paths(paths))]
     session = ort.InferenceSession(str(predictor.model_path), providers=["CPUExecutionProvider"])
-    (mean, std), = predictor.input_normalization
+    (mean, std), = predictor.network.input_normalization
     sequential = []
     for path in paths:
         x = (preprocess(decode_image(path), predictor.preprocess).astype(np.float32) / 255.0 - mean) / std
         logits = session.run(["logits"], {"image": x[None, None].astype(np.float32)})[0]
-        sequential.append(tumor_probability(logits, predictor.temperature)[0][0])
+        sequential.append(tumor_probability(logits, predictor.network.temperature)[0][0])
     assert len(threaded) == 80 and np.allclose(threaded, sequential, atol=1e-4)
 
 
@@ -127,7 +128,7 @@ def test_onnx_sessions_start_from_a_fused_copy_that_answers_the_same(tmp_path, m
     same answers. A damaged copy is made again, an unwritable cache costs nothing, and the cache stays bounded."""
     import shutil
 
-    from braintriage import inference
+    from braintriage import inference, network
     from braintriage.preprocess import load_and_preprocess
 
     monkeypatch.setenv("BRAINTRIAGE_CACHE", str(tmp_path / "cache"))
@@ -144,7 +145,7 @@ def test_onnx_sessions_start_from_a_fused_copy_that_answers_the_same(tmp_path, m
     assert np.allclose(Predictor().predict_arrays(images)[0], first, atol=1e-5)
 
     monkeypatch.setenv("BRAINTRIAGE_CACHE", str(tmp_path / "cache"))
-    monkeypatch.setattr(inference, "OPTIMIZED_COPIES", 2)
+    monkeypatch.setattr(network, "OPTIMIZED_COPIES", 2)
     for k in range(3):
         model = tmp_path / f"model{k}.onnx"
         shutil.copy(inference.BUNDLED_MODEL, model)

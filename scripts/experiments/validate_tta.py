@@ -47,7 +47,7 @@ def main() -> None:
     results = {}
     for tta in ([], ["horizontal_flip"]):
         plain = Predictor(args.model)
-        plain.test_time_augmentation = tta
+        plain.network.test_time_augmentation = tta
         results["+".join(tta) or "none"] = scores(plain, decoded, val_idx)
     flip, none = results["horizontal_flip"], results["none"]
     adopt = flip["log_loss"] < none["log_loss"] and flip["roc_auc"] >= none["roc_auc"]

@@ -53,7 +53,7 @@ def score_dataset(predictor: Predictor, data: str | Path, split: str = "testing"
         from braintriage.cache import DecodedSet
 
         decoded = DecodedSet.load(data)
-        if len(predictor.input_names) > 1:
+        if len(predictor.network.input_names) > 1:
             raise ValueError(f"{data}: a cache holds one preprocessing, and this ensemble reads each scan with each "
                              "member's own; evaluate it on the image folder")
         if decoded.preprocess != predictor.preprocess:

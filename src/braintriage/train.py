@@ -1014,7 +1014,7 @@ def calibrate_ood(model_path: str | Path, decoded: DecodedSet, output: str | Pat
     from braintriage.inference import Predictor
 
     predictor = Predictor(model_path)
-    designs = ood.designs_for(predictor.available_guard_layers)  # a refit replaces any earlier guard whole
+    designs = ood.designs_for(predictor.network.available_guard_layers)  # a refit replaces any earlier guard whole
     layers = ood.designs_layers(designs)
     lesions = float(predictor.metadata.get("training", {}).get("config", {}).get("synthetic_lesions", 0))
     train_idx, val_idx = grouped_split(decoded, val_fraction, seed)

@@ -808,7 +808,32 @@ def _train(cfg: TrainConfig, dist_info: Distributed, device: torch.device, t_sta
     if not dist_info.main:
         return {"metadata": None, "history": history}
 
-    # Best checkpoint -> (optional temperature) -> threshold for the target sensitivity on validation.
+    metadata = model_metadata(cfg, data, fitted, train_idx, val_idx, train_seconds, device, dist_info.world)
+    threshold, val_metrics = metadata["threshold"], metadata["validation_metrics"]
+    save_model(cfg.output, model, metadata)
+    metadata["ood"] = calibrate_ood(cfg.output, decoded, cfg.output, cfg.val_fraction, cfg.seed, log)
+    write_csv(history, run_dir / "history.csv")
+    (run_dir / "metadata.json").write_text(json.dumps(metadata, indent=2))
+    if data.held_out is not None:
+        metadata["held_out_evaluation"] = evaluate_held_out(cfg, data.held_out, run_dir, log)
+    try:
+        from braintriage.reports import training_curves_png
+        (run_dir / "training_curves.png").write_bytes(training_curves_png(history))
+    except ImportError as e:  # matplotlib is optional where only training runs
+        log(f"no training-curve plot ({e})")
+    log(f"saved {cfg.output}: best epoch {fitted.best_row['epoch']}, validation loss {fitted.best_loss:.4f}, "
+        f"threshold {threshold:.3f} (validation sensitivity {val_metrics['sensitivity']:.3f}, "
+        f"specificity {val_metrics['specificity']:.3f}); {train_seconds:.0f} s")
+    return {"metadata": metadata, "history": history}
+
+
+def model_metadata(cfg: TrainConfig, data: Prepared, fitted: Fitted, train_idx: np.ndarray, val_idx: np.ndarray,
+                   train_seconds: float, device: torch.device, processes: int) -> dict:
+    """What a trained model file carries besides its weights (modelfile.py validates it on load): its input,
+    classes, threshold, sources and recipe, and its validation metrics and training curves. The threshold comes
+    from the best checkpoint's validation scores (after the optional temperature): the highest with validation
+    sensitivity >= the target, capped at 0.5."""
+    decoded = data.decoded
     val_tumor = decoded.tumor[val_idx]
     temperature = (fit_temperature(fitted.val_logits, torch.from_numpy(data.targets[val_idx]))
                    if cfg.calibrate else 1.0)
@@ -817,10 +842,9 @@ def _train(cfg: TrainConfig, dist_info: Distributed, device: torch.device, t_sta
     val_metrics = binary_metrics(val_tumor, p_val, threshold)
     val_metrics["loss"] = fitted.best_loss
     val_metrics["best_epoch"] = fitted.best_row["epoch"]
-    preprocess = preprocess_config(cfg)
-    metadata = {
+    return {
         "architecture": cfg.architecture,
-        "input": {"channels": 1, "preprocess": preprocess.to_dict(),
+        "input": {"channels": 1, "preprocess": preprocess_config(cfg).to_dict(),
                   "normalization": {"scale": 1 / 255, "mean": fitted.mean, "std": fitted.std}},
         "output": "softmax" if data.labels == "type" else "sigmoid",
         "class_names": list(TUMOR_TYPES) if data.labels == "type" else ["no_tumor", "tumor"],
@@ -837,31 +861,16 @@ def _train(cfg: TrainConfig, dist_info: Distributed, device: torch.device, t_sta
             "train_images": len(train_idx), "validation_images": len(val_idx),
             "excluded_leaked_images": data.excluded_leaked,
             "validation_split": f"grouped by pHash near-duplicates, stratified, fraction {cfg.val_fraction}",
-            "epochs_run": len(history), "steps": fitted.steps, "seconds": round(train_seconds, 1),
+            "epochs_run": len(fitted.history), "steps": fitted.steps, "seconds": round(train_seconds, 1),
             "device": hardware_name(device),
-            "processes": dist_info.world,
+            "processes": processes,
             "torch": torch.__version__,
             "config": recipe(cfg),
         },
         "validation_metrics": val_metrics,
         # per-epoch curves travel with the model, so a report can show how it was trained
-        "history": [{k: round(v, 6) if isinstance(v, float) else v for k, v in row.items()} for row in history],
+        "history": [{k: round(v, 6) if isinstance(v, float) else v for k, v in row.items()} for row in fitted.history],
     }
-    save_model(cfg.output, model, metadata)
-    metadata["ood"] = calibrate_ood(cfg.output, decoded, cfg.output, cfg.val_fraction, cfg.seed, log)
-    write_csv(history, run_dir / "history.csv")
-    (run_dir / "metadata.json").write_text(json.dumps(metadata, indent=2))
-    if data.held_out is not None:
-        metadata["held_out_evaluation"] = evaluate_held_out(cfg, data.held_out, run_dir, log)
-    try:
-        from braintriage.reports import training_curves_png
-        (run_dir / "training_curves.png").write_bytes(training_curves_png(history))
-    except ImportError as e:  # matplotlib is optional where only training runs
-        log(f"no training-curve plot ({e})")
-    log(f"saved {cfg.output}: best epoch {fitted.best_row['epoch']}, validation loss {fitted.best_loss:.4f}, "
-        f"threshold {threshold:.3f} (validation sensitivity {val_metrics['sensitivity']:.3f}, "
-        f"specificity {val_metrics['specificity']:.3f}); {train_seconds:.0f} s")
-    return {"metadata": metadata, "history": history}
 
 
 def evaluate_held_out(cfg: TrainConfig, held_out: DecodedSet, run_dir: Path, log=print) -> dict:

@@ -76,7 +76,6 @@ class Predictor:
         self.model_path = Path(model_path) if model_path else BUNDLED_MODEL
         self.metadata = read_metadata(self.model_path)
         self.network = Network(self.model_path, self.metadata, batch_size)
-        self.batch_size = batch_size
         # Slices are decoded several at a time (PIL and numpy release the GIL), in their order.
         self._decoder = ThreadPoolExecutor(max_workers=DECODE_THREADS, thread_name_prefix="decode")
         self.input_preprocess = self.network.input_preprocess
@@ -113,6 +112,11 @@ class Predictor:
                         ) -> dict[str, np.ndarray] | None:
         """`pooled_features` by layer name, in the order of `layers`; None where the network lacks one."""
         return self.network.run(images_u8, False, layers or self.guard_layers)[3]
+
+    @property
+    def batch_size(self) -> int:
+        """Slices scored per call of the network (the web app sends a study this small in one turn)."""
+        return self.network.batch_size
 
     @property
     def threshold(self) -> float:

@@ -1,0 +1,43 @@
+"""The experiment runner keeps a cross-validation's finished folds in the repository and puts them back."""
+
+import importlib.util
+import json
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def load_runner(monkeypatch, tmp_path):
+    spec = importlib.util.spec_from_file_location("experiment_runner", ROOT / "experiments" / "run.py")
+    runner = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(runner)
+    monkeypatch.setattr(runner, "KEPT_FOLDS", tmp_path / "kept")
+    return runner
+
+
+def test_finished_folds_survive_a_fresh_machine(monkeypatch, tmp_path):
+    runner = load_runner(monkeypatch, tmp_path)
+    first = tmp_path / "machine-1" / "cv5-x"
+    (first / "folds").mkdir(parents=True)
+    record = {"fold": {"fold": 1}, "oof_rows": [{"path": "a.jpg", "p_tumor": 0.25}]}
+    (first / "folds" / "fold-1.json").write_text(json.dumps(record))
+    (first / "folds" / "fold-2.tmp").write_text("half written")  # a fold still being written is not kept
+    runner.keep_folds("cv5-x", first)
+    kept = sorted(p.name for p in (tmp_path / "kept" / "cv5-x").iterdir())
+    assert kept == ["fold-1.json.gz"]
+    fresh = tmp_path / "machine-2" / "cv5-x"
+    assert runner.restore_folds("cv5-x", fresh) == 1
+    assert json.loads((fresh / "folds" / "fold-1.json").read_text()) == record
+    assert runner.restore_folds("cv5-x", fresh) == 0  # already there: left alone
+    assert runner.restore_folds("other", fresh) == 0
+
+
+def test_a_kept_fold_carries_no_timestamp(monkeypatch, tmp_path):
+    """Kept again on another day, the same fold gives the same bytes, so git sees no change."""
+    runner = load_runner(monkeypatch, tmp_path)
+    run_dir = tmp_path / "runs" / "cv"
+    (run_dir / "folds").mkdir(parents=True)
+    (run_dir / "folds" / "fold-1.json").write_text('{"fold": 1}')
+    runner.keep_folds("cv", run_dir)
+    kept = (tmp_path / "kept" / "cv" / "fold-1.json.gz").read_bytes()
+    assert kept[:2] == b"\x1f\x8b" and kept[4:8] == b"\0\0\0\0"  # gzip header: MTIME is zero

@@ -235,21 +235,41 @@ def test_progressive_resizing_starts_small_and_ends_at_full_size():
     assert {train_size_at(e, TrainConfig(data="unused", epochs=60)) for e in range(60)} == {200}
 
 
-def test_patience_counts_only_epochs_trained_at_full_size():
+def test_patience_and_the_kept_epoch_count_only_epochs_trained_at_full_size():
     """Validated at full size, small-image epochs score worse than the best; counting them stopped a
-    progressive 60-epoch run at epoch 19 (session 25)."""
-    from braintriage.train import Progress, train_size_at
+    progressive 60-epoch run at epoch 19 (session 25). An early small-image epoch that scores best is kept only
+    until the first full-size one: the model returned is one trained at the size it is used at."""
+    from braintriage.train import Progress, train_size_at, trains_whole_recipe
 
     cfg = TrainConfig(data="unused", epochs=60, image_size=200, start_size=128, patience=15)
     progress = Progress()
     for epoch in range(cfg.epochs):
-        loss = 0.9 if epoch == 2 else 1.2  # the best comes early, at 128 px; nothing beats it
+        loss = 0.9 if epoch == 2 else 1.2  # the best validation loss comes early, at 128 px
         size = train_size_at(epoch, cfg)
-        progress.record(loss, {"w": torch.tensor(float(epoch))}, {"epoch": epoch + 1}, size == cfg.image_size)
+        assert trains_whole_recipe(epoch, cfg) == (size == cfg.image_size)
+        progress.record(loss, {"w": torch.tensor(float(epoch))}, {"epoch": epoch + 1}, trains_whole_recipe(epoch, cfg))
         assert progress.stale < cfg.patience or size == cfg.image_size
-    assert progress.best_row == {"epoch": 3} and progress.best["w"].item() == 2.0
-    assert progress.stale == sum(train_size_at(e, cfg) == 200 for e in range(cfg.epochs)) == 6
+        if epoch == 2:
+            assert progress.best_row == {"epoch": 3}  # nothing at full size yet: kept for now
+    first_full = next(e for e in range(cfg.epochs) if train_size_at(e, cfg) == 200)
+    assert progress.best_row == {"epoch": first_full + 1} and progress.best["w"].item() == first_full
+    assert progress.stale == cfg.epochs - first_full - 1 == 5
     assert len(progress.history) == 60
+
+
+def test_the_kept_epoch_has_trained_on_the_painted_lesions():
+    """Session 27: with lesions from epoch 6 of 12, validation (no painted lesions) scored epoch 6 best and the
+    run returned weights that never saw a lesion; they found 0.683 of the held-out Br35H tumors."""
+    from braintriage.train import Progress, trains_whole_recipe
+
+    cfg = TrainConfig(data="unused", epochs=12, synthetic_lesions=0.7, lesions_from_epoch=6)
+    losses = [1.05, 0.45, 0.41, 0.26, 0.23, 0.195, 0.254, 0.233, 0.214, 0.232, 0.237, 0.227]  # its history.csv
+    progress = Progress()
+    for epoch, loss in enumerate(losses):
+        progress.record(loss, {"w": torch.tensor(float(epoch))}, {"epoch": epoch + 1}, trains_whole_recipe(epoch, cfg))
+    assert progress.best_row == {"epoch": 9} and progress.best_loss == 0.214  # epoch 6 (0.195) is not eligible
+    assert [trains_whole_recipe(e, cfg) for e in (5, 6)] == [False, True]
+    assert all(trains_whole_recipe(e, dataclasses.replace(cfg, synthetic_lesions=0.0)) for e in range(12))
 
 
 def test_progressive_resizing_is_refused_for_a_network_of_one_input_size(tmp_path):

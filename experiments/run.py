@@ -18,7 +18,7 @@ images, same fingerprint; `braintriage train` takes such files directly): what t
 A cross-validation outlives the machine it ran on: each finished fold (runs/NAME/folds/fold-K.json, its
 out-of-fold predictions and the recipe and data fingerprint they came from) is kept, gzipped, in
 experiments/cv/NAME/, which is committed. Run again anywhere, the runner puts them back first, so the CV trains
-only the folds still missing (a 200 px fold is half an hour on a 2-core CPU), and a finished CV's cv.json and
+only the folds still missing (a 200 px fold: 18-31 minutes on the 2-core CPU), and a finished CV's cv.json and
 oof.csv, which `braintriage threshold --cv` reads, are rebuilt from them in a minute.
 """
 

@@ -482,10 +482,14 @@ class Progress:
             self.stale = self.stale + 1 if whole_recipe else 0
 
 
+def lesions_paused(epoch: int, cfg: "TrainConfig") -> bool:
+    """Whether this epoch (from 0) trains without the recipe's synthetic lesions (--lesions-from-epoch)."""
+    return bool(cfg.synthetic_lesions) and epoch < cfg.lesions_from_epoch
+
+
 def trains_whole_recipe(epoch: int, cfg: "TrainConfig") -> bool:
     """Whether this epoch (from 0) trains with every part of the recipe: full size, and lesions if any."""
-    lesions_on = not cfg.synthetic_lesions or epoch >= cfg.lesions_from_epoch
-    return train_size_at(epoch, cfg) == cfg.image_size and lesions_on
+    return train_size_at(epoch, cfg) == cfg.image_size and not lesions_paused(epoch, cfg)
 
 
 @dataclass
@@ -738,7 +742,7 @@ def fit(cfg: TrainConfig, data: Prepared, train_idx: np.ndarray, val_idx: np.nda
         size = train_size_at(epoch, cfg)
         model.train()
         order = train_ids[torch.randperm(len(train_ids), generator=gen, device=device)]
-        epoch_cfg = cfg if epoch >= cfg.lesions_from_epoch else replace(cfg, synthetic_lesions=0.0)
+        epoch_cfg = replace(cfg, synthetic_lesions=0.0) if lesions_paused(epoch, cfg) else cfg
         train_loss, train_accuracy = train_one_epoch(model, step_model, optimizer, schedule, ema, train_data, order,
                                                      steps_per_epoch, epoch_cfg, aug_gen, size, bf16, progress,
                                                      dist_info)

@@ -19,7 +19,10 @@ A cross-validation outlives the machine it ran on: each finished fold (runs/NAME
 out-of-fold predictions and the recipe and data fingerprint they came from) is kept, gzipped, in
 experiments/cv/NAME/, which is committed. Run again anywhere, the runner puts them back first, so the CV trains
 only the folds still missing (a 200 px fold: 18-31 minutes on the 2-core CPU), and a finished CV's cv.json and
-oof.csv, which `braintriage threshold --cv` reads, are rebuilt from them in a minute.
+oof.csv, which `braintriage threshold --cv` reads, are rebuilt from them in a minute. A leave-source-out run's
+holdout.json (one row of a model card's leave-source-out table) is kept the same way, as
+experiments/holdout/RUN/holdout.json: `braintriage model-card --leave-source-out` reads it there after the run's
+machine is gone.
 """
 
 from __future__ import annotations
@@ -38,6 +41,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "experiments" / "results.md"
 KEPT_FOLDS = ROOT / "experiments" / "cv"
+KEPT_HOLDOUTS = ROOT / "experiments" / "holdout"
 HEADER = ("| date | experiment | commit | kind | images (tumors) | sensitivity | specificity | ROC-AUC "
           "| guard alarms | seconds |\n|---|---|---|---|---|---|---|---|---|---|\n")
 
@@ -93,6 +97,15 @@ def keep_folds(name: str, run_dir: Path) -> None:
             kept.parent.mkdir(parents=True, exist_ok=True)
             # mtime=0: the same fold gives the same bytes, so git sees no change when it is kept again
             kept.write_bytes(gzip.compress(done.read_bytes(), mtime=0))
+
+
+def keep_holdout(name: str, run_dir: Path) -> Path:
+    """Copy a finished leave-source-out run's holdout.json to experiments/holdout/NAME/holdout.json (its folder
+    names the run, as the model card's table reads it)."""
+    kept = KEPT_HOLDOUTS / name / "holdout.json"
+    kept.parent.mkdir(parents=True, exist_ok=True)
+    kept.write_text((run_dir / "holdout.json").read_text())
+    return kept
 
 
 def fmt(entry: dict | float | None) -> str:
@@ -172,6 +185,8 @@ def main(argv: list[str]) -> int:
                     print(f"[{name}] failed (exit {proc.returncode})", flush=True)
                     continue
                 append_row(result_row(name, config, ROOT / "runs" / name, time.time() - start, commit))
+                if config.get("holdout_source"):
+                    keep_holdout(name, ROOT / "runs" / name)
                 print(f"[{name}] done in {time.time() - start:.0f} s; appended to {RESULTS}", flush=True)
             time.sleep(1)
     finally:

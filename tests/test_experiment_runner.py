@@ -1,4 +1,5 @@
-"""The experiment runner keeps a cross-validation's finished folds in the repository and puts them back."""
+"""The experiment runner keeps a cross-validation's finished folds in the repository and puts them back, and keeps
+each leave-source-out run's row where the model card reads it."""
 
 import importlib.util
 import json
@@ -12,6 +13,7 @@ def load_runner(monkeypatch, tmp_path):
     runner = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(runner)
     monkeypatch.setattr(runner, "KEPT_FOLDS", tmp_path / "kept")
+    monkeypatch.setattr(runner, "KEPT_HOLDOUTS", tmp_path / "holdout")
     return runner
 
 
@@ -41,3 +43,17 @@ def test_a_kept_fold_carries_no_timestamp(monkeypatch, tmp_path):
     runner.keep_folds("cv", run_dir)
     kept = (tmp_path / "kept" / "cv" / "fold-1.json.gz").read_bytes()
     assert kept[:2] == b"\x1f\x8b" and kept[4:8] == b"\0\0\0\0"  # gzip header: MTIME is zero
+
+
+def test_a_kept_holdout_row_names_its_run_in_the_model_card(monkeypatch, tmp_path):
+    from braintriage.model_card import leave_source_out_rows
+
+    runner = load_runner(monkeypatch, tmp_path)
+    run_dir = tmp_path / "runs" / "lso-br35h-x-s1"
+    run_dir.mkdir(parents=True)
+    row = {"held_out_source": "br35h", "images": 653, "tumors": 530, "seed": 1,
+           "sensitivity": {"value": 0.9, "ci95": [0.87, 0.93]}}
+    (run_dir / "holdout.json").write_text(json.dumps(row))
+    kept = runner.keep_holdout("lso-br35h-x-s1", run_dir)
+    assert kept == tmp_path / "holdout" / "lso-br35h-x-s1" / "holdout.json"
+    assert leave_source_out_rows([kept]) == [{"run": "lso-br35h-x-s1", **row}]

@@ -136,6 +136,8 @@ def test_onnx_sessions_start_from_a_fused_copy_that_answers_the_same(tmp_path, m
                        for p in sorted((seed_data / "Testing" / "glioma_tumor").glob("*.jpg"))[:8]])
     copies = lambda: sorted((tmp_path / "cache" / "onnxruntime").glob("*.onnx"))  # noqa: E731
     (fused,) = copies()
+    import onnx
+    assert "Pad" not in {node.op_type for node in onnx.load(str(fused)).graph.node}  # folded (onnx_rewrite.py)
     first = Predictor().predict_arrays(images)[0]
     fused.write_bytes(b"not an onnx file")
     again = Predictor().predict_arrays(images)[0]

@@ -195,3 +195,44 @@ def test_flip_test_time_augmentation_averages_the_image_and_its_mirror(tmp_path)
     update_metadata(tmp_path / "m.onnx", tmp_path / "bad.onnx", {"test_time_augmentation": ["vertical_flip"]})
     with pytest.raises(ValueError, match="vertical_flip"):
         Predictor(tmp_path / "bad.onnx")
+
+
+def test_zero_padding_folds_into_the_convolution_with_the_same_outputs():
+    """onnx_rewrite.fold_padding: a zero Pad before a strided Conv (TensorFlow's SAME, one pixel more at the
+    bottom and right, written with an empty constant-value input as PyTorch exports it) becomes the Conv's own
+    padding, with the same outputs; a Pad with a non-zero value, or read by two nodes, stays."""
+    import onnx
+    import onnxruntime as ort
+    from onnx import TensorProto, helper, numpy_helper
+
+    from braintriage.onnx_rewrite import fold_padding
+
+    rng = np.random.default_rng(0)
+    weight = numpy_helper.from_array(rng.normal(size=(4, 1, 3, 3)).astype(np.float32), "w")
+    inits = [weight, numpy_helper.from_array(np.array([0, 0, 0, 0, 0, 0, 1, 1], np.int64), "same"),
+             numpy_helper.from_array(np.array([0, 0, 1, 1, 0, 0, 1, 1], np.int64), "ring"),
+             numpy_helper.from_array(np.array(0.5, np.float32), "half")]
+    nodes = [helper.make_node("Pad", ["x", "same", ""], ["p1"], mode="constant"),
+             helper.make_node("Conv", ["p1", "w"], ["y1"], strides=[2, 2]),
+             helper.make_node("Pad", ["x", "ring", "half"], ["p2"], mode="constant"),
+             helper.make_node("Conv", ["p2", "w"], ["y2"], strides=[2, 2], pads=[1, 0, 0, 1]),
+             helper.make_node("Pad", ["x", "ring"], ["p3"], mode="constant"),
+             helper.make_node("Conv", ["p3", "w"], ["y3"]),
+             helper.make_node("Relu", ["p3"], ["y4"])]
+    outputs = [helper.make_tensor_value_info(n, TensorProto.FLOAT, None) for n in ("y1", "y2", "y3", "y4")]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 1, 9, 8])],
+                              outputs, inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    x = rng.normal(size=(2, 1, 9, 8)).astype(np.float32)
+
+    def run(m):
+        return ort.InferenceSession(m.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"x": x})
+
+    before = run(model)
+    assert fold_padding(model) == 1
+    assert [n.op_type for n in model.graph.node].count("Pad") == 2
+    assert "same" not in {i.name for i in model.graph.initializer}  # no longer read: dropped
+    after = run(model)
+    assert before[0].shape == (2, 4, 4, 4)
+    for b, a in zip(before, after):
+        np.testing.assert_array_equal(a, b)

@@ -156,6 +156,13 @@ def audit(data: Path, json_output: Optional[Path]) -> None:
 @click.option("--frozen-blocks", type=click.IntRange(min=0),
               help="With --pretrained EfficientNet-Lite: keep the stem and the first N blocks as loaded (no "
                    "backward through the largest activation maps: a cheaper step on a CPU).")
+@click.option("--teacher", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="Distillation: also learn this trained model file's predictions on each augmented view, "
+                   "seen at its own input size (e.g. a 200 px teacher for a 160 px model).")
+@click.option("--distill-weight", type=click.FloatRange(0, 1), default=0.5,
+              help="With --teacher: its share of the loss (the labels keep the rest).")
+@click.option("--distill-temperature", type=click.FloatRange(min=0, min_open=True), default=2.0,
+              help="With --teacher: both models' probabilities are softened by this before they are compared.")
 @click.option("--seed", type=int, default=0)
 @click.option("--device", type=str, default="auto", help="auto, cpu, cuda, cuda:1 ...")
 @click.option("--precision", type=str, default="auto",
@@ -185,7 +192,8 @@ def train(
         val_fraction: float, patience: int, target_sensitivity: float, zoom: tuple[float, float], rotation: float,
         brightness: tuple[float, float], hflip: float, translate: float, gamma: tuple[float, float], noise: float,
         blur: float, bias_field: float, intensity_remap: float, invert: float, synthetic_lesions: float,
-        lesion_copies: bool, lesions_from_epoch: int, frozen_blocks: Optional[int], seed: int, device: str,
+        lesion_copies: bool, lesions_from_epoch: int, frozen_blocks: Optional[int], teacher: Optional[Path],
+        distill_weight: float, distill_temperature: float, seed: int, device: str,
         precision: str, compile: bool, calibrate: bool, resume: bool, checkpoint_seconds: float,
         exclude_leaked: Optional[Path], folds: Optional[int], max_steps: Optional[int], limit: Optional[int]
 ) -> None:
@@ -211,7 +219,9 @@ def train(
                       exclude_leaked=str(exclude_leaked) if exclude_leaked else None, folds=folds,
                       max_steps=max_steps, limit=limit, augment=policy,
                       synthetic_lesions=synthetic_lesions, lesion_copies=lesion_copies,
-                      lesions_from_epoch=lesions_from_epoch, frozen_blocks=frozen_blocks)
+                      lesions_from_epoch=lesions_from_epoch, frozen_blocks=frozen_blocks,
+                      teacher=str(teacher) if teacher else None, distill_weight=distill_weight,
+                      distill_temperature=distill_temperature)
     with user_errors():
         run_training(cfg, log=click.echo)
 

@@ -40,9 +40,10 @@ from braintriage.cache import DecodedSet, cached_decode, from_sources
 from braintriage.cpu_memory import keep_freed_memory
 from braintriage.csv_cells import write_csv_dicts
 from braintriage.datasets import TUMOR_TYPES, DatasetLayoutError, load_dataset
+from braintriage.distill import Teacher, describe_teacher, distillation_loss, resized_views
 from braintriage.metrics import (METRIC_NAMES, binary_metrics, describe_per_source, per_source_metrics,
                                  threshold_for_sensitivity, threshold_for_specificity, wilson_interval)
-from braintriage.modelfile import save_model, update_metadata
+from braintriage.modelfile import file_digest, read_metadata, save_model, update_metadata
 from braintriage.pretrained import weights_package
 from braintriage.synthetic_lesions import add_lesions
 from braintriage.models import (DEFAULT_MODEL, FIXED_SIZE_MODELS, build_model, count_parameters, freeze_early_layers,
@@ -98,6 +99,9 @@ class TrainConfig:
     lesions_from_epoch: int = 0  # paint only from this epoch on: the scans first, the painted masses last
     frozen_blocks: int | None = None  # pretrained EfficientNet-Lite: its stem and first N blocks stay as loaded
     #                                  (no backward through the largest maps: a cheaper CPU step); None = none
+    teacher: str | None = None  # a trained model file whose soft predictions are learned too (distill.py)
+    distill_weight: float = 0.5  # the teacher's share of the loss; the labels keep the rest
+    distill_temperature: float = 2.0  # both models' probabilities are softened by this before they are compared
 
 
 def pick_device(name: str) -> torch.device:
@@ -160,9 +164,10 @@ def data_sources(cfg: TrainConfig) -> list[str]:
     return [cfg.data] if isinstance(cfg.data, (str, Path)) else [str(d) for d in cfg.data]
 
 
-def load_training_data(cfg: TrainConfig, log=print) -> DecodedSet:
-    """Every training source decoded (from the cache where it was decoded before) and joined into one set."""
-    preprocess = preprocess_config(cfg)
+def load_training_data(cfg: TrainConfig, log=print, preprocess: PreprocessConfig | None = None) -> DecodedSet:
+    """Every training source decoded (from the cache where it was decoded before) and joined into one set, as
+    the model's preprocessing takes them (or as `preprocess` does)."""
+    preprocess = preprocess or preprocess_config(cfg)
     parts = []
     for data in data_sources(cfg):
         if str(data).endswith(".npz"):
@@ -253,12 +258,17 @@ def correct_predictions(logits: torch.Tensor, targets: torch.Tensor) -> torch.Te
 
 
 def optimizer_step(step_model: torch.nn.Module, optimizer: torch.optim.Optimizer, x: torch.Tensor,
-                   y: torch.Tensor, w: torch.Tensor, smoothing: float, bf16: bool
+                   y: torch.Tensor, w: torch.Tensor, smoothing: float, bf16: bool,
+                   teacher_logits: torch.Tensor | None = None, distill: tuple[float, float] = (0.0, 1.0)
                    ) -> tuple[torch.Tensor, torch.Tensor]:
-    """One optimizer step on the augmented batch x with weighted loss; returns (loss, correct), detached."""
+    """One optimizer step on the augmented batch x with weighted loss; with `teacher_logits`, a share
+    distill[0] of the loss is distillation at temperature distill[1]; returns (loss, correct), detached."""
     with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=bf16):
         logits = step_model(x)
     loss = weighted_loss(logits, y, w, smoothing)
+    if teacher_logits is not None:
+        share, temperature = distill
+        loss = (1 - share) * loss + share * distillation_loss(logits, teacher_logits, w, temperature)
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     optimizer.step()
@@ -279,27 +289,30 @@ def predict_logits(model, images_u8: torch.Tensor, mean: float, std: float, batc
 
 def augmented_input(images_u8: torch.Tensor, policy: AugmentPolicy, gen: torch.Generator, size: int,
                     mean: float, std: float) -> torch.Tensor:
-    """A uint8 batch on the device -> augmented at `size`, normalised, channels-last: what a training step
-    (and the BatchNorm re-estimation that mimics one) feeds the network."""
-    return augmented_float_input(images_u8.float().div_(255.0), policy, gen, size, mean, std)
-
-
-def augmented_float_input(images: torch.Tensor, policy: AugmentPolicy, gen: torch.Generator, size: int,
-                          mean: float, std: float) -> torch.Tensor:
-    x = augment_batch(images, policy, gen, size)
+    """A uint8 batch on the device -> augmented at `size`, normalised, channels-last: what the BatchNorm
+    re-estimation feeds the network (as a training step without lesions would)."""
+    x = augment_batch(images_u8.float().div_(255.0), policy, gen, size)
     return ((x - mean) / std).contiguous(memory_format=torch.channels_last)
 
 
 def training_batch(images_u8: torch.Tensor, targets: torch.Tensor, weights: torch.Tensor, cfg: "TrainConfig",
                    gen: torch.Generator, size: int, mean: float, std: float, tumor_target: int,
                    tumor_weight: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(network input, targets, loss weights) of one training batch: synthetic lesions painted into some
-    no-tumor images (with --synthetic-lesions; they become tumors), then the augmentation."""
+    """(network input, targets, loss weights) of one training batch: `training_views`, normalised."""
+    views, targets, weights = training_views(images_u8, targets, weights, cfg, gen, size, tumor_target, tumor_weight)
+    return ((views - mean) / std).contiguous(memory_format=torch.channels_last), targets, weights
+
+
+def training_views(images_u8: torch.Tensor, targets: torch.Tensor, weights: torch.Tensor, cfg: "TrainConfig",
+                   gen: torch.Generator, size: int, tumor_target: int, tumor_weight: float
+                   ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(augmented views in [0, 1] at `size`, targets, loss weights) of one training batch: synthetic lesions
+    painted into some no-tumor images (with --synthetic-lesions; they become tumors), then the augmentation."""
     if cfg.synthetic_lesions <= 0:  # draws nothing extra: runs without lesions are what they were
-        return augmented_input(images_u8, cfg.augment, gen, size, mean, std), targets, weights
+        return augment_batch(images_u8.float().div_(255.0), cfg.augment, gen, size), targets, weights
     images, targets, weights = add_lesions(images_u8.float().div_(255.0), targets, weights, cfg.synthetic_lesions,
                                            tumor_target, tumor_weight, gen, as_copies=cfg.lesion_copies)
-    return augmented_float_input(images, cfg.augment, gen, size, mean, std), targets, weights
+    return augment_batch(images, cfg.augment, gen, size), targets, weights
 
 
 @torch.no_grad()
@@ -338,6 +351,7 @@ class Prepared:
     source_ids: np.ndarray  # index into source_names, per image
     source_names: list[str]
     held_out: DecodedSet | None = None  # the --holdout-source images, kept out of training
+    teacher_images: np.ndarray | None = None  # --teacher: the images at its input size, in `decoded`'s order
 
     def image_weights(self, train_idx: np.ndarray, balance: float) -> np.ndarray:
         """A loss weight per image (all of them), from the class and source counts of train_idx."""
@@ -383,7 +397,23 @@ def prepare_data(cfg: TrainConfig, log=print) -> Prepared:
     source_names = sorted(set(decoded.source.tolist()))
     source_ids = np.searchsorted(source_names, decoded.source)
     return Prepared(decoded, labels, targets.astype(np.int64), len(TUMOR_TYPES) if labels == "type" else 2,
-                    excluded, source_ids, source_names, held_out)
+                    excluded, source_ids, source_names, held_out,
+                    teacher_images_for(cfg, decoded, log) if cfg.teacher else None)
+
+
+def teacher_images_for(cfg: TrainConfig, decoded: DecodedSet, log=print) -> np.ndarray | None:
+    """--teacher: the training images as the teacher's preprocessing makes them, in `decoded`'s order; None
+    where that is the student's own."""
+    preprocess = PreprocessConfig.from_dict(read_metadata(cfg.teacher)["input"]["preprocess"])
+    if preprocess == decoded.preprocess:
+        return None
+    if any(str(d).endswith(".npz") for d in data_sources(cfg)):
+        raise TrainingSetupError(f"the teacher takes {preprocess.key()} images, these caches hold "
+                                 f"{decoded.preprocess.key()}: give the dataset folders, decoded again for it")
+    log(f"decoding the sources again as the teacher takes them ({preprocess.key()})")
+    teacher_set = load_training_data(cfg, log, preprocess)
+    position = {path: i for i, path in enumerate(teacher_set.paths.tolist())}
+    return teacher_set.images[[position[path] for path in decoded.paths.tolist()]]
 
 
 @dataclass
@@ -502,10 +532,21 @@ class TrainingData:
     std: float
     tumor_target: int  # the target a synthetic lesion gives (a tumor of unknown type)
     tumor_weight: float  # and its loss weight: the training tumors' average
+    teacher: Teacher | None = None  # --teacher: its logits on each batch are learned too
+    teacher_images: torch.Tensor | None = None  # the same images at the teacher's input size (None: `images`)
 
     def batch(self, idx: torch.Tensor, cfg: "TrainConfig", gen: torch.Generator, size: int):
-        return training_batch(self.images[idx], self.targets[idx], self.weights[idx], cfg, gen, size, self.mean,
-                              self.std, self.tumor_target, self.tumor_weight)
+        """(network input, targets, loss weights, the teacher's logits or None) of one training batch."""
+        if self.teacher is None:
+            return (*training_batch(self.images[idx], self.targets[idx], self.weights[idx], cfg, gen, size,
+                                    self.mean, self.std, self.tumor_target, self.tumor_weight), None)
+        # The teacher sees each augmented view (lesions painted first) at its own size, the student the same
+        # view made smaller: one draw of the random stream serves both.
+        images = self.images if self.teacher_images is None else self.teacher_images
+        views, targets, weights = training_views(images[idx], self.targets[idx], self.weights[idx], cfg, gen,
+                                                 self.teacher.size, self.tumor_target, self.tumor_weight)
+        x = ((resized_views(views, size) - self.mean) / self.std).contiguous(memory_format=torch.channels_last)
+        return x, targets, weights, self.teacher.logits(views)
 
 
 @dataclass
@@ -571,6 +612,9 @@ def run_key_of(decoded: DecodedSet, train_idx: np.ndarray, cfg: TrainConfig, wor
     run_key += ":as copies" if cfg.synthetic_lesions and cfg.lesion_copies else ""
     run_key += f":from epoch {cfg.lesions_from_epoch}" if cfg.synthetic_lesions and cfg.lesions_from_epoch else ""
     run_key += f":frozen stem and {cfg.frozen_blocks} blocks" if cfg.frozen_blocks is not None else ""
+    if cfg.teacher:
+        run_key += (f":teacher {file_digest(cfg.teacher)[:16]} weight {cfg.distill_weight} "
+                    f"temperature {cfg.distill_temperature}")
     return run_key + f":{decoded.preprocess.key()}"
 
 
@@ -625,8 +669,9 @@ def train_one_epoch(model, step_model, optimizer, schedule, ema, data: TrainingD
     for b in range(steps):
         first = (b * dist_info.world + dist_info.rank) * cfg.batch_size  # this process's share of global batch b
         idx = order[first:first + cfg.batch_size]
-        x, y, w = data.batch(idx, cfg, aug_gen, size)
-        loss, right = optimizer_step(step_model, optimizer, x, y, w, cfg.label_smoothing, bf16)
+        x, y, w, teacher_logits = data.batch(idx, cfg, aug_gen, size)
+        loss, right = optimizer_step(step_model, optimizer, x, y, w, cfg.label_smoothing, bf16, teacher_logits,
+                                     (cfg.distill_weight, cfg.distill_temperature))
         schedule.step()
         if ema is not None:
             ema.update_parameters(model)
@@ -645,13 +690,36 @@ def training_data_on(device: torch.device, data: Prepared, train_idx: np.ndarray
     decoded = data.decoded
     image_weights = data.image_weights(train_idx, cfg.source_balance)
     trained_tumors = train_idx[data.targets[train_idx] != 0]
+    teacher = teacher_on(device, cfg, data)
     return TrainingData(
         images=torch.from_numpy(decoded.images).unsqueeze(1).to(device),
         targets=torch.from_numpy(data.targets).to(device), weights=torch.from_numpy(image_weights).to(device),
         mean=float(decoded.images[train_idx].mean() / 255.0), std=float(decoded.images[train_idx].std() / 255.0),
         # A synthetic lesion makes a tumor of unknown type, weighed as the training tumors are on average.
         tumor_target=UNTYPED_TUMOR if data.labels == "type" else 1,
-        tumor_weight=float(image_weights[trained_tumors].mean()) if len(trained_tumors) else 1.0)
+        tumor_weight=float(image_weights[trained_tumors].mean()) if len(trained_tumors) else 1.0,
+        teacher=teacher, teacher_images=(None if data.teacher_images is None else
+                                         torch.from_numpy(data.teacher_images).unsqueeze(1).to(device)))
+
+
+def class_names_of(labels: str) -> list[str]:
+    return list(TUMOR_TYPES) if labels == "type" else ["no_tumor", "tumor"]
+
+
+def teacher_on(device: torch.device, cfg: TrainConfig, data: Prepared) -> Teacher | None:
+    """The --teacher model on the training device, refused where it cannot teach this run."""
+    if not cfg.teacher:
+        return None
+    if cfg.start_size:
+        raise TrainingSetupError("--teacher trains at the full image size only; leave out --start-size")
+    teacher = Teacher(cfg.teacher, device)
+    if teacher.class_names != class_names_of(data.labels):
+        raise TrainingSetupError(f"the teacher predicts {', '.join(teacher.class_names)}; this run trains "
+                                 f"{', '.join(class_names_of(data.labels))}")
+    if teacher.size < cfg.image_size:
+        raise TrainingSetupError(f"the teacher takes {teacher.size} px images, smaller than this run's "
+                                 f"{cfg.image_size}: a teacher sees at least as much as its student")
+    return teacher
 
 
 def models_to_train(cfg: TrainConfig, data: Prepared, device: torch.device, dist_info: Distributed, bf16: bool,
@@ -865,7 +933,7 @@ def model_metadata(cfg: TrainConfig, data: Prepared, fitted: Fitted, train_idx: 
         "input": {"channels": 1, "preprocess": preprocess_config(cfg).to_dict(),
                   "normalization": {"scale": 1 / 255, "mean": fitted.mean, "std": fitted.std}},
         "output": "softmax" if data.labels == "type" else "sigmoid",
-        "class_names": list(TUMOR_TYPES) if data.labels == "type" else ["no_tumor", "tumor"],
+        "class_names": class_names_of(data.labels),
         "positive": "P(tumor) = 1 - P(no_tumor)" if data.labels == "type" else "sigmoid(logit)",
         "temperature": temperature,
         "threshold": threshold,
@@ -875,6 +943,7 @@ def model_metadata(cfg: TrainConfig, data: Prepared, fitted: Fitted, train_idx: 
             "data": ", ".join(Path(d).name for d in data_sources(cfg)), "data_fingerprint": decoded.fingerprint,
             "sources": decoded.source_counts(), "held_out_source": cfg.holdout_source,
             "pretrained": f"ImageNet ({weights_package(cfg.architecture)})" if cfg.pretrained else None,
+            "teacher": describe_teacher(cfg.teacher) if cfg.teacher else None,
             "images": len(decoded),
             "train_images": len(train_idx), "validation_images": len(val_idx),
             "excluded_leaked_images": data.excluded_leaked,

@@ -1,0 +1,86 @@
+"""Distillation (`train --teacher`, distill.py): the loss, and a student trained beside a teacher."""
+
+import pytest
+import torch
+
+from braintriage.augment import AugmentPolicy
+from braintriage.distill import distillation_loss, resized_views
+from braintriage.modelfile import file_digest, read_metadata
+from braintriage.train import TrainConfig, TrainingSetupError, train
+from conftest import tiny_type_cache
+
+NO_AUGMENT = AugmentPolicy(zoom=(1, 1), rotation_degrees=0, brightness=(1, 1))
+QUIET = dict(log=lambda *_: None)
+
+
+def test_the_distillation_loss_is_zero_only_where_the_student_agrees_and_pulls_it_to_the_teacher():
+    teacher = torch.tensor([[2.0, 0.0, -1.0, 0.5], [0.0, 3.0, 0.0, 0.0]])
+    weights = torch.tensor([1.0, 3.0])
+    assert distillation_loss(teacher, teacher, weights, 2.0).item() == pytest.approx(0.0, abs=1e-6)
+    student = torch.zeros(2, 4, requires_grad=True)
+    loss = distillation_loss(student, teacher, weights, 2.0)
+    assert loss.item() > 0
+    loss.backward()
+    with torch.no_grad():
+        closer = distillation_loss(student - 0.5 * student.grad, teacher, weights, 2.0)
+    assert closer.item() < loss.item()
+    # A sigmoid model's one logit counts as two classes: the same logit agrees, another does not.
+    one = torch.tensor([[1.5], [-2.0]])
+    assert distillation_loss(one, one, weights, 1.0).item() == pytest.approx(0.0, abs=1e-6)
+    assert distillation_loss(one, -one, weights, 1.0).item() > 0.1
+
+
+def test_views_are_made_smaller_for_the_student_and_kept_at_the_same_size():
+    views = torch.rand(3, 1, 48, 48)
+    assert resized_views(views, 48) is views
+    small = resized_views(views, 32)
+    assert small.shape == (3, 1, 32, 32)
+    assert small.mean().item() == pytest.approx(views.mean().item(), abs=0.01)
+
+
+def test_a_student_learns_beside_a_teacher_of_another_size(tmp_path, monkeypatch):
+    """A 48 px teacher teaches a 32 px student: the student's run differs from the same run without it, its
+    model file names the teacher, and without weight on the teacher a same-size run is the plain run exactly
+    (the teacher draws nothing from the run's random stream)."""
+    monkeypatch.setenv("BRAINTRIAGE_CACHE", str(tmp_path / "cache"))
+    tiny_type_cache(tmp_path, per_class=8)
+    common = dict(data=str(tmp_path / "data"), run_dir=str(tmp_path / "run"), architecture="resnet18-w32",
+                  batch_size=8, val_fraction=0.25, patience=100, seed=3, augment=NO_AUGMENT, epochs=2,
+                  synthetic_lesions=0.5, lesion_copies=True)
+    teacher = tmp_path / "teacher.safetensors"
+    train(TrainConfig(**common, image_size=48, output=str(teacher)), **QUIET)
+
+    plain = train(TrainConfig(**common, image_size=32, output=str(tmp_path / "plain.safetensors")), **QUIET)
+    student = train(TrainConfig(**common, image_size=32, output=str(tmp_path / "student.safetensors"),
+                                teacher=str(teacher), distill_weight=0.5), **QUIET)
+    losses = lambda run: [row["train_loss"] for row in run["history"]]  # noqa: E731
+    assert losses(student) != losses(plain)
+    recorded = read_metadata(tmp_path / "student.safetensors")["training"]
+    assert recorded["teacher"] == {"file": "teacher.safetensors", "sha256": file_digest(teacher),
+                                   "architecture": "resnet18-w32", "image_size": 48}
+    assert recorded["config"]["distill_weight"] == 0.5
+    assert read_metadata(tmp_path / "student.safetensors")["input"]["preprocess"]["size"] == 32
+
+    same_size = tmp_path / "teacher32.safetensors"
+    train(TrainConfig(**{**common, "seed": 4}, image_size=32, output=str(same_size)), **QUIET)
+    unweighted = train(TrainConfig(**common, image_size=32, output=str(tmp_path / "unweighted.safetensors"),
+                                   teacher=str(same_size), distill_weight=0.0), **QUIET)
+    assert losses(unweighted) == losses(plain)
+
+
+def test_a_teacher_that_cannot_teach_the_run_is_refused(tmp_path, monkeypatch):
+    monkeypatch.setenv("BRAINTRIAGE_CACHE", str(tmp_path / "cache"))
+    cache = tiny_type_cache(tmp_path, per_class=4)
+    common = dict(run_dir=str(tmp_path / "run"), architecture="resnet18-w32", batch_size=8, val_fraction=0.25,
+                  augment=NO_AUGMENT, epochs=1)
+    binary = tmp_path / "binary.safetensors"
+    train(TrainConfig(data=str(cache), image_size=48, labels="binary", output=str(binary), **common), **QUIET)
+    big = tmp_path / "big.safetensors"
+    train(TrainConfig(data=str(tmp_path / "data"), image_size=64, output=str(big), **common), **QUIET)
+    refusals = {"predicts no_tumor, tumor": dict(data=str(cache), image_size=48, teacher=str(binary)),
+                "give the dataset folders": dict(data=str(cache), image_size=48, teacher=str(big)),
+                "leave out --start-size": dict(data=str(tmp_path / "data"), image_size=48, start_size=32,
+                                               teacher=str(big))}
+    for message, changes in refusals.items():
+        with pytest.raises(TrainingSetupError, match=message):
+            train(TrainConfig(output=str(tmp_path / "never.safetensors"), **common, **changes), **QUIET)

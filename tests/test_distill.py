@@ -80,7 +80,36 @@ def test_a_teacher_that_cannot_teach_the_run_is_refused(tmp_path, monkeypatch):
     refusals = {"predicts no_tumor, tumor": dict(data=str(cache), image_size=48, teacher=str(binary)),
                 "give the dataset folders": dict(data=str(cache), image_size=48, teacher=str(big)),
                 "leave out --start-size": dict(data=str(tmp_path / "data"), image_size=48, start_size=32,
-                                               teacher=str(big))}
+                                               teacher=str(big)),
+                "fold teachers teach a cross-validation": dict(data=str(cache), image_size=48, teacher=str(tmp_path)),
+                "needs --folds of at least that many": dict(data=str(cache), image_size=48, folds=2, only_fold=3)}
     for message, changes in refusals.items():
         with pytest.raises(TrainingSetupError, match=message):
             train(TrainConfig(output=str(tmp_path / "never.safetensors"), **common, **changes), **QUIET)
+
+
+def test_a_cross_validation_learns_from_the_teacher_of_each_fold(tmp_path, monkeypatch):
+    """--keep-fold-models writes each fold's model, which names the images it held out; a student's
+    cross-validation with --teacher FOLDER learns fold K from fold-K.safetensors, one fold at a time with
+    --only-fold, and refuses a teacher that held out other images (it trained on this fold's)."""
+    monkeypatch.setenv("BRAINTRIAGE_CACHE", str(tmp_path / "cache"))
+    tiny_type_cache(tmp_path, per_class=6)
+    common = dict(data=str(tmp_path / "data"), architecture="resnet18-w32", batch_size=8, patience=100,
+                  augment=NO_AUGMENT, epochs=1, folds=2, seed=5)
+    teachers = tmp_path / "teacher-cv"
+    result = train(TrainConfig(**common, image_size=48, run_dir=str(teachers), keep_fold_models=True), **QUIET)
+    assert result["pooled_out_of_fold"]
+    folds = teachers / "folds"
+    assert [read_metadata(folds / f"fold-{k}.safetensors")["cv_fold"]["fold"] for k in (1, 2)] == [1, 2]
+
+    student = dict(common, image_size=32, run_dir=str(tmp_path / "student-cv"), teacher=str(folds))
+    first = train(TrainConfig(**student, only_fold=1), **QUIET)
+    assert first == {"folds": 2, "finished": [1], "missing": [2]}
+    both = train(TrainConfig(**student), **QUIET)  # fold 1 read back, fold 2 trained
+    assert [f["fold"] for f in both["per_fold"]] == [1, 2] and both["config"]["teacher"] == str(folds)
+
+    other = dict(common, image_size=48, seed=6, run_dir=str(tmp_path / "other-cv"), keep_fold_models=True)
+    train(TrainConfig(**other, only_fold=1), **QUIET)
+    with pytest.raises(TrainingSetupError, match="held out other images than fold 1"):
+        leaky = dict(student, run_dir=str(tmp_path / "leaky"), teacher=str(tmp_path / "other-cv" / "folds"))
+        train(TrainConfig(**leaky, only_fold=1), **QUIET)

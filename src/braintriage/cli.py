@@ -156,9 +156,10 @@ def audit(data: Path, json_output: Optional[Path]) -> None:
 @click.option("--frozen-blocks", type=click.IntRange(min=0),
               help="With --pretrained EfficientNet-Lite: keep the stem and the first N blocks as loaded (no "
                    "backward through the largest activation maps: a cheaper step on a CPU).")
-@click.option("--teacher", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+@click.option("--teacher", type=click.Path(exists=True, path_type=Path),
               help="Distillation: also learn this trained model file's predictions on each augmented view, "
-                   "seen at its own input size (e.g. a 200 px teacher for a 160 px model).")
+                   "seen at its own input size (e.g. a 200 px teacher for a 160 px model). With --folds, a "
+                   "folder of fold-K.safetensors teachers (a --keep-fold-models cross-validation), one per fold.")
 @click.option("--distill-weight", type=click.FloatRange(0, 1), default=0.5,
               help="With --teacher: its share of the loss (the labels keep the rest).")
 @click.option("--distill-temperature", type=click.FloatRange(min=0, min_open=True), default=2.0,
@@ -182,6 +183,11 @@ def audit(data: Path, json_output: Optional[Path]) -> None:
               help="Drop training images that near-duplicate images of this test dataset.")
 @click.option("--folds", type=int,
               help="Grouped k-fold cross-validation (no model written); rerun to finish an interrupted one.")
+@click.option("--only-fold", type=click.IntRange(min=1),
+              help="With --folds: train this fold only (1-based); the summary comes once every fold is done.")
+@click.option("--keep-fold-models/--no-keep-fold-models", default=False,
+              help="With --folds: write each fold's model to RUN_DIR/folds/fold-K.safetensors (teachers for "
+                   "another recipe's cross-validation, fold by fold).")
 @click.option("--max-steps", type=int, help="Stop after this many steps (smoke tests).")
 @click.option("--limit", type=int, help="Use a random subset of this many images.")
 def train(
@@ -195,7 +201,8 @@ def train(
         lesion_copies: bool, lesions_from_epoch: int, frozen_blocks: Optional[int], teacher: Optional[Path],
         distill_weight: float, distill_temperature: float, seed: int, device: str,
         precision: str, compile: bool, calibrate: bool, resume: bool, checkpoint_seconds: float,
-        exclude_leaked: Optional[Path], folds: Optional[int], max_steps: Optional[int], limit: Optional[int]
+        exclude_leaked: Optional[Path], folds: Optional[int], only_fold: Optional[int], keep_fold_models: bool,
+        max_steps: Optional[int], limit: Optional[int]
 ) -> None:
     """Train a model (from scratch, or fine-tune ImageNet weights) and write it as one model file."""
     with user_errors():
@@ -217,6 +224,7 @@ def train(
                       precision=precision, compile=compile, calibrate=calibrate, resume=resume,
                       checkpoint_seconds=checkpoint_seconds,
                       exclude_leaked=str(exclude_leaked) if exclude_leaked else None, folds=folds,
+                      only_fold=only_fold, keep_fold_models=keep_fold_models,
                       max_steps=max_steps, limit=limit, augment=policy,
                       synthetic_lesions=synthetic_lesions, lesion_copies=lesion_copies,
                       lesions_from_epoch=lesions_from_epoch, frozen_blocks=frozen_blocks,

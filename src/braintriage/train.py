@@ -90,6 +90,8 @@ class TrainConfig:
     checkpoint_seconds: float = 30.0  # write the checkpoint after an epoch once this long has passed since the last
     exclude_leaked: str | None = None  # drop training images that near-duplicate this test dataset
     folds: int | None = None  # grouped k-fold cross-validation instead of training one model
+    only_fold: int | None = None  # with folds: train this fold (1-based) only; the others as far as finished
+    keep_fold_models: bool = False  # with folds: write each fold's model, RUN_DIR/folds/fold-K.safetensors
     max_steps: int | None = None  # stop after this many optimizer steps (smoke tests)
     limit: int | None = None  # use only this many images, a stratified sample (smoke tests)
     augment: AugmentPolicy = field(default_factory=AugmentPolicy)
@@ -404,7 +406,12 @@ def prepare_data(cfg: TrainConfig, log=print) -> Prepared:
 def teacher_images_for(cfg: TrainConfig, decoded: DecodedSet, log=print) -> np.ndarray | None:
     """--teacher: the training images as the teacher's preprocessing makes them, in `decoded`'s order; None
     where that is the student's own."""
-    preprocess = PreprocessConfig.from_dict(read_metadata(cfg.teacher)["input"]["preprocess"])
+    teacher = Path(cfg.teacher)
+    if teacher.is_dir():  # one teacher per fold (fold_teacher), all with the same preprocessing
+        teacher = next(iter(sorted(teacher.glob("fold-*.safetensors"))), None)
+        if teacher is None:
+            raise TrainingSetupError(f"{cfg.teacher} holds no fold-K.safetensors teachers")
+    preprocess = PreprocessConfig.from_dict(read_metadata(teacher)["input"]["preprocess"])
     if preprocess == decoded.preprocess:
         return None
     if any(str(d).endswith(".npz") for d in data_sources(cfg)):
@@ -876,6 +883,11 @@ def _train(cfg: TrainConfig, dist_info: Distributed, device: torch.device, t_sta
     on_cuda = device.type == "cuda"
     if on_cuda:
         torch.backends.cudnn.benchmark = True
+    if cfg.only_fold and not (cfg.folds and 1 <= cfg.only_fold <= cfg.folds):
+        raise TrainingSetupError(f"--only-fold {cfg.only_fold} needs --folds of at least that many")
+    if cfg.teacher and Path(cfg.teacher).is_dir() and not cfg.folds:
+        raise TrainingSetupError(f"{cfg.teacher} is a folder: fold teachers teach a cross-validation (--folds); "
+                                 "give one model file")
     data = prepare_data(cfg, log)
     if cfg.folds:
         if dist_info.world > 1:
@@ -997,7 +1009,8 @@ def holdout_row(source: str, report: dict) -> dict:
 
 def recipe(cfg: TrainConfig) -> dict:
     """The training settings, without the paths: what a model file and cv.json record."""
-    return {k: v for k, v in asdict(cfg).items() if k not in ("data", "output", "run_dir")}
+    return {k: v for k, v in asdict(cfg).items()
+            if k not in ("data", "output", "run_dir", "only_fold", "keep_fold_models")}
 
 
 def cross_validate(cfg: TrainConfig, data: Prepared, device: torch.device, log=print) -> dict:
@@ -1005,40 +1018,37 @@ def cross_validate(cfg: TrainConfig, data: Prepared, device: torch.device, log=p
     scored on its held-out groups (at threshold 0.5; held-out loss; tumor-type accuracy). The out-of-fold
     predictions of all images go to RUN_DIR/oof.csv, and the pooled summary names the most sensitive
     threshold that keeps out-of-fold specificity >= 0.95. Early stopping watches the held-out fold too, so
-    the numbers lean slightly optimistic. No model is written: train again without --folds for that. Folds
-    finished by an earlier, interrupted run of the same recipe on the same data are read back, not retrained."""
+    the numbers lean slightly optimistic. No model is written (train again without --folds for that), except
+    each fold's with --keep-fold-models. Folds finished by an earlier, interrupted run of the same recipe on the
+    same data are read back, not retrained (with --keep-fold-models, only those whose model is there too);
+    with --only-fold K only fold K trains, and the summary waits until every fold is done."""
     decoded = data.decoded
     run_dir = Path(cfg.run_dir)
-    per_fold, oof_rows = [], []
+    per_fold, oof_rows, missing = [], [], []
     for k, (train_idx, val_idx) in enumerate(grouped_folds(decoded, cfg.folds, cfg.seed)):
         done = finished_fold(run_dir, k + 1, cfg, decoded.fingerprint)
-        if done is not None:
+        if done is not None and (not cfg.keep_fold_models or fold_model_path(run_dir, k + 1).exists()):
             log(f"fold {k + 1}/{cfg.folds}: finished by an earlier run of this recipe, read from {run_dir / 'folds'}")
             per_fold.append(done["fold"])
             oof_rows.extend(done["oof_rows"])
             continue
+        if cfg.only_fold and k + 1 != cfg.only_fold:
+            missing.append(k + 1)
+            continue
         log(f"fold {k + 1}/{cfg.folds}: {len(train_idx)} train, {len(val_idx)} held out")
-        fitted = fit(cfg, data, train_idx, val_idx, device, desc=f"fold {k + 1}/{cfg.folds}", log=log)
-        fold_rows = []
-        p, probs = (t.cpu().numpy() if t is not None else None for t in tumor_probability(fitted.val_logits))
-        y = decoded.tumor[val_idx]
-        fold = {"fold": k + 1, "images": len(val_idx),
-                "hardware": f"{hardware_name(device)}, torch {torch.__version__}",
-                "best_epoch": fitted.best_row["epoch"], "held_out_loss": fitted.best_loss,
-                "at_0.5": binary_metrics(y, p, 0.5)}
-        typed = decoded.tumor_type[val_idx] >= 0
-        if probs is not None and typed.any():
-            fold["type_accuracy"] = float((probs.argmax(1)[typed] == decoded.tumor_type[val_idx][typed]).mean())
-        per_fold.append(fold)
-        for j, i in enumerate(val_idx):
-            row = {"path": str(decoded.paths[i]), "fold": k + 1, "tumor": int(decoded.tumor[i]),
-                   "tumor_type": TUMOR_TYPES[decoded.tumor_type[i]] if decoded.tumor_type[i] >= 0 else "",
-                   "p_tumor": round(float(p[j]), 6)}
-            if probs is not None:
-                row.update({f"p_{name}": round(float(probs[j, c]), 6) for c, name in enumerate(TUMOR_TYPES)})
-            fold_rows.append(row)
+        fold_cfg = cfg if not cfg.teacher else replace(cfg, teacher=str(fold_teacher(cfg, decoded, k + 1, val_idx)))
+        t_fold = time.time()
+        fitted = fit(fold_cfg, data, train_idx, val_idx, device, desc=f"fold {k + 1}/{cfg.folds}", log=log)
+        fold, fold_rows = fold_record(decoded, fitted, k + 1, val_idx, device)
         save_fold(run_dir, fold, fold_rows, cfg, decoded.fingerprint)
+        if cfg.keep_fold_models:
+            save_fold_model(run_dir, fold_cfg, data, fitted, k + 1, train_idx, val_idx, time.time() - t_fold, device)
+        per_fold.append(fold)
         oof_rows.extend(fold_rows)
+    if missing:
+        log(f"{cfg.folds - len(missing)} of {cfg.folds} folds finished (in {run_dir / 'folds'}); still to train: "
+            f"{', '.join(map(str, missing))}")
+        return {"folds": cfg.folds, "finished": [f["fold"] for f in per_fold], "missing": missing}
     summary = {}
     for name in (*METRIC_NAMES, "held_out_loss", "type_accuracy"):
         values = np.array([f["at_0.5"].get(name, f.get(name, np.nan)) for f in per_fold], dtype=float)
@@ -1072,6 +1082,66 @@ def cross_validate(cfg: TrainConfig, data: Prepared, device: torch.device, log=p
     for line in describe_per_source(pooled["per_source_at_specificity_0.95"]):
         log(f"  {line}")
     return result
+
+
+def fold_record(decoded: DecodedSet, fitted: Fitted, k: int, val_idx: np.ndarray, device: torch.device
+                ) -> tuple[dict, list[dict]]:
+    """A trained fold's summary (metrics at 0.5, held-out loss, type accuracy) and its out-of-fold rows."""
+    p, probs = (t.cpu().numpy() if t is not None else None for t in tumor_probability(fitted.val_logits))
+    y = decoded.tumor[val_idx]
+    fold = {"fold": k, "images": len(val_idx), "hardware": f"{hardware_name(device)}, torch {torch.__version__}",
+            "best_epoch": fitted.best_row["epoch"], "held_out_loss": fitted.best_loss,
+            "at_0.5": binary_metrics(y, p, 0.5)}
+    typed = decoded.tumor_type[val_idx] >= 0
+    if probs is not None and typed.any():
+        fold["type_accuracy"] = float((probs.argmax(1)[typed] == decoded.tumor_type[val_idx][typed]).mean())
+    rows = []
+    for j, i in enumerate(val_idx):
+        row = {"path": str(decoded.paths[i]), "fold": k, "tumor": int(decoded.tumor[i]),
+               "tumor_type": TUMOR_TYPES[decoded.tumor_type[i]] if decoded.tumor_type[i] >= 0 else "",
+               "p_tumor": round(float(p[j]), 6)}
+        if probs is not None:
+            row.update({f"p_{name}": round(float(probs[j, c]), 6) for c, name in enumerate(TUMOR_TYPES)})
+        rows.append(row)
+    return fold, rows
+
+
+def held_out_digest(decoded: DecodedSet, val_idx: np.ndarray) -> str:
+    """Which images a fold holds out, as a digest of their paths: a fold's teacher must have held out the same."""
+    return hashlib.sha256("\n".join(sorted(decoded.paths[val_idx].astype(str))).encode()).hexdigest()
+
+
+def save_fold_model(run_dir: Path, cfg: TrainConfig, data: Prepared, fitted: Fitted, k: int, train_idx: np.ndarray,
+                    val_idx: np.ndarray, seconds: float, device: torch.device) -> Path:
+    """--keep-fold-models: fold k's model, RUN_DIR/folds/fold-K.safetensors, with which images it held out (a
+    teacher for the same fold of another recipe's cross-validation: `fold_teacher`)."""
+    metadata = model_metadata(cfg, data, fitted, train_idx, val_idx, seconds, device, 1)
+    metadata["cv_fold"] = {"fold": k, "folds": cfg.folds, "seed": cfg.seed,
+                           "held_out_digest": held_out_digest(data.decoded, val_idx)}
+    path = fold_model_path(run_dir, k)
+    save_model(path, fitted.model, metadata)
+    return path
+
+
+def fold_model_path(run_dir: Path, k: int) -> Path:
+    return run_dir / "folds" / f"fold-{k}.safetensors"
+
+
+def fold_teacher(cfg: TrainConfig, decoded: DecodedSet, k: int, val_idx: np.ndarray) -> Path:
+    """The teacher of fold k: --teacher itself, or where it names a folder, that folder's fold-K.safetensors, which
+    must have held out exactly this fold's images (a teacher that trained on them would leak their labels)."""
+    teacher = Path(cfg.teacher)
+    if not teacher.is_dir():
+        return teacher
+    path = teacher / f"fold-{k}.safetensors"
+    if not path.exists():
+        raise TrainingSetupError(f"no teacher for fold {k}: {path} is missing (train the teacher's cross-"
+                                 "validation with --keep-fold-models)")
+    held_out = read_metadata(path).get("cv_fold", {}).get("held_out_digest")
+    if held_out != held_out_digest(decoded, val_idx):
+        raise TrainingSetupError(f"{path} held out other images than fold {k} of this run: same sources, "
+                                 "--folds and --seed needed")
+    return path
 
 
 def save_fold(run_dir: Path, fold: dict, oof_rows: list[dict], cfg: TrainConfig, fingerprint: str) -> None:

@@ -50,11 +50,20 @@ def runs_of(config: dict) -> list[tuple[str, dict]]:
     """(run name, config for that run): one per seed where the config lists seeds, else the config itself."""
     if "seeds" not in config:
         return [(config["name"], config)]
-    return [(f"{config['name']}-s{seed}", {**config, "train": {**config["train"], "seed": seed}})
+    return [(f"{config['name']}-s{seed}",
+             {**config, "train": {**config["train"], "seed": seed, **teacher_of(config, seed)}})
             for seed in config["seeds"]]
 
 
-def command(config: dict, run_dir: Path, source_cache: Path | None = None) -> list[str]:
+def teacher_of(config: dict, seed: int) -> dict:
+    """A distilled recipe's teacher for one seed: `"teacher": "runs/NAME-s{seed}/model.safetensors"` names the
+    teacher run of the same seed."""
+    teacher = config["train"].get("teacher")
+    return {"teacher": teacher.format(seed=seed)} if teacher else {}
+
+
+def command(config: dict, run_dir: Path, source_cache: Path | None = None, only_fold: int | None = None
+            ) -> list[str]:
     """`braintriage train SOURCES... --flag value ...` from a config; True flags stand alone."""
     sources = config["sources"]
     if source_cache is not None:
@@ -74,7 +83,7 @@ def command(config: dict, run_dir: Path, source_cache: Path | None = None) -> li
             cmd += [flag, str(value)]
     resumable = config.get("folds") is None  # a cross-validation resumes by itself, fold by fold
     return cmd + ["--run-dir", str(run_dir), "--output", str(run_dir / "model.safetensors")] + (
-        ["--resume"] if resumable else [])
+        ["--resume"] if resumable else []) + (["--only-fold", str(only_fold)] if only_fold and not resumable else [])
 
 
 def restore_folds(name: str, run_dir: Path) -> int:
@@ -151,6 +160,7 @@ def main(argv: list[str]) -> int:
     parser.add_argument("configs", nargs="+")
     parser.add_argument("--jobs", type=int, default=1, help="trainings at once (default 1)")
     parser.add_argument("--source-cache", type=Path, help="read each source from DIR/FOLDER.npz")
+    parser.add_argument("--only-fold", type=int, help="cross-validations: train this fold only (kept as the others)")
     args = parser.parse_args(argv)
     # A machine that got the working tree without .git (experiments/device.sh) is told the commit.
     commit = os.environ.get("EXPERIMENT_COMMIT") or subprocess.run(
@@ -169,7 +179,7 @@ def main(argv: list[str]) -> int:
                 (run_dir / "config.json").write_text(json.dumps(config, indent=2))
                 if config.get("folds") and (restored := restore_folds(name, run_dir)):
                     print(f"[{name}] {restored} finished folds put back from {KEPT_FOLDS / name}", flush=True)
-                cmd = command(config, run_dir, args.source_cache)
+                cmd = command(config, run_dir, args.source_cache, args.only_fold)
                 print(f"[{name}] " + " ".join(cmd), flush=True)
                 log = None if args.jobs == 1 else open(ROOT / "runs" / f"{name}.log", "w")
                 running[name] = (subprocess.Popen(cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT if log else None),
@@ -183,6 +193,10 @@ def main(argv: list[str]) -> int:
                 if proc.returncode != 0:
                     failed.append(name)
                     print(f"[{name}] failed (exit {proc.returncode})", flush=True)
+                    continue
+                if config.get("folds") and not (ROOT / "runs" / name / "cv.json").exists():
+                    print(f"[{name}] fold {args.only_fold} kept in {KEPT_FOLDS / name}; no row until every fold is "
+                          "done", flush=True)
                     continue
                 append_row(result_row(name, config, ROOT / "runs" / name, time.time() - start, commit))
                 if config.get("holdout_source"):

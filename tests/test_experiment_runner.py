@@ -57,3 +57,19 @@ def test_a_kept_holdout_row_names_its_run_in_the_model_card(monkeypatch, tmp_pat
     kept = runner.keep_holdout("lso-br35h-x-s1", run_dir)
     assert kept == tmp_path / "holdout" / "lso-br35h-x-s1" / "holdout.json"
     assert leave_source_out_rows([kept]) == [{"run": "lso-br35h-x-s1", **row}]
+
+
+def test_a_distilled_recipe_learns_from_the_teacher_run_of_its_own_seed_and_a_cv_runs_fold_by_fold(
+        monkeypatch, tmp_path):
+    runner = load_runner(monkeypatch, tmp_path)
+    config = {"name": "lso-student", "sources": ["a"], "holdout_source": "br35h", "seeds": [0, 1],
+              "train": {"image_size": 160, "teacher": "runs/lso-teacher-s{seed}/model.safetensors"}}
+    runs = runner.runs_of(config)
+    assert [(name, c["train"]["teacher"]) for name, c in runs] == [
+        ("lso-student-s0", "runs/lso-teacher-s0/model.safetensors"),
+        ("lso-student-s1", "runs/lso-teacher-s1/model.safetensors")]
+    assert config["train"]["teacher"].endswith("-s{seed}/model.safetensors")  # the config itself unchanged
+    cv = {"name": "cv5-student", "sources": ["a"], "folds": 5, "train": {"teacher": "runs/cv5-teacher/folds"}}
+    cmd = runner.command(cv, tmp_path / "run", only_fold=2)
+    assert cmd[cmd.index("--only-fold") + 1] == "2" and "--resume" not in cmd
+    assert "--only-fold" not in runner.command(runs[0][1], tmp_path / "run", only_fold=2)  # not a CV: whole run

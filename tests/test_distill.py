@@ -6,7 +6,7 @@ import torch
 from braintriage.augment import AugmentPolicy
 from braintriage.distill import distillation_loss, resized_views
 from braintriage.modelfile import file_digest, read_metadata
-from braintriage.train import TrainConfig, TrainingSetupError, train
+from braintriage.train import TrainConfig, TrainingSetupError, teacher_leak, train
 from conftest import tiny_type_cache
 
 NO_AUGMENT = AugmentPolicy(zoom=(1, 1), rotation_degrees=0, brightness=(1, 1))
@@ -82,7 +82,9 @@ def test_a_teacher_that_cannot_teach_the_run_is_refused(tmp_path, monkeypatch):
                 "leave out --start-size": dict(data=str(tmp_path / "data"), image_size=48, start_size=32,
                                                teacher=str(big)),
                 "fold teachers teach a cross-validation": dict(data=str(cache), image_size=48, teacher=str(tmp_path)),
-                "needs --folds of at least that many": dict(data=str(cache), image_size=48, folds=2, only_fold=3)}
+                "needs --folds of at least that many": dict(data=str(cache), image_size=48, folds=2, only_fold=3),
+                "learns each fold from its own teacher": dict(data=str(cache), image_size=48, folds=2,
+                                                              teacher=str(binary))}
     for message, changes in refusals.items():
         with pytest.raises(TrainingSetupError, match=message):
             train(TrainConfig(output=str(tmp_path / "never.safetensors"), **common, **changes), **QUIET)
@@ -113,3 +115,11 @@ def test_a_cross_validation_learns_from_the_teacher_of_each_fold(tmp_path, monke
     with pytest.raises(TrainingSetupError, match="held out other images than fold 1"):
         leaky = dict(student, run_dir=str(tmp_path / "leaky"), teacher=str(tmp_path / "other-cv" / "folds"))
         train(TrainConfig(**leaky, only_fold=1), **QUIET)
+
+
+def test_a_leave_source_out_student_needs_a_teacher_that_held_out_the_same_source():
+    student = TrainConfig(data="unused", holdout_source="br35h")
+    assert teacher_leak(student, {"training": {"held_out_source": "br35h"}}) is None
+    assert "trained on every source" in teacher_leak(student, {"training": {"held_out_source": None}})
+    assert "held out figshare" in teacher_leak(student, {"training": {"held_out_source": "figshare"}})
+    assert teacher_leak(TrainConfig(data="unused"), {"training": {"held_out_source": "br35h"}}) is None

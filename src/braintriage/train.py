@@ -713,6 +713,18 @@ def class_names_of(labels: str) -> list[str]:
     return list(TUMOR_TYPES) if labels == "type" else ["no_tumor", "tumor"]
 
 
+def teacher_leak(cfg: TrainConfig, teacher_metadata: dict) -> str | None:
+    """Why a teacher would pass on labels this run is scored on, or None: a leave-source-out student needs a
+    teacher that held out the same source."""
+    held_out = teacher_metadata.get("training", {}).get("held_out_source")
+    if cfg.holdout_source and held_out != cfg.holdout_source:
+        return (f"this run holds out {cfg.holdout_source}, its teacher "
+                + (f"held out {held_out}" if held_out else "trained on every source") +
+                f": it would pass {cfg.holdout_source}'s labels on; give a teacher trained with --holdout-source "
+                f"{cfg.holdout_source}")
+    return None
+
+
 def teacher_on(device: torch.device, cfg: TrainConfig, data: Prepared) -> Teacher | None:
     """The --teacher model on the training device, refused where it cannot teach this run."""
     if not cfg.teacher:
@@ -720,6 +732,9 @@ def teacher_on(device: torch.device, cfg: TrainConfig, data: Prepared) -> Teache
     if cfg.start_size:
         raise TrainingSetupError("--teacher trains at the full image size only; leave out --start-size")
     teacher = Teacher(cfg.teacher, device)
+    problem = teacher_leak(cfg, teacher.metadata)
+    if problem:
+        raise TrainingSetupError(problem)
     if teacher.class_names != class_names_of(data.labels):
         raise TrainingSetupError(f"the teacher predicts {', '.join(teacher.class_names)}; this run trains "
                                  f"{', '.join(class_names_of(data.labels))}")
@@ -1132,7 +1147,9 @@ def fold_teacher(cfg: TrainConfig, decoded: DecodedSet, k: int, val_idx: np.ndar
     must have held out exactly this fold's images (a teacher that trained on them would leak their labels)."""
     teacher = Path(cfg.teacher)
     if not teacher.is_dir():
-        return teacher
+        raise TrainingSetupError("a cross-validation learns each fold from its own teacher: give --teacher a "
+                                 "folder of fold-K.safetensors (--keep-fold-models); one model trained on these "
+                                 "images would pass the held-out folds' labels on")
     path = teacher / f"fold-{k}.safetensors"
     if not path.exists():
         raise TrainingSetupError(f"no teacher for fold {k}: {path} is missing (train the teacher's cross-"

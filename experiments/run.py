@@ -10,7 +10,10 @@ RUN_DIR = runs/NAME, and appends one row: the held-out source's numbers, the poo
 the validation numbers, with the commit and the seconds it took.
 
 A config with `"seeds": [0, 1, 2]` is one run per seed (runs/NAME-s0, ...; one row each), so that a
-difference between recipes can be read against the spread between seeds of one recipe.
+difference between recipes can be read against the spread between seeds of one recipe; `--seed K` runs one of
+them. A distilled recipe names its teacher with the seed left open
+(`"teacher": "runs/TEACHER-s{seed}/model.safetensors"`: each seed learns from the teacher run of the same seed); a distilled cross-validation names a folder of fold
+teachers, and `--only-fold K` trains one fold, so that a teacher fold and its student fold run one after the other.
 `--jobs N` runs N trainings at once, each its own process logging to runs/RUN.log (a GPU is mostly idle
 under one small model). `--source-cache DIR` reads each source from DIR/FOLDER.npz, its decoded cache (same
 images, same fingerprint; `braintriage train` takes such files directly): what travels to a GPU machine.
@@ -161,11 +164,13 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--jobs", type=int, default=1, help="trainings at once (default 1)")
     parser.add_argument("--source-cache", type=Path, help="read each source from DIR/FOLDER.npz")
     parser.add_argument("--only-fold", type=int, help="cross-validations: train this fold only (kept as the others)")
+    parser.add_argument("--seed", type=int, help="configs with seeds: run this seed only")
     args = parser.parse_args(argv)
     # A machine that got the working tree without .git (experiments/device.sh) is told the commit.
     commit = os.environ.get("EXPERIMENT_COMMIT") or subprocess.run(
         ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
-    pending = [run for path in args.configs for run in runs_of(json.loads(Path(path).read_text()))]
+    pending = [(name, config) for path in args.configs for name, config in runs_of(json.loads(Path(path).read_text()))
+               if args.seed is None or "seeds" not in config or config["train"]["seed"] == args.seed]
     running: dict[str, tuple[subprocess.Popen, dict, float]] = {}
     failed = []
     # A stopped runner (timeout, kill) stops its trainings too; each resumes from its checkpoint next time.

@@ -12,8 +12,9 @@ the validation numbers, with the commit and the seconds it took.
 A config with `"seeds": [0, 1, 2]` is one run per seed (runs/NAME-s0, ...; one row each), so that a
 difference between recipes can be read against the spread between seeds of one recipe; `--seed K` runs one of
 them. A distilled recipe names its teacher with the seed left open
-(`"teacher": "runs/TEACHER-s{seed}/model.safetensors"`: each seed learns from the teacher run of the same seed); a distilled cross-validation names a folder of fold
-teachers, and `--only-fold K` trains one fold, so that a teacher fold and its student fold run one after the other.
+(`"teacher": "runs/TEACHER-s{seed}/model.safetensors"`: each seed learns from the teacher run of the same
+seed); a distilled cross-validation names a folder of fold teachers, and `--only-fold K` trains one fold, so
+that a teacher fold and its student fold run one after the other.
 `--jobs N` runs N trainings at once, each its own process logging to runs/RUN.log (a GPU is mostly idle
 under one small model). `--source-cache DIR` reads each source from DIR/FOLDER.npz, its decoded cache (same
 images, same fingerprint; `braintriage train` takes such files directly): what travels to a GPU machine.

@@ -60,6 +60,10 @@ def test_a_student_learns_beside_a_teacher_of_another_size(tmp_path, monkeypatch
                                    "architecture": "resnet18-w32", "image_size": 48}
     assert recorded["config"]["distill_weight"] == 0.5
     assert read_metadata(tmp_path / "student.safetensors")["input"]["preprocess"]["size"] == 32
+    # Painted copies that learn their label only: the same images and draws, another loss.
+    label_only = train(TrainConfig(**common, image_size=32, output=str(tmp_path / "label-only.safetensors"),
+                                   teacher=str(teacher), distill_painted=False), **QUIET)
+    assert losses(label_only) != losses(student)
 
     same_size = tmp_path / "teacher32.safetensors"
     train(TrainConfig(**{**common, "seed": 4}, image_size=32, output=str(same_size)), **QUIET)
@@ -84,7 +88,9 @@ def test_a_teacher_that_cannot_teach_the_run_is_refused(tmp_path, monkeypatch):
                 "fold teachers teach a cross-validation": dict(data=str(cache), image_size=48, teacher=str(tmp_path)),
                 "needs --folds of at least that many": dict(data=str(cache), image_size=48, folds=2, only_fold=3),
                 "learns each fold from its own teacher": dict(data=str(cache), image_size=48, folds=2,
-                                                              teacher=str(binary))}
+                                                              teacher=str(binary)),
+                "it needs --lesion-copies": dict(data=str(tmp_path / "data"), image_size=48, teacher=str(big),
+                                                 synthetic_lesions=0.5, distill_painted=False)}
     for message, changes in refusals.items():
         with pytest.raises(TrainingSetupError, match=message):
             train(TrainConfig(output=str(tmp_path / "never.safetensors"), **common, **changes), **QUIET)

@@ -164,6 +164,9 @@ def audit(data: Path, json_output: Optional[Path]) -> None:
               help="With --teacher: its share of the loss (the labels keep the rest).")
 @click.option("--distill-temperature", type=click.FloatRange(min=0, min_open=True), default=2.0,
               help="With --teacher: both models' probabilities are softened by this before they are compared.")
+@click.option("--distill-painted/--no-distill-painted", default=True,
+              help="With --teacher and --lesion-copies: whether the painted copies learn the teacher's view too "
+                   "(--no-distill-painted: their label only).")
 @click.option("--seed", type=int, default=0)
 @click.option("--device", type=str, default="auto", help="auto, cpu, cuda, cuda:1 ...")
 @click.option("--precision", type=str, default="auto",
@@ -199,7 +202,7 @@ def train(
         brightness: tuple[float, float], hflip: float, translate: float, gamma: tuple[float, float], noise: float,
         blur: float, bias_field: float, intensity_remap: float, invert: float, synthetic_lesions: float,
         lesion_copies: bool, lesions_from_epoch: int, frozen_blocks: Optional[int], teacher: Optional[Path],
-        distill_weight: float, distill_temperature: float, seed: int, device: str,
+        distill_weight: float, distill_temperature: float, distill_painted: bool, seed: int, device: str,
         precision: str, compile: bool, calibrate: bool, resume: bool, checkpoint_seconds: float,
         exclude_leaked: Optional[Path], folds: Optional[int], only_fold: Optional[int], keep_fold_models: bool,
         max_steps: Optional[int], limit: Optional[int]
@@ -229,7 +232,7 @@ def train(
                       synthetic_lesions=synthetic_lesions, lesion_copies=lesion_copies,
                       lesions_from_epoch=lesions_from_epoch, frozen_blocks=frozen_blocks,
                       teacher=str(teacher) if teacher else None, distill_weight=distill_weight,
-                      distill_temperature=distill_temperature)
+                      distill_temperature=distill_temperature, distill_painted=distill_painted)
     with user_errors():
         run_training(cfg, log=click.echo)
 

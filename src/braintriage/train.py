@@ -104,6 +104,7 @@ class TrainConfig:
     teacher: str | None = None  # a trained model file whose soft predictions are learned too (distill.py)
     distill_weight: float = 0.5  # the teacher's share of the loss; the labels keep the rest
     distill_temperature: float = 2.0  # both models' probabilities are softened by this before they are compared
+    distill_painted: bool = True  # False: painted lesion copies learn their label only, not the teacher's view
 
 
 def pick_device(name: str) -> torch.device:
@@ -268,9 +269,10 @@ def optimizer_step(step_model: torch.nn.Module, optimizer: torch.optim.Optimizer
     with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=bf16):
         logits = step_model(x)
     loss = weighted_loss(logits, y, w, smoothing)
-    if teacher_logits is not None:
+    if teacher_logits is not None:  # the teacher's logits are those of the batch's first rows (distill_painted)
         share, temperature = distill
-        loss = (1 - share) * loss + share * distillation_loss(logits, teacher_logits, w, temperature)
+        taught = len(teacher_logits)
+        loss = (1 - share) * loss + share * distillation_loss(logits[:taught], teacher_logits, w[:taught], temperature)
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     optimizer.step()
@@ -553,7 +555,9 @@ class TrainingData:
         views, targets, weights = training_views(images[idx], self.targets[idx], self.weights[idx], cfg, gen,
                                                  self.teacher.size, self.tumor_target, self.tumor_weight)
         x = ((resized_views(views, size) - self.mean) / self.std).contiguous(memory_format=torch.channels_last)
-        return x, targets, weights, self.teacher.logits(views)
+        # Lesion copies come after the batch's own images: without distill_painted they learn their label only.
+        taught = views if cfg.distill_painted else views[:len(idx)]
+        return x, targets, weights, self.teacher.logits(taught)
 
 
 @dataclass
@@ -621,7 +625,7 @@ def run_key_of(decoded: DecodedSet, train_idx: np.ndarray, cfg: TrainConfig, wor
     run_key += f":frozen stem and {cfg.frozen_blocks} blocks" if cfg.frozen_blocks is not None else ""
     if cfg.teacher:
         run_key += (f":teacher {file_digest(cfg.teacher)[:16]} weight {cfg.distill_weight} "
-                    f"temperature {cfg.distill_temperature}")
+                    f"temperature {cfg.distill_temperature}" + ("" if cfg.distill_painted else " real images only"))
     return run_key + f":{decoded.preprocess.key()}"
 
 
@@ -731,6 +735,9 @@ def teacher_on(device: torch.device, cfg: TrainConfig, data: Prepared) -> Teache
         return None
     if cfg.start_size:
         raise TrainingSetupError("--teacher trains at the full image size only; leave out --start-size")
+    if not cfg.distill_painted and cfg.synthetic_lesions and not cfg.lesion_copies:
+        raise TrainingSetupError("--no-distill-painted tells painted copies from the images they were painted on: "
+                                 "it needs --lesion-copies")
     teacher = Teacher(cfg.teacher, device)
     problem = teacher_leak(cfg, teacher.metadata)
     if problem:

@@ -68,7 +68,8 @@ def teacher_of(config: dict, seed: int) -> dict:
 
 def command(config: dict, run_dir: Path, source_cache: Path | None = None, only_fold: int | None = None
             ) -> list[str]:
-    """`braintriage train SOURCES... --flag value ...` from a config; True flags stand alone."""
+    """`braintriage train SOURCES... --flag value ...` from a config; a true flag stands alone, a false one is
+    written `--no-flag` (every on/off option of `train` has both forms, so a default of True can be turned off)."""
     sources = config["sources"]
     if source_cache is not None:
         sources = [str(source_cache / f"{Path(s).name}.npz") for s in sources]
@@ -81,9 +82,11 @@ def command(config: dict, run_dir: Path, source_cache: Path | None = None, only_
         flag = "--" + key.replace("_", "-")
         if value is True:
             cmd.append(flag)
+        elif value is False:
+            cmd.append("--no-" + flag[2:])
         elif isinstance(value, list):
             cmd += [flag, *map(str, value)]
-        elif value is not False:
+        else:
             cmd += [flag, str(value)]
     resumable = config.get("folds") is None  # a cross-validation resumes by itself, fold by fold
     return cmd + ["--run-dir", str(run_dir), "--output", str(run_dir / "model.safetensors")] + (

@@ -73,3 +73,20 @@ def test_a_distilled_recipe_learns_from_the_teacher_run_of_its_own_seed_and_a_cv
     cmd = runner.command(cv, tmp_path / "run", only_fold=2)
     assert cmd[cmd.index("--only-fold") + 1] == "2" and "--resume" not in cmd
     assert "--only-fold" not in runner.command(runs[0][1], tmp_path / "run", only_fold=2)  # not a CV: whole run
+
+
+def test_a_false_setting_reaches_train_as_its_no_flag(monkeypatch, tmp_path):
+    """A config's false setting is passed as --no-FLAG, which every on/off option of `train` accepts: left out,
+    a setting whose default is true (--distill-painted) would silently stay on."""
+    from click.testing import CliRunner
+
+    from braintriage.cli import app
+
+    runner = load_runner(monkeypatch, tmp_path)
+    config = {"name": "x", "sources": ["a"], "train": {"distill_painted": False, "lesion_copies": True,
+                                                      "pretrained": False}}
+    cmd = runner.command(config, tmp_path / "run")
+    assert "--no-distill-painted" in cmd and "--lesion-copies" in cmd and "--no-pretrained" in cmd
+    train_help = CliRunner().invoke(app, ["train", "--help"]).output
+    for key in ("distill_painted", "lesion_copies", "pretrained", "keep_fold_models", "crop_to_head", "equalize"):
+        assert f"--no-{key.replace('_', '-')}" in train_help

@@ -1,9 +1,9 @@
 """Rewrites of an ONNX graph that ONNX Runtime does not make itself, each giving the same numbers faster.
 
 EfficientNet-Lite pads its strided convolutions TensorFlow's way, one pixel more at the bottom and right
-(models.SamePad), and PyTorch exports that as a separate Pad before the Conv. ONNX Runtime leaves those Pads
-in (its own Pad fusion refuses a Pad whose optional constant-value input is present but empty, as the
-exporter writes it), and each one also forces its blocked-memory layout (NCHWc) out and back in around it:
+(models.SamePad), and PyTorch exports that as a separate Pad before the Conv. ONNX Runtime (1.32) leaves those
+Pads in as they are exported (why its own Pad fusion passes them by was not looked into), and each one also
+forces its blocked-memory layout (NCHWc) out and back in around it:
 on the 2-core CPU of benchmarks/inference.py the five Pads and their layout changes took a fifth of a
 forward pass. A Conv takes its own padding, top-left and bottom-right apart, so a zero Pad folds into it.
 """

@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 
 from braintriage.modelfile import file_digest, load_model, read_metadata
+from braintriage.models import normalised_views
 from braintriage.preprocess import PreprocessConfig
 
 
@@ -40,8 +41,7 @@ class Teacher:
     @torch.no_grad()
     def logits(self, views: torch.Tensor) -> torch.Tensor:
         """Augmented views in [0, 1] at the teacher's size (N, 1, size, size) -> its logits, float32."""
-        x = ((views - self.mean) / self.std).contiguous(memory_format=torch.channels_last)
-        return self.model(x).float()
+        return self.model(normalised_views(views, self.mean, self.std)).float()
 
 
 def describe_teacher(path: str | Path) -> dict:

@@ -280,6 +280,12 @@ def to_model_input(images_uint8: torch.Tensor, mean: float, std: float) -> torch
     return (x - mean) / std
 
 
+def normalised_views(views: torch.Tensor, mean: float, std: float) -> torch.Tensor:
+    """Augmented views in [0, 1] (B, 1, H, W) -> normalised and channels-last: what a network is fed in training
+    (the student's batches and the teacher's, `train` and `distill`)."""
+    return ((views - mean) / std).contiguous(memory_format=torch.channels_last)
+
+
 def tumor_probability(logits: torch.Tensor, temperature: float = 1.0
                       ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """P(tumor) per image, and the per-type probabilities when the model predicts types.

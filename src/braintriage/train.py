@@ -47,7 +47,7 @@ from braintriage.modelfile import file_digest, read_metadata, save_model, update
 from braintriage.pretrained import weights_package
 from braintriage.synthetic_lesions import add_lesions
 from braintriage.models import (DEFAULT_MODEL, FIXED_SIZE_MODELS, build_model, count_parameters, freeze_early_layers,
-                                to_model_input, tumor_probability)
+                                normalised_views, to_model_input, tumor_probability)
 from braintriage.preprocess import PreprocessConfig
 
 
@@ -295,8 +295,7 @@ def augmented_input(images_u8: torch.Tensor, policy: AugmentPolicy, gen: torch.G
                     mean: float, std: float) -> torch.Tensor:
     """A uint8 batch on the device -> augmented at `size`, normalised, channels-last: what the BatchNorm
     re-estimation feeds the network (as a training step without lesions would)."""
-    x = augment_batch(images_u8.float().div_(255.0), policy, gen, size)
-    return ((x - mean) / std).contiguous(memory_format=torch.channels_last)
+    return normalised_views(augment_batch(images_u8.float().div_(255.0), policy, gen, size), mean, std)
 
 
 def training_batch(images_u8: torch.Tensor, targets: torch.Tensor, weights: torch.Tensor, cfg: "TrainConfig",
@@ -304,7 +303,7 @@ def training_batch(images_u8: torch.Tensor, targets: torch.Tensor, weights: torc
                    tumor_weight: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(network input, targets, loss weights) of one training batch: `training_views`, normalised."""
     views, targets, weights = training_views(images_u8, targets, weights, cfg, gen, size, tumor_target, tumor_weight)
-    return ((views - mean) / std).contiguous(memory_format=torch.channels_last), targets, weights
+    return normalised_views(views, mean, std), targets, weights
 
 
 def training_views(images_u8: torch.Tensor, targets: torch.Tensor, weights: torch.Tensor, cfg: "TrainConfig",
@@ -554,7 +553,7 @@ class TrainingData:
         images = self.images if self.teacher_images is None else self.teacher_images
         views, targets, weights = training_views(images[idx], self.targets[idx], self.weights[idx], cfg, gen,
                                                  self.teacher.size, self.tumor_target, self.tumor_weight)
-        x = ((resized_views(views, size) - self.mean) / self.std).contiguous(memory_format=torch.channels_last)
+        x = normalised_views(resized_views(views, size), self.mean, self.std)
         # Lesion copies come after the batch's own images: without distill_painted they learn their label only.
         taught = views if cfg.distill_painted else views[:len(idx)]
         return x, targets, weights, self.teacher.logits(taught)
@@ -1049,7 +1048,7 @@ def cross_validate(cfg: TrainConfig, data: Prepared, device: torch.device, log=p
     per_fold, oof_rows, missing = [], [], []
     for k, (train_idx, val_idx) in enumerate(grouped_folds(decoded, cfg.folds, cfg.seed)):
         done = finished_fold(run_dir, k + 1, cfg, decoded.fingerprint)
-        if done is not None and (not cfg.keep_fold_models or fold_model_path(run_dir, k + 1).exists()):
+        if done is not None and (not cfg.keep_fold_models or fold_model_path(run_dir / "folds", k + 1).exists()):
             log(f"fold {k + 1}/{cfg.folds}: finished by an earlier run of this recipe, read from {run_dir / 'folds'}")
             per_fold.append(done["fold"])
             oof_rows.extend(done["oof_rows"])
@@ -1140,24 +1139,25 @@ def save_fold_model(run_dir: Path, cfg: TrainConfig, data: Prepared, fitted: Fit
     metadata = model_metadata(cfg, data, fitted, train_idx, val_idx, seconds, device, 1)
     metadata["cv_fold"] = {"fold": k, "folds": cfg.folds, "seed": cfg.seed,
                            "held_out_digest": held_out_digest(data.decoded, val_idx)}
-    path = fold_model_path(run_dir, k)
+    path = fold_model_path(run_dir / "folds", k)
     save_model(path, fitted.model, metadata)
     return path
 
 
-def fold_model_path(run_dir: Path, k: int) -> Path:
-    return run_dir / "folds" / f"fold-{k}.safetensors"
+def fold_model_path(folds: Path, k: int) -> Path:
+    """Fold k's model in a cross-validation's folds folder (RUN_DIR/folds, or a --teacher folder)."""
+    return folds / f"fold-{k}.safetensors"
 
 
 def fold_teacher(cfg: TrainConfig, decoded: DecodedSet, k: int, val_idx: np.ndarray) -> Path:
-    """The teacher of fold k: --teacher itself, or where it names a folder, that folder's fold-K.safetensors, which
-    must have held out exactly this fold's images (a teacher that trained on them would leak their labels)."""
+    """The teacher of fold k: the --teacher folder's fold-K.safetensors, which must have held out exactly this
+    fold's images (a teacher that trained on them would leak their labels)."""
     teacher = Path(cfg.teacher)
     if not teacher.is_dir():
         raise TrainingSetupError("a cross-validation learns each fold from its own teacher: give --teacher a "
                                  "folder of fold-K.safetensors (--keep-fold-models); one model trained on these "
                                  "images would pass the held-out folds' labels on")
-    path = teacher / f"fold-{k}.safetensors"
+    path = fold_model_path(teacher, k)
     if not path.exists():
         raise TrainingSetupError(f"no teacher for fold {k}: {path} is missing (train the teacher's cross-"
                                  "validation with --keep-fold-models)")

@@ -456,3 +456,15 @@ def test_a_stalled_upload_is_answered_408_and_does_not_hold_the_server():
         assert httpx.get(base + "/healthz", timeout=5).status_code == 200  # the server goes on
     finally:
         next(server, None)
+
+
+def test_a_grey_picture_png_decodes_to_the_same_grey_levels():
+    """The scan travels as a palette PNG whose palette is the grey ramp: decoded either way (its bytes, or
+    converted to grey), it is the array that was sent."""
+    from braintriage.webapp import png_base64
+
+    scan = synthetic_slice(160, seed=4, lesion=True)
+    decoded = Image.open(io.BytesIO(base64.b64decode(png_base64(scan))))
+    assert decoded.size == (160, 160)
+    assert (np.asarray(decoded) == scan).all() and (np.asarray(decoded.convert("L")) == scan).all()
+    assert (np.asarray(decoded.convert("RGB"))[..., 1] == scan).all()

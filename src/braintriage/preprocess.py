@@ -111,11 +111,28 @@ def head_pixels(a: np.ndarray) -> np.ndarray | None:
     if bright <= background:
         return None
     mask = a > background + HEAD_LEVEL * (bright - background)
-    parts, n_parts = ndimage.label(ndimage.binary_dilation(mask, iterations=HEAD_BRIDGE), structure=np.ones((3, 3)))
+    parts, n_parts = ndimage.label(grown(mask, HEAD_BRIDGE), structure=np.ones((3, 3)))
     if n_parts == 0:
         return None
-    areas = np.bincount(parts.ravel(), weights=mask.ravel())[1:]  # bright pixels only, not the bridges
-    return mask & np.isin(parts, np.flatnonzero(areas >= HEAD_MIN_PART * areas.max()) + 1)
+    areas = np.bincount(parts.ravel(), weights=mask.ravel())  # bright pixels only, not the bridges
+    kept = areas >= HEAD_MIN_PART * areas[1:].max()
+    kept[0] = False  # label 0: neither bright nor bridged
+    return mask & kept[parts]
+
+
+def grown(mask: np.ndarray, steps: int) -> np.ndarray:
+    """`mask` grown by `steps` pixels, each step to the 4 neighbours, nothing from outside the image: the same as
+    `ndimage.binary_dilation(mask, iterations=steps)`, by shifting whole rows and columns (0.07 instead of 0.37 ms
+    for a 160-pixel mask, part of every heat map's head mask)."""
+    out = mask
+    for _ in range(steps):
+        step = out.copy()
+        step[1:] |= out[:-1]
+        step[:-1] |= out[1:]
+        step[:, 1:] |= out[:, :-1]
+        step[:, :-1] |= out[:, 1:]
+        out = step
+    return out
 
 
 def head_box(im: Image.Image) -> tuple[int, int, int, int] | None:
@@ -146,9 +163,11 @@ def head_mask(a: np.ndarray) -> np.ndarray:
         return np.ones(a.shape, dtype=bool)
     # ndimage.binary_fill_holes, done as one labelling of the rest (4-connected, as it does): every part of it that
     # does not touch the border is a hole. Same mask, in about a third of the time.
-    rest, _ = ndimage.label(~head)
-    outside = np.unique(np.concatenate([rest[0], rest[-1], rest[:, 0], rest[:, -1]]))
-    return head | ((rest > 0) & ~np.isin(rest, outside))
+    rest, n_rest = ndimage.label(~head)
+    hole = np.ones(n_rest + 1, dtype=bool)  # by label of the rest
+    hole[np.concatenate([rest[0], rest[-1], rest[:, 0], rest[:, -1]])] = False
+    hole[0] = False  # label 0: the head itself
+    return head | hole[rest]
 
 
 EQUALIZE_LEVEL = 0.05  # foreground: brighter than the background by this much of the way to the 99th percentile

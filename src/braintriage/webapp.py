@@ -17,6 +17,7 @@ import asyncio
 import base64
 import io
 import time
+import zlib
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Annotated
@@ -235,13 +236,24 @@ def binary_file_fields(schema: dict) -> dict:
 
 
 def png_base64(picture: np.ndarray | Image.Image, **png_options) -> str:
-    """A PNG, base64, of an RGBA or grey array (or an image). The fastest zlib level: the bytes go to a browser
-    on this computer or its network, and the default level made encoding cost 2.5 times the model's own work on
-    a batch (heat map, view, scan)."""
+    """A PNG, base64, of a grey array (or an image). The fastest zlib level: the bytes go to a browser on this
+    computer or its network, and the default level made encoding cost 2.5 times the model's own work on a batch
+    (heat map, view, scan). A grey array goes as a palette image whose palette is the grey ramp, so each pixel's
+    byte is its grey level and decoders read the same values: Pillow tries no PNG row filters on palette images,
+    and with zlib's run-length strategy a 160-pixel scan encodes in 0.26 ms instead of 0.88, its PNG about a
+    quarter larger (session 30, ad hoc)."""
     buf = io.BytesIO()
-    image = picture if isinstance(picture, Image.Image) else Image.fromarray(picture)
-    image.save(buf, format="PNG", compress_level=1, **png_options)
+    if isinstance(picture, Image.Image) or picture.ndim != 2 or picture.dtype != np.uint8:
+        image = picture if isinstance(picture, Image.Image) else Image.fromarray(picture)
+        image.save(buf, format="PNG", compress_level=1, **png_options)
+    else:
+        grey = Image.frombytes("P", (picture.shape[1], picture.shape[0]), np.ascontiguousarray(picture).tobytes())
+        grey.putpalette(GREY_PALETTE, rawmode="RGB")
+        grey.save(buf, format="PNG", compress_level=1, compress_type=zlib.Z_RLE, **png_options)
     return base64.b64encode(buf.getvalue()).decode()
+
+
+GREY_PALETTE = np.repeat(np.arange(256, dtype=np.uint8), 3).tobytes()  # level k is grey k: (k, k, k)
 
 
 def heatmap_rgba(cam: np.ndarray) -> np.ndarray:

@@ -1,0 +1,76 @@
+"""Which tumors one cross-validation finds out of fold and another misses, each at its own shipping threshold.
+
+    python experiments/cv_difference.py FOLDS_A FOLDS_B
+
+FOLDS_A and FOLDS_B are folders of finished folds (`fold-K.json` or `fold-K.json.gz`, as `train --folds` keeps
+them in RUN_DIR/folds and `experiments/run.py` in experiments/cv/NAME) of two recipes on the same images. For
+each, the threshold for out-of-fold specificity 0.95 over all normals (`metrics.threshold_for_specificity`, as
+cv.json has it); then the tumors B finds and A misses, by source and type; how many of A's misses score between
+0.5 and A's threshold; and the sources of the highest-scoring normals, the 5% that set each threshold. It tells
+a recipe that loses one kind of tumor from one whose normals and tumors overlap more.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import sys
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+
+from braintriage.metrics import threshold_for_specificity
+
+
+def out_of_fold(folder: Path) -> dict[str, dict]:
+    """Every image's out-of-fold row, by path."""
+    rows = {}
+    for path in sorted(folder.glob("fold-*.json*")):
+        opener = gzip.open if path.suffix == ".gz" else open
+        with opener(path, "rt") as f:
+            rows.update({r["path"]: r for r in json.load(f)["oof_rows"]})
+    if not rows:
+        sys.exit(f"{folder}: no fold-K.json(.gz) files")
+    return rows
+
+
+def source_of(path: str) -> str:
+    """A multi-source run prefixes each path with its source folder (cache.from_sources)."""
+    return path.split("/", 1)[0] if "/" in path else "?"
+
+
+def main() -> None:
+    if len(sys.argv) != 3:
+        sys.exit(__doc__)
+    a, b = (out_of_fold(Path(arg)) for arg in sys.argv[1:])
+    if set(a) != set(b):
+        sys.exit("the two cross-validations held out different images")
+    paths = sorted(a)
+    y = np.array([int(a[p]["tumor"]) for p in paths])
+    p_a, p_b = (np.array([float(rows[p]["p_tumor"]) for p in paths]) for rows in (a, b))
+    sources = np.array([source_of(p) for p in paths])
+    kinds = np.array([f"{source_of(p)} {a[p].get('tumor_type') or 'untyped'}" for p in paths])
+    t_a, t_b = threshold_for_specificity(y, p_a, 0.95), threshold_for_specificity(y, p_b, 0.95)
+    print(f"thresholds for out-of-fold specificity 0.95: A {t_a:.3f}, B {t_b:.3f}")
+    for source in sorted(set(sources)):
+        tumors, normals = (sources == source) & (y == 1), (sources == source) & (y == 0)
+        line = f"  {source}: tumors found A {np.mean(p_a[tumors] >= t_a):.3f}, B {np.mean(p_b[tumors] >= t_b):.3f}"
+        if normals.any():
+            line += f"; normals cleared A {np.mean(p_a[normals] < t_a):.3f}, B {np.mean(p_b[normals] < t_b):.3f}"
+        print(line + f" ({tumors.sum()} tumors, {normals.sum()} normals)")
+    lost = (y == 1) & (p_a < t_a) & (p_b >= t_b)
+    print(f"tumors B finds and A misses: {lost.sum()}: " +
+          ", ".join(f"{kind} {n}" for kind, n in Counter(kinds[lost]).most_common()))
+    missed = (y == 1) & (p_a < t_a)
+    print(f"A misses {missed.sum()} tumors; {np.sum(missed & (p_a >= 0.5))} of them score between 0.5 and its "
+          "threshold")
+    top = round(0.05 * (y == 0).sum())
+    for name, p in (("A", p_a), ("B", p_b)):
+        highest = np.argsort(-np.where(y == 0, p, -1.0))[:top]
+        print(f"{name}'s {top} highest-scoring normals by source: " +
+              ", ".join(f"{s} {n}" for s, n in Counter(sources[highest]).most_common()))
+
+
+if __name__ == "__main__":
+    main()

@@ -8,8 +8,9 @@ of 5 runs each; once more with a copy of the bundled model whose metadata turns 
 the 394 `Testing` images, preprocessed once, scored in batches of 32 by the bundled model, best of 3
 passes, on each runtime. Needs the train extra (PyTorch) for the comparison. With `--ensemble FILE` (an
 ensemble made by `braintriage ensemble`), its cold start and ONNX Runtime throughput too (each member reading
-its own preprocessing of the 394 images). End to end: `braintriage predict Testing/` (394 files, a new
-process), median of 5. With `--compare-with REV`, the cold start and the end-to-end run of that revision's
+its own preprocessing of the 394 images). End to end: `braintriage predict Testing/ --quiet` (394 files, a new
+process; a batch run that writes a CSV or nothing), median of 5; and the same without `--quiet`, its stdout a pipe
+(the terminal table of 394 rows, rendered by Rich), taking turns with it. With `--compare-with REV`, the cold start and the end-to-end run of that revision's
 code too (a temporary git worktree), in the same run, the two taking turns run by run (this machine's speed
 drifts by 10-20% over minutes). Run it on an idle machine with bytecode caching on (as an installed package
 has it; `env -u PYTHONDONTWRITEBYTECODE` where the environment turns it off).
@@ -64,8 +65,10 @@ def compare_with(revision: str, one: Path, runs: int) -> dict:
         cold = alternating({"new": ([*base, str(one), "--quiet"], None, None),
                             "old": ([*base, str(one), "--quiet"], tree, env)}, runs)
         testing = alternating({"new": ([*base, str(DATA / "Testing"), "--quiet"], None, None),
+                               "new_table": ([*base, str(DATA / "Testing")], None, None),
                                "old": ([*base, str(DATA / "Testing"), "--quiet"], tree, env)}, runs)
-    return {"new": {"braintriage_predict_one_jpg": cold["new"], "testing_seconds": testing["new"]},
+    return {"new": {"braintriage_predict_one_jpg": cold["new"], "testing_seconds": testing["new"],
+                    "testing_with_table_seconds": testing["new_table"]},
             "old": {"revision": revision, "braintriage_predict_one_jpg": round(cold["old"], 3),
                     "predict_testing_end_to_end_images_per_s": round(394 / testing["old"], 1)}}
 
@@ -92,9 +95,12 @@ def main() -> None:
     if args.compare_with:
         both = compare_with(args.compare_with, one, runs=5)
         cold_predict, end_to_end = both["new"]["braintriage_predict_one_jpg"], 394 / both["new"]["testing_seconds"]
+        with_table = 394 / both["new"]["testing_with_table_seconds"]
         old = both["old"]
     else:
-        cold_predict, end_to_end = median_seconds(cli), 394 / median_seconds(testing, runs=5)
+        cold_predict = median_seconds(cli)
+        runs = alternating({"quiet": (testing, None, None), "table": (testing[:-1], None, None)}, 5)
+        end_to_end, with_table = 394 / runs["quiet"], 394 / runs["table"]
     import tempfile
 
     from braintriage.modelfile import BUNDLED_MODEL, read_metadata, update_metadata
@@ -146,6 +152,7 @@ def main() -> None:
                                "python_import_torch": round(cold_torch, 3)},
         "batch_throughput_images_per_s": {"onnxruntime": round(onnx_ips, 1), "pytorch": round(torch_ips, 1)},
         "predict_testing_end_to_end_images_per_s": round(end_to_end, 1),
+        "predict_testing_with_terminal_table_images_per_s": round(with_table, 1),
         **({"old_path": old} if old else {}),
         **({"ensemble": {"file": args.ensemble.name, "model": ensemble.metadata["ensemble"]["combine"],
                          "members": len(ensemble.network.input_names),

@@ -10,9 +10,9 @@ passes, on each runtime. Needs the train extra (PyTorch) for the comparison. Wit
 ensemble made by `braintriage ensemble`), its cold start and ONNX Runtime throughput too (each member reading
 its own preprocessing of the 394 images). End to end: `braintriage predict Testing/ --quiet` (394 files, a new
 process; a batch run that writes a CSV or nothing), median of 5; and the same without `--quiet`, its stdout a pipe
-(the terminal table of 394 rows, rendered by Rich), taking turns with it. With `--compare-with REV`, the cold start and the end-to-end run of that revision's
-code too (a temporary git worktree), in the same run, the two taking turns run by run (this machine's speed
-drifts by 10-20% over minutes). Run it on an idle machine with bytecode caching on (as an installed package
+(the terminal table of 394 rows, rendered by Rich), taking turns with it. With `--compare-with REV`, the cold
+start and the end-to-end run of that revision's code too (a temporary git worktree), in the same run, the
+runs taking turns (this machine's speed drifts by 10-20% over minutes). Run it on an idle machine with bytecode caching on (as an installed package
 has it; `env -u PYTHONDONTWRITEBYTECODE` where the environment turns it off).
 """
 

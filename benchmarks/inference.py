@@ -12,8 +12,8 @@ its own preprocessing of the 394 images). End to end: `braintriage predict Testi
 process; a batch run that writes a CSV or nothing), median of 5; and the same without `--quiet`, its stdout a pipe
 (the terminal table of 394 rows, rendered by Rich), taking turns with it. With `--compare-with REV`, the cold
 start and the end-to-end run of that revision's code too (a temporary git worktree), in the same run, the
-runs taking turns (this machine's speed drifts by 10-20% over minutes). Run it on an idle machine with bytecode caching on (as an installed package
-has it; `env -u PYTHONDONTWRITEBYTECODE` where the environment turns it off).
+runs taking turns (this machine's speed drifts by 10-20% over minutes). Run it on an idle machine with bytecode
+caching on (as an installed package has it; `env -u PYTHONDONTWRITEBYTECODE` where the environment turns it off).
 """
 
 from __future__ import annotations

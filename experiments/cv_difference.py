@@ -6,8 +6,9 @@ FOLDS_A and FOLDS_B are folders of finished folds (`fold-K.json` or `fold-K.json
 them in RUN_DIR/folds and `experiments/run.py` in experiments/cv/NAME) of two recipes on the same images. For
 each, the threshold for out-of-fold specificity 0.95 over all normals (`metrics.threshold_for_specificity`, as
 cv.json has it); then the tumors B finds and A misses, by source and type; how many of A's misses score between
-0.5 and A's threshold; and the sources of the highest-scoring normals, the 5% that set each threshold. It tells
-a recipe that loses one kind of tumor from one whose normals and tumors overlap more.
+0.5 and A's threshold; and the sources of the highest-scoring normals, the 5% that set each threshold, with A's
+ten highest by path (to look at: a normal that scores like a tumor may be labelled wrong). It tells a recipe that
+loses one kind of tumor from one whose normals and tumors overlap more.
 """
 
 from __future__ import annotations
@@ -70,6 +71,9 @@ def main() -> None:
         highest = np.argsort(-np.where(y == 0, p, -1.0))[:top]
         print(f"{name}'s {top} highest-scoring normals by source: " +
               ", ".join(f"{s} {n}" for s, n in Counter(sources[highest]).most_common()))
+    print("A's 10 highest-scoring normals (P in A, in B), to look at:")
+    for i in np.argsort(-np.where(y == 0, p_a, -1.0))[:10]:
+        print(f"  {p_a[i]:.3f} {p_b[i]:.3f} {paths[i]}")
 
 
 if __name__ == "__main__":

@@ -1,6 +1,6 @@
 """Which tumors one cross-validation finds out of fold and another misses, each at its own shipping threshold.
 
-    python experiments/cv_difference.py FOLDS_A FOLDS_B
+    python experiments/cv_difference.py FOLDS_A FOLDS_B [--sheet normals.png] [--data ../shared/data]
 
 FOLDS_A and FOLDS_B are folders of finished folds (`fold-K.json` or `fold-K.json.gz`, as `train --folds` keeps
 them in RUN_DIR/folds and `experiments/run.py` in experiments/cv/NAME) of two recipes on the same images. For
@@ -8,11 +8,13 @@ each, the threshold for out-of-fold specificity 0.95 over all normals (`metrics.
 cv.json has it); then the tumors B finds and A misses, by source and type; how many of A's misses score between
 0.5 and A's threshold; and the sources of the highest-scoring normals, the 5% that set each threshold, with A's
 ten highest by path (to look at: a normal that scores like a tumor may be labelled wrong). It tells a recipe that
-loses one kind of tumor from one whose normals and tumors overlap more.
+loses one kind of tumor from one whose normals and tumors overlap more. `--sheet PNG` draws those ten as one
+picture with their paths and scores, for a clinician to look at (the files are found under `--data`).
 """
 
 from __future__ import annotations
 
+import argparse
 import gzip
 import json
 import sys
@@ -41,10 +43,40 @@ def source_of(path: str) -> str:
     return path.split("/", 1)[0] if "/" in path else "?"
 
 
+def image_file(data: Path, path: str) -> Path | None:
+    """The file of an out-of-fold path: SOURCE/CLASS/NAME, under a seed-layout source's Training/ or not."""
+    source, rest = path.split("/", 1) if "/" in path else ("", path)
+    return next((f for f in (data / source / rest, data / source / "Training" / rest) if f.is_file()), None)
+
+
+def contact_sheet(rows: list[tuple[float, float, str]], data: Path, output: Path, tile: int = 256) -> None:
+    """The images side by side, five a row, each captioned with its scores in A and B and its path."""
+    from PIL import Image, ImageDraw
+
+    columns, caption = 5, 28
+    sheet = Image.new("L", (columns * tile, -(-len(rows) // columns) * (tile + caption)), 0)
+    draw = ImageDraw.Draw(sheet)
+    for k, (p_a, p_b, path) in enumerate(rows):
+        x, y = (k % columns) * tile, (k // columns) * (tile + caption)
+        found = image_file(data, path)
+        if found is not None:
+            with Image.open(found) as im:
+                im = im.convert("L")
+                im.thumbnail((tile, tile))
+                sheet.paste(im, (x + (tile - im.width) // 2, y + (tile - im.height) // 2))
+        draw.text((x + 2, y + tile + 1), f"A {p_a:.3f}  B {p_b:.3f}", fill=255)
+        draw.text((x + 2, y + tile + 14), path.split("/", 1)[-1][-40:], fill=255)
+    sheet.save(output)
+
+
 def main() -> None:
-    if len(sys.argv) != 3:
-        sys.exit(__doc__)
-    a, b = (out_of_fold(Path(arg)) for arg in sys.argv[1:])
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("folds_a", type=Path)
+    ap.add_argument("folds_b", type=Path)
+    ap.add_argument("--sheet", type=Path, help="draw A's ten highest-scoring normals into this PNG")
+    ap.add_argument("--data", type=Path, default=Path("../shared/data"), help="where the sources' folders are")
+    args = ap.parse_args()
+    a, b = out_of_fold(args.folds_a), out_of_fold(args.folds_b)
     if set(a) != set(b):
         sys.exit("the two cross-validations held out different images")
     paths = sorted(a)
@@ -72,8 +104,12 @@ def main() -> None:
         print(f"{name}'s {top} highest-scoring normals by source: " +
               ", ".join(f"{s} {n}" for s, n in Counter(sources[highest]).most_common()))
     print("A's 10 highest-scoring normals (P in A, in B), to look at:")
-    for i in np.argsort(-np.where(y == 0, p_a, -1.0))[:10]:
-        print(f"  {p_a[i]:.3f} {p_b[i]:.3f} {paths[i]}")
+    highest = [(p_a[i], p_b[i], paths[i]) for i in np.argsort(-np.where(y == 0, p_a, -1.0))[:10]]
+    for score_a, score_b, path in highest:
+        print(f"  {score_a:.3f} {score_b:.3f} {path}")
+    if args.sheet:
+        contact_sheet(highest, args.data, args.sheet)
+        print(f"saved {args.sheet}")
 
 
 if __name__ == "__main__":

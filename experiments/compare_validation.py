@@ -5,7 +5,7 @@
 A results row of a run trained on all sources holds its validation numbers without intervals, at the run's own
 threshold. A rule like "no lower than the reference's lower 95% bounds" (issue 24) needs both: this rebuilds the
 validation split the runs were trained against (the recipe's data through `train.prepare_data`: preprocessing, a
-held-out source, leak exclusion; then `train.grouped_split` with its fraction and seed),
+held-out source, leak exclusion; then `splits.grouped_split` with its fraction and seed),
 scores it with each run's model through the inference path (`Predictor.predict_arrays`), and prints each run's
 sensitivity, specificity and ROC-AUC at 0.5 with percentile bootstrap intervals (`metrics.bootstrap_ci`), then
 whether each run clears the first run's lower bounds. The runs must share data fingerprint and every setting that
@@ -20,7 +20,8 @@ from pathlib import Path
 
 from braintriage.inference import Predictor
 from braintriage.metrics import binary_metrics, bootstrap_ci
-from braintriage.train import TrainConfig, grouped_split, prepare_data
+from braintriage.splits import grouped_split
+from braintriage.train import TrainConfig, prepare_data
 
 METRICS = ("sensitivity", "specificity", "roc_auc")
 # The recipe settings that decide which images are validated and how they look (as `prepare_data` reads them).

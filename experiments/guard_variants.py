@@ -3,7 +3,7 @@
     python experiments/guard_variants.py runs/RUN [MORE ...]
 
 For each run: the pooled features of its training and validation splits (with one lesion-painted copy of each
-normal, as `train.calibrate_ood` fits the guard), of every held-out slice where the run held a source out, and
+normal, as `guard_fit.calibrate_ood` fits the guard), of every held-out slice where the run held a source out, and
 of the 11 non-MRI inputs of tests/test_ood.py (kept in RUN/guard-features.npz: a second call only fits). Each
 design is fitted on the training split and thresholded at 1.5 times the validation 99.5th percentile (the
 whole-image guard's margin);
@@ -26,7 +26,9 @@ from braintriage import ood  # noqa: E402
 from braintriage.datasets import TUMOR_TYPES  # noqa: E402
 from braintriage.inference import Predictor  # noqa: E402
 from braintriage.preprocess import preprocess  # noqa: E402
-from braintriage.train import TrainConfig, grouped_split, painted_normals, prepare_data  # noqa: E402
+from braintriage.guard_fit import painted_normals  # noqa: E402
+from braintriage.splits import grouped_split  # noqa: E402
+from braintriage.train import TrainConfig, prepare_data  # noqa: E402
 from test_ood import non_mri_images  # noqa: E402
 
 WHOLE_IMAGE_MARGIN = 1.5  # the guard's margin in sessions 18-20, at which this script's tables were made

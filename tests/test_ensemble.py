@@ -16,7 +16,7 @@ from braintriage.inference import Predictor
 from braintriage.modelfile import ModelFileError, load_model, read_metadata, save_model
 from braintriage.models import build_model
 from braintriage.preprocess import PreprocessConfig, preprocess
-from braintriage.train import model_validation_split
+from braintriage.splits import model_validation_split
 
 from conftest import synthetic_slice, tiny_type_cache
 

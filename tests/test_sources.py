@@ -18,8 +18,8 @@ from braintriage.cli import app
 from braintriage.datasets import load_dataset
 from braintriage.modelfile import read_metadata
 from braintriage.preprocess import PreprocessConfig
-from braintriage.train import (UNTYPED_TUMOR, TrainConfig, cell_weights, per_image_loss,
-                               prepare_data, train)
+from braintriage.losses import UNTYPED_TUMOR, cell_weights, per_image_loss
+from braintriage.train import TrainConfig, prepare_data, train
 from conftest import blocks
 
 NO_AUGMENT = AugmentPolicy(zoom=(1, 1), rotation_degrees=0, brightness=(1, 1))

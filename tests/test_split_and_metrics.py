@@ -6,7 +6,8 @@ from braintriage.datasets import load_dataset
 from braintriage.metrics import (binary_metrics, per_source_metrics, threshold_for_sensitivity,
                                  threshold_for_specificity)
 from braintriage.preprocess import PreprocessConfig
-from braintriage.train import cell_weights, grouped_split
+from braintriage.losses import cell_weights
+from braintriage.splits import grouped_split
 from conftest import blocks
 
 

@@ -12,7 +12,8 @@ from braintriage.cache import DecodedSet
 from braintriage.datasets import load_dataset
 from braintriage.model_card import _recipe_extras
 from braintriage.modelfile import read_metadata
-from braintriage.train import TrainConfig, fit_temperature, model_validation_split, train
+from braintriage.splits import model_validation_split
+from braintriage.train import TrainConfig, fit_temperature, train
 from conftest import blocks, tiny_type_cache
 
 NO_AUGMENT = AugmentPolicy(zoom=(1, 1), rotation_degrees=0, brightness=(1, 1))
@@ -285,7 +286,8 @@ def test_progressive_resizing_is_refused_for_a_network_of_one_input_size(tmp_pat
 
 
 def test_precision_auto_follows_the_hardware_and_rejects_unknown_names():
-    from braintriage.train import native_bf16, use_bf16
+    from braintriage.hardware import native_bf16
+    from braintriage.train import use_bf16
 
     cpu = torch.device("cpu")
     assert use_bf16("fp32", cpu) is False and use_bf16("bf16", cpu) is True

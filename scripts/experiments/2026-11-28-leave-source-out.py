@@ -38,7 +38,8 @@ from braintriage.augment import AugmentPolicy
 from braintriage.cache import DecodedSet
 from braintriage.metrics import binary_metrics
 from braintriage.models import tumor_probability
-from braintriage.train import TrainConfig, fit, pick_device, prepare_data
+from braintriage.hardware import pick_device
+from braintriage.train import TrainConfig, fit, prepare_data
 
 RECIPE = dict(epochs=80, start_size=96, batch_size=64, patience=80, seed=2,
               augment=AugmentPolicy(zoom=(0.75, 1.3), rotation_degrees=15, translate=0.1, gamma=(0.6, 1.6),

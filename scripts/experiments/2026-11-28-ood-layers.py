@@ -27,7 +27,7 @@ from braintriage import ood
 from braintriage.cache import DecodedSet
 from braintriage.modelfile import BUNDLED_MODEL, load_model
 from braintriage.preprocess import preprocess
-from braintriage.train import grouped_split
+from braintriage.splits import grouped_split
 
 
 def development_images() -> dict[str, np.ndarray]:

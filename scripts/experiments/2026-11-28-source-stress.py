@@ -34,7 +34,7 @@ from braintriage.inference import Predictor  # noqa: E402
 from braintriage.metrics import binary_metrics  # noqa: E402
 from braintriage.modelfile import read_metadata  # noqa: E402
 from braintriage.preprocess import PreprocessConfig, decode_image, preprocess  # noqa: E402
-from braintriage.train import model_validation_split  # noqa: E402
+from braintriage.splits import model_validation_split  # noqa: E402
 
 
 def rerender(im: Image.Image, longest: int, quality: int) -> Image.Image:

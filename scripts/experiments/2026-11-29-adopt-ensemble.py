@@ -36,7 +36,7 @@ from braintriage.cache import DecodedSet
 from braintriage.inference import Predictor
 from braintriage.metrics import threshold_for_sensitivity
 from braintriage.modelfile import read_metadata
-from braintriage.train import model_validation_split
+from braintriage.splits import model_validation_split
 
 MEMBER = ROOT / "runs/ens-member-crop-curve0.2/model.onnx"
 PROXY = ROOT / "runs/leave-source-out-ensemble/leave_source_out.json"

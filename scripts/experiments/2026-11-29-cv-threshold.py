@@ -45,7 +45,7 @@ from braintriage.inference import Predictor
 from braintriage.metrics import threshold_for_specificity
 from braintriage.modelfile import read_metadata
 from braintriage.operating_point import nested_specificity
-from braintriage.train import model_validation_split
+from braintriage.splits import model_validation_split
 
 TARGET_SPECIFICITY = 0.95
 CLASS_NAMES = ("no_tumor", "glioma", "meningioma", "pituitary")  # the bundled model's, in oof.csv's column order

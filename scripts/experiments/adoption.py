@@ -16,7 +16,7 @@ from braintriage.cache import DecodedSet  # noqa: E402
 from braintriage.inference import Predictor  # noqa: E402
 from braintriage.metrics import binary_metrics  # noqa: E402
 from braintriage.modelfile import read_metadata  # noqa: E402
-from braintriage.train import model_validation_split  # noqa: E402
+from braintriage.splits import model_validation_split  # noqa: E402
 from compare_cv import binary_log_loss  # noqa: E402  (beside this file)
 
 BUNDLED = ROOT / "src/braintriage/assets/default-model.onnx"

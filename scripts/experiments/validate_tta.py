@@ -23,7 +23,7 @@ from braintriage.cache import DecodedSet  # noqa: E402
 from braintriage.inference import Predictor  # noqa: E402
 from braintriage.metrics import binary_metrics, type_log_loss  # noqa: E402
 from braintriage.modelfile import read_metadata, update_metadata  # noqa: E402
-from braintriage.train import model_validation_split  # noqa: E402
+from braintriage.splits import model_validation_split  # noqa: E402
 
 
 def scores(predictor: Predictor, decoded: DecodedSet, idx: np.ndarray) -> dict:

@@ -436,7 +436,8 @@ def calibrate_ood(data: tuple[Path, ...], model: Optional[Path], output: Path, v
     from braintriage.modelfile import BUNDLED_MODEL, read_metadata
 
     with user_errors():
-        from braintriage.train import TrainConfig, calibrate_ood as run, load_training_data
+        from braintriage.guard_fit import calibrate_ood as run
+        from braintriage.train import TrainConfig, load_training_data
 
         size = read_metadata(model or BUNDLED_MODEL)["input"]["preprocess"]["size"]
         decoded = load_training_data(TrainConfig(data=[str(d) for d in data], image_size=size), log=click.echo)

@@ -162,7 +162,7 @@ def build(paths: list[str | Path], data: list[str | Path], output: str | Path, l
     from braintriage.datasets import load_dataset
     from braintriage.inference import Predictor
     from braintriage.metrics import binary_metrics, threshold_for_sensitivity, type_log_loss
-    from braintriage.train import model_validation_split
+    from braintriage.splits import model_validation_split
 
     meta = assemble(paths, output)
     predictor = Predictor(output)

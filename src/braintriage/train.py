@@ -23,16 +23,13 @@ import hashlib
 import json
 import math
 import os
-import platform
 import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from sklearn.model_selection import StratifiedGroupKFold
 from tqdm import tqdm
 
 from braintriage.augment import AugmentPolicy, augment_batch
@@ -41,14 +38,18 @@ from braintriage.cpu_memory import keep_freed_memory
 from braintriage.csv_cells import write_csv_dicts
 from braintriage.datasets import TUMOR_TYPES, DatasetLayoutError, load_dataset
 from braintriage.distill import Teacher, describe_teacher, distillation_loss, resized_views
+from braintriage.guard_fit import calibrate_ood
+from braintriage.hardware import hardware_name, native_bf16, pick_device
+from braintriage.losses import UNTYPED_TUMOR, cell_weights, correct_predictions, weighted_loss
 from braintriage.metrics import (METRIC_NAMES, binary_metrics, describe_per_source, per_source_metrics,
                                  threshold_for_sensitivity, threshold_for_specificity, wilson_interval)
-from braintriage.modelfile import file_digest, read_metadata, save_model, update_metadata
+from braintriage.modelfile import file_digest, read_metadata, save_model
 from braintriage.pretrained import weights_package
 from braintriage.synthetic_lesions import add_lesions
 from braintriage.models import (DEFAULT_MODEL, FIXED_SIZE_MODELS, build_model, count_parameters, freeze_early_layers,
                                 normalised_views, to_model_input, tumor_probability)
 from braintriage.preprocess import PreprocessConfig
+from braintriage.splits import grouped_folds, grouped_split, held_out_digest
 
 
 class TrainingSetupError(ValueError):
@@ -107,37 +108,6 @@ class TrainConfig:
     distill_painted: bool = True  # False: painted lesion copies learn their label only, not the teacher's view
 
 
-def pick_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
-
-
-def native_bf16(device: torch.device) -> bool:
-    """Whether bf16 autocast speeds training up here: any CUDA GPU since Ampere, and CPUs with AMX or
-    AVX512-BF16 (oneDNN runs bf16 convolutions there 2-3x faster than fp32; elsewhere it emulates them)."""
-    if device.type == "cuda":
-        return torch.cuda.is_bf16_supported()
-    caps = torch.cpu.get_capabilities() if hasattr(torch.cpu, "get_capabilities") else {}
-    return bool(caps.get("amx_bf16") or caps.get("avx512_bf16"))
-
-
-def hardware_name(device: torch.device) -> str:
-    """The processor a run trained on: the same seed gives different weights on another processor (other
-    kernels round differently, and training amplifies it), so runs compared number for number name theirs."""
-    if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
-    return next((line.split(":", 1)[1].strip() for line in _cpuinfo_lines() if line.startswith("model name")),
-                platform.processor() or "unknown CPU")
-
-
-def _cpuinfo_lines() -> list[str]:
-    try:
-        return Path("/proc/cpuinfo").read_text().splitlines()
-    except OSError:  # not Linux
-        return []
-
-
 def use_bf16(precision: str, device: torch.device) -> bool:
     if precision not in ("auto", "bf16", "fp32"):
         raise TrainingSetupError(f"precision must be auto, bf16 or fp32, not {precision!r}")
@@ -181,83 +151,6 @@ def load_training_data(cfg: TrainConfig, log=print, preprocess: PreprocessConfig
             decoded = cached_decode(load_dataset(data, split="training"), preprocess, log=log)
         parts.append(decoded)
     return from_sources(parts)
-
-
-def grouped_folds(decoded: DecodedSet, n_splits: int, seed: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-    """(train, held-out) indices for each of n_splits folds: whole near-duplicate groups go to one side,
-    stratified by source and tumor type (by the binary label where types are unknown)."""
-    label = np.where(decoded.tumor_type >= 0, decoded.tumor_type, decoded.tumor + len(TUMOR_TYPES))
-    source = np.unique(decoded.source, return_inverse=True)[1]
-    strata = source * (len(TUMOR_TYPES) + 2) + label  # one source: the type strata as before
-    folds = StratifiedGroupKFold(n_splits=n_splits, shuffle=True, random_state=seed)
-    for train_idx, val_idx in folds.split(np.zeros(len(strata)), strata, decoded.groups):
-        yield np.sort(train_idx), np.sort(val_idx)
-
-
-def grouped_split(decoded: DecodedSet, val_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Train/validation indices: the first of round(1 / val_fraction) grouped folds."""
-    return next(grouped_folds(decoded, max(2, round(1 / val_fraction)), seed))
-
-
-def model_validation_split(metadata: dict, decoded: DecodedSet) -> np.ndarray:
-    """The validation indices a trained model was chosen on, rebuilt from its metadata (seed and fraction), for
-    scoring it afterwards on images it did not train on. Refuses data that is not what it was trained on."""
-    if decoded.fingerprint != metadata["training"]["data_fingerprint"]:
-        raise ValueError("these images are not the data this model was trained on (data fingerprints differ)")
-    cfg = metadata["training"]["config"]
-    return grouped_split(decoded, cfg["val_fraction"], cfg["seed"])[1]
-
-
-# The training target of a tumor whose type is unknown (Br35H's "yes"), beside the TUMOR_TYPES indices.
-UNTYPED_TUMOR = len(TUMOR_TYPES)
-
-
-def cell_weights(targets: np.ndarray, source_ids: np.ndarray, num_sources: int, balance: float) -> np.ndarray:
-    """A weight per (source, target) cell, from the training images' counts: every target class present gets
-    the same total weight (the original study's balanced classes), and within a class each source's share
-    grows as count ** balance, so a small collection is neither drowned (balance 1: every image alike) nor
-    blown up to equal footing with a large one (0: every source alike). With one source these are the
-    'balanced' weights n / (k * count): the minority 'no tumor' class counts as much as the rest. Returns
-    (num_sources, num_targets), scaled so the mean weight per training image is 1."""
-    num_targets = int(targets.max()) + 1 if len(targets) else 1
-    counts = np.zeros((num_sources, max(num_targets, UNTYPED_TUMOR + 1)))
-    np.add.at(counts, (source_ids, targets), 1)
-    classes = counts.sum(0) > 0
-    share = np.where(counts > 0, counts ** balance, 0.0)
-    share = share / np.maximum(share.sum(0, keepdims=True), 1e-12) / classes.sum()
-    weights = np.where(counts > 0, share / np.maximum(counts, 1), 0.0) * len(targets)
-    # A cell absent from training (possible in a small validation split) weighs as its class's mean image.
-    mean_of_class = np.where(classes, weights.sum(0) / np.maximum((counts > 0).sum(0), 1), 1.0)
-    return np.where(counts > 0, weights, mean_of_class[None, :]).astype(np.float32)
-
-
-def per_image_loss(logits: torch.Tensor, targets: torch.Tensor, smoothing: float = 0.0) -> torch.Tensor:
-    """Cross-entropy per image. A sigmoid model: binary. A type model: over the four classes, except for an
-    UNTYPED_TUMOR target, where only P(tumor) = 1 - P(no tumor) is known: -log(1 - P(no tumor))."""
-    logits = logits.float()
-    if logits.shape[1] == 1:
-        soft = targets.float() * (1 - smoothing) + 0.5 * smoothing
-        return F.binary_cross_entropy_with_logits(logits[:, 0], soft, reduction="none")
-    untyped = targets == UNTYPED_TUMOR
-    typed = F.cross_entropy(logits, targets.clamp(max=logits.shape[1] - 1), reduction="none",
-                            label_smoothing=smoothing)
-    any_tumor = torch.logsumexp(logits, 1) - torch.logsumexp(logits[:, 1:], 1)
-    return torch.where(untyped, any_tumor, typed)
-
-
-def weighted_loss(logits: torch.Tensor, targets: torch.Tensor, weights: torch.Tensor, smoothing: float
-                  ) -> torch.Tensor:
-    """Mean of per_image_loss weighted by `weights`, one per image."""
-    per_image = per_image_loss(logits, targets, smoothing)
-    return (per_image * weights).sum() / weights.sum()
-
-
-def correct_predictions(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    """How many are right: the class for typed targets, tumor vs no tumor for UNTYPED_TUMOR."""
-    if logits.shape[1] == 1:
-        return ((logits[:, 0] > 0).long() == targets).sum()
-    pred = logits.argmax(1)
-    return torch.where(targets == UNTYPED_TUMOR, pred != 0, pred == targets).sum()
 
 
 def optimizer_step(step_model: torch.nn.Module, optimizer: torch.optim.Optimizer, x: torch.Tensor,
@@ -1127,11 +1020,6 @@ def fold_record(decoded: DecodedSet, fitted: Fitted, k: int, val_idx: np.ndarray
     return fold, rows
 
 
-def held_out_digest(decoded: DecodedSet, val_idx: np.ndarray) -> str:
-    """Which images a fold holds out, as a digest of their paths: a fold's teacher must have held out the same."""
-    return hashlib.sha256("\n".join(sorted(decoded.paths[val_idx].astype(str))).encode()).hexdigest()
-
-
 def save_fold_model(run_dir: Path, cfg: TrainConfig, data: Prepared, fitted: Fitted, k: int, train_idx: np.ndarray,
                     val_idx: np.ndarray, seconds: float, device: torch.device) -> Path:
     """--keep-fold-models: fold k's model, RUN_DIR/folds/fold-K.safetensors, with which images it held out (a
@@ -1191,49 +1079,6 @@ def finished_fold(run_dir: Path, k: int, cfg: TrainConfig, fingerprint: str) -> 
         raise TrainingSetupError(f"{path} was saved by another recipe or from other data; use a new "
                                  "--run-dir or delete that folder")
     return record
-
-
-def calibrate_ood(model_path: str | Path, decoded: DecodedSet, output: str | Path, val_fraction: float = 0.15,
-                  seed: int = 0, log=print) -> dict | None:
-    """Fit the out-of-distribution guard of a model on its training data: the grouped train split for the
-    feature model, the validation split for the alarm threshold. A model trained with synthetic lesions
-    learned from lesion-painted normals too, so they join both splits (one painted copy of each normal): an
-    image like them, a mass on a T2 or FLAIR slice, is what the model was made for, not a stranger.
-    Writes `output` with metadata["ood"]."""
-    from braintriage import ood
-    from braintriage.inference import Predictor
-
-    predictor = Predictor(model_path)
-    designs = ood.designs_for(predictor.network.available_guard_layers)  # a refit replaces any earlier guard whole
-    layers = ood.designs_layers(designs)
-    lesions = float(predictor.metadata.get("training", {}).get("config", {}).get("synthetic_lesions", 0))
-    train_idx, val_idx = grouped_split(decoded, val_fraction, seed)
-
-    def guard_images(idx: np.ndarray) -> np.ndarray:
-        if lesions <= 0:
-            return decoded.images[idx]
-        return np.concatenate([decoded.images[idx], painted_normals(decoded, idx, seed)])
-
-    train_features = predictor.pooled_by_layer(guard_images(train_idx), layers)
-    if train_features is None:
-        log("no out-of-distribution guard: this architecture has no pooled features")
-        return None
-    params = ood.fit_designs(train_features, predictor.pooled_by_layer(guard_images(val_idx), layers), designs)
-    params["synthetic_lesions"] = lesions > 0
-    update_metadata(model_path, output, {"ood": params})
-    log(f"out-of-distribution guard: threshold {params['threshold']:.2f} (validation false alarms "
-        f"{params['validation_false_alarm_rate']:.3f})" + (", fitted with lesion-painted normals" if lesions else ""))
-    return params
-
-
-def painted_normals(decoded: DecodedSet, idx: np.ndarray, seed: int) -> np.ndarray:
-    """One lesion-painted copy of each no-tumor image among idx (uint8), the same every call (a fixed seed)."""
-    normals = idx[decoded.tumor[idx] == 0]
-    images = torch.from_numpy(decoded.images[normals]).unsqueeze(1).float() / 255.0
-    zeros = torch.zeros(len(normals), dtype=torch.long)
-    painted, *_ = add_lesions(images, zeros, torch.ones(len(normals)), 1.0, 1, 1.0,
-                              torch.Generator().manual_seed(seed))
-    return (painted[:, 0] * 255.0).round().clamp(0, 255).to(torch.uint8).numpy()
 
 
 def write_csv(rows: list[dict], path: Path) -> None:

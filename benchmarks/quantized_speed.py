@@ -21,7 +21,6 @@ import json
 import subprocess
 import sys
 import tempfile
-import time
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timezone
 from pathlib import Path
@@ -31,11 +30,12 @@ import onnxruntime as ort
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from api_load import REPO, hardware  # noqa: E402
+from inference import best_throughput  # noqa: E402
 
 from braintriage.cache import cached_decode  # noqa: E402
 from braintriage.datasets import load_dataset  # noqa: E402
 from braintriage.modelfile import BUNDLED_MODEL, read_metadata  # noqa: E402
-from braintriage.network import MODEL_CHUNK, Network  # noqa: E402
+from braintriage.network import MODEL_CHUNK, Network, tumor_probability  # noqa: E402
 from braintriage.preprocess import PreprocessConfig  # noqa: E402
 
 SEED_SET = REPO.parent / "shared" / "data" / "brain-tumor-classification-mri"
@@ -60,20 +60,16 @@ def session(path: Path, quantized: bool) -> ort.InferenceSession:
     return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
 
-def images_per_s(sess: ort.InferenceSession, x: np.ndarray, passes: int = 3) -> float:
-    chunks = [x[k:k + MODEL_CHUNK] for k in range(0, len(x), MODEL_CHUNK)]
-    best = 0.0
+def images_per_s(sess: ort.InferenceSession, x: np.ndarray) -> float:
+    """Best of 3 passes (inference.best_throughput), chunks of MODEL_CHUNK run two side by side."""
     with ThreadPoolExecutor(2) as pool:
-        for _ in range(passes):
-            start = time.perf_counter()
-            list(pool.map(lambda c: sess.run(None, {"image": c}), chunks))
-            best = max(best, len(x) / (time.perf_counter() - start))
-    return best
+        return best_throughput(lambda images: list(pool.map(
+            lambda chunk: sess.run(None, {"image": chunk}),
+            [images[k:k + MODEL_CHUNK] for k in range(0, len(images), MODEL_CHUNK)])), x)
 
 
 def p_tumor(logits: np.ndarray) -> np.ndarray:
-    e = np.exp(logits - logits.max(axis=1, keepdims=True))
-    return 1 - e[:, 0] / e.sum(axis=1)
+    return tumor_probability(logits)[0]
 
 
 def quantized_copy(model: Path, folder: Path) -> Path:

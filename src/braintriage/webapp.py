@@ -242,14 +242,14 @@ def png_base64(picture: np.ndarray | Image.Image, **png_options) -> str:
     byte is its grey level and decoders read the same values: Pillow tries no PNG row filters on palette images,
     and with zlib's run-length strategy a 160-pixel scan encodes in 0.26 ms instead of 0.88, its PNG about a
     quarter larger (session 30, ad hoc)."""
-    buf = io.BytesIO()
-    if isinstance(picture, Image.Image) or picture.ndim != 2 or picture.dtype != np.uint8:
-        image = picture if isinstance(picture, Image.Image) else Image.fromarray(picture)
-        image.save(buf, format="PNG", compress_level=1, **png_options)
-    else:
+    if isinstance(picture, np.ndarray):
+        if picture.ndim != 2 or picture.dtype != np.uint8:
+            raise ValueError(f"a grey uint8 picture is (H, W), not {picture.dtype} {picture.shape}")
         grey = Image.frombytes("P", (picture.shape[1], picture.shape[0]), np.ascontiguousarray(picture).tobytes())
         grey.putpalette(GREY_PALETTE, rawmode="RGB")
-        grey.save(buf, format="PNG", compress_level=1, compress_type=zlib.Z_RLE, **png_options)
+        picture, png_options = grey, {"compress_type": zlib.Z_RLE, **png_options}
+    buf = io.BytesIO()
+    picture.save(buf, format="PNG", compress_level=1, **png_options)
     return base64.b64encode(buf.getvalue()).decode()
 
 

@@ -10,10 +10,11 @@ passes, on each runtime. Needs the train extra (PyTorch) for the comparison. Wit
 ensemble made by `braintriage ensemble`), its cold start and ONNX Runtime throughput too (each member reading
 its own preprocessing of the 394 images). End to end: `braintriage predict Testing/ --quiet` (394 files, a new
 process; a batch run that writes a CSV or nothing), median of 5; and the same without `--quiet`, its stdout a pipe
-(the terminal table of 394 rows, rendered by Rich), taking turns with it. With `--compare-with REV`, the cold
-start and the end-to-end run of that revision's code too (a temporary git worktree), in the same run, the
-runs taking turns (this machine's speed drifts by 10-20% over minutes). Run it on an idle machine with bytecode
-caching on (as an installed package has it; `env -u PYTHONDONTWRITEBYTECODE` where the environment turns it off).
+(the terminal table of 394 rows, printed by Rich as batches finish), taking turns with it. With `--compare-with
+REV`, the cold start and both end-to-end runs of that revision's code too (a temporary git worktree), in the
+same run, the runs taking turns (this machine's speed drifts by 10-20% over minutes). Run it on an idle machine
+with bytecode caching on (as an installed package has it; `env -u PYTHONDONTWRITEBYTECODE` where the environment
+turns it off).
 """
 
 from __future__ import annotations
@@ -66,11 +67,13 @@ def compare_with(revision: str, one: Path, runs: int) -> dict:
                             "old": ([*base, str(one), "--quiet"], tree, env)}, runs)
         testing = alternating({"new": ([*base, str(DATA / "Testing"), "--quiet"], None, None),
                                "new_table": ([*base, str(DATA / "Testing")], None, None),
-                               "old": ([*base, str(DATA / "Testing"), "--quiet"], tree, env)}, runs)
+                               "old": ([*base, str(DATA / "Testing"), "--quiet"], tree, env),
+                               "old_table": ([*base, str(DATA / "Testing")], tree, env)}, runs)
     return {"new": {"braintriage_predict_one_jpg": cold["new"], "testing_seconds": testing["new"],
                     "testing_with_table_seconds": testing["new_table"]},
             "old": {"revision": revision, "braintriage_predict_one_jpg": round(cold["old"], 3),
-                    "predict_testing_end_to_end_images_per_s": round(394 / testing["old"], 1)}}
+                    "predict_testing_end_to_end_images_per_s": round(394 / testing["old"], 1),
+                    "predict_testing_with_terminal_table_images_per_s": round(394 / testing["old_table"], 1)}}
 
 
 def best_throughput(score, images: np.ndarray, passes: int = 3) -> float:

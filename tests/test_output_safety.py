@@ -1,4 +1,5 @@
-"""What a user reads or opens is exactly the file names given: never markup, never a spreadsheet formula."""
+"""What a user reads or opens is exactly the file names given: never markup, never a spreadsheet formula, never a
+terminal control code."""
 
 import csv
 
@@ -20,7 +21,7 @@ def test_formula_like_cells_are_neutralised_and_others_left_alone():
 def test_predict_prints_markup_like_names_literally_and_writes_inert_csv_cells(tmp_path, monkeypatch):
     folder = tmp_path / "scans"
     (folder / "x[").mkdir(parents=True)  # with the file inside it, the path reads x[/bold].jpg
-    names = ["x[/bold].jpg", "red[bold]BIG.jpg", "=HYPERLINK(1).png"]
+    names = ["x[/bold].jpg", "red[bold]BIG.jpg", "=HYPERLINK(1).png", "clear\x1b[2J\x07.png"]
     for name in names:
         Image.fromarray(synthetic_slice()).save(folder / name)
     out = tmp_path / "r.csv"
@@ -29,9 +30,10 @@ def test_predict_prints_markup_like_names_literally_and_writes_inert_csv_cells(t
     assert result.exit_code == 0, result.output
     for name in names[:2]:
         assert name in result.output
+    assert "clear\\x1b[2J\\x07.png" in result.output and "\x1b" not in result.output and "\x07" not in result.output
     rows = list(csv.DictReader(out.open()))
     paths = sorted(r["path"] for r in rows)
-    assert len(rows) == 3 and "'=HYPERLINK(1).png" in paths and "x[/bold].jpg" in paths
+    assert len(rows) == 4 and "'=HYPERLINK(1).png" in paths and "x[/bold].jpg" in paths
 
 
 def test_extreme_shapes_and_foreign_formats_are_refused_from_the_header(tmp_path):

@@ -42,6 +42,32 @@ def test_predictions_do_not_depend_on_batching(predictor, image_folder):
     assert np.allclose(one_by_one, together, atol=1e-5)
 
 
+def test_results_come_in_input_order_as_soon_as_their_slices_are_scored(predictor):
+    from PIL import Image
+
+    from braintriage.inference import Predictor
+    from braintriage.scans import ScanItem, Slice
+    from conftest import synthetic_slice
+
+    def plain(name: str, seed: int) -> ScanItem:
+        return ScanItem(name, [Slice("1", lambda: Image.fromarray(synthetic_slice(seed=seed, lesion=seed % 2 == 0)))])
+
+    study = ScanItem("study", [plain(f"s{k}", 10 + k).slices[0] for k in range(6)], study="s")
+    items = [ScanItem("unlisted", error="no files found in this folder"), *(plain(f"p{k}", k) for k in range(5)),
+             study, plain("last", 9)]
+    small = Predictor(batch_size=4)  # 12 slices: batches of 4, the study's slices in all three
+    runs, run = [], small.network.run
+    small.network.run = lambda *a: (runs.append(1), run(*a))[1]
+    arrived = [([r.path for r in chunk], len(runs)) for chunk in small.predict_as_ready(items)]
+    # (paths, batches scored when they came): the unlisted item before any; the study after its last slice's batch
+    assert arrived == [(["unlisted"], 0), (["p0", "p1", "p2", "p3"], 1), (["p4"], 2), (["study", "last"], 3)]
+    streamed = {r.path: r for r in small.predict_items(items)}
+    for it in items[1:]:  # the same result as the item alone, in the default batches
+        alone = predictor.predict_items([it])[0]
+        assert abs(streamed[it.path].tumor_probability - alone.tumor_probability) < 1e-5
+        assert streamed[it.path].verdict == alone.verdict and streamed[it.path].top_slices == alone.top_slices
+
+
 def test_cli_exit_codes_and_csv(image_folder, tmp_path):
     out = tmp_path / "p.csv"
     ok = runner.invoke(app, ["predict", str(image_folder), "--output", str(out), "--types"])
@@ -72,6 +98,22 @@ def test_cli_exit_codes_and_csv(image_folder, tmp_path):
     missing_model = runner.invoke(app, ["predict", str(image_folder), "--model", str(tmp_path / "nope")])
     assert missing_model.exit_code == 2 and "model file not found" in missing_model.output
     assert runner.invoke(app, ["predict"]).exit_code == 2  # usage error
+
+
+def test_the_terminal_table_has_one_line_per_scan_under_the_folder_they_share(image_folder):
+    (image_folder / "bad.png").write_bytes(b"garbage")
+    result = runner.invoke(app, ["predict", str(image_folder), str(image_folder / "gone.jpg")])
+    assert result.exit_code == 1 and result.stderr == "2 of 6 rows had errors\n"
+    lines = result.stdout.splitlines()
+    assert lines[0].startswith("braintriage (efficientnet-lite0 ") and lines[1] == f"paths under {image_folder}/"
+    names = ["bad.png", "scan0.jpg", "scan1.png", "scan2.bmp", "scan3.tif", "gone.jpg"]  # as listed: sorted, then
+    rows = lines[3:3 + len(names)]
+    assert [row.split()[0] for row in rows] == names
+    assert rows[0].endswith("Could not be read (not an image file PIL can decode (JPEG, PNG, BMP, TIFF))")
+    assert rows[-1].endswith("Could not be read (file not found)")
+    assert all("%)  " in row for row in rows[1:-1])  # a suspicion and its P(tumor), then the verdict
+    assert lines[3 + len(names)] == "4 cannot assess, 2 error"  # synthetic slices do not look like MRI
+    assert lines[-1].startswith("Decision support only")
 
 
 def test_cli_evaluate_rejects_an_unknown_layout(tmp_path, image_folder):

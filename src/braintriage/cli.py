@@ -344,17 +344,15 @@ def predict(
     one row per image or study.
     Exit code 1 if any file failed."""
     from braintriage.inference import Predictor
-    from braintriage.results import print_predictions, write_predictions_csv
+    from braintriage.results import triage, write_predictions_csv
     from braintriage.scans import items_from_paths
 
     with user_errors():
         predictor = Predictor(model)
-    results = predictor.predict_items(items_from_paths(list(paths), show_identifiers, axis))
+    results = triage(predictor, items_from_paths(list(paths), show_identifiers, axis), table=not quiet)
     if output:
         raw_types = types and predictor.metadata["output"] == "softmax"
         write_predictions_csv(results, output, predictor, with_types=raw_types)
-    if not quiet:
-        print_predictions(results, predictor)
     failed = sum(r.error is not None for r in results)
     if failed:
         click.echo(f"{failed} of {len(results)} rows had errors", err=True)

@@ -142,30 +142,48 @@ class Predictor:
         verdict is the maximum of its slice scores smoothed over SMOOTHING neighbouring slices (one bright
         artefact on a single slice counts less than evidence on adjacent slices), with its TOP_SLICES most
         suspicious slices."""
-        *_, results = self.predict_in_steps(items, heatmaps)
-        return results
+        return [r for finished in self.predict_as_ready(items, heatmaps) for r in finished]
 
-    def _decode(self, slice_: Slice) -> tuple[list[np.ndarray], float] | str:
-        """One slice decoded and preprocessed for each model input, with its frame level (as decoded: padding
-        would hide a bright frame); or the error message."""
-        try:
-            image = slice_.load()
-            return [preprocess(image, config) for config in self.input_preprocess], ood.border_level(image)
-        except ImageReadError as e:
-            return str(e)
+    def predict_as_ready(self, items: list[ScanItem], heatmaps: bool = False) -> Iterator[list[Prediction]]:
+        """`predict_items` as it goes: after each batch, the results of the items it finished, in item order
+        (the terminal table prints them while the next batch runs)."""
+        for step in self._steps(items, heatmaps):
+            if isinstance(step, list) and step:
+                yield step
 
     def predict_in_steps(self, items: list[ScanItem], heatmaps: bool = False) -> Iterator[str | list[Prediction]]:
         """`predict_items` one batch of slices at a time: yields DECODED when a batch is decoded (the next step
-        runs the model on it), SCORED when it is scored, and the results last. The web app decodes outside
+        runs the model on it), SCORED when it is scored, and all the results last. The web app decodes outside
         its model lock and holds the lock for one batch at a time, so a 1,000-slice study lets a single scan
         through between its batches."""
+        results = []
+        for step in self._steps(items, heatmaps):
+            if isinstance(step, list):
+                results += step
+            else:
+                yield step
+        yield results
+
+    def _steps(self, items: list[ScanItem], heatmaps: bool) -> Iterator[str | list[Prediction]]:
+        """The one scoring loop: DECODED and SCORED for each batch of slices, and after each batch the results
+        of the items whose slices are now all done (an item that could not be listed is done at once)."""
         slices = [SliceResults.empty(len(it.slices)) for it in items]
         todo = [(i, j) for i, it in enumerate(items) if it.error is None for j in range(len(it.slices))]
         batches = [todo[k:k + self.batch_size] for k in range(0, len(todo), self.batch_size)]
+        last_batch = {i: k // self.batch_size for k, (i, _) in enumerate(todo)}  # where each item's slices end
+        finished = 0  # items summarised so far: always a prefix of `items`
+
+        def summarised_up_to(batch: int) -> list[Prediction]:  # every item done once batch `batch` is
+            nonlocal finished
+            start = finished
+            while finished < len(items) and last_batch.get(finished, -1) <= batch:
+                finished += 1
+            return [summarise(items[i], slices[i], self.rules) for i in range(start, finished)]
 
         def decoding(batch):  # started ahead: the next batch decodes while the model scores this one
             return [self._decoder.submit(self._decode, items[i].slices[j]) for i, j in batch]
 
+        yield summarised_up_to(-1)
         upcoming = decoding(batches[0]) if batches else []
         for b, batch in enumerate(batches):
             decoded_batch = [f.result() for f in upcoming]
@@ -176,12 +194,20 @@ class Predictor:
                     slices[i].errors[j] = decoded
                 else:
                     ok.append(((i, j), decoded))
-            if not ok:
-                continue
-            yield DECODED
-            self._score_batch(ok, slices, heatmaps)
-            yield SCORED
-        yield [summarise(item, found, self.rules) for item, found in zip(items, slices)]
+            if ok:
+                yield DECODED
+                self._score_batch(ok, slices, heatmaps)
+                yield SCORED
+            yield summarised_up_to(b)
+
+    def _decode(self, slice_: Slice) -> tuple[list[np.ndarray], float] | str:
+        """One slice decoded and preprocessed for each model input, with its frame level (as decoded: padding
+        would hide a bright frame); or the error message."""
+        try:
+            image = slice_.load()
+            return [preprocess(image, config) for config in self.input_preprocess], ood.border_level(image)
+        except ImageReadError as e:
+            return str(e)
 
     def _score_batch(self, decoded: list[tuple[tuple[int, int], tuple[list[np.ndarray], float]]],
                      slices: list[SliceResults], heatmaps: bool) -> None:

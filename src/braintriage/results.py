@@ -1,7 +1,10 @@
-"""Prediction results for people and spreadsheets: the terminal table and the CSV file."""
+"""Prediction results for people and spreadsheets: the terminal table (printed as results come) and the CSV
+file."""
 
 from __future__ import annotations
 
+import os
+import re
 from collections import Counter
 from datetime import datetime, timezone
 from pathlib import Path
@@ -9,6 +12,7 @@ from pathlib import Path
 from braintriage import verdicts
 from braintriage.csv_cells import write_csv_rows
 from braintriage.inference import Prediction, Predictor
+from braintriage.scans import ScanItem
 
 # One row per plain image or per study (DICOM series, multi-frame file, NIfTI volume): `study` names a study
 # (a hash of its Study Instance UID, or the volume's file name), `slices` counts its slices and `top_slices`
@@ -54,48 +58,99 @@ def write_predictions_csv(results: list[Prediction], path: str | Path, predictor
 
 STYLES = {verdicts.TUMOR_SUSPECTED: "bold yellow", verdicts.CANNOT_ASSESS: "magenta", verdicts.UNCERTAIN: "cyan",
           verdicts.NO_TUMOR_DETECTED: "green", verdicts.ERROR: "red"}
+# Control characters (an escape sequence in a file name would drive the terminal) and bidirectional overrides
+# (which reorder what follows them on screen) are shown as their escapes; Rich strips only a few of them.
+UNPRINTABLE = re.compile("[\x00-\x1f\x7f-\x9f\u200e\u200f\u202a-\u202e\u2066-\u2069]")
+PATH_COLUMN_MAX = 48  # wider paths push their own line's other columns right, not every line's
+SCORE_COLUMN = "suspicion (P(tumor))"
 
 
-def verdict_cell(r: Prediction) -> str:
-    """The verdict in words, styled; what else a reader must know about this row after it."""
-    from rich.markup import escape  # a file named "x[/bold].jpg" is a name, not markup
+def triage(predictor: Predictor, items: list[ScanItem], table: bool) -> list[Prediction]:
+    """Score `items`; with `table`, print each batch's rows on the terminal while the next batch is scored."""
+    printer = TerminalTable(predictor, [it.path for it in items]) if table else None
+    results: list[Prediction] = []
+    for finished in predictor.predict_as_ready(items):
+        results += finished
+        if printer:
+            printer.add(finished)
+    if printer:
+        printer.close(results)
+    return results
 
-    style = STYLES[r.verdict]
-    text = f"[{style}]{verdicts.HEADLINES[r.verdict]}[/{style}]"
+
+class TerminalTable:
+    """One line per image or study, in input order, printed as results come: the path (under the folder the
+    paths share, named once above), the suspicion and the verdict, with what else a reader must know after it.
+    Lines are never cut: a long one wraps on the terminal. Nothing here is read as markup, and control
+    characters are printed as their escapes (`printable`)."""
+
+    def __init__(self, predictor: Predictor, paths: list[str]):
+        from rich.console import Console
+
+        self.console = Console(highlight=False)
+        self.folder = shared_folder(paths)
+        self.path_width = min(PATH_COLUMN_MAX, max((len(self.shown_path(p)) for p in paths), default=4))
+        low, high = predictor.band
+        self.console.print(f"braintriage ({predictor.model_id}): tumor suspected at P >= {high:.3f}, "
+                           f"uncertain from {low:.3f}", style="bold", markup=False, soft_wrap=True)
+        if self.folder:
+            self.console.print(f"paths under {printable(self.folder)}{os.sep}", markup=False, soft_wrap=True)
+        self.console.print(f"{'path'.ljust(self.path_width)}  {SCORE_COLUMN}  verdict", style="bold",
+                           markup=False, soft_wrap=True)
+
+    def shown_path(self, path: str) -> str:
+        return printable(path[len(self.folder) + len(os.sep):] if self.folder else path)
+
+    def add(self, results: list[Prediction]) -> None:
+        from rich.text import Text
+
+        self.console.print(Text("\n").join(self.line(r) for r in results), soft_wrap=True)
+
+    def line(self, r: Prediction):
+        from rich.text import Text
+
+        score = "" if r.tumor_probability is None else \
+            f"{r.suspicion} ({verdicts.probability_text(r.tumor_probability)})"
+        return Text.assemble(self.shown_path(r.path).ljust(self.path_width), "  ", score.rjust(len(SCORE_COLUMN)),
+                             "  ", *verdict_parts(r))
+
+    def close(self, results: list[Prediction]) -> None:
+        self.console.print(summary(results), markup=False, soft_wrap=True)
+        self.console.print(NOTICE, style="dim", markup=False, soft_wrap=True)
+
+
+def printable(text: str) -> str:
+    """`text` with each control character written as its escape: "a\\x1b[2J.png", not a cleared screen."""
+    return UNPRINTABLE.sub(lambda m: repr(m.group())[1:-1], text)
+
+
+def shared_folder(paths: list[str]) -> str:
+    """The folder every path is under, as the paths spell it ("" for one path, or none shared)."""
+    if len(paths) < 2:
+        return ""
+    try:
+        folder = os.path.commonpath([os.path.dirname(p) for p in paths])
+    except ValueError:  # absolute and relative paths mixed
+        return ""
+    if folder in ("", os.sep) or not all(p.startswith(folder + os.sep) for p in paths):
+        return ""
+    return folder
+
+
+def verdict_parts(r: Prediction) -> list[tuple[str, str] | str]:
+    """The verdict in words, styled, then what else a reader must know about this row (Text.assemble parts)."""
+    parts: list[tuple[str, str] | str] = [(verdicts.HEADLINES[r.verdict], STYLES[r.verdict])]
     if r.verdict == verdicts.ERROR:
-        return text + f" [red]({escape(r.error or '')})[/red]"
-    if r.verdict == verdicts.CANNOT_ASSESS and r.warning:
-        text += f" [magenta]({escape(r.warning)})[/magenta]"
-    elif r.warning:
-        text += f" [magenta]({escape(r.warning)})[/magenta]"
+        return parts + [(f" ({printable(r.error or '')})", "red")]
+    if r.warning:
+        parts.append((f" ({printable(r.warning)})", "magenta"))
     if r.shown_type:
-        text += f"; type: {r.shown_type.replace('_', ' ')}"
+        parts.append(f"; type: {r.shown_type.replace('_', ' ')}")
     if r.verdict == verdicts.NO_TUMOR_DETECTED:
-        text += f". [dim]{verdicts.CLEAR_CAUTION}[/dim]"
+        parts.append((f". {verdicts.CLEAR_CAUTION}", "dim"))
     if r.error:
-        text += f" [red]({escape(r.error)})[/red]"
-    return text
-
-
-def print_predictions(results: list[Prediction], predictor: Predictor) -> None:
-    from rich.console import Console
-    from rich.markup import escape
-    from rich.table import Table
-
-    low, high = predictor.band
-    table = Table(title=f"braintriage ({escape(predictor.model_id)}; suspected at P >= {high:.3f}, uncertain "
-                        f"from {low:.3f})", caption=NOTICE)
-    studies = any(r.study for r in results)
-    table.add_column("path", overflow="fold")
-    if studies:
-        table.add_column("study (slices; most suspicious)", overflow="fold")
-    table.add_column("suspicion (P(tumor))", justify="right")
-    table.add_column("verdict")
-    for r in results:
-        study = [escape(f"{r.study} ({r.slices}; {', '.join(r.top_slices)})") if r.study else ""] if studies else []
-        score = ("" if r.tumor_probability is None else
-                 f"{r.suspicion} ({verdicts.probability_text(r.tumor_probability)})")
-        table.add_row(escape(r.path), *study, score, verdict_cell(r))
-    console = Console()
-    console.print(table)
-    console.print(summary(results))
+        parts.append((f" ({printable(r.error)})", "red"))
+    if r.study:
+        study = f"; study {r.study} ({r.slices} slices; most suspicious {', '.join(r.top_slices)})"
+        parts.append((printable(study), "dim"))
+    return parts

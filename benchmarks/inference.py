@@ -9,7 +9,7 @@ the 394 `Testing` images, preprocessed once, scored in batches of 32 by the bund
 passes, on each runtime. Needs the train extra (PyTorch) for the comparison. With `--ensemble FILE` (an
 ensemble made by `braintriage ensemble`), its cold start and ONNX Runtime throughput too (each member reading
 its own preprocessing of the 394 images). End to end: `braintriage predict Testing/ --quiet` (394 files, a new
-process; a batch run that writes a CSV or nothing), median of 5; and the same without `--quiet`, its stdout a pipe
+process; a batch run that writes a CSV or nothing), median of 5 (`--runs`); and the same without `--quiet`, its stdout a pipe
 (the terminal table of 394 rows, printed by Rich as batches finish), taking turns with it. With `--compare-with
 REV`, the cold start and both end-to-end runs of that revision's code too (a temporary git worktree), in the
 same run, the runs taking turns (this machine's speed drifts by 10-20% over minutes). Run it on an idle machine
@@ -90,19 +90,20 @@ def main() -> None:
     ap.add_argument("--output", type=Path, default=REPO / "benchmarks" / "inference.json")
     ap.add_argument("--ensemble", type=Path, help="also time this ensemble model file")
     ap.add_argument("--compare-with", help="a git revision whose cold start and end-to-end run to time too")
+    ap.add_argument("--runs", type=int, default=5, help="turns of each end-to-end and cold-start command (median)")
     args = ap.parse_args()
     one = DATA / "Testing/glioma_tumor/image(1).jpg"
     cli = [sys.executable, "-m", "braintriage", "predict", str(one), "--quiet"]
     testing = [sys.executable, "-m", "braintriage", "predict", str(DATA / "Testing"), "--quiet"]
     old = None
     if args.compare_with:
-        both = compare_with(args.compare_with, one, runs=5)
+        both = compare_with(args.compare_with, one, runs=args.runs)
         cold_predict, end_to_end = both["new"]["braintriage_predict_one_jpg"], 394 / both["new"]["testing_seconds"]
         with_table = 394 / both["new"]["testing_with_table_seconds"]
         old = both["old"]
     else:
-        cold_predict = median_seconds(cli)
-        runs = alternating({"quiet": (testing, None, None), "table": (testing[:-1], None, None)}, 5)
+        cold_predict = median_seconds(cli, args.runs)
+        runs = alternating({"quiet": (testing, None, None), "table": (testing[:-1], None, None)}, args.runs)
         end_to_end, with_table = 394 / runs["quiet"], 394 / runs["table"]
     import tempfile
 
@@ -162,7 +163,7 @@ def main() -> None:
             "size_mb": round(args.ensemble.stat().st_size / 1e6, 2),
             "cold_start_seconds_predict_one_jpg": round(cold_ensemble, 3),
             "onnxruntime_images_per_s": round(ensemble_ips, 1)}} if args.ensemble else {}),
-        "batch": 32, "images": len(images), "image_size": meta["input"]["preprocess"]["size"],
+        "batch": 32, "images": len(images), "runs": args.runs, "image_size": meta["input"]["preprocess"]["size"],
         "model": meta["architecture"],
     }
     args.output.write_text(json.dumps(record, indent=2) + "\n")

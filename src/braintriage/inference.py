@@ -183,8 +183,8 @@ class Predictor:
         def decoding(batch):  # started ahead: the next batch decodes while the model scores this one
             return [self._decoder.submit(self._decode, items[i].slices[j]) for i, j in batch]
 
-        yield summarised_up_to(-1)
         upcoming = decoding(batches[0]) if batches else []
+        yield summarised_up_to(-1)
         for b, batch in enumerate(batches):
             decoded_batch = [f.result() for f in upcoming]
             upcoming = decoding(batches[b + 1]) if b + 1 < len(batches) else []

@@ -67,14 +67,15 @@ SCORE_COLUMN = "suspicion (P(tumor))"
 
 def triage(predictor: Predictor, items: list[ScanItem], table: bool) -> list[Prediction]:
     """Score `items`; with `table`, print each batch's rows on the terminal while the next batch is scored."""
-    printer = TerminalTable(predictor, [it.path for it in items]) if table else None
     results: list[Prediction] = []
+    printer = None
     for finished in predictor.predict_as_ready(items):
         results += finished
-        if printer:
+        if table:  # the table starts once the model has: its header (Rich, the model's digest) holds up no batch
+            printer = printer or TerminalTable(predictor, [it.path for it in items])
             printer.add(finished)
-    if printer:
-        printer.close(results)
+    if table:
+        (printer or TerminalTable(predictor, [it.path for it in items])).close(results)
     return results
 
 

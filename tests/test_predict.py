@@ -114,6 +114,9 @@ def test_the_terminal_table_has_one_line_per_scan_under_the_folder_they_share(im
     assert all("%)  " in row for row in rows[1:-1])  # a suspicion and its P(tumor), then the verdict
     assert lines[3 + len(names)] == "4 cannot assess, 2 error"  # synthetic slices do not look like MRI
     assert lines[-1].startswith("Decision support only")
+    coloured = runner.invoke(app, ["predict", str(image_folder)], color=True)  # as on a terminal
+    plain = runner.invoke(app, ["predict", str(image_folder)], color=True, env={"NO_COLOR": "1"})
+    assert "\x1b[35mCould not be assessed" in coloured.stdout and "\x1b" not in plain.stdout
 
 
 def test_cli_evaluate_rejects_an_unknown_layout(tmp_path, image_folder):

@@ -4,6 +4,7 @@ import pytest
 import torch
 
 from braintriage.augment import AugmentPolicy
+from braintriage.crossval import cross_validation
 from braintriage.distill import distillation_loss, resized_views
 from braintriage.modelfile import file_digest, read_metadata
 from braintriage.train import TrainConfig, TrainingSetupError, teacher_leak, train
@@ -92,8 +93,9 @@ def test_a_teacher_that_cannot_teach_the_run_is_refused(tmp_path, monkeypatch):
                 "it needs --lesion-copies": dict(data=str(tmp_path / "data"), image_size=48, teacher=str(big),
                                                  synthetic_lesions=0.5, distill_painted=False)}
     for message, changes in refusals.items():
+        run = cross_validation if changes.get("folds") else train
         with pytest.raises(TrainingSetupError, match=message):
-            train(TrainConfig(output=str(tmp_path / "never.safetensors"), **common, **changes), **QUIET)
+            run(TrainConfig(output=str(tmp_path / "never.safetensors"), **common, **changes), **QUIET)
 
 
 def test_a_cross_validation_learns_from_the_teacher_of_each_fold(tmp_path, monkeypatch):
@@ -105,22 +107,22 @@ def test_a_cross_validation_learns_from_the_teacher_of_each_fold(tmp_path, monke
     common = dict(data=str(tmp_path / "data"), architecture="resnet18-w32", batch_size=8, patience=100,
                   augment=NO_AUGMENT, epochs=1, folds=2, seed=5)
     teachers = tmp_path / "teacher-cv"
-    result = train(TrainConfig(**common, image_size=48, run_dir=str(teachers), keep_fold_models=True), **QUIET)
+    result = cross_validation(TrainConfig(**common, image_size=48, run_dir=str(teachers), keep_fold_models=True), **QUIET)
     assert result["pooled_out_of_fold"]
     folds = teachers / "folds"
     assert [read_metadata(folds / f"fold-{k}.safetensors")["cv_fold"]["fold"] for k in (1, 2)] == [1, 2]
 
     student = dict(common, image_size=32, run_dir=str(tmp_path / "student-cv"), teacher=str(folds))
-    first = train(TrainConfig(**student, only_fold=1), **QUIET)
+    first = cross_validation(TrainConfig(**student, only_fold=1), **QUIET)
     assert first == {"folds": 2, "finished": [1], "missing": [2]}
-    both = train(TrainConfig(**student), **QUIET)  # fold 1 read back, fold 2 trained
+    both = cross_validation(TrainConfig(**student), **QUIET)  # fold 1 read back, fold 2 trained
     assert [f["fold"] for f in both["per_fold"]] == [1, 2] and both["config"]["teacher"] == str(folds)
 
     other = dict(common, image_size=48, seed=6, run_dir=str(tmp_path / "other-cv"), keep_fold_models=True)
-    train(TrainConfig(**other, only_fold=1), **QUIET)
+    cross_validation(TrainConfig(**other, only_fold=1), **QUIET)
     with pytest.raises(TrainingSetupError, match="held out other images than fold 1"):
         leaky = dict(student, run_dir=str(tmp_path / "leaky"), teacher=str(tmp_path / "other-cv" / "folds"))
-        train(TrainConfig(**leaky, only_fold=1), **QUIET)
+        cross_validation(TrainConfig(**leaky, only_fold=1), **QUIET)
 
 
 def test_a_leave_source_out_student_needs_a_teacher_that_held_out_the_same_source():

@@ -10,6 +10,7 @@ from click.testing import CliRunner
 
 from braintriage.augment import AugmentPolicy
 from braintriage.cli import app
+from braintriage.crossval import cross_validation
 from braintriage.inference import Predictor
 from braintriage.model_card import _operating_point_lines
 from braintriage.modelfile import ModelFileError, read_metadata
@@ -28,7 +29,7 @@ def model_and_cv(tmp_path_factory) -> tuple[Path, TrainConfig]:
                       run_dir=str(folder / "run"), image_size=48, architecture="resnet18-w32", epochs=1,
                       batch_size=8, val_fraction=0.25, patience=100, seed=1, augment=NO_AUGMENT)
     train(cfg, log=lambda *_: None)
-    train(dataclasses.replace(cfg, folds=2, run_dir=str(folder / "cv")), log=lambda *_: None)
+    cross_validation(dataclasses.replace(cfg, folds=2, run_dir=str(folder / "cv")), log=lambda *_: None)
     return Path(cfg.output), cfg
 
 
@@ -72,7 +73,7 @@ def test_threshold_is_the_most_sensitive_one_keeping_out_of_fold_specificity(mod
 def test_a_cross_validation_of_another_recipe_or_other_data_is_refused(model_and_cv, tmp_path):
     model, cfg = model_and_cv
     other = dataclasses.replace(cfg, folds=2, epochs=2, run_dir=str(tmp_path / "cv-other"))
-    train(other, log=lambda *_: None)
+    cross_validation(other, log=lambda *_: None)
     with pytest.raises(ModelFileError, match="another recipe: epochs: 1 \\(model\\) vs 2"):
         threshold_from_cv(model, tmp_path / "cv-other", tmp_path / "x.onnx")
     cv_json = tmp_path / "cv-other" / "cv.json"

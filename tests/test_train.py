@@ -9,11 +9,12 @@ from PIL import Image
 
 from braintriage.augment import AugmentPolicy
 from braintriage.cache import DecodedSet
+from braintriage.crossval import cross_validation
 from braintriage.datasets import load_dataset
 from braintriage.model_card import _recipe_extras
 from braintriage.modelfile import read_metadata
 from braintriage.splits import model_validation_split
-from braintriage.train import TrainConfig, fit_temperature, train
+from braintriage.train import TrainConfig, TrainingSetupError, fit_temperature, train
 from conftest import blocks, tiny_type_cache
 
 NO_AUGMENT = AugmentPolicy(zoom=(1, 1), rotation_degrees=0, brightness=(1, 1))
@@ -53,13 +54,32 @@ def test_a_short_run_on_real_images_lowers_the_loss_and_writes_a_model(real_subs
         assert (Path(cfg.run_dir) / name).stat().st_size > 0
 
 
+def test_the_train_command_with_folds_cross_validates_and_writes_no_model(tmp_path, monkeypatch):
+    from click.testing import CliRunner
+
+    from braintriage.cli import app
+
+    monkeypatch.setenv("BRAINTRIAGE_CACHE", str(tmp_path / "cache"))
+    cache = tiny_type_cache(tmp_path, per_class=6)
+    args = ["train", str(cache), "--output", str(tmp_path / "m.safetensors"), "--run-dir", str(tmp_path / "cv"),
+            "--arch", "resnet18-w32", "--image-size", "48", "--epochs", "1", "--batch-size", "8", "--folds", "2"]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert json.loads((tmp_path / "cv" / "cv.json").read_text())["folds"] == 2
+    assert "pooled out-of-fold: threshold" in result.output and not (tmp_path / "m.safetensors").exists()
+    refused = CliRunner().invoke(app, [*args[:-2], "--folds", "1"])
+    assert refused.exit_code == 2 and "needs --folds of at least 2" in refused.output
+    with pytest.raises(TrainingSetupError, match="crossval.cross_validation"):  # never one model quietly
+        train(TrainConfig(data=str(cache), folds=2))
+
+
 @pytest.mark.dataset
 def test_grouped_cross_validation_reports_mean_and_spread(real_subset, tmp_path, monkeypatch):
     monkeypatch.setenv("BRAINTRIAGE_CACHE", str(tmp_path / "cache"))
     cfg = TrainConfig(data=str(real_subset), output=str(tmp_path / "unused.safetensors"),
                       run_dir=str(tmp_path / "cv"), image_size=48, epochs=2, batch_size=16, folds=3,
                       augment=NO_AUGMENT)
-    result = train(cfg, log=lambda *_: None)
+    result = cross_validation(cfg, log=lambda *_: None)
     saved = json.loads((tmp_path / "cv" / "cv.json").read_text())
     assert saved["folds"] == 3 and len(saved["per_fold"]) == 3
     assert saved["preprocess"]["size"] == 48 and saved["config"]["epochs"] == 2  # what was cross-validated
@@ -83,21 +103,21 @@ def test_grouped_cross_validation_reports_mean_and_spread(real_subset, tmp_path,
     (tmp_path / "cv" / "folds" / "fold-2.json").unlink()
     (tmp_path / "cv" / "cv.json").unlink()
     lines = []
-    resumed = train(cfg, log=lines.append)
+    resumed = cross_validation(cfg, log=lines.append)
     assert [k for k in (1, 2, 3) if any(f"fold {k}/3: finished by an earlier run" in line for line in lines)] == [1, 3]
     assert any(line.startswith("fold 2/3: ") and "held out" in line for line in lines)
     assert resumed["per_fold"][0] == saved["per_fold"][0] and resumed["per_fold"][2] == saved["per_fold"][2]
     assert sum(f["images"] for f in resumed["per_fold"]) == 64
     # Folds of another recipe are refused, never mixed in.
     with pytest.raises(ValueError, match="another recipe"):
-        train(dataclasses.replace(cfg, epochs=3), log=lambda *_: None)
+        cross_validation(dataclasses.replace(cfg, epochs=3), log=lambda *_: None)
     # Folds saved before a setting existed (here synthetic_lesions) still count: it was at its default then.
     for fold in (tmp_path / "cv" / "folds").glob("fold-*.json"):
         record = json.loads(fold.read_text())
         del record["config"]["synthetic_lesions"]
         fold.write_text(json.dumps(record))
     lines = []
-    train(cfg, log=lines.append)
+    cross_validation(cfg, log=lines.append)
     assert sum("finished by an earlier run" in line for line in lines) == 3
     assert saved["pooled_out_of_fold"]["at_specificity_0.95"]["specificity"] >= 0.95
     # One source here (the manifest): its share is the pooled result.

@@ -210,7 +210,8 @@ def train(
     """Train a model (from scratch, or fine-tune ImageNet weights) and write it as one model file."""
     with user_errors():
         from braintriage.augment import AugmentPolicy
-        from braintriage.train import TrainConfig, train as run_training
+        from braintriage.crossval import cross_validation
+        from braintriage.train import TrainConfig, train as train_one_model
 
     policy = AugmentPolicy(zoom=zoom, rotation_degrees=rotation, brightness=brightness, horizontal_flip=hflip,
                            translate=translate, gamma=gamma, noise=noise, blur=blur, bias_field=bias_field,
@@ -234,7 +235,7 @@ def train(
                       teacher=str(teacher) if teacher else None, distill_weight=distill_weight,
                       distill_temperature=distill_temperature, distill_painted=distill_painted)
     with user_errors():
-        run_training(cfg, log=click.echo)
+        (cross_validation if folds else train_one_model)(cfg, log=click.echo)
 
 
 @app.command()

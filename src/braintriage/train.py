@@ -11,8 +11,7 @@
      (with --ema-decay, of a moving average of the weights instead of the weights themselves)
   5. pick the operating threshold on validation for a target sensitivity; write the model file,
      the per-epoch CSV and the training-curve plot
-`--folds K` runs steps 2-4 K times on grouped folds instead, and reports mean and spread; each finished fold is
-kept, so the same command run again after an interruption trains only the missing folds.
+`--folds K` (crossval.py) runs steps 2-4 K times on grouped folds instead.
 `--holdout-source NAME` trains without one source and then evaluates the model on it (leave-source-out).
 """
 
@@ -41,15 +40,14 @@ from braintriage.distill import Teacher, describe_teacher, distillation_loss, re
 from braintriage.guard_fit import calibrate_ood
 from braintriage.hardware import hardware_name, native_bf16, pick_device
 from braintriage.losses import UNTYPED_TUMOR, cell_weights, correct_predictions, weighted_loss
-from braintriage.metrics import (METRIC_NAMES, binary_metrics, describe_per_source, per_source_metrics,
-                                 threshold_for_sensitivity, threshold_for_specificity, wilson_interval)
+from braintriage.metrics import binary_metrics, threshold_for_sensitivity, wilson_interval
 from braintriage.modelfile import file_digest, read_metadata, save_model
 from braintriage.pretrained import weights_package
 from braintriage.synthetic_lesions import add_lesions
 from braintriage.models import (DEFAULT_MODEL, FIXED_SIZE_MODELS, build_model, count_parameters, freeze_early_layers,
                                 normalised_views, to_model_input, tumor_probability)
 from braintriage.preprocess import PreprocessConfig
-from braintriage.splits import grouped_folds, grouped_split, held_out_digest
+from braintriage.splits import grouped_split
 
 
 class TrainingSetupError(ValueError):
@@ -779,6 +777,9 @@ def fit_temperature(logits: torch.Tensor, targets: torch.Tensor) -> float:
 
 
 def train(cfg: TrainConfig, log=print) -> dict:
+    """Train one model and write its model file (a cross-validation, `cfg.folds`, is crossval.py's)."""
+    if cfg.folds:
+        raise TrainingSetupError("a cross-validation trains no model file: run it with crossval.cross_validation")
     t_start = time.time()
     np.random.seed(cfg.seed)
     dist_info, device = start_distributed(cfg)
@@ -797,16 +798,10 @@ def _train(cfg: TrainConfig, dist_info: Distributed, device: torch.device, t_sta
     on_cuda = device.type == "cuda"
     if on_cuda:
         torch.backends.cudnn.benchmark = True
-    if cfg.only_fold and not (cfg.folds and 1 <= cfg.only_fold <= cfg.folds):
-        raise TrainingSetupError(f"--only-fold {cfg.only_fold} needs --folds of at least that many")
-    if cfg.teacher and Path(cfg.teacher).is_dir() and not cfg.folds:
+    if cfg.teacher and Path(cfg.teacher).is_dir():
         raise TrainingSetupError(f"{cfg.teacher} is a folder: fold teachers teach a cross-validation (--folds); "
                                  "give one model file")
     data = prepare_data(cfg, log)
-    if cfg.folds:
-        if dist_info.world > 1:
-            raise TrainingSetupError("--folds runs in one process; start it without torchrun")
-        return cross_validate(cfg, data, device, log)
     decoded = data.decoded
     train_idx, val_idx = grouped_split(decoded, cfg.val_fraction, cfg.seed)
     log(f"{len(decoded)} images: {len(train_idx)} train, {len(val_idx)} validation "
@@ -925,160 +920,6 @@ def recipe(cfg: TrainConfig) -> dict:
     """The training settings, without the paths: what a model file and cv.json record."""
     return {k: v for k, v in asdict(cfg).items()
             if k not in ("data", "output", "run_dir", "only_fold", "keep_fold_models")}
-
-
-def cross_validate(cfg: TrainConfig, data: Prepared, device: torch.device, log=print) -> dict:
-    """Grouped, stratified k-fold cross-validation of the recipe: each fold trains on the others and is
-    scored on its held-out groups (at threshold 0.5; held-out loss; tumor-type accuracy). The out-of-fold
-    predictions of all images go to RUN_DIR/oof.csv, and the pooled summary names the most sensitive
-    threshold that keeps out-of-fold specificity >= 0.95. Early stopping watches the held-out fold too, so
-    the numbers lean slightly optimistic. No model is written (train again without --folds for that), except
-    each fold's with --keep-fold-models. Folds finished by an earlier, interrupted run of the same recipe on the
-    same data are read back, not retrained (with --keep-fold-models, only those whose model is there too);
-    with --only-fold K only fold K trains, and the summary waits until every fold is done."""
-    decoded = data.decoded
-    run_dir = Path(cfg.run_dir)
-    per_fold, oof_rows, missing = [], [], []
-    for k, (train_idx, val_idx) in enumerate(grouped_folds(decoded, cfg.folds, cfg.seed)):
-        done = finished_fold(run_dir, k + 1, cfg, decoded.fingerprint)
-        if done is not None and (not cfg.keep_fold_models or fold_model_path(run_dir / "folds", k + 1).exists()):
-            log(f"fold {k + 1}/{cfg.folds}: finished by an earlier run of this recipe, read from {run_dir / 'folds'}")
-            per_fold.append(done["fold"])
-            oof_rows.extend(done["oof_rows"])
-            continue
-        if cfg.only_fold and k + 1 != cfg.only_fold:
-            missing.append(k + 1)
-            continue
-        log(f"fold {k + 1}/{cfg.folds}: {len(train_idx)} train, {len(val_idx)} held out")
-        fold_cfg = cfg if not cfg.teacher else replace(cfg, teacher=str(fold_teacher(cfg, decoded, k + 1, val_idx)))
-        t_fold = time.time()
-        fitted = fit(fold_cfg, data, train_idx, val_idx, device, desc=f"fold {k + 1}/{cfg.folds}", log=log)
-        fold, fold_rows = fold_record(decoded, fitted, k + 1, val_idx, device)
-        save_fold(run_dir, fold, fold_rows, cfg, decoded.fingerprint)
-        if cfg.keep_fold_models:
-            save_fold_model(run_dir, fold_cfg, data, fitted, k + 1, train_idx, val_idx, time.time() - t_fold, device)
-        per_fold.append(fold)
-        oof_rows.extend(fold_rows)
-    if missing:
-        log(f"{cfg.folds - len(missing)} of {cfg.folds} folds finished (in {run_dir / 'folds'}); still to train: "
-            f"{', '.join(map(str, missing))}")
-        return {"folds": cfg.folds, "finished": [f["fold"] for f in per_fold], "missing": missing}
-    summary = {}
-    for name in (*METRIC_NAMES, "held_out_loss", "type_accuracy"):
-        values = np.array([f["at_0.5"].get(name, f.get(name, np.nan)) for f in per_fold], dtype=float)
-        if np.isnan(values).all():
-            continue
-        summary[name] = {"mean": float(np.nanmean(values)), "std": float(np.nanstd(values)),
-                         "min": float(np.nanmin(values)), "max": float(np.nanmax(values))}
-    y_all = np.array([r["tumor"] for r in oof_rows])
-    p_all = np.array([r["p_tumor"] for r in oof_rows])
-    threshold = threshold_for_specificity(y_all, p_all, 0.95)
-    source_of = dict(zip(decoded.paths.astype(str).tolist(), decoded.source.astype(str).tolist()))
-    pooled = {"at_0.5": binary_metrics(y_all, p_all, 0.5),
-              "at_specificity_0.95": binary_metrics(y_all, p_all, threshold),
-              "per_source_at_specificity_0.95": per_source_metrics(
-                  y_all, p_all, np.array([source_of[r["path"]] for r in oof_rows]), threshold)}
-    # A resumed run may have trained its folds on different machines; same seed, other numbers (hardware_name)
-    hardware = sorted({f.get("hardware", "not recorded") for f in per_fold})
-    if len(hardware) > 1:
-        log(f"note: the folds were trained on different hardware: {'; '.join(hardware)}")
-    result = {"folds": cfg.folds, "hardware": hardware,
-              "grouping": "pHash near-duplicate groups across all sources, stratified by source and type",
-              "data_fingerprint": decoded.fingerprint, "preprocess": decoded.preprocess.to_dict(),
-              "config": recipe(cfg), "per_fold": per_fold, "summary_at_0.5": summary, "pooled_out_of_fold": pooled}
-    (run_dir / "cv.json").write_text(json.dumps(result, indent=2))
-    write_csv(oof_rows, run_dir / "oof.csv")
-    for name, v in summary.items():
-        log(f"{name}: {v['mean']:.3f} +/- {v['std']:.3f} (min {v['min']:.3f}, max {v['max']:.3f})")
-    at95 = pooled["at_specificity_0.95"]
-    log(f"pooled out-of-fold: threshold {threshold:.3f} keeps specificity {at95['specificity']:.3f} with "
-        f"sensitivity {at95['sensitivity']:.3f}")
-    for line in describe_per_source(pooled["per_source_at_specificity_0.95"]):
-        log(f"  {line}")
-    return result
-
-
-def fold_record(decoded: DecodedSet, fitted: Fitted, k: int, val_idx: np.ndarray, device: torch.device
-                ) -> tuple[dict, list[dict]]:
-    """A trained fold's summary (metrics at 0.5, held-out loss, type accuracy) and its out-of-fold rows."""
-    p, probs = (t.cpu().numpy() if t is not None else None for t in tumor_probability(fitted.val_logits))
-    y = decoded.tumor[val_idx]
-    fold = {"fold": k, "images": len(val_idx), "hardware": f"{hardware_name(device)}, torch {torch.__version__}",
-            "best_epoch": fitted.best_row["epoch"], "held_out_loss": fitted.best_loss,
-            "at_0.5": binary_metrics(y, p, 0.5)}
-    typed = decoded.tumor_type[val_idx] >= 0
-    if probs is not None and typed.any():
-        fold["type_accuracy"] = float((probs.argmax(1)[typed] == decoded.tumor_type[val_idx][typed]).mean())
-    rows = []
-    for j, i in enumerate(val_idx):
-        row = {"path": str(decoded.paths[i]), "fold": k, "tumor": int(decoded.tumor[i]),
-               "tumor_type": TUMOR_TYPES[decoded.tumor_type[i]] if decoded.tumor_type[i] >= 0 else "",
-               "p_tumor": round(float(p[j]), 6)}
-        if probs is not None:
-            row.update({f"p_{name}": round(float(probs[j, c]), 6) for c, name in enumerate(TUMOR_TYPES)})
-        rows.append(row)
-    return fold, rows
-
-
-def save_fold_model(run_dir: Path, cfg: TrainConfig, data: Prepared, fitted: Fitted, k: int, train_idx: np.ndarray,
-                    val_idx: np.ndarray, seconds: float, device: torch.device) -> Path:
-    """--keep-fold-models: fold k's model, RUN_DIR/folds/fold-K.safetensors, with which images it held out (a
-    teacher for the same fold of another recipe's cross-validation: `fold_teacher`)."""
-    metadata = model_metadata(cfg, data, fitted, train_idx, val_idx, seconds, device, 1)
-    metadata["cv_fold"] = {"fold": k, "folds": cfg.folds, "seed": cfg.seed,
-                           "held_out_digest": held_out_digest(data.decoded, val_idx)}
-    path = fold_model_path(run_dir / "folds", k)
-    save_model(path, fitted.model, metadata)
-    return path
-
-
-def fold_model_path(folds: Path, k: int) -> Path:
-    """Fold k's model in a cross-validation's folds folder (RUN_DIR/folds, or a --teacher folder)."""
-    return folds / f"fold-{k}.safetensors"
-
-
-def fold_teacher(cfg: TrainConfig, decoded: DecodedSet, k: int, val_idx: np.ndarray) -> Path:
-    """The teacher of fold k: the --teacher folder's fold-K.safetensors, which must have held out exactly this
-    fold's images (a teacher that trained on them would leak their labels)."""
-    teacher = Path(cfg.teacher)
-    if not teacher.is_dir():
-        raise TrainingSetupError("a cross-validation learns each fold from its own teacher: give --teacher a "
-                                 "folder of fold-K.safetensors (--keep-fold-models); one model trained on these "
-                                 "images would pass the held-out folds' labels on")
-    path = fold_model_path(teacher, k)
-    if not path.exists():
-        raise TrainingSetupError(f"no teacher for fold {k}: {path} is missing (train the teacher's cross-"
-                                 "validation with --keep-fold-models)")
-    held_out = read_metadata(path).get("cv_fold", {}).get("held_out_digest")
-    if held_out != held_out_digest(decoded, val_idx):
-        raise TrainingSetupError(f"{path} held out other images than fold {k} of this run: same sources, "
-                                 "--folds and --seed needed")
-    return path
-
-
-def save_fold(run_dir: Path, fold: dict, oof_rows: list[dict], cfg: TrainConfig, fingerprint: str) -> None:
-    """Keep one finished fold (RUN_DIR/folds/fold-K.json) so that an interrupted cross-validation, run again
-    with the same command, trains only the folds still missing: on a laptop one fold is 10-20 minutes."""
-    (run_dir / "folds").mkdir(parents=True, exist_ok=True)
-    record = {"config": recipe(cfg), "data_fingerprint": fingerprint, "fold": fold, "oof_rows": oof_rows}
-    path = run_dir / "folds" / f"fold-{fold['fold']}.json"
-    path.with_suffix(".tmp").write_text(json.dumps(record))
-    path.with_suffix(".tmp").replace(path)  # a run killed mid-write leaves no half fold behind
-
-
-def finished_fold(run_dir: Path, k: int, cfg: TrainConfig, fingerprint: str) -> dict | None:
-    """Fold k as a previous run of this same recipe on this same data saved it, or None if none did. A fold
-    saved by another recipe or from other data is refused, not mixed in: pick a new --run-dir."""
-    path = run_dir / "folds" / f"fold-{k}.json"
-    if not path.exists():
-        return None
-    record = json.loads(path.read_text())
-    # A setting added since the fold was saved counts as its default (what that code did).
-    saved = {**json.loads(json.dumps(recipe(TrainConfig(data="")))), **record["config"]}
-    if saved != json.loads(json.dumps(recipe(cfg))) or record["data_fingerprint"] != fingerprint:
-        raise TrainingSetupError(f"{path} was saved by another recipe or from other data; use a new "
-                                 "--run-dir or delete that folder")
-    return record
 
 
 def write_csv(rows: list[dict], path: Path) -> None:

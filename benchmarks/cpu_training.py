@@ -1,7 +1,8 @@
 """CPU training speed in fp32 (a CPU without bf16): this code against an older revision, in one run.
 
     python benchmarks/cpu_training.py --compare-with REV [--epochs 1] [--repeats 2] [--only default|pretrained]
-        [--precision fp32] [--new-start-size PX] [--new-frozen-blocks N] [--output benchmarks/cpu_training.json]
+        [--precision fp32] [--new-start-size PX] [--new-frozen-blocks N] [--new-precision bf16]
+        [--output benchmarks/cpu_training.json]
 
 Trains each architecture below for `--epochs` whole epochs of the real data (the three sources, decoded
 caches), each run in its own process (`train.fit`, as `braintriage train` runs it: augmentation, forward,
@@ -14,7 +15,9 @@ to the full size), measured over `--epochs` (a whole run: the schedule is relati
 changes what is learned by design (`same_losses` is then false), so its quality is a leave-source-out config's
 (experiments/configs/*-start96.json). `--new-frozen-blocks N` runs this code with the pretrained stem and first N
 blocks kept as loaded (`train --frozen-blocks`), a change of what is learned too
-(experiments/configs/*-frozen3.json).
+(experiments/configs/*-frozen3.json). `--new-precision bf16` runs this code in bf16 autocast against the old code
+in `--precision`: for a CPU that computes bf16 natively (AVX512-BF16 or AMX), where `--precision auto` picks it;
+bf16 rounds differently, so `same_losses` is then false too.
 
   default    resnet18-w32 from scratch at 200 px, the `train` defaults (the default architecture)
   pretrained the bundled model's recipe: efficientnet-lite0 from ImageNet weights at 160 px
@@ -90,6 +93,8 @@ def main() -> None:
     ap.add_argument("--new-start-size", type=int, help="this code trains with progressive resizing from PX")
     ap.add_argument("--new-frozen-blocks", type=int,
                     help="this code keeps the pretrained stem and first N blocks as loaded (`train --frozen-blocks`)")
+    ap.add_argument("--new-precision", help="this code trains in this precision (bf16: autocast), the old in "
+                    "--precision")
     ap.add_argument("--output", type=Path, default=REPO / "benchmarks" / "cpu_training.json")
     args = ap.parse_args()
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
@@ -101,12 +106,13 @@ def main() -> None:
                 continue
             new_settings = {**settings, **({"start_size": args.new_start_size} if args.new_start_size else {}),
                             **({"frozen_blocks": args.new_frozen_blocks} if args.new_frozen_blocks else {})}
-            variants = {"old": (old_tree / "src", settings), "new": (REPO / "src", new_settings)}
+            variants = {"old": (old_tree / "src", settings, args.precision),
+                        "new": (REPO / "src", new_settings, args.new_precision or args.precision)}
             # Interleaved repeats: this machine's speed drifts by 10-30% over minutes.
             runs = {label: [] for label in variants}
             for _ in range(args.repeats):
-                for label, (src, chosen) in variants.items():
-                    runs[label].append(measure(src, chosen, args.epochs, args.seed, args.precision))
+                for label, (src, chosen, precision) in variants.items():
+                    runs[label].append(measure(src, chosen, args.epochs, args.seed, precision))
             rows = {}
             for label, measured in runs.items():
                 speeds = [m["images_per_s"] for m in measured]
@@ -122,7 +128,8 @@ def main() -> None:
             print(f"{name}: {rows['speedup']}x, same losses: {rows['same_losses']}", flush=True)
             results[name] = rows
     record = {"benchmark": "cpu_training", "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-              "commit": commit, "old_commit": args.compare_with, "precision": args.precision, "hardware": hardware(),
+              "commit": commit, "old_commit": args.compare_with, "precision": args.precision,
+              "new_precision": args.new_precision or args.precision, "hardware": hardware(),
               "command": "python benchmarks/cpu_training.py " + " ".join(sys.argv[1:]), "results": results}
     args.output.write_text(json.dumps(record, indent=2) + "\n")
 

@@ -96,6 +96,9 @@ def dataset_hashes(data: str | Path, split: str = "training") -> np.ndarray:
 
 
 def audit(root: str | Path, workers: int = 4) -> dict:
+    """Every image of a dataset read once (in threads): counts per split and class, sizes, unreadable files,
+    exact and near duplicates, label conflicts among them, groups that cross splits, and the held-out images
+    that leak from training."""
     t0 = time.time()
     splits = dataset_splits(root)
     jobs = [(name, ds, s) for name, ds in splits.items() for s in ds.samples]
@@ -131,42 +134,17 @@ def audit(root: str | Path, workers: int = 4) -> dict:
     exact_conflicts = [g for g in pixel_groups if len({r.label for r in g}) > 1]
     cross_split = [g for g in near_groups if len({r.split for r in g}) > 1]
 
-    leak = {"leaked_images": 0}
-    if "training" in splits:
-        train = [r for r in ok if r.split == "training"]
-        held_out = [r for r in ok if r.split != "training"]
-        train_hashes = np.array([r.phash for r in train], dtype=np.uint64)
-        leaked, nearest = leaked_mask(np.array([r.phash for r in held_out], dtype=np.uint64), train_hashes)
-        train_files = {r.file_sha for r in train}
-        train_pixels = {r.pixel_sha for r in train}
-        exact = np.array([r.file_sha in train_files or r.pixel_sha in train_pixels for r in held_out], bool)
-        leaked |= exact
-        leak = {
-            "leaked_images": int(leaked.sum()),
-            "leaked_definition": f"non-training image with an identical file or decoded pixels, or a pHash "
-                                 f"within {NEAR_DUPLICATE_DISTANCE} bits, in the training split",
-            "held_out_images": len(held_out),
-            "leaked_by_class": dict(sorted(Counter(r.label for r, m in zip(held_out, leaked) if m).items())),
-            "leaked_pixel_identical": int(sum(r.pixel_sha in train_pixels for r in held_out)),
-            "leaked_file_identical": int(sum(r.file_sha in train_files for r in held_out)),
-            "leaked_at_phash_distance_0": int((nearest == 0).sum()),
-            "leaked_paths": [r.path for r, m in zip(held_out, leaked) if m],
-        }
+    leak = held_out_leakage(ok) if "training" in splits else {"leaked_images": 0}
 
     def examples(groups: list[list[ImageRecord]], n: int = 10) -> list[list[str]]:
         return [[f"{r.split}/{r.path}" if len(splits) > 1 else r.path for r in g] for g in groups[:n]]
 
-    sizes = Counter(f"{r.size[0]}x{r.size[1]}" for r in ok)
-    widths = np.array([r.size[0] for r in ok]) if ok else np.zeros(1)
-    heights = np.array([r.size[1] for r in ok]) if ok else np.zeros(1)
     return {
         "dataset": str(root),
         "layout": next(iter(splits.values())).layout,
         "images": len(records),
         "splits": per_split,
-        "sizes": {"distinct": len(sizes), "most_common": dict(sizes.most_common(10)),
-                  "width_min_median_max": [int(widths.min()), int(np.median(widths)), int(widths.max())],
-                  "height_min_median_max": [int(heights.min()), int(np.median(heights)), int(heights.max())]},
+        "sizes": size_summary(ok),
         "modes": dict(Counter(r.mode for r in ok)),
         "unreadable": [{"split": r.split, "path": r.path, "error": r.error} for r in records if r.error],
         "exact_duplicates": {
@@ -198,3 +176,37 @@ def audit(root: str | Path, workers: int = 4) -> dict:
         **leak,
         "seconds": round(time.time() - t0, 1),
     }
+
+
+def held_out_leakage(ok: list[ImageRecord]) -> dict:
+    """Which non-training images have an identical file or decoded pixels, or a near-duplicate pHash, in the
+    training split: the part of a test score that measures memory, not generalisation."""
+    train = [r for r in ok if r.split == "training"]
+    held_out = [r for r in ok if r.split != "training"]
+    train_hashes = np.array([r.phash for r in train], dtype=np.uint64)
+    leaked, nearest = leaked_mask(np.array([r.phash for r in held_out], dtype=np.uint64), train_hashes)
+    train_files = {r.file_sha for r in train}
+    train_pixels = {r.pixel_sha for r in train}
+    exact = np.array([r.file_sha in train_files or r.pixel_sha in train_pixels for r in held_out], bool)
+    leaked |= exact
+    return {
+        "leaked_images": int(leaked.sum()),
+        "leaked_definition": f"non-training image with an identical file or decoded pixels, or a pHash "
+                             f"within {NEAR_DUPLICATE_DISTANCE} bits, in the training split",
+        "held_out_images": len(held_out),
+        "leaked_by_class": dict(sorted(Counter(r.label for r, m in zip(held_out, leaked) if m).items())),
+        "leaked_pixel_identical": int(sum(r.pixel_sha in train_pixels for r in held_out)),
+        "leaked_file_identical": int(sum(r.file_sha in train_files for r in held_out)),
+        "leaked_at_phash_distance_0": int((nearest == 0).sum()),
+        "leaked_paths": [r.path for r, m in zip(held_out, leaked) if m],
+    }
+
+
+def size_summary(ok: list[ImageRecord]) -> dict:
+    """How many image sizes there are, the commonest, and the range of widths and heights."""
+    sizes = Counter(f"{r.size[0]}x{r.size[1]}" for r in ok)
+    widths = np.array([r.size[0] for r in ok]) if ok else np.zeros(1)
+    heights = np.array([r.size[1] for r in ok]) if ok else np.zeros(1)
+    return {"distinct": len(sizes), "most_common": dict(sizes.most_common(10)),
+            "width_min_median_max": [int(widths.min()), int(np.median(widths)), int(widths.max())],
+            "height_min_median_max": [int(heights.min()), int(np.median(heights)), int(heights.max())]}

@@ -1,10 +1,12 @@
 """A kept fold model's out-of-fold images scored again at other input sizes, beside recipes' kept folds.
 
-    python experiments/fold_at_size.py FOLD_MODEL --sizes 200 160 [--compare FOLDS ...] [--data ../shared/data]
+    python experiments/fold_at_size.py FOLD_MODEL --sizes 200 160 [--resample bicubic] [--compare FOLDS ...]
+        [--data ../shared/data]
 
 FOLD_MODEL is a fold's model file (`train --folds ... --keep-fold-models`: RUN_DIR/folds/fold-K.safetensors), with
 its fold-K.json beside it (the out-of-fold rows written in training). Each size runs a copy of the model whose
-metadata asks for that input size through `Predictor` (as `predict` would run it); each FOLDS folder (kept folds of
+metadata asks for that input size (and with `--resample`, that resampling filter) through `Predictor` (as
+`predict` would run it); each FOLDS folder (kept folds of
 another recipe on the same images, as in experiments/cv/NAME) adds that recipe's own fold-K rows. For every column:
 ROC-AUC, the threshold for specificity 0.95 over this fold's normals (`metrics.threshold_for_specificity`, the
 rule cv.json uses over all folds), sensitivity there, overall and per source, and ROC-AUC within the sources that
@@ -36,10 +38,11 @@ def fold_rows(path: Path) -> list[dict]:
         return json.load(f)["oof_rows"]
 
 
-def at_size(model: Path, size: int, files: list[Path]) -> np.ndarray:
-    """P(tumor) of each file from `model` run at `size` pixels (a copy with that input size in its metadata)."""
+def at_size(model: Path, size: int, files: list[Path], resample: str | None = None) -> np.ndarray:
+    """P(tumor) of each file from `model` run at `size` pixels (a copy with that input size in its metadata, and
+    `resample` as its resizing filter if given)."""
     meta = read_metadata(model)
-    preprocess = {**meta["input"]["preprocess"], "size": size}
+    preprocess = {**meta["input"]["preprocess"], "size": size, **({"resample": resample} if resample else {})}
     with tempfile.TemporaryDirectory() as tmp:
         copy = Path(tmp) / f"at-{size}{model.suffix}"
         update_metadata(model, copy, {"input": {**meta["input"], "preprocess": preprocess}})
@@ -67,6 +70,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("fold_model", type=Path)
     ap.add_argument("--sizes", type=int, nargs="+", required=True)
+    ap.add_argument("--resample", choices=("bilinear", "bicubic"),
+                    help="resize with this filter (default: the model's own)")
     ap.add_argument("--compare", type=Path, nargs="*", default=[], help="kept folds of other recipes")
     ap.add_argument("--data", type=Path, default=Path(__file__).resolve().parents[2] / "shared" / "data")
     args = ap.parse_args()
@@ -79,7 +84,8 @@ def main() -> None:
     print(f"{args.fold_model}: {len(rows)} out-of-fold images, {int(tumor.sum())} tumors")
     print(summary_line("as scored in training", np.array([r["p_tumor"] for r in rows]), tumor, sources))
     for size in args.sizes:
-        print(summary_line(f"run at {size} px", at_size(args.fold_model, size, files), tumor, sources))
+        name = f"run at {size} px" + (f", {args.resample}" if args.resample else "")
+        print(summary_line(name, at_size(args.fold_model, size, files, args.resample), tumor, sources))
     fold_name = args.fold_model.with_suffix(".json").name
     for folder in args.compare:
         kept = next((f for f in (folder / fold_name, folder / (fold_name + ".gz")) if f.is_file()), None)

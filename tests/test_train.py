@@ -73,6 +73,25 @@ def test_the_train_command_with_folds_cross_validates_and_writes_no_model(tmp_pa
         train(TrainConfig(data=str(cache), folds=2))
 
 
+def test_the_resize_filter_is_trained_with_recorded_and_used(tmp_path, monkeypatch):
+    from click.testing import CliRunner
+
+    from braintriage.cli import app
+    from braintriage.inference import Predictor
+
+    monkeypatch.setenv("BRAINTRIAGE_CACHE", str(tmp_path / "cache"))
+    tiny_type_cache(tmp_path, per_class=10)
+    model = tmp_path / "m.safetensors"
+    result = CliRunner().invoke(app, ["train", str(tmp_path / "data"), "--output", str(model), "--run-dir",
+                                      str(tmp_path / "run"), "--arch", "resnet18-w32", "--image-size", "48",
+                                      "--epochs", "1", "--batch-size", "8", "--val-fraction", "0.25",
+                                      "--resample", "bicubic"])
+    assert result.exit_code == 0, result.output
+    assert read_metadata(model)["input"]["preprocess"]["resample"] == "bicubic"
+    assert Predictor(model).preprocess.resample == "bicubic"
+    assert json.loads((tmp_path / "run" / "metadata.json").read_text())["training"]["config"]["resample"] == "bicubic"
+
+
 @pytest.mark.dataset
 def test_grouped_cross_validation_reports_mean_and_spread(real_subset, tmp_path, monkeypatch):
     monkeypatch.setenv("BRAINTRIAGE_CACHE", str(tmp_path / "cache"))

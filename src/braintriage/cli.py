@@ -106,6 +106,8 @@ def audit(data: Path, json_output: Optional[Path]) -> None:
 @click.option("--equalize/--no-equalize", default=False,
               help="Histogram-equalise each image's foreground (the model file "
                    "records it).")
+@click.option("--resample", type=click.Choice(["bilinear", "bicubic"]), default="bilinear",
+              help="The filter that resizes each image to --image-size (the model file records it).")
 @click.option("--start-size", type=int,
               help="Progressive resizing: train the first half of the epochs at this size, growing to "
                    "--image-size by 90% (faster; validation always at --image-size).")
@@ -196,7 +198,7 @@ def audit(data: Path, json_output: Optional[Path]) -> None:
 def train(
         data: tuple[Path, ...], output: Path, run_dir: Path, architecture: str, pretrained: bool,
         backbone_lr_scale: float, source_balance: float, holdout_source: Optional[str], labels: str,
-        image_size: int, crop_to_head: bool, equalize: bool, start_size: Optional[int], epochs: int,
+        image_size: int, crop_to_head: bool, equalize: bool, resample: str, start_size: Optional[int], epochs: int,
         batch_size: int, lr: float, weight_decay: float, label_smoothing: float, ema_decay: Optional[float],
         val_fraction: float, patience: int, target_sensitivity: float, zoom: tuple[float, float], rotation: float,
         brightness: tuple[float, float], hflip: float, translate: float, gamma: tuple[float, float], noise: float,
@@ -221,6 +223,7 @@ def train(
                       backbone_lr_scale=backbone_lr_scale, source_balance=source_balance,
                       holdout_source=holdout_source,
                       labels=labels, image_size=image_size, crop_to_head=crop_to_head, equalize=equalize,
+                      resample=resample,
                       start_size=start_size, epochs=epochs, batch_size=batch_size, lr=lr,
                       weight_decay=weight_decay, label_smoothing=label_smoothing,
                       ema_decay=ema_decay, val_fraction=val_fraction,

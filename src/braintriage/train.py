@@ -69,6 +69,7 @@ class TrainConfig:
     image_size: int = 200
     crop_to_head: bool = False  # preprocessing: crop each image to the head's bounding box first
     equalize: bool = False  # preprocessing: histogram-equalise each image's foreground
+    resample: str = "bilinear"  # preprocessing: the filter that resizes each image (bilinear or bicubic)
     start_size: int | None = None  # progressive resizing: early epochs train at this size, growing to image_size
     epochs: int = 60
     batch_size: int = 64
@@ -128,7 +129,8 @@ def train_size_at(epoch: int, cfg: TrainConfig) -> int:
 
 def preprocess_config(cfg: TrainConfig) -> PreprocessConfig:
     """How images become model inputs; stored in the model file, so the runtime does the same."""
-    return PreprocessConfig(size=cfg.image_size, crop_to_head=cfg.crop_to_head, equalize=cfg.equalize)
+    return PreprocessConfig(size=cfg.image_size, crop_to_head=cfg.crop_to_head, equalize=cfg.equalize,
+                            resample=cfg.resample)
 
 
 def data_sources(cfg: TrainConfig) -> list[str]:

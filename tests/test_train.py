@@ -90,6 +90,12 @@ def test_the_resize_filter_is_trained_with_recorded_and_used(tmp_path, monkeypat
     assert read_metadata(model)["input"]["preprocess"]["resample"] == "bicubic"
     assert Predictor(model).preprocess.resample == "bicubic"
     assert json.loads((tmp_path / "run" / "metadata.json").read_text())["training"]["config"]["resample"] == "bicubic"
+    cache = tmp_path / "bicubic.npz"  # a cache keeps its filter, and a recipe with another one refuses it
+    made = CliRunner().invoke(app, ["cache", str(tmp_path / "data"), "-o", str(cache), "--image-size", "48",
+                                    "--resample", "bicubic"])
+    assert made.exit_code == 0, made.output
+    with pytest.raises(TrainingSetupError, match="resample='bicubic'"):
+        train(TrainConfig(data=str(cache), image_size=48, epochs=1, output=str(tmp_path / "never.safetensors")))
 
 
 @pytest.mark.dataset

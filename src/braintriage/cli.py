@@ -252,14 +252,17 @@ def train(
               help="Crop each image to the head's bounding box first.")
 @click.option("--equalize/--no-equalize", default=False,
               help="Histogram-equalise each image's foreground.")
-def cache(data: Path, output: Path, split: str, image_size: int, crop_to_head: bool, equalize: bool) -> None:
+@click.option("--resample", type=click.Choice(["bilinear", "bicubic"]), default="bilinear",
+              help="The resizing filter (as `train --resample`).")
+def cache(data: Path, output: Path, split: str, image_size: int, crop_to_head: bool, equalize: bool,
+          resample: str) -> None:
     """Decode and preprocess a dataset once into a portable cache file (train on it anywhere)."""
     with user_errors():
         from braintriage.cache import decode_dataset
         from braintriage.datasets import load_dataset
         from braintriage.preprocess import PreprocessConfig
 
-        config = PreprocessConfig(size=image_size, crop_to_head=crop_to_head, equalize=equalize)
+        config = PreprocessConfig(size=image_size, crop_to_head=crop_to_head, equalize=equalize, resample=resample)
         decoded = decode_dataset(load_dataset(data, split), config)
     for p, msg in decoded.errors:
         click.echo(f"skipped unreadable image {p}: {msg}", err=True)

@@ -71,6 +71,8 @@ def test_the_train_command_with_folds_cross_validates_and_writes_no_model(tmp_pa
     assert refused.exit_code == 2 and "needs --folds of at least 2" in refused.output
     with pytest.raises(TrainingSetupError, match="crossval.cross_validation"):  # never one model quietly
         train(TrainConfig(data=str(cache), folds=2))
+    with pytest.raises(TrainingSetupError, match="needs --folds"):
+        train(TrainConfig(data=str(cache), only_fold=1))
 
 
 def test_the_resize_filter_is_trained_with_recorded_and_used(tmp_path, monkeypatch):

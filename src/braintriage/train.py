@@ -782,6 +782,8 @@ def train(cfg: TrainConfig, log=print) -> dict:
     """Train one model and write its model file (a cross-validation, `cfg.folds`, is crossval.py's)."""
     if cfg.folds:
         raise TrainingSetupError("a cross-validation trains no model file: run it with crossval.cross_validation")
+    if cfg.only_fold:
+        raise TrainingSetupError(f"--only-fold {cfg.only_fold} needs --folds of at least that many")
     t_start = time.time()
     np.random.seed(cfg.seed)
     dist_info, device = start_distributed(cfg)

@@ -1,4 +1,4 @@
-"""CPU training speed in fp32 (a CPU without bf16): this code against an older revision, in one run.
+"""CPU training speed, fp32 unless asked (a CPU without bf16): this code against an older revision, in one run.
 
     python benchmarks/cpu_training.py --compare-with REV [--epochs 1] [--repeats 2] [--only default|pretrained]
         [--precision fp32] [--new-start-size PX] [--new-frozen-blocks N] [--new-precision bf16]

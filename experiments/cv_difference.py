@@ -26,13 +26,17 @@ import numpy as np
 from braintriage.metrics import threshold_for_specificity
 
 
+def fold_rows(path: Path) -> list[dict]:
+    """The out-of-fold rows of one kept fold (fold-K.json, or fold-K.json.gz as experiments/cv keeps them)."""
+    with (gzip.open if path.suffix == ".gz" else open)(path, "rt") as f:
+        return json.load(f)["oof_rows"]
+
+
 def out_of_fold(folder: Path) -> dict[str, dict]:
     """Every image's out-of-fold row, by path."""
     rows = {}
     for path in sorted(folder.glob("fold-*.json*")):
-        opener = gzip.open if path.suffix == ".gz" else open
-        with opener(path, "rt") as f:
-            rows.update({r["path"]: r for r in json.load(f)["oof_rows"]})
+        rows.update({r["path"]: r for r in fold_rows(path)})
     if not rows:
         sys.exit(f"{folder}: no fold-K.json(.gz) files")
     return rows

@@ -16,8 +16,6 @@ have normals. One fold is a pilot, not a cross-validation: it says whether a who
 from __future__ import annotations
 
 import argparse
-import gzip
-import json
 import sys
 import tempfile
 from pathlib import Path
@@ -26,16 +24,11 @@ import numpy as np
 from sklearn.metrics import roc_auc_score
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from cv_difference import image_file, source_of  # noqa: E402
+from cv_difference import fold_rows, image_file, source_of  # noqa: E402
 
 from braintriage.inference import Predictor  # noqa: E402
 from braintriage.metrics import threshold_for_specificity  # noqa: E402
 from braintriage.modelfile import read_metadata, update_metadata  # noqa: E402
-
-
-def fold_rows(path: Path) -> list[dict]:
-    with (gzip.open if path.suffix == ".gz" else open)(path, "rt") as f:
-        return json.load(f)["oof_rows"]
 
 
 def at_size(model: Path, size: int, files: list[Path], resample: str | None = None) -> np.ndarray:

@@ -72,14 +72,14 @@ SCORE_COLUMN = "suspicion (P(tumor))"
 def triage(predictor: Predictor, items: list[ScanItem], table: bool) -> list[Prediction]:
     """Score `items`; with `table`, print each batch's rows on the terminal while the next batch is scored."""
     results: list[Prediction] = []
-    printer = None
+    paths, printer = [it.path for it in items], None
     for finished in predictor.predict_as_ready(items):
         results += finished
         if table:  # the table starts once the model has: its header (the model's digest) holds up no batch
-            printer = printer or TerminalTable(predictor, [it.path for it in items])
+            printer = printer or TerminalTable(predictor, paths)
             printer.add(finished)
     if table:
-        (printer or TerminalTable(predictor, [it.path for it in items])).close(results)
+        (printer or TerminalTable(predictor, paths)).close(results)
     return results
 
 

@@ -823,7 +823,7 @@ def _train(cfg: TrainConfig, dist_info: Distributed, device: torch.device, t_sta
     threshold, val_metrics = metadata["threshold"], metadata["validation_metrics"]
     save_model(cfg.output, model, metadata)
     metadata["ood"] = calibrate_ood(cfg.output, decoded, cfg.output, cfg.val_fraction, cfg.seed, log)
-    write_csv(history, run_dir / "history.csv")
+    write_csv_dicts(run_dir / "history.csv", history)
     (run_dir / "metadata.json").write_text(json.dumps(metadata, indent=2))
     if data.held_out is not None:
         metadata["held_out_evaluation"] = evaluate_held_out(cfg, data.held_out, run_dir, log)
@@ -924,7 +924,3 @@ def recipe(cfg: TrainConfig) -> dict:
     """The training settings, without the paths: what a model file and cv.json record."""
     return {k: v for k, v in asdict(cfg).items()
             if k not in ("data", "output", "run_dir", "only_fold", "keep_fold_models")}
-
-
-def write_csv(rows: list[dict], path: Path) -> None:
-    write_csv_dicts(path, rows)  # image paths in oof.csv are text a spreadsheet must not run

@@ -1,8 +1,8 @@
 """CPU training speed, fp32 unless asked (a CPU without bf16): this code against an older revision, in one run.
 
     python benchmarks/cpu_training.py --compare-with REV [--epochs 1] [--repeats 2] [--only default|pretrained]
-        [--precision fp32] [--new-start-size PX] [--new-frozen-blocks N] [--new-precision bf16]
-        [--output benchmarks/cpu_training.json]
+        [--precision fp32] [--new-start-size PX [--new-resize-ramp A B]] [--new-frozen-blocks N]
+        [--new-precision bf16] [--output benchmarks/cpu_training.json]
 
 Trains each architecture below for `--epochs` whole epochs of the real data (the three sources, decoded
 caches), each run in its own process (`train.fit`, as `braintriage train` runs it: augmentation, forward,
@@ -12,10 +12,10 @@ same data, split, seed and torch, and runs of the two alternate (`--repeats`, me
 speed drifts. `same_losses`: whether the two learned the same (losses within float tolerance).
 `--new-start-size PX` runs this code with progressive resizing (`train --start-size`: early epochs at PX, growing
 to the full size), measured over `--epochs` (a whole run: the schedule is relative to the run's length); it
-changes what is learned by design (`same_losses` is then false), so its quality is a leave-source-out config's
-(experiments/configs/*-start96.json). `--new-frozen-blocks N` runs this code with the pretrained stem and first N
-blocks kept as loaded (`train --frozen-blocks`), a change of what is learned too
-(experiments/configs/*-frozen3.json). `--new-precision bf16` runs this code in bf16 autocast against the old code
+changes what is learned by design (`same_losses` is then false), so its quality is a config's
+(experiments/configs/*-start96*.json, *-start128.json); `--new-resize-ramp A B` sets when the size grows (`train
+--resize-ramp`). `--new-frozen-blocks N` runs this code with the pretrained stem and first N blocks kept as loaded
+(`train --frozen-blocks`), a change of what is learned too (experiments/configs/*-frozen3.json). `--new-precision bf16` runs this code in bf16 autocast against the old code
 in `--precision`: for a CPU that computes bf16 natively (AVX512-BF16 or AMX), where `--precision auto` picks it;
 bf16 rounds differently, so `same_losses` is then false too.
 
@@ -91,6 +91,8 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=2, help="runs of each variant, interleaved (median)")
     ap.add_argument("--only", choices=sorted(ARCHITECTURES), help="one architecture only")
     ap.add_argument("--new-start-size", type=int, help="this code trains with progressive resizing from PX")
+    ap.add_argument("--new-resize-ramp", type=float, nargs=2, metavar=("A", "B"),
+                    help="with --new-start-size: the shares of the epochs where the size starts to grow and is full")
     ap.add_argument("--new-frozen-blocks", type=int,
                     help="this code keeps the pretrained stem and first N blocks as loaded (`train --frozen-blocks`)")
     ap.add_argument("--new-precision", help="this code trains in this precision (bf16: autocast), the old in "
@@ -105,6 +107,7 @@ def main() -> None:
             if args.only and name != args.only:
                 continue
             new_settings = {**settings, **({"start_size": args.new_start_size} if args.new_start_size else {}),
+                            **({"resize_ramp": args.new_resize_ramp} if args.new_resize_ramp else {}),
                             **({"frozen_blocks": args.new_frozen_blocks} if args.new_frozen_blocks else {})}
             variants = {"old": (old_tree / "src", settings, args.precision),
                         "new": (REPO / "src", new_settings, args.new_precision or args.precision)}

@@ -281,6 +281,22 @@ def test_progressive_resizing_starts_small_and_ends_at_full_size():
     assert all(s % 16 == 0 for s in sizes if s != 200)
     assert sizes.count(200) >= 0.1 * cfg.epochs  # the last epochs settle at the size the model is used at
     assert {train_size_at(e, TrainConfig(data="unused", epochs=60)) for e in range(60)} == {200}
+    # --resize-ramp 0.3 0.55: 18 epochs at 96 px, growing over the next 15, full size from epoch 33 of 60 on
+    ramped = [train_size_at(e, dataclasses.replace(cfg, start_size=96, resize_ramp=(0.3, 0.55))) for e in range(cfg.epochs)]
+    assert ramped[:18] == [96] * 18 and 96 < ramped[32] < 200 and ramped == sorted(ramped)
+    assert ramped.index(200) == 33 and ramped[33:] == [200] * 27
+
+
+def test_a_resize_ramp_out_of_order_is_refused():
+    from types import SimpleNamespace
+
+    from braintriage.train import Distributed, models_to_train
+
+    cfg = TrainConfig(data="unused", architecture="seed-cnn", image_size=48, start_size=32,
+                      resize_ramp=(0.9, 0.5))
+    data = SimpleNamespace(num_classes=2, labels="binary")
+    with pytest.raises(TrainingSetupError, match="resize-ramp 0.9 0.5"):
+        models_to_train(cfg, data, torch.device("cpu"), Distributed(), bf16=False, log=lambda *_: None)
 
 
 def test_patience_and_the_kept_epoch_count_only_epochs_trained_at_full_size():

@@ -109,8 +109,11 @@ def audit(data: Path, json_output: Optional[Path]) -> None:
 @click.option("--resample", type=click.Choice(["bilinear", "bicubic"]), default="bilinear",
               help="The filter that resizes each image to --image-size (the model file records it).")
 @click.option("--start-size", type=int,
-              help="Progressive resizing: train the first half of the epochs at this size, growing to "
-                   "--image-size by 90% (faster; validation always at --image-size).")
+              help="Progressive resizing: train the first epochs at this size, growing to --image-size "
+                   "(faster; validation always at --image-size). When: --resize-ramp.")
+@click.option("--resize-ramp", type=(float, float), default=(0.5, 0.9),
+              help="With --start-size: the shares of the epochs done when the size starts to grow and when it "
+                   "reaches --image-size.")
 @click.option("--epochs", type=int, default=60)
 @click.option("--batch-size", type=int, default=64)
 @click.option("--lr", type=float, default=2e-3,
@@ -198,7 +201,8 @@ def audit(data: Path, json_output: Optional[Path]) -> None:
 def train(
         data: tuple[Path, ...], output: Path, run_dir: Path, architecture: str, pretrained: bool,
         backbone_lr_scale: float, source_balance: float, holdout_source: Optional[str], labels: str,
-        image_size: int, crop_to_head: bool, equalize: bool, resample: str, start_size: Optional[int], epochs: int,
+        image_size: int, crop_to_head: bool, equalize: bool, resample: str, start_size: Optional[int],
+        resize_ramp: tuple[float, float], epochs: int,
         batch_size: int, lr: float, weight_decay: float, label_smoothing: float, ema_decay: Optional[float],
         val_fraction: float, patience: int, target_sensitivity: float, zoom: tuple[float, float], rotation: float,
         brightness: tuple[float, float], hflip: float, translate: float, gamma: tuple[float, float], noise: float,
@@ -224,7 +228,7 @@ def train(
                       holdout_source=holdout_source,
                       labels=labels, image_size=image_size, crop_to_head=crop_to_head, equalize=equalize,
                       resample=resample,
-                      start_size=start_size, epochs=epochs, batch_size=batch_size, lr=lr,
+                      start_size=start_size, resize_ramp=resize_ramp, epochs=epochs, batch_size=batch_size, lr=lr,
                       weight_decay=weight_decay, label_smoothing=label_smoothing,
                       ema_decay=ema_decay, val_fraction=val_fraction,
                       patience=patience, target_sensitivity=target_sensitivity, seed=seed, device=device,

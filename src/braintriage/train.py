@@ -71,6 +71,8 @@ class TrainConfig:
     equalize: bool = False  # preprocessing: histogram-equalise each image's foreground
     resample: str = "bilinear"  # preprocessing: the filter that resizes each image (bilinear or bicubic)
     start_size: int | None = None  # progressive resizing: early epochs train at this size, growing to image_size
+    resize_ramp: tuple[float, float] = (0.5, 0.9)  # with start_size: the share of the epochs done when the size
+    #                                               starts to grow, and when it reaches image_size
     epochs: int = 60
     batch_size: int = 64
     lr: float = 2e-3  # AdamW peak learning rate at batch 64; scaled linearly with batch size
@@ -113,16 +115,15 @@ def use_bf16(precision: str, device: torch.device) -> bool:
     return precision == "bf16" or (precision == "auto" and native_bf16(device))
 
 
-# Progressive resizing (as in fast ImageNet/CIFAR trainers): small images are cheap, so the first 50% of
-# epochs train at start_size, the size grows linearly until 90%, and the last epochs train at full size so
-# the network settles at the resolution it is validated and used at.
-RAMP = (0.50, 0.90)
-
-
+# Progressive resizing (as in fast ImageNet/CIFAR trainers): small images are cheap, so the epochs before
+# resize_ramp[0] (a share of all epochs; default half) train at start_size, the size grows linearly until
+# resize_ramp[1] (default 90%), and the last epochs train at full size so the network settles at the resolution
+# it is validated and used at.
 def train_size_at(epoch: int, cfg: TrainConfig) -> int:
     if not cfg.start_size or cfg.start_size >= cfg.image_size:
         return cfg.image_size
-    progress = (epoch / max(1, cfg.epochs) - RAMP[0]) / (RAMP[1] - RAMP[0])
+    grow_from, full_from = cfg.resize_ramp
+    progress = (epoch / max(1, cfg.epochs) - grow_from) / (full_from - grow_from)
     size = cfg.start_size + (cfg.image_size - cfg.start_size) * min(1.0, max(0.0, progress))
     return min(cfg.image_size, round(size / 16) * 16) if progress < 1 else cfg.image_size
 
@@ -515,6 +516,8 @@ def run_key_of(decoded: DecodedSet, train_idx: np.ndarray, cfg: TrainConfig, wor
     run_key += ":as copies" if cfg.synthetic_lesions and cfg.lesion_copies else ""
     run_key += f":from epoch {cfg.lesions_from_epoch}" if cfg.synthetic_lesions and cfg.lesions_from_epoch else ""
     run_key += f":frozen stem and {cfg.frozen_blocks} blocks" if cfg.frozen_blocks is not None else ""
+    if cfg.start_size and cfg.start_size < cfg.image_size:  # the size schedule changes every step's images
+        run_key += f":from {cfg.start_size} px, growing over {cfg.resize_ramp[0]}-{cfg.resize_ramp[1]} of the epochs"
     if cfg.teacher:
         run_key += (f":teacher {file_digest(cfg.teacher)[:16]} weight {cfg.distill_weight} "
                     f"temperature {cfg.distill_temperature}" + ("" if cfg.distill_painted else " real images only"))
@@ -652,6 +655,10 @@ def models_to_train(cfg: TrainConfig, data: Prepared, device: torch.device, dist
     if cfg.architecture in FIXED_SIZE_MODELS and train_size_at(0, cfg) != cfg.image_size:
         raise TrainingSetupError(f"{cfg.architecture} takes one image size only; --start-size needs another "
                                  "architecture")
+    if cfg.start_size and not 0 <= cfg.resize_ramp[0] < cfg.resize_ramp[1] <= 1:
+        raise TrainingSetupError(f"--resize-ramp {cfg.resize_ramp[0]:g} {cfg.resize_ramp[1]:g}: give the shares of "
+                                 "the epochs where the size starts to grow and where it is full, 0 <= first < second "
+                                 "<= 1")
     if cfg.frozen_blocks is not None:
         if not cfg.pretrained:
             raise TrainingSetupError("--frozen-blocks keeps ImageNet layers as loaded; it needs --pretrained")

@@ -301,6 +301,58 @@ def to_result(p: Prediction, predictor: Predictor, views: bool = False) -> FileR
     )
 
 
+async def read_uploads(files: list[UploadFile]) -> list[tuple[str, bytes]]:
+    """(name, bytes) of each upload, read once: its spooled copy is closed as soon as it is read."""
+    uploads = []
+    for i, f in enumerate(files):
+        uploads.append((f.filename or f"file{i + 1}", await f.read()))
+        await f.close()
+    return uploads
+
+
+class ModelTurns:
+    """The app's one model, taken in turns: ITEMS_PER_TURN scans at a time, one batch of slices per turn at the
+    lock, so that other requests get turns between (decoding needs none) and a 1,000-slice study lets a single
+    scan through between its batches."""
+
+    def __init__(self, predictor: Predictor):
+        self.predictor = predictor
+        self.lock = asyncio.Lock()  # one batch at a time through the model; the CPU is the limit anyway
+
+    async def score(self, request: Request, items: list, heatmap: bool, deadline: float
+                    ) -> list[Prediction] | None:
+        """One Prediction per item, in order; None when the client has gone."""
+        predictions = []
+        for start in range(0, len(items), ITEMS_PER_TURN):
+            scored = await self._score_chunk(request, items[start:start + ITEMS_PER_TURN], heatmap, deadline)
+            if scored is None:
+                return None
+            predictions += scored
+        return predictions
+
+    async def _score_chunk(self, request: Request, chunk: list, heatmap: bool, deadline: float
+                           ) -> list[Prediction] | None:
+        """A few scans through the model; None when the client has gone. Scans not finished by `deadline` are
+        answered "not analysed"."""
+        late = [Prediction(path=it.path, study=it.study, error=f"not analysed: the request ran past its "
+                           f"{TIME_BUDGET_SECONDS:.0f} s budget; send this scan again") for it in chunk]
+        if time.monotonic() > deadline:
+            return late
+        if sum(len(it.slices) for it in chunk) <= self.predictor.batch_size:
+            async with self.lock:  # one batch in all: one turn, one thread hop (most requests are this)
+                return await asyncio.to_thread(self.predictor.predict_items, chunk, heatmap)
+        steps, step = self.predictor.predict_in_steps(chunk, heatmap), None
+        while not isinstance(step, list) and time.monotonic() <= deadline:
+            if await request.is_disconnected():
+                return None
+            if step == DECODED:  # the next step runs the model
+                async with self.lock:
+                    step = await asyncio.to_thread(next, steps)
+            else:
+                step = await asyncio.to_thread(next, steps)
+        return step if isinstance(step, list) else late
+
+
 def create_app(model_path: str | Path | None = None, max_upload_mb: float = DEFAULT_MAX_UPLOAD_MB,
                allowed_hosts: list[str] | None = None, max_pending: int = MAX_PENDING_PREDICTIONS,
                show_identifiers: bool = False, body_timeout: float = BODY_READ_TIMEOUT):
@@ -309,7 +361,7 @@ def create_app(model_path: str | Path | None = None, max_upload_mb: float = DEFA
     # Starlette spools multipart parts over 1 MB to a temporary file; scans must stay in memory, and no
     # accepted part can exceed the upload limit, so the spool threshold is raised to it.
     MultiPartParser.spool_max_size = max_bytes + 1
-    lock = asyncio.Lock()  # one batch at a time through the model; the CPU is the limit anyway
+    turns = ModelTurns(predictor)
 
     app = FastAPIOffline(
         title="braintriage", version=__version__,
@@ -328,29 +380,6 @@ def create_app(model_path: str | Path | None = None, max_upload_mb: float = DEFA
         """The model's metadata: architecture, input, classes, threshold, training data, validation metrics."""
         return {k: v for k, v in predictor.metadata.items() if k != "history"}
 
-    async def score_in_turns(request: Request, chunk: list, heatmap: bool, deadline: float
-                             ) -> list[Prediction] | None:
-        """A few scans through the model, one batch of slices per turn at the lock, so that other requests get
-        turns between (decoding needs none); None when the client has gone. Scans not finished by `deadline`
-        are answered "not analysed"."""
-        late = [Prediction(path=it.path, study=it.study, error=f"not analysed: the request ran past its "
-                           f"{TIME_BUDGET_SECONDS:.0f} s budget; send this scan again") for it in chunk]
-        if time.monotonic() > deadline:
-            return late
-        if sum(len(it.slices) for it in chunk) <= predictor.batch_size:
-            async with lock:  # one batch in all: one turn, one thread hop (most requests are this)
-                return await asyncio.to_thread(predictor.predict_items, chunk, heatmap)
-        steps, step = predictor.predict_in_steps(chunk, heatmap), None
-        while not isinstance(step, list) and time.monotonic() <= deadline:
-            if await request.is_disconnected():
-                return None
-            if step == DECODED:  # the next step runs the model
-                async with lock:
-                    step = await asyncio.to_thread(next, steps)
-            else:
-                step = await asyncio.to_thread(next, steps)
-        return step if isinstance(step, list) else late
-
     @app.post("/api/v1/predict", response_model=PredictResponse, tags=["model"],
               responses={413: {"description": "Upload over the size limit"},
                          422: {"description": "No file could be read as an image; each entry says why"}})
@@ -363,19 +392,12 @@ def create_app(model_path: str | Path | None = None, max_upload_mb: float = DEFA
         gets an `error` there while the rest are answered. When nothing could be read the answer is 422.
         Busy (other requests waiting): 503 with Retry-After."""
         deadline = time.monotonic() + time_budget()
-        uploads = []
-        for i, f in enumerate(files):  # each upload's bytes once: its spooled copy is closed as soon as read
-            uploads.append((f.filename or f"file{i + 1}", await f.read()))
-            await f.close()
+        uploads = await read_uploads(files)
         # Studies keep their hashed names (they go into exports); patient identifiers only to the screen.
         items = await asyncio.to_thread(items_from_uploads, uploads, False, None, show_identifiers)
-        predictions = []
-        for start in range(0, len(items), ITEMS_PER_TURN):
-            chunk = items[start:start + ITEMS_PER_TURN]
-            scored = await score_in_turns(request, chunk, heatmap, deadline)
-            if scored is None:
-                return JSONResponse({"detail": "client disconnected"}, status_code=499)  # nobody reads it
-            predictions += scored
+        predictions = await turns.score(request, items, heatmap, deadline)
+        if predictions is None:
+            return JSONResponse({"detail": "client disconnected"}, status_code=499)  # nobody reads it
         analysed_at = datetime.now(timezone.utc).isoformat(timespec="seconds")
         # Encoding the pictures (and decoding enlarged views) is CPU work: off the event loop, like the model.
         results = await asyncio.to_thread(lambda: [to_result(p, predictor, views) for p in predictions])

@@ -15,9 +15,10 @@ to the full size), measured over `--epochs` (a whole run: the schedule is relati
 changes what is learned by design (`same_losses` is then false), so its quality is a config's
 (experiments/configs/*-start96*.json, *-start128.json); `--new-resize-ramp A B` sets when the size grows (`train
 --resize-ramp`). `--new-frozen-blocks N` runs this code with the pretrained stem and first N blocks kept as loaded
-(`train --frozen-blocks`), a change of what is learned too (experiments/configs/*-frozen3.json). `--new-precision bf16` runs this code in bf16 autocast against the old code
-in `--precision`: for a CPU that computes bf16 natively (AVX512-BF16 or AMX), where `--precision auto` picks it;
-bf16 rounds differently, so `same_losses` is then false too.
+(`train --frozen-blocks`), a change of what is learned too (experiments/configs/*-frozen3.json).
+`--new-precision bf16` runs this code in bf16 autocast against the old code in `--precision`: for a CPU that
+computes bf16 natively (AVX512-BF16 or AMX), where `--precision auto` picks it; bf16 rounds differently, so
+`same_losses` is then false too.
 
   default    resnet18-w32 from scratch at 200 px, the `train` defaults (the default architecture)
   pretrained the bundled model's recipe: efficientnet-lite0 from ImageNet weights at 160 px

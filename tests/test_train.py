@@ -282,7 +282,8 @@ def test_progressive_resizing_starts_small_and_ends_at_full_size():
     assert sizes.count(200) >= 0.1 * cfg.epochs  # the last epochs settle at the size the model is used at
     assert {train_size_at(e, TrainConfig(data="unused", epochs=60)) for e in range(60)} == {200}
     # --resize-ramp 0.3 0.55: 18 epochs at 96 px, growing over the next 15, full size from epoch 33 of 60 on
-    ramped = [train_size_at(e, dataclasses.replace(cfg, start_size=96, resize_ramp=(0.3, 0.55))) for e in range(cfg.epochs)]
+    ramp_cfg = dataclasses.replace(cfg, start_size=96, resize_ramp=(0.3, 0.55))
+    ramped = [train_size_at(e, ramp_cfg) for e in range(cfg.epochs)]
     assert ramped[:18] == [96] * 18 and 96 < ramped[32] < 200 and ramped == sorted(ramped)
     assert ramped.index(200) == 33 and ramped[33:] == [200] * 27
 

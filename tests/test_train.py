@@ -298,6 +298,9 @@ def test_a_resize_ramp_out_of_order_is_refused():
     data = SimpleNamespace(num_classes=2, labels="binary")
     with pytest.raises(TrainingSetupError, match="resize-ramp 0.9 0.5"):
         models_to_train(cfg, data, torch.device("cpu"), Distributed(), bf16=False, log=lambda *_: None)
+    empty = dataclasses.replace(cfg, resize_ramp=(0.5, 0.5))  # no epochs to grow over: refused, not divided by
+    with pytest.raises(TrainingSetupError, match="resize-ramp 0.5 0.5"):
+        models_to_train(empty, data, torch.device("cpu"), Distributed(), bf16=False, log=lambda *_: None)
 
 
 def test_patience_and_the_kept_epoch_count_only_epochs_trained_at_full_size():

@@ -652,13 +652,14 @@ def models_to_train(cfg: TrainConfig, data: Prepared, device: torch.device, dist
     torchrun, compiled with cfg.compile), and its weight average where cfg.ema_decay asks for one."""
     model = build_model(cfg.architecture, 1, data.num_classes if data.labels == "type" else 1, cfg.image_size,
                         pretrained=cfg.pretrained)
-    if cfg.architecture in FIXED_SIZE_MODELS and train_size_at(0, cfg) != cfg.image_size:
-        raise TrainingSetupError(f"{cfg.architecture} takes one image size only; --start-size needs another "
-                                 "architecture")
+    # The schedule is checked before anything reads it: train_size_at divides by the ramp's length.
     if cfg.start_size and not 0 <= cfg.resize_ramp[0] < cfg.resize_ramp[1] <= 1:
         raise TrainingSetupError(f"--resize-ramp {cfg.resize_ramp[0]:g} {cfg.resize_ramp[1]:g}: give the shares of "
                                  "the epochs where the size starts to grow and where it is full, 0 <= first < second "
                                  "<= 1")
+    if cfg.architecture in FIXED_SIZE_MODELS and train_size_at(0, cfg) != cfg.image_size:
+        raise TrainingSetupError(f"{cfg.architecture} takes one image size only; --start-size needs another "
+                                 "architecture")
     if cfg.frozen_blocks is not None:
         if not cfg.pretrained:
             raise TrainingSetupError("--frozen-blocks keeps ImageNet layers as loaded; it needs --pretrained")

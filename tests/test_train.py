@@ -288,19 +288,23 @@ def test_progressive_resizing_starts_small_and_ends_at_full_size():
     assert ramped.index(200) == 33 and ramped[33:] == [200] * 27
 
 
-def test_a_resize_ramp_out_of_order_is_refused():
-    from types import SimpleNamespace
-
-    from braintriage.train import Distributed, models_to_train
-
-    cfg = TrainConfig(data="unused", architecture="seed-cnn", image_size=48, start_size=32,
-                      resize_ramp=(0.9, 0.5))
-    data = SimpleNamespace(num_classes=2, labels="binary")
+def test_a_resize_ramp_out_of_order_is_refused_before_any_data_is_read(tmp_path):
+    """Refused before decoding: the data named here does not exist, so a check that ran after `prepare_data`
+    would fail on the data instead (it did, minutes into a real run, until session 33)."""
+    missing = str(tmp_path / "no-such-dataset")
+    cfg = TrainConfig(data=missing, architecture="resnet18-w32", image_size=48, start_size=32,
+                      resize_ramp=(0.9, 0.5), run_dir=str(tmp_path / "r"), output=str(tmp_path / "m.safetensors"))
     with pytest.raises(TrainingSetupError, match="resize-ramp 0.9 0.5"):
-        models_to_train(cfg, data, torch.device("cpu"), Distributed(), bf16=False, log=lambda *_: None)
+        train(cfg, log=lambda *_: None)
+    with pytest.raises(TrainingSetupError, match="resize-ramp 0.9 0.5"):
+        cross_validation(dataclasses.replace(cfg, folds=2), log=lambda *_: None)
     empty = dataclasses.replace(cfg, resize_ramp=(0.5, 0.5))  # no epochs to grow over: refused, not divided by
     with pytest.raises(TrainingSetupError, match="resize-ramp 0.5 0.5"):
-        models_to_train(empty, data, torch.device("cpu"), Distributed(), bf16=False, log=lambda *_: None)
+        train(empty, log=lambda *_: None)
+    with pytest.raises(TrainingSetupError, match="needs --pretrained"):  # the other contradictions, as early
+        train(dataclasses.replace(cfg, start_size=None, frozen_blocks=3), log=lambda *_: None)
+    with pytest.raises(TrainingSetupError, match="one image size"):
+        train(dataclasses.replace(cfg, architecture="seed-cnn", resize_ramp=(0.5, 0.9)), log=lambda *_: None)
 
 
 def test_patience_and_the_kept_epoch_count_only_epochs_trained_at_full_size():

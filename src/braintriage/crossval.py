@@ -25,8 +25,8 @@ from braintriage.metrics import (METRIC_NAMES, binary_metrics, describe_per_sour
 from braintriage.modelfile import read_metadata, save_model
 from braintriage.models import tumor_probability
 from braintriage.splits import grouped_folds, held_out_digest
-from braintriage.train import (Fitted, Prepared, TrainConfig, TrainingSetupError, fit, model_metadata, prepare_data,
-                               recipe)
+from braintriage.train import (Fitted, Prepared, TrainConfig, TrainingSetupError, check_settings, fit, model_metadata,
+                               prepare_data, recipe)
 
 
 def cross_validation(cfg: TrainConfig, log=print) -> dict:
@@ -37,6 +37,7 @@ def cross_validation(cfg: TrainConfig, log=print) -> dict:
         raise TrainingSetupError(f"--only-fold {cfg.only_fold} needs --folds of at least that many")
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:
         raise TrainingSetupError("--folds runs in one process; start it without torchrun")
+    check_settings(cfg)
     np.random.seed(cfg.seed)
     device = pick_device(cfg.device)
     return cross_validate(cfg, prepare_data(cfg, log), device, log)

@@ -608,6 +608,26 @@ def training_data_on(device: torch.device, data: Prepared, train_idx: np.ndarray
                                          torch.from_numpy(data.teacher_images).unsqueeze(1).to(device)))
 
 
+def check_settings(cfg: TrainConfig) -> None:
+    """Refuse settings that contradict each other, before minutes of decoding: `train` and `train --folds` call
+    this first. (Checks that need the data or the network, like a teacher's classes, come later.)"""
+    # The schedule is checked before anything reads it: train_size_at divides by the ramp's length.
+    if cfg.start_size and not 0 <= cfg.resize_ramp[0] < cfg.resize_ramp[1] <= 1:
+        raise TrainingSetupError(f"--resize-ramp {cfg.resize_ramp[0]:g} {cfg.resize_ramp[1]:g}: give the shares of "
+                                 "the epochs where the size starts to grow and where it is full, 0 <= first < second "
+                                 "<= 1")
+    if cfg.architecture in FIXED_SIZE_MODELS and train_size_at(0, cfg) != cfg.image_size:
+        raise TrainingSetupError(f"{cfg.architecture} takes one image size only; --start-size needs another "
+                                 "architecture")
+    if cfg.frozen_blocks is not None and not cfg.pretrained:
+        raise TrainingSetupError("--frozen-blocks keeps ImageNet layers as loaded; it needs --pretrained")
+    if cfg.teacher and cfg.start_size:
+        raise TrainingSetupError("--teacher trains at the full image size only; leave out --start-size")
+    if cfg.teacher and not cfg.distill_painted and cfg.synthetic_lesions and not cfg.lesion_copies:
+        raise TrainingSetupError("--no-distill-painted tells painted copies from the images they were painted on: "
+                                 "it needs --lesion-copies")
+
+
 def class_names_of(labels: str) -> list[str]:
     return list(TUMOR_TYPES) if labels == "type" else ["no_tumor", "tumor"]
 
@@ -628,11 +648,6 @@ def teacher_on(device: torch.device, cfg: TrainConfig, data: Prepared) -> Teache
     """The --teacher model on the training device, refused where it cannot teach this run."""
     if not cfg.teacher:
         return None
-    if cfg.start_size:
-        raise TrainingSetupError("--teacher trains at the full image size only; leave out --start-size")
-    if not cfg.distill_painted and cfg.synthetic_lesions and not cfg.lesion_copies:
-        raise TrainingSetupError("--no-distill-painted tells painted copies from the images they were painted on: "
-                                 "it needs --lesion-copies")
     teacher = Teacher(cfg.teacher, device)
     problem = teacher_leak(cfg, teacher.metadata)
     if problem:
@@ -652,17 +667,7 @@ def models_to_train(cfg: TrainConfig, data: Prepared, device: torch.device, dist
     torchrun, compiled with cfg.compile), and its weight average where cfg.ema_decay asks for one."""
     model = build_model(cfg.architecture, 1, data.num_classes if data.labels == "type" else 1, cfg.image_size,
                         pretrained=cfg.pretrained)
-    # The schedule is checked before anything reads it: train_size_at divides by the ramp's length.
-    if cfg.start_size and not 0 <= cfg.resize_ramp[0] < cfg.resize_ramp[1] <= 1:
-        raise TrainingSetupError(f"--resize-ramp {cfg.resize_ramp[0]:g} {cfg.resize_ramp[1]:g}: give the shares of "
-                                 "the epochs where the size starts to grow and where it is full, 0 <= first < second "
-                                 "<= 1")
-    if cfg.architecture in FIXED_SIZE_MODELS and train_size_at(0, cfg) != cfg.image_size:
-        raise TrainingSetupError(f"{cfg.architecture} takes one image size only; --start-size needs another "
-                                 "architecture")
     if cfg.frozen_blocks is not None:
-        if not cfg.pretrained:
-            raise TrainingSetupError("--frozen-blocks keeps ImageNet layers as loaded; it needs --pretrained")
         try:
             freeze_early_layers(model, cfg.frozen_blocks)
         except ValueError as e:
@@ -810,6 +815,7 @@ def _train(cfg: TrainConfig, dist_info: Distributed, device: torch.device, t_sta
     on_cuda = device.type == "cuda"
     if on_cuda:
         torch.backends.cudnn.benchmark = True
+    check_settings(cfg)
     if cfg.teacher and Path(cfg.teacher).is_dir():
         raise TrainingSetupError(f"{cfg.teacher} is a folder: fold teachers teach a cross-validation (--folds); "
                                  "give one model file")

@@ -201,7 +201,6 @@ def test_zero_padding_folds_into_the_convolution_with_the_same_outputs():
     """onnx_rewrite.fold_padding: a zero Pad before a strided Conv (TensorFlow's SAME, one pixel more at the
     bottom and right, written with an empty constant-value input as PyTorch exports it) becomes the Conv's own
     padding, with the same outputs; a Pad with a non-zero value, or read by two nodes, stays."""
-    import onnx
     import onnxruntime as ort
     from onnx import TensorProto, helper, numpy_helper
 

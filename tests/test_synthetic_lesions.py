@@ -1,6 +1,5 @@
 """Synthetic lesions (issue 21): painted into no-tumor images only, inside the head, and they relabel them."""
 
-import numpy as np
 import torch
 
 from braintriage.synthetic_lesions import add_lesions

@@ -20,7 +20,9 @@ changes what is learned by design (`same_losses` is then false), so its quality 
 computes bf16 natively (AVX512-BF16 or AMX), where `--precision auto` picks it; bf16 rounds differently, so
 `same_losses` is then false too.
 
-  default    resnet18-w32 from scratch at 200 px, the `train` defaults (the default architecture)
+  default    resnet18-w32 from scratch at 200 px, the `train` defaults (the default architecture) at full size
+             throughout; `train` now resizes it progressively by default, which `--new-start-size 96
+             --new-resize-ramp 0.3 0.55` measures (benchmarks/cpu_training_start96.json)
   pretrained the bundled model's recipe: efficientnet-lite0 from ImageNet weights at 160 px
              (experiments/configs/all-lite0-160.json)
 """

@@ -281,11 +281,38 @@ def test_progressive_resizing_starts_small_and_ends_at_full_size():
     assert all(s % 16 == 0 for s in sizes if s != 200)
     assert sizes.count(200) >= 0.1 * cfg.epochs  # the last epochs settle at the size the model is used at
     assert {train_size_at(e, TrainConfig(data="unused", epochs=60)) for e in range(60)} == {200}
-    # --resize-ramp 0.3 0.55: 18 epochs at 96 px, growing over the next 15, full size from epoch 33 of 60 on
+    # --resize-ramp 0.3 0.55: 18 epochs at 96 px, growing over the next 15, full size from epoch 33 of 60
     ramp_cfg = dataclasses.replace(cfg, start_size=96, resize_ramp=(0.3, 0.55))
     ramped = [train_size_at(e, ramp_cfg) for e in range(cfg.epochs)]
     assert ramped[:18] == [96] * 18 and 96 < ramped[32] < 200 and ramped == sorted(ramped)
     assert ramped.index(200) == 33 and ramped[33:] == [200] * 27
+
+
+def test_train_resizes_progressively_by_default_only_from_random_weights(monkeypatch, tmp_path):
+    """`braintriage train`'s default (session 32's rule): from 96 px over 30-55% of the epochs for a network from
+    random weights; never for pretrained weights, a distillation or a fixed-size network; 0 turns it off."""
+    from click.testing import CliRunner
+
+    import braintriage.train as train_module
+    from braintriage.cli import app
+
+    seen = []
+    monkeypatch.setattr(train_module, "train", lambda cfg, log: seen.append(cfg))
+    (tmp_path / "teacher.safetensors").write_bytes(b"")
+
+    def config(*flags: str) -> TrainConfig:
+        result = CliRunner().invoke(app, ["train", str(tmp_path), *flags])
+        assert result.exit_code == 0, result.output
+        return seen.pop()
+
+    scratch = config()
+    assert (scratch.architecture, scratch.start_size) == ("resnet18-w32", 96)
+    assert scratch.resize_ramp == (0.3, 0.55)
+    assert config("--pretrained", "--arch", "efficientnet-lite0").start_size is None
+    assert config("--teacher", str(tmp_path / "teacher.safetensors")).start_size is None
+    assert config("--arch", "seed-cnn").start_size is None
+    assert config("--start-size", "0").start_size == 0
+    assert config("--start-size", "128", "--resize-ramp", "0.5", "0.9").resize_ramp == (0.5, 0.9)
 
 
 def test_a_resize_ramp_out_of_order_is_refused_before_any_data_is_read(tmp_path):
@@ -313,7 +340,7 @@ def test_patience_and_the_kept_epoch_count_only_epochs_trained_at_full_size():
     until the first full-size one: the model returned is one trained at the size it is used at."""
     from braintriage.train import Progress, train_size_at, trains_whole_recipe
 
-    cfg = TrainConfig(data="unused", epochs=60, image_size=200, start_size=128, patience=15)
+    cfg = TrainConfig(data="unused", epochs=60, image_size=200, start_size=128, resize_ramp=(0.5, 0.9), patience=15)
     progress = Progress()
     for epoch in range(cfg.epochs):
         loss = 0.9 if epoch == 2 else 1.2  # the best validation loss comes early, at 128 px

@@ -110,8 +110,9 @@ def audit(data: Path, json_output: Optional[Path]) -> None:
               help="The filter that resizes each image to --image-size (the model file records it).")
 @click.option("--start-size", type=int,
               help="Progressive resizing: train the first epochs at this size, growing to --image-size "
-                   "(faster; validation always at --image-size). When: --resize-ramp.")
-@click.option("--resize-ramp", type=(float, float), default=(0.5, 0.9),
+                   "(faster; validation always at --image-size). When: --resize-ramp. Default: 96 for a network "
+                   "from random weights, none with --pretrained or --teacher; 0: off.")
+@click.option("--resize-ramp", type=(float, float), default=(0.3, 0.55),
               help="With --start-size: the shares of the epochs done when the size starts to grow and when it "
                    "reaches --image-size.")
 @click.option("--epochs", type=int, default=60)
@@ -217,11 +218,13 @@ def train(
     with user_errors():
         from braintriage.augment import AugmentPolicy
         from braintriage.crossval import cross_validation
-        from braintriage.train import TrainConfig, train as train_one_model
+        from braintriage.train import TrainConfig, default_start_size, train as train_one_model
 
     policy = AugmentPolicy(zoom=zoom, rotation_degrees=rotation, brightness=brightness, horizontal_flip=hflip,
                            translate=translate, gamma=gamma, noise=noise, blur=blur, bias_field=bias_field,
                            intensity_remap=intensity_remap, invert=invert)
+    if start_size is None:
+        start_size = default_start_size(architecture, pretrained, str(teacher) if teacher else None)
     cfg = TrainConfig(data=[str(d) for d in data] if len(data) > 1 else str(data[0]), output=str(output),
                       run_dir=str(run_dir), architecture=architecture, pretrained=pretrained,
                       backbone_lr_scale=backbone_lr_scale, source_balance=source_balance,

@@ -22,7 +22,7 @@ computes bf16 natively (AVX512-BF16 or AMX), where `--precision auto` picks it; 
 
   default    resnet18-w32 from scratch at 200 px, the `train` defaults (the default architecture) at full size
              throughout; `train` now resizes it progressively by default, which `--new-start-size 96
-             --new-resize-ramp 0.3 0.55` measures (benchmarks/cpu_training_start96.json)
+             --new-resize-ramp 0.3 0.55` measures (benchmarks/cpu_training_default.json)
   pretrained the bundled model's recipe: efficientnet-lite0 from ImageNet weights at 160 px
              (experiments/configs/all-lite0-160.json)
 """

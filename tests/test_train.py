@@ -289,8 +289,8 @@ def test_progressive_resizing_starts_small_and_ends_at_full_size():
 
 
 def test_train_resizes_progressively_by_default_only_from_random_weights(monkeypatch, tmp_path):
-    """`braintriage train`'s default (session 32's rule): from 96 px over 30-55% of the epochs for a network from
-    random weights; never for pretrained weights, a distillation or a fixed-size network; 0 turns it off."""
+    """`braintriage train`'s default (session 33's paired rule): from 96 px over 30-55% of the epochs for a network
+    from random weights; never for pretrained weights, a distillation or a fixed-size network; 0 turns it off."""
     from click.testing import CliRunner
 
     import braintriage.train as train_module

@@ -814,6 +814,7 @@ def train(cfg: TrainConfig, log=print) -> dict:
         raise TrainingSetupError("a cross-validation trains no model file: run it with crossval.cross_validation")
     if cfg.only_fold:
         raise TrainingSetupError(f"--only-fold {cfg.only_fold} needs --folds of at least that many")
+    check_settings(cfg)
     t_start = time.time()
     np.random.seed(cfg.seed)
     dist_info, device = start_distributed(cfg)
@@ -832,7 +833,6 @@ def _train(cfg: TrainConfig, dist_info: Distributed, device: torch.device, t_sta
     on_cuda = device.type == "cuda"
     if on_cuda:
         torch.backends.cudnn.benchmark = True
-    check_settings(cfg)
     if cfg.teacher and Path(cfg.teacher).is_dir():
         raise TrainingSetupError(f"{cfg.teacher} is a folder: fold teachers teach a cross-validation (--folds); "
                                  "give one model file")

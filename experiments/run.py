@@ -13,8 +13,9 @@ A config with `"seeds": [0, 1, 2]` is one run per seed (runs/NAME-s0, ...; one r
 difference between recipes can be read against the spread between seeds of one recipe; `--seed K` runs one of
 them. A distilled recipe names its teacher with the seed left open
 (`"teacher": "runs/TEACHER-s{seed}/model.safetensors"`: each seed learns from the teacher run of the same
-seed); a distilled cross-validation names a folder of fold teachers, and `--only-fold K` trains one fold, so
-that a teacher fold and its student fold run one after the other.
+seed; `"init_from"`, the model a fine-tune starts from, likewise); a distilled cross-validation names a folder
+of fold teachers (or of fold starting models), and `--only-fold K` trains one fold, so that a teacher fold and
+its student fold run one after the other.
 `--jobs N` runs N trainings at once, each its own process logging to runs/RUN.log (a GPU is mostly idle
 under one small model). `--source-cache DIR` reads each source from DIR/FOLDER.npz, its decoded cache (same
 images, same fingerprint; `braintriage train` takes such files directly): what travels to a GPU machine.
@@ -55,15 +56,15 @@ def runs_of(config: dict) -> list[tuple[str, dict]]:
     if "seeds" not in config:
         return [(config["name"], config)]
     return [(f"{config['name']}-s{seed}",
-             {**config, "train": {**config["train"], "seed": seed, **teacher_of(config, seed)}})
+             {**config, "train": {**config["train"], "seed": seed, **models_of(config, seed)}})
             for seed in config["seeds"]]
 
 
-def teacher_of(config: dict, seed: int) -> dict:
-    """A distilled recipe's teacher for one seed: `"teacher": "runs/NAME-s{seed}/model.safetensors"` names the
-    teacher run of the same seed."""
-    teacher = config["train"].get("teacher")
-    return {"teacher": teacher.format(seed=seed)} if teacher else {}
+def models_of(config: dict, seed: int) -> dict:
+    """A recipe's teacher and starting model for one seed: `"teacher": "runs/NAME-s{seed}/model.safetensors"` (or
+    `"init_from"`) names the run of the same seed."""
+    return {key: config["train"][key].format(seed=seed) for key in ("teacher", "init_from")
+            if config["train"].get(key)}
 
 
 def command(config: dict, run_dir: Path, source_cache: Path | None = None, only_fold: int | None = None

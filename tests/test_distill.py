@@ -7,7 +7,8 @@ from braintriage.augment import AugmentPolicy
 from braintriage.crossval import cross_validation
 from braintriage.distill import distillation_loss, resized_views
 from braintriage.modelfile import file_digest, read_metadata
-from braintriage.train import TrainConfig, TrainingSetupError, teacher_leak, train
+from braintriage.train import TrainConfig, TrainingSetupError, train
+from braintriage.warm_start import source_leak
 from conftest import tiny_type_cache
 
 NO_AUGMENT = AugmentPolicy(zoom=(1, 1), rotation_degrees=0, brightness=(1, 1))
@@ -86,9 +87,9 @@ def test_a_teacher_that_cannot_teach_the_run_is_refused(tmp_path, monkeypatch):
                 "give the dataset folders": dict(data=str(cache), image_size=48, teacher=str(big)),
                 "leave out --start-size": dict(data=str(tmp_path / "data"), image_size=48, start_size=32,
                                                teacher=str(big)),
-                "fold teachers teach a cross-validation": dict(data=str(cache), image_size=48, teacher=str(tmp_path)),
+                "serve a cross-validation": dict(data=str(cache), image_size=48, teacher=str(tmp_path)),
                 "needs --folds of at least that many": dict(data=str(cache), image_size=48, folds=2, only_fold=3),
-                "learns each fold from its own teacher": dict(data=str(cache), image_size=48, folds=2,
+                "each fold's teacher from its own fold": dict(data=str(cache), image_size=48, folds=2,
                                                               teacher=str(binary)),
                 "it needs --lesion-copies": dict(data=str(tmp_path / "data"), image_size=48, teacher=str(big),
                                                  synthetic_lesions=0.5, distill_painted=False)}
@@ -126,8 +127,7 @@ def test_a_cross_validation_learns_from_the_teacher_of_each_fold(tmp_path, monke
 
 
 def test_a_leave_source_out_student_needs_a_teacher_that_held_out_the_same_source():
-    student = TrainConfig(data="unused", holdout_source="br35h")
-    assert teacher_leak(student, {"training": {"held_out_source": "br35h"}}) is None
-    assert "trained on every source" in teacher_leak(student, {"training": {"held_out_source": None}})
-    assert "held out figshare" in teacher_leak(student, {"training": {"held_out_source": "figshare"}})
-    assert teacher_leak(TrainConfig(data="unused"), {"training": {"held_out_source": "br35h"}}) is None
+    assert source_leak("br35h", {"training": {"held_out_source": "br35h"}}, "teacher") is None
+    assert "teacher trained on every source" in source_leak("br35h", {"training": {"held_out_source": None}}, "teacher")
+    assert "held out figshare" in source_leak("br35h", {"training": {"held_out_source": "figshare"}}, "teacher")
+    assert source_leak(None, {"training": {"held_out_source": "br35h"}}, "teacher") is None

@@ -120,6 +120,8 @@ def audit(data: Path, json_output: Optional[Path]) -> None:
 @click.option("--lr", type=float, default=2e-3,
               help="Peak AdamW learning rate at batch 64 (scaled with batch size).")
 @click.option("--weight-decay", type=float, default=0.05)
+@click.option("--warmup-epochs", type=click.FloatRange(min=0), default=2.0,
+              help="Epochs over which the learning rate rises to its peak before it decays.")
 @click.option("--label-smoothing", type=float, default=0.0)
 @click.option("--ema-decay", type=float,
               help="Validate and save an exponential moving average of the weights with this decay per step "
@@ -173,6 +175,10 @@ def audit(data: Path, json_output: Optional[Path]) -> None:
 @click.option("--distill-painted/--no-distill-painted", default=True,
               help="With --teacher and --lesion-copies: whether the painted copies learn the teacher's view too "
                    "(--no-distill-painted: their label only).")
+@click.option("--init-from", type=click.Path(exists=True, path_type=Path),
+              help="Start from this trained model file's weights (same architecture and classes) instead of "
+                   "random or ImageNet ones, e.g. to fine-tune a 200 px model at 160 px. With --folds, a folder of "
+                   "fold-K.safetensors (a --keep-fold-models cross-validation), one per fold.")
 @click.option("--seed", type=int, default=0)
 @click.option("--device", type=str, default="auto", help="auto, cpu, cuda, cuda:1 ...")
 @click.option("--precision", type=str, default="auto",
@@ -204,12 +210,14 @@ def train(
         backbone_lr_scale: float, source_balance: float, holdout_source: Optional[str], labels: str,
         image_size: int, crop_to_head: bool, equalize: bool, resample: str, start_size: Optional[int],
         resize_ramp: tuple[float, float], epochs: int,
-        batch_size: int, lr: float, weight_decay: float, label_smoothing: float, ema_decay: Optional[float],
+        batch_size: int, lr: float, weight_decay: float, warmup_epochs: float, label_smoothing: float,
+        ema_decay: Optional[float],
         val_fraction: float, patience: int, target_sensitivity: float, zoom: tuple[float, float], rotation: float,
         brightness: tuple[float, float], hflip: float, translate: float, gamma: tuple[float, float], noise: float,
         blur: float, bias_field: float, intensity_remap: float, invert: float, synthetic_lesions: float,
         lesion_copies: bool, lesions_from_epoch: int, frozen_blocks: Optional[int], teacher: Optional[Path],
-        distill_weight: float, distill_temperature: float, distill_painted: bool, seed: int, device: str,
+        distill_weight: float, distill_temperature: float, distill_painted: bool, init_from: Optional[Path],
+        seed: int, device: str,
         precision: str, compile: bool, calibrate: bool, resume: bool, checkpoint_seconds: float,
         exclude_leaked: Optional[Path], folds: Optional[int], only_fold: Optional[int], keep_fold_models: bool,
         max_steps: Optional[int], limit: Optional[int]
@@ -224,7 +232,8 @@ def train(
                            translate=translate, gamma=gamma, noise=noise, blur=blur, bias_field=bias_field,
                            intensity_remap=intensity_remap, invert=invert)
     if start_size is None:
-        start_size = default_start_size(architecture, pretrained, str(teacher) if teacher else None)
+        start_size = default_start_size(architecture, pretrained, str(teacher) if teacher else None,
+                                        str(init_from) if init_from else None)
     cfg = TrainConfig(data=[str(d) for d in data] if len(data) > 1 else str(data[0]), output=str(output),
                       run_dir=str(run_dir), architecture=architecture, pretrained=pretrained,
                       backbone_lr_scale=backbone_lr_scale, source_balance=source_balance,
@@ -232,7 +241,7 @@ def train(
                       labels=labels, image_size=image_size, crop_to_head=crop_to_head, equalize=equalize,
                       resample=resample,
                       start_size=start_size, resize_ramp=resize_ramp, epochs=epochs, batch_size=batch_size, lr=lr,
-                      weight_decay=weight_decay, label_smoothing=label_smoothing,
+                      weight_decay=weight_decay, warmup_epochs=warmup_epochs, label_smoothing=label_smoothing,
                       ema_decay=ema_decay, val_fraction=val_fraction,
                       patience=patience, target_sensitivity=target_sensitivity, seed=seed, device=device,
                       precision=precision, compile=compile, calibrate=calibrate, resume=resume,
@@ -243,7 +252,8 @@ def train(
                       synthetic_lesions=synthetic_lesions, lesion_copies=lesion_copies,
                       lesions_from_epoch=lesions_from_epoch, frozen_blocks=frozen_blocks,
                       teacher=str(teacher) if teacher else None, distill_weight=distill_weight,
-                      distill_temperature=distill_temperature, distill_painted=distill_painted)
+                      distill_temperature=distill_temperature, distill_painted=distill_painted,
+                      init_from=str(init_from) if init_from else None)
     with user_errors():
         (cross_validation if folds else train_one_model)(cfg, log=click.echo)
 

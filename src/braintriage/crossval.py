@@ -66,7 +66,7 @@ def cross_validate(cfg: TrainConfig, data: Prepared, device: torch.device, log=p
             missing.append(k + 1)
             continue
         log(f"fold {k + 1}/{cfg.folds}: {len(train_idx)} train, {len(val_idx)} held out")
-        fold_cfg = cfg if not cfg.teacher else replace(cfg, teacher=str(fold_teacher(cfg, decoded, k + 1, val_idx)))
+        fold_cfg = fold_config(cfg, decoded, k + 1, val_idx)
         t_fold = time.time()
         fitted = fit(fold_cfg, data, train_idx, val_idx, device, desc=f"fold {k + 1}/{cfg.folds}", log=log)
         fold, fold_rows = fold_record(decoded, fitted, k + 1, val_idx, device)
@@ -139,7 +139,7 @@ def fold_record(decoded: DecodedSet, fitted: Fitted, k: int, val_idx: np.ndarray
 def save_fold_model(run_dir: Path, cfg: TrainConfig, data: Prepared, fitted: Fitted, k: int, train_idx: np.ndarray,
                     val_idx: np.ndarray, seconds: float, device: torch.device) -> Path:
     """--keep-fold-models: fold k's model, RUN_DIR/folds/fold-K.safetensors, with which images it held out (a
-    teacher for the same fold of another recipe's cross-validation: `fold_teacher`)."""
+    teacher or starting model for the same fold of another recipe's cross-validation: `fold_model`)."""
     metadata = model_metadata(cfg, data, fitted, train_idx, val_idx, seconds, device, 1)
     metadata["cv_fold"] = {"fold": k, "folds": cfg.folds, "seed": cfg.seed,
                            "held_out_digest": held_out_digest(data.decoded, val_idx)}
@@ -153,18 +153,27 @@ def fold_model_path(folds: Path, k: int) -> Path:
     return folds / f"fold-{k}.safetensors"
 
 
-def fold_teacher(cfg: TrainConfig, decoded: DecodedSet, k: int, val_idx: np.ndarray) -> Path:
-    """The teacher of fold k: the --teacher folder's fold-K.safetensors, which must have held out exactly this
-    fold's images (a teacher that trained on them would leak their labels)."""
-    teacher = Path(cfg.teacher)
-    if not teacher.is_dir():
-        raise TrainingSetupError("a cross-validation learns each fold from its own teacher: give --teacher a "
-                                 "folder of fold-K.safetensors (--keep-fold-models); one model trained on these "
-                                 "images would pass the held-out folds' labels on")
-    path = fold_model_path(teacher, k)
+def fold_config(cfg: TrainConfig, decoded: DecodedSet, k: int, val_idx: np.ndarray) -> TrainConfig:
+    """Fold k's recipe: a --teacher or --init-from folder replaced by its fold-K.safetensors."""
+    if cfg.teacher:
+        cfg = replace(cfg, teacher=str(fold_model(cfg.teacher, "teacher", decoded, k, val_idx)))
+    if cfg.init_from:
+        cfg = replace(cfg, init_from=str(fold_model(cfg.init_from, "starting model", decoded, k, val_idx)))
+    return cfg
+
+
+def fold_model(folder: str, role: str, decoded: DecodedSet, k: int, val_idx: np.ndarray) -> Path:
+    """Fold k's teacher or starting model (`role`): the folder's fold-K.safetensors, which must have held out
+    exactly this fold's images (one that trained on them would leak their labels)."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise TrainingSetupError(f"a cross-validation takes each fold's {role} from its own fold: give a folder of "
+                                 "fold-K.safetensors (--keep-fold-models); one model trained on these images would "
+                                 "pass the held-out folds' labels on")
+    path = fold_model_path(folder, k)
     if not path.exists():
-        raise TrainingSetupError(f"no teacher for fold {k}: {path} is missing (train the teacher's cross-"
-                                 "validation with --keep-fold-models)")
+        raise TrainingSetupError(f"no {role} for fold {k}: {path} is missing (train its cross-validation with "
+                                 "--keep-fold-models)")
     held_out = read_metadata(path).get("cv_fold", {}).get("held_out_digest")
     if held_out != held_out_digest(decoded, val_idx):
         raise TrainingSetupError(f"{path} held out other images than fold {k} of this run: same sources, "

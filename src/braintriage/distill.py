@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from braintriage.modelfile import file_digest, load_model, read_metadata
+from braintriage.modelfile import load_model
 from braintriage.models import normalised_views
 from braintriage.preprocess import PreprocessConfig
 
@@ -42,13 +42,6 @@ class Teacher:
     def logits(self, views: torch.Tensor) -> torch.Tensor:
         """Augmented views in [0, 1] at the teacher's size (N, 1, size, size) -> its logits, float32."""
         return self.model(normalised_views(views, self.mean, self.std)).float()
-
-
-def describe_teacher(path: str | Path) -> dict:
-    """What a student's model file records of its teacher: which file it was, and what it took."""
-    metadata = read_metadata(path)
-    return {"file": Path(path).name, "sha256": file_digest(path), "architecture": metadata["architecture"],
-            "image_size": metadata["input"]["preprocess"]["size"]}
 
 
 def resized_views(views: torch.Tensor, size: int) -> torch.Tensor:

@@ -216,6 +216,14 @@ def file_digest(path: str | Path) -> str:
         return hashlib.file_digest(f, "sha256").hexdigest()
 
 
+def describe_model_file(path: str | Path) -> dict:
+    """What a model file records of another it was trained with (its teacher, or the model it started from):
+    which file it was, and what it took."""
+    metadata = read_metadata(path)
+    return {"file": Path(path).name, "sha256": file_digest(path), "architecture": metadata["architecture"],
+            "image_size": metadata["input"]["preprocess"]["size"]}
+
+
 def model_name(meta: dict[str, Any]) -> str:
     """The network(s) a model file holds, for labels: `resnet18-w32`, or `ensemble of resnet18-w32 + ...`."""
     members = meta.get("ensemble", {}).get("members")

@@ -36,18 +36,19 @@ from braintriage.cache import DecodedSet, cached_decode, from_sources
 from braintriage.cpu_memory import keep_freed_memory
 from braintriage.csv_cells import write_csv_dicts
 from braintriage.datasets import TUMOR_TYPES, DatasetLayoutError, load_dataset
-from braintriage.distill import Teacher, describe_teacher, distillation_loss, resized_views
+from braintriage.distill import Teacher, distillation_loss, resized_views
 from braintriage.guard_fit import calibrate_ood
 from braintriage.hardware import hardware_name, native_bf16, pick_device
 from braintriage.losses import UNTYPED_TUMOR, cell_weights, correct_predictions, weighted_loss
 from braintriage.metrics import binary_metrics, threshold_for_sensitivity, wilson_interval
-from braintriage.modelfile import file_digest, read_metadata, save_model
+from braintriage.modelfile import describe_model_file, file_digest, read_metadata, save_model
 from braintriage.pretrained import weights_package
 from braintriage.synthetic_lesions import add_lesions
 from braintriage.models import (DEFAULT_MODEL, FIXED_SIZE_MODELS, build_model, count_parameters, freeze_early_layers,
                                 normalised_views, to_model_input, tumor_probability)
 from braintriage.preprocess import PreprocessConfig
 from braintriage.splits import grouped_split
+from braintriage.warm_start import source_leak, starting_weights, validation_split_leak
 
 
 class TrainingSetupError(ValueError):
@@ -107,6 +108,8 @@ class TrainConfig:
     distill_weight: float = 0.5  # the teacher's share of the loss; the labels keep the rest
     distill_temperature: float = 2.0  # both models' probabilities are softened by this before they are compared
     distill_painted: bool = True  # False: painted lesion copies learn their label only, not the teacher's view
+    init_from: str | None = None  # start from this trained model file's weights (warm_start.py); with folds, a
+    #                               folder of fold-K.safetensors, one per fold
 
 
 def use_bf16(precision: str, device: torch.device) -> bool:
@@ -127,11 +130,12 @@ def use_bf16(precision: str, device: torch.device) -> bool:
 DEFAULT_START_SIZE = 96
 
 
-def default_start_size(architecture: str, pretrained: bool, teacher: str | None) -> int | None:
+def default_start_size(architecture: str, pretrained: bool, teacher: str | None, init_from: str | None = None
+                       ) -> int | None:
     """`train`'s progressive-resizing start when none is given: DEFAULT_START_SIZE for a network from random
-    weights; none for pretrained weights, a distillation (the teacher sees full-size images) or a network that
-    takes one input size."""
-    if pretrained or teacher or architecture in FIXED_SIZE_MODELS:
+    weights; none for pretrained weights or a trained model's (--init-from), a distillation (the teacher sees
+    full-size images) or a network that takes one input size."""
+    if pretrained or teacher or init_from or architecture in FIXED_SIZE_MODELS:
         return None
     return DEFAULT_START_SIZE
 
@@ -319,7 +323,7 @@ def teacher_images_for(cfg: TrainConfig, decoded: DecodedSet, log=print) -> np.n
     """--teacher: the training images as the teacher's preprocessing makes them, in `decoded`'s order; None
     where that is the student's own."""
     teacher = Path(cfg.teacher)
-    if teacher.is_dir():  # one teacher per fold (fold_teacher), all with the same preprocessing
+    if teacher.is_dir():  # one teacher per fold (crossval.fold_model), all with the same preprocessing
         teacher = next(iter(sorted(teacher.glob("fold-*.safetensors"))), None)
         if teacher is None:
             raise TrainingSetupError(f"{cfg.teacher} holds no fold-K.safetensors teachers")
@@ -538,6 +542,7 @@ def run_key_of(decoded: DecodedSet, train_idx: np.ndarray, cfg: TrainConfig, wor
     if cfg.teacher:
         run_key += (f":teacher {file_digest(cfg.teacher)[:16]} weight {cfg.distill_weight} "
                     f"temperature {cfg.distill_temperature}" + ("" if cfg.distill_painted else " real images only"))
+    run_key += f":initialised from {file_digest(cfg.init_from)[:16]}" if cfg.init_from else ""
     return run_key + f":{decoded.preprocess.key()}"
 
 
@@ -636,8 +641,12 @@ def check_settings(cfg: TrainConfig) -> None:
     if cfg.architecture in FIXED_SIZE_MODELS and train_size_at(0, cfg) != cfg.image_size:
         raise TrainingSetupError(f"{cfg.architecture} takes one image size only; --start-size needs another "
                                  "architecture")
-    if cfg.frozen_blocks is not None and not cfg.pretrained:
-        raise TrainingSetupError("--frozen-blocks keeps ImageNet layers as loaded; it needs --pretrained")
+    if cfg.frozen_blocks is not None and not (cfg.pretrained or cfg.init_from):
+        raise TrainingSetupError("--frozen-blocks keeps trained layers as loaded; it needs --pretrained or "
+                                 "--init-from")
+    if cfg.pretrained and cfg.init_from:
+        raise TrainingSetupError("--init-from starts from a trained model's weights, --pretrained from ImageNet's: "
+                                 "give one")
     if cfg.teacher and cfg.start_size:
         raise TrainingSetupError("--teacher trains at the full image size only; leave out --start-size")
     if cfg.teacher and not cfg.distill_painted and cfg.synthetic_lesions and not cfg.lesion_copies:
@@ -649,24 +658,12 @@ def class_names_of(labels: str) -> list[str]:
     return list(TUMOR_TYPES) if labels == "type" else ["no_tumor", "tumor"]
 
 
-def teacher_leak(cfg: TrainConfig, teacher_metadata: dict) -> str | None:
-    """Why a teacher would pass on labels this run is scored on, or None: a leave-source-out student needs a
-    teacher that held out the same source."""
-    held_out = teacher_metadata.get("training", {}).get("held_out_source")
-    if cfg.holdout_source and held_out != cfg.holdout_source:
-        return (f"this run holds out {cfg.holdout_source}, its teacher "
-                + (f"held out {held_out}" if held_out else "trained on every source") +
-                f": it would pass {cfg.holdout_source}'s labels on; give a teacher trained with --holdout-source "
-                f"{cfg.holdout_source}")
-    return None
-
-
 def teacher_on(device: torch.device, cfg: TrainConfig, data: Prepared) -> Teacher | None:
     """The --teacher model on the training device, refused where it cannot teach this run."""
     if not cfg.teacher:
         return None
     teacher = Teacher(cfg.teacher, device)
-    problem = teacher_leak(cfg, teacher.metadata)
+    problem = source_leak(cfg.holdout_source, teacher.metadata, "teacher")
     if problem:
         raise TrainingSetupError(problem)
     if teacher.class_names != class_names_of(data.labels):
@@ -684,13 +681,21 @@ def models_to_train(cfg: TrainConfig, data: Prepared, device: torch.device, dist
     torchrun, compiled with cfg.compile), and its weight average where cfg.ema_decay asks for one."""
     model = build_model(cfg.architecture, 1, data.num_classes if data.labels == "type" else 1, cfg.image_size,
                         pretrained=cfg.pretrained)
+    if cfg.init_from:
+        try:
+            state, _ = starting_weights(cfg.init_from, cfg.architecture, class_names_of(data.labels),
+                                        cfg.holdout_source)
+        except ValueError as e:
+            raise TrainingSetupError(str(e)) from None
+        model.load_state_dict(state)
     if cfg.frozen_blocks is not None:
         try:
             freeze_early_layers(model, cfg.frozen_blocks)
         except ValueError as e:
             raise TrainingSetupError(str(e)) from None
     model = model.to(device, memory_format=torch.channels_last)
-    log(f"{cfg.architecture}{' (ImageNet weights)' if cfg.pretrained else ''}: "
+    start = " (ImageNet weights)" if cfg.pretrained else f" (from {Path(cfg.init_from).name})" if cfg.init_from else ""
+    log(f"{cfg.architecture}{start}: "
         f"{count_parameters(model) / 1e6:.2f}M parameters; labels: {data.labels}; "
         f"{'bf16 autocast' if bf16 else 'fp32'}")
     step_model = model
@@ -833,12 +838,17 @@ def _train(cfg: TrainConfig, dist_info: Distributed, device: torch.device, t_sta
     on_cuda = device.type == "cuda"
     if on_cuda:
         torch.backends.cudnn.benchmark = True
-    if cfg.teacher and Path(cfg.teacher).is_dir():
-        raise TrainingSetupError(f"{cfg.teacher} is a folder: fold teachers teach a cross-validation (--folds); "
-                                 "give one model file")
+    for role, path in (("teacher", cfg.teacher), ("starting model", cfg.init_from)):
+        if path and Path(path).is_dir():
+            raise TrainingSetupError(f"{path} is a folder: fold models serve a cross-validation (--folds) as its "
+                                     f"folds' {role}s; give one model file")
     data = prepare_data(cfg, log)
     decoded = data.decoded
     train_idx, val_idx = grouped_split(decoded, cfg.val_fraction, cfg.seed)
+    if cfg.init_from:  # its validation images must be this run's: it would have trained on them otherwise
+        problem = validation_split_leak(read_metadata(cfg.init_from), decoded, val_idx)
+        if problem:
+            raise TrainingSetupError(f"--init-from {cfg.init_from}: {problem}")
     log(f"{len(decoded)} images: {len(train_idx)} train, {len(val_idx)} validation "
         f"({len(np.unique(decoded.groups))} near-duplicate groups, none split); device {device}")
     run_dir = Path(cfg.run_dir)
@@ -899,7 +909,8 @@ def model_metadata(cfg: TrainConfig, data: Prepared, fitted: Fitted, train_idx: 
             "data": ", ".join(Path(d).name for d in data_sources(cfg)), "data_fingerprint": decoded.fingerprint,
             "sources": decoded.source_counts(), "held_out_source": cfg.holdout_source,
             "pretrained": f"ImageNet ({weights_package(cfg.architecture)})" if cfg.pretrained else None,
-            "teacher": describe_teacher(cfg.teacher) if cfg.teacher else None,
+            "teacher": describe_model_file(cfg.teacher) if cfg.teacher else None,
+            "initialised_from": describe_model_file(cfg.init_from) if cfg.init_from else None,
             "images": len(decoded),
             "train_images": len(train_idx), "validation_images": len(val_idx),
             "excluded_leaked_images": data.excluded_leaked,

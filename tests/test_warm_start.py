@@ -37,6 +37,15 @@ def test_a_run_starts_from_a_trained_model_and_trains_it_at_its_own_size(tmp_pat
                                             "architecture": "resnet18-w32", "image_size": 48}
     assert read_metadata(frozen)["input"]["preprocess"]["size"] == 32
 
+    # --epochs 0: the starting model as it is (BatchNorm statistics too), validated and written at 32 px.
+    as_is = tmp_path / "as-is.safetensors"
+    result = train(TrainConfig(**{**common, "epochs": 0}, image_size=32, output=str(as_is), init_from=str(start)),
+                   **QUIET)
+    start_state, as_is_state = (load_model(path)[0].state_dict() for path in (start, as_is))
+    assert all(torch.equal(start_state[k], as_is_state[k]) for k in start_state)
+    assert read_metadata(as_is)["input"]["preprocess"]["size"] == 32
+    assert [row["epoch"] for row in result["history"]] == [0] and result["metadata"]["ood"]
+
     tuned = tmp_path / "tuned.safetensors"
     train(TrainConfig(**common, image_size=32, output=str(tuned), init_from=str(start)), **QUIET)
     scratch = tmp_path / "scratch.safetensors"
@@ -62,6 +71,7 @@ def test_a_starting_model_that_trained_on_what_the_run_is_scored_on_is_refused(t
                 "val-fraction": dict(init_from=str(start), val_fraction=0.5),
                 "predicts no_tumor, tumor": dict(init_from=str(binary)),
                 "is a resnet18-w32; this run trains a seed-cnn": dict(init_from=str(start), architecture="seed-cnn"),
+                "it needs --init-from": dict(epochs=0),
                 "give one$": dict(init_from=str(start), pretrained=True, architecture="efficientnet-lite0"),
                 "as its folds' starting models": dict(init_from=str(tmp_path)),
                 "each fold's starting model from its own fold": dict(init_from=str(start), folds=2)}

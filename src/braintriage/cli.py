@@ -115,7 +115,8 @@ def audit(data: Path, json_output: Optional[Path]) -> None:
 @click.option("--resize-ramp", type=(float, float), default=(0.3, 0.55),
               help="With --start-size: the shares of the epochs done when the size starts to grow and when it "
                    "reaches --image-size.")
-@click.option("--epochs", type=int, default=60)
+@click.option("--epochs", type=click.IntRange(min=0), default=60,
+              help="0 with --init-from: that model as it is, validated and written at this run's input size.")
 @click.option("--batch-size", type=int, default=64)
 @click.option("--lr", type=float, default=2e-3,
               help="Peak AdamW learning rate at batch 64 (scaled with batch size).")

@@ -74,7 +74,7 @@ class TrainConfig:
     start_size: int | None = None  # progressive resizing: early epochs train at this size, growing to image_size
     resize_ramp: tuple[float, float] = (0.3, 0.55)  # with start_size: the share of the epochs done when the size
     #                                                starts to grow, and when it reaches image_size
-    epochs: int = 60
+    epochs: int = 60  # 0 with init_from: that model as it is, validated and written at this run's input size
     batch_size: int = 64
     lr: float = 2e-3  # AdamW peak learning rate at batch 64; scaled linearly with batch size
     weight_decay: float = 0.05
@@ -644,6 +644,9 @@ def check_settings(cfg: TrainConfig) -> None:
     if cfg.frozen_blocks is not None and not (cfg.pretrained or cfg.init_from):
         raise TrainingSetupError("--frozen-blocks keeps trained layers as loaded; it needs --pretrained or "
                                  "--init-from")
+    if cfg.epochs == 0 and not cfg.init_from:
+        raise TrainingSetupError("--epochs 0 writes a trained model as it is, at this run's input size: it needs "
+                                 "--init-from")
     if cfg.pretrained and cfg.init_from:
         raise TrainingSetupError("--init-from starts from a trained model's weights, --pretrained from ImageNet's: "
                                  "give one")
@@ -759,6 +762,12 @@ def fit(cfg: TrainConfig, data: Prepared, train_idx: np.ndarray, val_idx: np.nda
         log(f"resuming after epoch {progress.epoch} (step {progress.step}) from {checkpoint}")
     validation = validation_on(train_data, decoded, train_idx, val_idx, cfg, ema is not None, val_batch, bf16)
     val_logits, last_save = None, time.time()
+    if cfg.epochs == 0:  # --init-from's model as it is, validated (and then written) at this run's input size
+        val_logits, val_loss, m = validation.score(eval_model, cfg)
+        progress.record(val_loss, eval_model.state_dict(), {
+            "epoch": 0, "step": 0, "lr": 0.0, "train_size": cfg.image_size, "train_loss": float("nan"),
+            "train_accuracy": float("nan"), "val_loss": val_loss,
+            **{f"val_{name}": m[key] for name, key in VALIDATION_COLUMNS}, "seconds": 0.0}, whole_recipe=True)
     bar = tqdm(range(progress.epoch, cfg.epochs), desc=desc, unit="epoch", dynamic_ncols=True,
                initial=progress.epoch, total=cfg.epochs)
     for epoch in bar:

@@ -66,6 +66,16 @@ def test_a_student_learns_beside_a_teacher_of_another_size(tmp_path, monkeypatch
     label_only = train(TrainConfig(**common, image_size=32, output=str(tmp_path / "label-only.safetensors"),
                                    teacher=str(teacher), distill_painted=False), **QUIET)
     assert losses(label_only) != losses(student)
+    # Taught in the first epoch only: that epoch is the student's, the next one learns the labels alone (the
+    # same as a student never taught, whose views are made the same way).
+    first_only = train(TrainConfig(**common, image_size=32, output=str(tmp_path / "first-only.safetensors"),
+                                   teacher=str(teacher), distill_until_epoch=1), **QUIET)
+    assert losses(first_only)[0] == losses(student)[0] and losses(first_only)[1] != losses(student)[1]
+    never = train(TrainConfig(**common, image_size=32, output=str(tmp_path / "never.safetensors"),
+                              teacher=str(teacher), distill_until_epoch=0), **QUIET)
+    unweighted_48 = train(TrainConfig(**common, image_size=32, output=str(tmp_path / "w0.safetensors"),
+                                      teacher=str(teacher), distill_weight=0.0), **QUIET)
+    assert losses(never) == losses(unweighted_48) != losses(student)
 
     same_size = tmp_path / "teacher32.safetensors"
     train(TrainConfig(**{**common, "seed": 4}, image_size=32, output=str(same_size)), **QUIET)
@@ -91,6 +101,7 @@ def test_a_teacher_that_cannot_teach_the_run_is_refused(tmp_path, monkeypatch):
                 "needs --folds of at least that many": dict(data=str(cache), image_size=48, folds=2, only_fold=3),
                 "each fold's teacher from its own fold": dict(data=str(cache), image_size=48, folds=2,
                                                               teacher=str(binary)),
+                "it needs --teacher": dict(data=str(cache), image_size=48, distill_until_epoch=2),
                 "it needs --lesion-copies": dict(data=str(tmp_path / "data"), image_size=48, teacher=str(big),
                                                  synthetic_lesions=0.5, distill_painted=False)}
     for message, changes in refusals.items():

@@ -176,6 +176,9 @@ def audit(data: Path, json_output: Optional[Path]) -> None:
 @click.option("--distill-painted/--no-distill-painted", default=True,
               help="With --teacher and --lesion-copies: whether the painted copies learn the teacher's view too "
                    "(--no-distill-painted: their label only).")
+@click.option("--distill-until-epoch", type=click.IntRange(min=0),
+              help="With --teacher: learn the teacher's view only before this epoch (from 0), e.g. before "
+                   "--lesions-from-epoch; later epochs learn the labels alone.")
 @click.option("--init-from", type=click.Path(exists=True, path_type=Path),
               help="Start from this trained model file's weights (same architecture and classes) instead of "
                    "random or ImageNet ones, e.g. to fine-tune a 200 px model at 160 px. With --folds, a folder of "
@@ -217,7 +220,8 @@ def train(
         brightness: tuple[float, float], hflip: float, translate: float, gamma: tuple[float, float], noise: float,
         blur: float, bias_field: float, intensity_remap: float, invert: float, synthetic_lesions: float,
         lesion_copies: bool, lesions_from_epoch: int, frozen_blocks: Optional[int], teacher: Optional[Path],
-        distill_weight: float, distill_temperature: float, distill_painted: bool, init_from: Optional[Path],
+        distill_weight: float, distill_temperature: float, distill_painted: bool,
+        distill_until_epoch: Optional[int], init_from: Optional[Path],
         seed: int, device: str,
         precision: str, compile: bool, calibrate: bool, resume: bool, checkpoint_seconds: float,
         exclude_leaked: Optional[Path], folds: Optional[int], only_fold: Optional[int], keep_fold_models: bool,
@@ -254,6 +258,7 @@ def train(
                       lesions_from_epoch=lesions_from_epoch, frozen_blocks=frozen_blocks,
                       teacher=str(teacher) if teacher else None, distill_weight=distill_weight,
                       distill_temperature=distill_temperature, distill_painted=distill_painted,
+                      distill_until_epoch=distill_until_epoch,
                       init_from=str(init_from) if init_from else None)
     with user_errors():
         (cross_validation if folds else train_one_model)(cfg, log=click.echo)

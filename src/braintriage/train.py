@@ -108,6 +108,7 @@ class TrainConfig:
     distill_weight: float = 0.5  # the teacher's share of the loss; the labels keep the rest
     distill_temperature: float = 2.0  # both models' probabilities are softened by this before they are compared
     distill_painted: bool = True  # False: painted lesion copies learn their label only, not the teacher's view
+    distill_until_epoch: int | None = None  # learn the teacher's view only in the epochs before this one (from 0)
     init_from: str | None = None  # start from this trained model file's weights (warm_start.py); with folds, a
     #                               folder of fold-K.safetensors, one per fold
 
@@ -469,6 +470,8 @@ class TrainingData:
         views, targets, weights = training_views(images[idx], self.targets[idx], self.weights[idx], cfg, gen,
                                                  self.teacher.size, self.tumor_target, self.tumor_weight)
         x = normalised_views(resized_views(views, size), self.mean, self.std)
+        if cfg.distill_weight == 0:  # an epoch after --distill-until-epoch: the same views, the labels alone
+            return x, targets, weights, None
         # Lesion copies come after the batch's own images: without distill_painted they learn their label only.
         taught = views if cfg.distill_painted else views[:len(idx)]
         return x, targets, weights, self.teacher.logits(taught)
@@ -541,7 +544,8 @@ def run_key_of(decoded: DecodedSet, train_idx: np.ndarray, cfg: TrainConfig, wor
         run_key += f":from {cfg.start_size} px, growing over {cfg.resize_ramp[0]}-{cfg.resize_ramp[1]} of the epochs"
     if cfg.teacher:
         run_key += (f":teacher {file_digest(cfg.teacher)[:16]} weight {cfg.distill_weight} "
-                    f"temperature {cfg.distill_temperature}" + ("" if cfg.distill_painted else " real images only"))
+                    f"temperature {cfg.distill_temperature}" + ("" if cfg.distill_painted else " real images only")
+                    + (f" until epoch {cfg.distill_until_epoch}" if cfg.distill_until_epoch is not None else ""))
     run_key += f":initialised from {file_digest(cfg.init_from)[:16]}" if cfg.init_from else ""
     return run_key + f":{decoded.preprocess.key()}"
 
@@ -652,6 +656,8 @@ def check_settings(cfg: TrainConfig) -> None:
                                  "give one")
     if cfg.teacher and cfg.start_size:
         raise TrainingSetupError("--teacher trains at the full image size only; leave out --start-size")
+    if cfg.distill_until_epoch is not None and not cfg.teacher:
+        raise TrainingSetupError("--distill-until-epoch says when learning from a teacher stops: it needs --teacher")
     if cfg.teacher and not cfg.distill_painted and cfg.synthetic_lesions and not cfg.lesion_copies:
         raise TrainingSetupError("--no-distill-painted tells painted copies from the images they were painted on: "
                                  "it needs --lesion-copies")
@@ -776,6 +782,8 @@ def fit(cfg: TrainConfig, data: Prepared, train_idx: np.ndarray, val_idx: np.nda
         model.train()
         order = train_ids[torch.randperm(len(train_ids), generator=gen, device=device)]
         epoch_cfg = replace(cfg, synthetic_lesions=0.0) if lesions_paused(epoch, cfg) else cfg
+        if cfg.distill_until_epoch is not None and epoch >= cfg.distill_until_epoch:
+            epoch_cfg = replace(epoch_cfg, distill_weight=0.0)
         train_loss, train_accuracy = train_one_epoch(model, step_model, optimizer, schedule, ema, train_data, order,
                                                      steps_per_epoch, epoch_cfg, aug_gen, size, bf16, progress,
                                                      dist_info)

@@ -3,9 +3,11 @@
 Why: on the 2-core CPU only a 160 px EfficientNet-Lite0 triages 200 images a second (issue 24), while the same
 recipe trained at 200 px finds more of the seed set's tumors out of fold (docs/model.md, sessions 28-31). A network
 trained at one input size and run at another sees every structure at another apparent size, and its BatchNorm
-statistics are those of the other size; a short fine-tune at the new size corrects both (Touvron et al. 2019,
-"Fixing the train-test resolution discrepancy"). So a run may start from a trained model of the same architecture
-and classes, and train on at its own --image-size.
+statistics are those of the other size; on ImageNet a short fine-tune at the new size corrects both (Touvron et
+al. 2019, "Fixing the train-test resolution discrepancy"). So a run may start from a trained model of the same
+architecture and classes and train on at its own --image-size, or (--epochs 0) write it as it is at that size.
+Tried in session 34 on the 200 px lesion recipe, no form of it (a 3-epoch fine-tune, BatchNorm statistics
+re-estimated, the model as it is) kept held-out Br35H at 160 px (docs/model.md).
 
 The starting model must not have trained on what the run is scored on. A leave-source-out run needs one that held
 out the same source (`source_leak`); a run with a validation split, one whose own validation split is this run's

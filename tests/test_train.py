@@ -310,6 +310,7 @@ def test_train_resizes_progressively_by_default_only_from_random_weights(monkeyp
     assert scratch.resize_ramp == (0.3, 0.55)
     assert config("--pretrained", "--arch", "efficientnet-lite0").start_size is None
     assert config("--teacher", str(tmp_path / "teacher.safetensors")).start_size is None
+    assert config("--init-from", str(tmp_path / "teacher.safetensors")).start_size is None
     assert config("--arch", "seed-cnn").start_size is None
     assert config("--start-size", "0").start_size == 0
     assert config("--start-size", "128", "--resize-ramp", "0.5", "0.9").resize_ramp == (0.5, 0.9)

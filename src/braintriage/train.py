@@ -692,8 +692,8 @@ def models_to_train(cfg: TrainConfig, data: Prepared, device: torch.device, dist
                         pretrained=cfg.pretrained)
     if cfg.init_from:
         try:
-            state, _ = starting_weights(cfg.init_from, cfg.architecture, class_names_of(data.labels),
-                                        cfg.holdout_source)
+            state = starting_weights(cfg.init_from, cfg.architecture, class_names_of(data.labels),
+                                     cfg.holdout_source)
         except ValueError as e:
             raise TrainingSetupError(str(e)) from None
         model.load_state_dict(state)

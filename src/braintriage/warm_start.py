@@ -51,9 +51,9 @@ def validation_split_leak(metadata: dict, decoded: DecodedSet, val_idx: np.ndarr
 
 
 def starting_weights(path: str | Path, architecture: str, class_names: list[str], holdout_source: str | None
-                     ) -> tuple[dict[str, torch.Tensor], dict]:
-    """(state dict, metadata) of the model file a run starts from, refused (ValueError, saying why) where it is
-    another architecture, predicts other classes or trained on the source this run holds out."""
+                     ) -> dict[str, torch.Tensor]:
+    """The state dict of the model file a run starts from, refused (ValueError, saying why) where it is another
+    architecture, predicts other classes or trained on the source this run holds out."""
     with torch.random.fork_rng(devices=[]):  # building the network draws weights: the run's stream stays as it is
         model, metadata = load_model(path)
     if metadata["architecture"] != architecture:
@@ -64,4 +64,4 @@ def starting_weights(path: str | Path, architecture: str, class_names: list[str]
     problem = source_leak(holdout_source, metadata, "starting model")
     if problem:
         raise ValueError(problem)
-    return model.state_dict(), metadata
+    return model.state_dict()

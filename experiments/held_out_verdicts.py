@@ -1,0 +1,81 @@
+"""What the clinic app would show for a source a model never trained on: its four verdicts, counted.
+
+    python experiments/held_out_verdicts.py MODEL (--rules-from FILE | --cv RUN) [--source ../shared/data/br35h]
+
+MODEL is a leave-source-out run's model file (runs/lso-.../model.safetensors). The held-out rules read P(tumor) at
+0.5; a clinician reads a verdict instead (verdicts.py): "tumor suspected" at or above the uncertain band,
+"uncertain" inside it, "no tumor detected" (green) below it, "cannot assess" where the guard calls the input unlike
+a brain MRI. So MODEL is given the reading rules of the recipe's shipped model and scored through `Predictor`, as
+`predict` and the web app would score it:
+
+- `--rules-from FILE`: the threshold and band of a model file (the bundled asset, or a candidate's export);
+- `--cv RUN`: those a cross-validation of the recipe sets (`braintriage threshold --cv`: out-of-fold specificity
+  0.95, the band by `operating_point.uncertain_band`), for a recipe that has no exported model.
+
+Either way the rules come from the recipe's all-sources CV, whose out-of-fold scores include the held-out source's
+own images (scored by fold models that trained on its other images): they are the rules a shipped model of the
+recipe reads with, not rules chosen without the source. The source is a yes/no folder pair (Br35H's layout).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+
+from braintriage import verdicts
+from braintriage.inference import Predictor
+from braintriage.metrics import threshold_for_specificity
+from braintriage.modelfile import read_metadata, update_metadata
+from braintriage.operating_point import read_out_of_fold, uncertain_band
+
+RULE_KEYS = ("threshold", "uncertain_band")
+
+
+def rules_from_cv(run: Path, specificity: float = 0.95) -> dict:
+    """The threshold and band `braintriage threshold --cv RUN` would write."""
+    _, rows = read_out_of_fold(run)
+    y = np.array([int(r["tumor"]) for r in rows])
+    p = np.array([float(r["p_tumor"]) for r in rows])
+    threshold = float(threshold_for_specificity(y, p, specificity))
+    return {"threshold": threshold, "uncertain_band": uncertain_band(y, p, threshold)}
+
+
+def verdict_counts(model: Path, rules: dict, files: list[Path]) -> list[str]:
+    """Each file's verdict from MODEL read with `rules`, through the app's own inference path."""
+    with tempfile.TemporaryDirectory() as tmp:
+        copy = Path(tmp) / f"with-rules{model.suffix}"
+        update_metadata(model, copy, rules)
+        return [p.verdict for p in Predictor(copy).predict_files([str(f) for f in files])]
+
+
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("model", type=Path)
+    rules = parser.add_mutually_exclusive_group(required=True)
+    rules.add_argument("--rules-from", type=Path, help="a model file whose threshold and band to read with")
+    rules.add_argument("--cv", type=Path, help="a cross-validation run of the recipe (runs/cv5-...)")
+    parser.add_argument("--source", type=Path, default=Path("../shared/data/br35h"))
+    args = parser.parse_args(argv)
+    chosen = (rules_from_cv(args.cv) if args.cv else
+              {k: v for k, v in read_metadata(args.rules_from).items() if k in RULE_KEYS})
+    band = chosen["uncertain_band"]
+    files = sorted((args.source / "yes").glob("*")) + sorted((args.source / "no").glob("*"))
+    tumor = np.array([f.parent.name == "yes" for f in files])
+    outcomes = np.array(verdict_counts(args.model, chosen, files))
+    print(f"{args.model} on {args.source.name}, read with threshold {chosen['threshold']:.3f} and band "
+          f"[{band['low']:.3f}, {band['high']:.3f}) from {args.cv or args.rules_from}")
+    for label, which in (("tumors", tumor), ("normals", ~tumor)):
+        counts = Counter(outcomes[which].tolist())
+        print(f"  {label} ({which.sum()}): " + ", ".join(
+            f"{name} {counts.get(name, 0)} ({counts.get(name, 0) / which.sum():.3f})"
+            for name in verdicts.WORKLIST_ORDER))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -45,7 +45,7 @@ def rules_from_cv(run: Path, specificity: float = 0.95) -> dict:
     return {"threshold": threshold, "uncertain_band": uncertain_band(y, p, threshold)}
 
 
-def verdict_counts(model: Path, rules: dict, files: list[Path]) -> list[str]:
+def verdicts_of(model: Path, rules: dict, files: list[Path]) -> list[str]:
     """Each file's verdict from MODEL read with `rules`, through the app's own inference path."""
     with tempfile.TemporaryDirectory() as tmp:
         copy = Path(tmp) / f"with-rules{model.suffix}"
@@ -66,7 +66,7 @@ def main(argv: list[str]) -> int:
     band = chosen["uncertain_band"]
     files = sorted((args.source / "yes").glob("*")) + sorted((args.source / "no").glob("*"))
     tumor = np.array([f.parent.name == "yes" for f in files])
-    outcomes = np.array(verdict_counts(args.model, chosen, files))
+    outcomes = np.array(verdicts_of(args.model, chosen, files))
     print(f"{args.model} on {args.source.name}, read with threshold {chosen['threshold']:.3f} and band "
           f"[{band['low']:.3f}, {band['high']:.3f}) from {args.cv or args.rules_from}")
     for label, which in (("tumors", tumor), ("normals", ~tumor)):

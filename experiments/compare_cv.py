@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from braintriage.metrics import describe_per_source, per_source_metrics
-from braintriage.operating_point import read_out_of_fold
+from braintriage.operating_point import out_of_fold_scores, read_out_of_fold
 
 
 def per_source(run: Path) -> tuple[float, dict]:
@@ -33,8 +33,7 @@ def per_source(run: Path) -> tuple[float, dict]:
     source = np.array([r["path"].split("/")[0] for r in rows])
     if len(names) < 2 or not set(source.tolist()) <= names:
         raise SystemExit(f"{run}: cv.json has no per-source figures and its paths do not name its sources")
-    y = np.array([int(r["tumor"]) for r in rows])
-    p = np.array([float(r["p_tumor"]) for r in rows])
+    _, y, p = out_of_fold_scores(rows)
     return threshold, per_source_metrics(y, p, source, threshold)
 
 

@@ -31,16 +31,14 @@ from braintriage import verdicts
 from braintriage.inference import Predictor
 from braintriage.metrics import threshold_for_specificity
 from braintriage.modelfile import read_metadata, update_metadata
-from braintriage.operating_point import read_out_of_fold, uncertain_band
+from braintriage.operating_point import out_of_fold_scores, read_out_of_fold, uncertain_band
 
 RULE_KEYS = ("threshold", "uncertain_band")
 
 
 def rules_from_cv(run: Path, specificity: float = 0.95) -> dict:
     """The threshold and band `braintriage threshold --cv RUN` would write."""
-    _, rows = read_out_of_fold(run)
-    y = np.array([int(r["tumor"]) for r in rows])
-    p = np.array([float(r["p_tumor"]) for r in rows])
+    _, y, p = out_of_fold_scores(read_out_of_fold(run)[1])
     threshold = float(threshold_for_specificity(y, p, specificity))
     return {"threshold": threshold, "uncertain_band": uncertain_band(y, p, threshold)}
 

@@ -62,6 +62,12 @@ def read_out_of_fold(cv_dir: str | Path) -> tuple[dict, list[dict[str, str]]]:
         return cv, list(csv.DictReader(f))
 
 
+def out_of_fold_scores(rows: list[dict[str, str]]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Each out-of-fold row's fold, label (1 = tumor) and P(tumor), as read_out_of_fold gives the rows."""
+    return (np.array([int(r["fold"]) for r in rows]), np.array([int(r["tumor"]) for r in rows]),
+            np.array([float(r["p_tumor"]) for r in rows]))
+
+
 def out_of_fold_types(rows: list[dict[str, str]]) -> tuple[np.ndarray, np.ndarray, list[str]] | None:
     """Out-of-fold tumor-type labels ('' where unknown) and P(type) per tumor type (N, K), with the type names;
     None for a cross-validation of a binary model (no type columns)."""
@@ -150,9 +156,7 @@ def threshold_from_cv(model_path: str | Path, cv_dir: str | Path, output: str | 
         raise ModelFileError("an ensemble's members have different recipes: one cross-validation cannot speak "
                              "for it; set its threshold with `braintriage ensemble`")
     cv, rows = read_out_of_fold(cv_dir)
-    fold = np.array([int(r["fold"]) for r in rows])
-    y = np.array([int(r["tumor"]) for r in rows])
-    p = np.array([float(r["p_tumor"]) for r in rows])
+    fold, y, p = out_of_fold_scores(rows)
     training = meta.get("training", {})
     if training.get("data_fingerprint") != cv.get("data_fingerprint"):
         raise ModelFileError(f"{cv_dir} cross-validated other data (fingerprint "

@@ -14,7 +14,13 @@ a brain MRI. So MODEL is given the reading rules of the recipe's shipped model a
 
 Either way the rules come from the recipe's all-sources CV, whose out-of-fold scores include the held-out source's
 own images (scored by fold models that trained on its other images): they are the rules a shipped model of the
-recipe reads with, not rules chosen without the source. The source is a yes/no folder pair (Br35H's layout).
+recipe reads with, not rules chosen without the source. The source is any dataset layout `braintriage train` reads
+(`datasets.load_dataset`; Br35H's is a yes/no folder pair).
+
+Where the source has tumors and normals it also prints the band's low edge that the same rule (`uncertain_band`:
+tumors and normals weighted equally, the tumor rate at a score at most 0.1 below it) reads off the held-out scores
+themselves: under it "no tumor detected" would be as trustworthy on this unseen source as the shipped band makes it
+in distribution. An edge far under the shipped one means green verdicts on such a source hide tumors.
 """
 
 from __future__ import annotations
@@ -28,6 +34,7 @@ from pathlib import Path
 import numpy as np
 
 from braintriage import verdicts
+from braintriage.datasets import load_dataset
 from braintriage.inference import Predictor
 from braintriage.metrics import threshold_for_specificity
 from braintriage.modelfile import read_metadata, update_metadata
@@ -43,12 +50,15 @@ def rules_from_cv(run: Path, specificity: float = 0.95) -> dict:
     return {"threshold": threshold, "uncertain_band": uncertain_band(y, p, threshold)}
 
 
-def verdicts_of(model: Path, rules: dict, files: list[Path]) -> list[str]:
-    """Each file's verdict from MODEL read with `rules`, through the app's own inference path."""
+def verdicts_of(model: Path, rules: dict, files: list[Path]) -> tuple[list[str], np.ndarray]:
+    """Each file's verdict from MODEL read with `rules`, through the app's own inference path, and its P(tumor)
+    (NaN where it got none)."""
     with tempfile.TemporaryDirectory() as tmp:
         copy = Path(tmp) / f"with-rules{model.suffix}"
         update_metadata(model, copy, rules)
-        return [p.verdict for p in Predictor(copy).predict_files([str(f) for f in files])]
+        predictions = Predictor(copy).predict_files([str(f) for f in files])
+    return ([p.verdict for p in predictions],
+            np.array([np.nan if p.tumor_probability is None else p.tumor_probability for p in predictions]))
 
 
 def main(argv: list[str]) -> int:
@@ -62,16 +72,24 @@ def main(argv: list[str]) -> int:
     chosen = (rules_from_cv(args.cv) if args.cv else
               {k: v for k, v in read_metadata(args.rules_from).items() if k in RULE_KEYS})
     band = chosen["uncertain_band"]
-    files = sorted((args.source / "yes").glob("*")) + sorted((args.source / "no").glob("*"))
-    tumor = np.array([f.parent.name == "yes" for f in files])
-    outcomes = np.array(verdicts_of(args.model, chosen, files))
+    samples = load_dataset(args.source).samples
+    files, tumor = [s.path for s in samples], np.array([s.tumor == 1 for s in samples])
+    outcomes, p = verdicts_of(args.model, chosen, files)
+    outcomes = np.array(outcomes)
     print(f"{args.model} on {args.source.name}, read with threshold {chosen['threshold']:.3f} and band "
           f"[{band['low']:.3f}, {band['high']:.3f}) from {args.cv or args.rules_from}")
     for label, which in (("tumors", tumor), ("normals", ~tumor)):
+        if not which.any():  # figshare: tumors only
+            continue
         counts = Counter(outcomes[which].tolist())
         print(f"  {label} ({which.sum()}): " + ", ".join(
             f"{name} {counts.get(name, 0)} ({counts.get(name, 0) / which.sum():.3f})"
             for name in verdicts.WORKLIST_ORDER))
+    scored = np.isfinite(p)
+    if tumor[scored].any() and not tumor[scored].all():
+        own = uncertain_band(tumor[scored].astype(int), p[scored], chosen["threshold"])
+        print(f"  the low edge its band rule reads off these held-out scores: {own['low']:.4f} (the shipped "
+              f"band's: {band['low']:.4f})")
     return 0
 
 

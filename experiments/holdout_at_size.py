@@ -4,8 +4,8 @@
 
 MODEL is a leave-source-out run's model file (runs/lso-.../model.safetensors); each size runs a copy of it whose
 metadata asks for that input size (and with `--resample`, that filter) through `Predictor`, as `predict` would
-(fold_at_size.at_size). The source is a
-yes/no folder pair (Br35H's layout). For each size: sensitivity and specificity at 0.5 (the held-out rule's
+(fold_at_size.at_size). The source is any dataset layout
+`braintriage train` reads (`datasets.load_dataset`; Br35H's is a yes/no folder pair). For each size: sensitivity and specificity at 0.5 (the held-out rule's
 threshold), ROC-AUC, and the 10th percentile of P(tumor) over its tumors (the tail that falls under 0.5). The run's
 own holdout.json holds the same numbers at its own size through `evaluate` (with bootstrap intervals).
 """
@@ -19,6 +19,8 @@ from pathlib import Path
 import numpy as np
 from sklearn.metrics import roc_auc_score
 
+from braintriage.datasets import load_dataset
+
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from fold_at_size import at_size  # noqa: E402
 
@@ -30,8 +32,8 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--resample", choices=["bilinear", "bicubic"])
     parser.add_argument("--source", type=Path, default=Path("../shared/data/br35h"))
     args = parser.parse_args(argv)
-    files = sorted((args.source / "yes").glob("*")) + sorted((args.source / "no").glob("*"))
-    tumor = np.array([f.parent.name == "yes" for f in files], dtype=int)
+    samples = load_dataset(args.source).samples
+    files, tumor = [s.path for s in samples], np.array([s.tumor for s in samples])
     print(f"{args.model}: {len(files)} images of {args.source.name} ({tumor.sum()} tumors)")
     for size in args.sizes:
         p = at_size(args.model, size, files, args.resample)

@@ -4,10 +4,11 @@
 
 MODEL is a leave-source-out run's model file (runs/lso-.../model.safetensors); each size runs a copy of it whose
 metadata asks for that input size (and with `--resample`, that filter) through `Predictor`, as `predict` would
-(fold_at_size.at_size). The source is any dataset layout
-`braintriage train` reads (`datasets.load_dataset`; Br35H's is a yes/no folder pair). For each size: sensitivity and specificity at 0.5 (the held-out rule's
-threshold), ROC-AUC, and the 10th percentile of P(tumor) over its tumors (the tail that falls under 0.5). The run's
-own holdout.json holds the same numbers at its own size through `evaluate` (with bootstrap intervals).
+(fold_at_size.at_size). The source is any dataset layout `braintriage train` reads (`datasets.load_dataset`;
+Br35H's is a yes/no folder pair). For each size: sensitivity at 0.5 (the held-out rule's threshold), the 10th
+percentile of P(tumor) over its tumors (the tail that falls under 0.5), and where the source has normals, specificity
+at 0.5 and ROC-AUC. The run's own holdout.json holds the same numbers at its own size through `evaluate` (with
+bootstrap intervals).
 """
 
 from __future__ import annotations
@@ -38,9 +39,10 @@ def main(argv: list[str]) -> int:
     for size in args.sizes:
         p = at_size(args.model, size, files, args.resample)
         label = f"{size} px" + (f" {args.resample}" if args.resample else "")
-        print(f"  at {label}: sensitivity {np.mean(p[tumor == 1] >= 0.5):.3f}, specificity "
-              f"{np.mean(p[tumor == 0] < 0.5):.3f} at 0.5; ROC-AUC {roc_auc_score(tumor, p):.4f}; tumors' 10th "
-              f"percentile of P(tumor) {np.percentile(p[tumor == 1], 10):.3f}")
+        normals = (f", specificity {np.mean(p[tumor == 0] < 0.5):.3f} at 0.5; ROC-AUC {roc_auc_score(tumor, p):.4f}"
+                   if (tumor == 0).any() else " at 0.5")  # figshare: tumors only
+        print(f"  at {label}: sensitivity {np.mean(p[tumor == 1] >= 0.5):.3f}{normals}; tumors' 10th percentile of "
+              f"P(tumor) {np.percentile(p[tumor == 1], 10):.3f}")
     return 0
 
 

@@ -36,9 +36,8 @@ import numpy as np
 from braintriage import verdicts
 from braintriage.datasets import load_dataset
 from braintriage.inference import Predictor
-from braintriage.metrics import threshold_for_specificity
 from braintriage.modelfile import read_metadata, update_metadata
-from braintriage.operating_point import out_of_fold_scores, read_out_of_fold, uncertain_band
+from braintriage.operating_point import out_of_fold_scores, read_out_of_fold, threshold_and_band, uncertain_band
 
 RULE_KEYS = ("threshold", "uncertain_band")
 
@@ -46,18 +45,18 @@ RULE_KEYS = ("threshold", "uncertain_band")
 def rules_from_cv(run: Path, specificity: float = 0.95) -> dict:
     """The threshold and band `braintriage threshold --cv RUN` would write."""
     _, y, p = out_of_fold_scores(read_out_of_fold(run)[1])
-    threshold = float(threshold_for_specificity(y, p, specificity))
-    return {"threshold": threshold, "uncertain_band": uncertain_band(y, p, threshold)}
+    threshold, band = threshold_and_band(y, p, specificity)
+    return {"threshold": threshold, "uncertain_band": band}
 
 
-def verdicts_of(model: Path, rules: dict, files: list[Path]) -> tuple[list[str], np.ndarray]:
+def verdicts_of(model: Path, rules: dict, files: list[Path]) -> tuple[np.ndarray, np.ndarray]:
     """Each file's verdict from MODEL read with `rules`, through the app's own inference path, and its P(tumor)
     (NaN where it got none)."""
     with tempfile.TemporaryDirectory() as tmp:
         copy = Path(tmp) / f"with-rules{model.suffix}"
         update_metadata(model, copy, rules)
         predictions = Predictor(copy).predict_files([str(f) for f in files])
-    return ([p.verdict for p in predictions],
+    return (np.array([p.verdict for p in predictions]),
             np.array([np.nan if p.tumor_probability is None else p.tumor_probability for p in predictions]))
 
 
@@ -75,7 +74,6 @@ def main(argv: list[str]) -> int:
     samples = load_dataset(args.source).samples
     files, tumor = [s.path for s in samples], np.array([s.tumor == 1 for s in samples])
     outcomes, p = verdicts_of(args.model, chosen, files)
-    outcomes = np.array(outcomes)
     print(f"{args.model} on {args.source.name}, read with threshold {chosen['threshold']:.3f} and band "
           f"[{band['low']:.3f}, {band['high']:.3f}) from {args.cv or args.rules_from}")
     for label, which in (("tumors", tumor), ("normals", ~tumor)):

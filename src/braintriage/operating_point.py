@@ -133,6 +133,13 @@ def type_display_rule(tumor_type: np.ndarray, type_probs: np.ndarray, names: lis
                             "precision": float(running[k])}}
 
 
+def threshold_and_band(y: np.ndarray, p: np.ndarray, specificity: float) -> tuple[float, dict[str, Any]]:
+    """The lowest threshold keeping out-of-fold specificity >= `specificity`, and the uncertain band around it: the
+    reading rules `threshold_from_cv` writes (also read by experiments that give them to other models)."""
+    threshold = float(threshold_for_specificity(y, p, specificity))
+    return threshold, uncertain_band(y, p, threshold)
+
+
 def nested_specificity(fold: np.ndarray, y: np.ndarray, p: np.ndarray, specificity: float) -> dict[str, Any]:
     """Each fold's normals scored at the threshold the other folds' normals set: what the threshold rule
     gives on normals it did not see."""
@@ -167,7 +174,7 @@ def threshold_from_cv(model_path: str | Path, cv_dir: str | Path, output: str | 
         raise ModelFileError(f"{cv_dir} cross-validated another recipe: " + "; ".join(diffs))
     if not (y == 0).any() or not (y == 1).any():
         raise ModelFileError(f"{cv_dir} scored no normals or no tumors out of fold: no threshold to read")
-    threshold = threshold_for_specificity(y, p, specificity)
+    threshold, band = threshold_and_band(y, p, specificity)
     at_threshold = binary_metrics(y, p, threshold)
     point = {
         "target_specificity": specificity,
@@ -183,8 +190,7 @@ def threshold_from_cv(model_path: str | Path, cv_dir: str | Path, output: str | 
     }
     rule = (f"lowest threshold with specificity >= {specificity:g} on the training normals out of fold, by grouped "
             f"{cv['folds']}-fold cross-validation of this recipe")
-    band = uncertain_band(y, p, float(threshold))
-    update = {"threshold": float(threshold), "threshold_rule": rule, "operating_point": point,
+    update = {"threshold": threshold, "threshold_rule": rule, "operating_point": point,
               "uncertain_band": band}
     types = out_of_fold_types(rows)
     if types is not None:

@@ -1,6 +1,7 @@
 """What the clinic app would show for a source a model never trained on: its four verdicts, counted.
 
     python experiments/held_out_verdicts.py MODEL (--rules-from FILE | --cv RUN) [--source ../shared/data/br35h]
+    python experiments/held_out_verdicts.py --scores experiments/holdout/RUN/scores.csv.gz (--rules-from FILE | --cv RUN)
 
 MODEL is a leave-source-out run's model file (runs/lso-.../model.safetensors). The held-out rules read P(tumor) at
 0.5; a clinician reads a verdict instead (verdicts.py): "tumor suspected" at or above the uncertain band,
@@ -9,8 +10,12 @@ a brain MRI. So MODEL is given the reading rules of the recipe's shipped model a
 `predict` and the web app would score it:
 
 - `--rules-from FILE`: the threshold and band of a model file (the bundled asset, or a candidate's export);
-- `--cv RUN`: those a cross-validation of the recipe sets (`braintriage threshold --cv`: out-of-fold specificity
+- `--cv RUN`: those a cross-validation of the recipe sets (its run, or the folds experiments/run.py kept) (`braintriage threshold --cv`: out-of-fold specificity
   0.95, the band by `operating_point.uncertain_band`), for a recipe that has no exported model.
+
+`--scores` reads the held-out images' P(tumor) and guard flags that experiments/run.py kept from the run's own
+held-out evaluation (the same `Predictor`), instead of scoring the source again: the same verdicts, for a run whose
+model is gone with its machine.
 
 Either way the rules come from the recipe's all-sources CV, whose out-of-fold scores include the held-out source's
 own images (scored by fold models that trained on its other images): they are the rules a shipped model of the
@@ -26,6 +31,9 @@ in distribution. An edge far under the shipped one means green verdicts on such 
 from __future__ import annotations
 
 import argparse
+import csv
+import gzip
+import json
 import sys
 import tempfile
 from collections import Counter
@@ -42,9 +50,20 @@ from braintriage.operating_point import out_of_fold_scores, read_out_of_fold, th
 RULE_KEYS = ("threshold", "uncertain_band")
 
 
+def out_of_fold_rows(run: Path) -> list[dict]:
+    """A finished cross-validation's out-of-fold rows: its oof.csv (runs/cv5-...), or, on a machine without the
+    run, every fold experiments/run.py kept (experiments/cv/NAME/fold-K.json.gz)."""
+    if (run / "oof.csv").exists():
+        return read_out_of_fold(run)[1]
+    folds = [json.loads(gzip.decompress(f.read_bytes())) for f in sorted(run.glob("fold-*.json.gz"))]
+    if not folds or len(folds) != folds[0]["config"]["folds"]:
+        raise SystemExit(f"{run}: no finished cross-validation ({len(folds)} kept folds)")
+    return [row for fold in folds for row in fold["oof_rows"]]
+
+
 def rules_from_cv(run: Path, specificity: float = 0.95) -> dict:
     """The threshold and band `braintriage threshold --cv RUN` would write."""
-    _, y, p = out_of_fold_scores(read_out_of_fold(run)[1])
+    _, y, p = out_of_fold_scores(out_of_fold_rows(run))
     threshold, band = threshold_and_band(y, p, specificity)
     return {"threshold": threshold, "uncertain_band": band}
 
@@ -60,21 +79,39 @@ def verdicts_of(model: Path, rules: dict, files: list[Path]) -> tuple[np.ndarray
             np.array([np.nan if p.tumor_probability is None else p.tumor_probability for p in predictions]))
 
 
+def verdicts_from_scores(scores: Path, rules: dict) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Each kept held-out image's verdict under `rules` (verdicts.verdict, as `Predictor` gives a plain image's),
+    its P(tumor), and whether it is a tumor."""
+    with gzip.open(scores, "rt", newline="") as f:
+        rows = list(csv.DictReader(f))
+    band = (rules["uncertain_band"]["low"], rules["uncertain_band"]["high"])
+    p = np.array([float(r["p_tumor"]) for r in rows])
+    outcomes = np.array([verdicts.verdict(float(r["p_tumor"]), r["guard_flagged"] == "0", band) for r in rows])
+    return outcomes, p, np.array([r["tumor"] == "1" for r in rows])
+
+
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("model", type=Path)
+    parser.add_argument("model", type=Path, nargs="?", help="a leave-source-out run's model file")
+    parser.add_argument("--scores", type=Path, help="instead of MODEL: a run's kept held-out scores (scores.csv.gz)")
     rules = parser.add_mutually_exclusive_group(required=True)
     rules.add_argument("--rules-from", type=Path, help="a model file whose threshold and band to read with")
-    rules.add_argument("--cv", type=Path, help="a cross-validation run of the recipe (runs/cv5-...)")
+    rules.add_argument("--cv", type=Path, help="a cross-validation of the recipe (runs/cv5-... or experiments/cv/cv5-...)")
     parser.add_argument("--source", type=Path, default=Path("../shared/data/br35h"))
     args = parser.parse_args(argv)
+    if (args.model is None) == (args.scores is None):
+        parser.error("give MODEL or --scores, not both")
     chosen = (rules_from_cv(args.cv) if args.cv else
               {k: v for k, v in read_metadata(args.rules_from).items() if k in RULE_KEYS})
     band = chosen["uncertain_band"]
-    samples = load_dataset(args.source).samples
-    files, tumor = [s.path for s in samples], np.array([s.tumor == 1 for s in samples])
-    outcomes, p = verdicts_of(args.model, chosen, files)
-    print(f"{args.model} on {args.source.name}, read with threshold {chosen['threshold']:.3f} and band "
+    if args.scores:
+        outcomes, p, tumor = verdicts_from_scores(args.scores, chosen)
+    else:
+        samples = load_dataset(args.source).samples
+        files, tumor = [s.path for s in samples], np.array([s.tumor == 1 for s in samples])
+        outcomes, p = verdicts_of(args.model, chosen, files)
+    scored_what = f"{args.scores.parent.name} (kept scores)" if args.scores else f"{args.model} on {args.source.name}"
+    print(f"{scored_what}, read with threshold {chosen['threshold']:.3f} and band "
           f"[{band['low']:.3f}, {band['high']:.3f}) from {args.cv or args.rules_from}")
     for label, which in (("tumors", tumor), ("normals", ~tumor)):
         if not which.any():  # figshare: tumors only

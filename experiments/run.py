@@ -27,13 +27,16 @@ only the folds still missing (a 200 px fold: 18-31 minutes on the 2-core CPU), a
 oof.csv, which `braintriage threshold --cv` reads, are rebuilt from them in a minute. A leave-source-out run's
 holdout.json (one row of a model card's leave-source-out table) is kept the same way, as
 experiments/holdout/RUN/holdout.json: `braintriage model-card --leave-source-out` reads it there after the run's
-machine is gone.
+machine is gone. Beside it, scores.csv.gz holds each held-out image's P(tumor) and guard flag, from which
+experiments/held_out_verdicts.py --scores counts the app's verdicts without the model.
 """
 
 from __future__ import annotations
 
 import argparse
+import csv
 import gzip
+import io
 import json
 import os
 import signal
@@ -118,10 +121,35 @@ def keep_folds(name: str, run_dir: Path) -> None:
 
 def keep_holdout(name: str, run_dir: Path) -> Path:
     """Copy a finished leave-source-out run's holdout.json to experiments/holdout/NAME/holdout.json (its folder
-    names the run, as the model card's table reads it)."""
+    names the run, as the model card's table reads it), and each held-out image's score beside it
+    (keep_holdout_scores)."""
     kept = KEPT_HOLDOUTS / name / "holdout.json"
     kept.parent.mkdir(parents=True, exist_ok=True)
     kept.write_text((run_dir / "holdout.json").read_text())
+    keep_holdout_scores(name, run_dir)
+    return kept
+
+
+HOLDOUT_SCORE_COLUMNS = ("path", "tumor", "p_tumor", "guard_flagged")
+
+
+def keep_holdout_scores(name: str, run_dir: Path) -> Path | None:
+    """Each held-out image's P(tumor) and guard flag, from the run's held-out evaluation, as
+    experiments/holdout/NAME/scores.csv.gz: held_out_verdicts.py reads the app's verdicts off it under any
+    reading rules once the run's model is gone with its machine. None where the run left no evaluation."""
+    metrics = run_dir / "holdout-evaluation" / "metrics.json"
+    if not metrics.exists():
+        return None
+    text = io.StringIO()
+    writer = csv.writer(text, lineterminator="\n")
+    writer.writerow(HOLDOUT_SCORE_COLUMNS)
+    for row in json.loads(metrics.read_text())["predictions"]:
+        # Evaluations before guard_flagged was recorded: a plain image cannot be assessed only when flagged.
+        flagged = row.get("guard_flagged", row.get("verdict") == "cannot_assess")
+        writer.writerow((row["path"], row["tumor"], f"{row['tumor_probability']:.6g}", int(flagged)))
+    kept = KEPT_HOLDOUTS / name / "scores.csv.gz"
+    kept.parent.mkdir(parents=True, exist_ok=True)
+    kept.write_bytes(gzip.compress(text.getvalue().encode(), mtime=0))  # mtime=0: same scores, same bytes
     return kept
 
 

@@ -59,6 +59,31 @@ def test_a_kept_holdout_row_names_its_run_in_the_model_card(monkeypatch, tmp_pat
     assert leave_source_out_rows([kept]) == [{"run": "lso-br35h-x-s1", **row}]
 
 
+def test_kept_held_out_scores_give_the_apps_verdicts_under_other_rules_without_the_model(monkeypatch, tmp_path):
+    runner = load_runner(monkeypatch, tmp_path)
+    spec = importlib.util.spec_from_file_location("held_out_verdicts", ROOT / "experiments" / "held_out_verdicts.py")
+    verdicts_script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(verdicts_script)
+    run_dir = tmp_path / "runs" / "lso-x-s0"
+    (run_dir / "holdout-evaluation").mkdir(parents=True)
+    (run_dir / "holdout.json").write_text("{}")
+    predictions = [  # as evaluate.py writes them; the last from before guard_flagged was recorded
+        {"path": "yes/a.jpg", "tumor": 1, "tumor_probability": 0.9, "verdict": "tumor_suspected", "guard_flagged": False},
+        {"path": "yes/b.jpg", "tumor": 1, "tumor_probability": 0.1, "verdict": "uncertain", "guard_flagged": False},
+        {"path": "no/c.jpg", "tumor": 0, "tumor_probability": 0.5, "verdict": "uncertain", "guard_flagged": False},
+        {"path": "yes/d.jpg", "tumor": 1, "tumor_probability": 0.95, "verdict": "cannot_assess", "guard_flagged": True},
+        {"path": "no/e.jpg", "tumor": 0, "tumor_probability": 0.2, "verdict": "cannot_assess"},
+    ]
+    (run_dir / "holdout-evaluation" / "metrics.json").write_text(json.dumps({"predictions": predictions}))
+    runner.keep_holdout("lso-x-s0", run_dir)
+    scores = tmp_path / "holdout" / "lso-x-s0" / "scores.csv.gz"
+    rules = {"threshold": 0.6, "uncertain_band": {"low": 0.3, "high": 0.8}}
+    outcomes, p, tumor = verdicts_script.verdicts_from_scores(scores, rules)
+    assert outcomes.tolist() == ["tumor_suspected", "no_tumor_detected", "uncertain", "cannot_assess",
+                                 "cannot_assess"]
+    assert p.tolist() == [0.9, 0.1, 0.5, 0.95, 0.2] and tumor.tolist() == [True, True, False, True, False]
+
+
 def test_a_distilled_recipe_learns_from_the_teacher_run_of_its_own_seed_and_a_cv_runs_fold_by_fold(
         monkeypatch, tmp_path):
     runner = load_runner(monkeypatch, tmp_path)

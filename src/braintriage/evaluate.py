@@ -186,7 +186,8 @@ def evaluate(data: str | Path, model_path: str | Path | None = None, split: str 
         report["unleaked"]["verdicts"] = verdict_counts(s, ~leaked)
     report["predictions"] = [
         {"path": a, "tumor": int(t), "tumor_probability": float(q), "verdict": s.verdicts[i],
-         "type_shown": s.shown_types[i], **({"leaked": bool(leaked[i])} if leaked is not None else {})}
+         "type_shown": s.shown_types[i], "guard_flagged": s.warnings[i] is not None,
+         **({"leaked": bool(leaked[i])} if leaked is not None else {})}
         for i, (a, t, q) in enumerate(zip(s.paths, s.tumor, s.p_tumor))]
 
     out = Path(output_dir)

@@ -16,10 +16,9 @@ import json
 import sys
 from pathlib import Path
 
-import numpy as np
 
 from braintriage.metrics import describe_per_source, per_source_metrics
-from braintriage.operating_point import out_of_fold_scores, read_out_of_fold
+from braintriage.operating_point import out_of_fold_scores, out_of_fold_sources, read_out_of_fold
 
 
 def per_source(run: Path) -> tuple[float, dict]:
@@ -30,7 +29,7 @@ def per_source(run: Path) -> tuple[float, dict]:
         return threshold, pooled["per_source_at_specificity_0.95"]
     config = json.loads((run / "config.json").read_text())
     names = {Path(s).name for s in config["sources"]}
-    source = np.array([r["path"].split("/")[0] for r in rows])
+    source = out_of_fold_sources(rows)
     if len(names) < 2 or not set(source.tolist()) <= names:
         raise SystemExit(f"{run}: cv.json has no per-source figures and its paths do not name its sources")
     _, y, p = out_of_fold_scores(rows)

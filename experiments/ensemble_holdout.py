@@ -23,7 +23,7 @@ import numpy as np
 from braintriage.datasets import load_dataset
 from braintriage.inference import Predictor
 from braintriage.metrics import binary_metrics, describe_per_source, per_source_metrics, threshold_for_specificity
-from braintriage.operating_point import out_of_fold_scores, read_out_of_fold
+from braintriage.operating_point import out_of_fold_scores, out_of_fold_sources, read_out_of_fold
 
 
 def held_out_scores(run: Path, paths: list[str]) -> np.ndarray:
@@ -62,7 +62,7 @@ def out_of_fold(cv_first: Path, cv_second: Path) -> None:
     if len(rows_a) != len(rows_b) or any(b_by_path[r["path"]]["fold"] != r["fold"] for r in rows_a):
         raise SystemExit("the two cross-validations did not use the same images in the same folds")
     _, y, p_first = out_of_fold_scores(rows_a)
-    source = np.array([r["path"].split("/")[0] for r in rows_a])
+    source = out_of_fold_sources(rows_a)
     p_second = np.array([float(b_by_path[r["path"]]["p_tumor"]) for r in rows_a])
     for name, p_member in [(cv_first.name, p_first), (cv_second.name, p_second)]:
         print(f"out of fold, {name}: threshold {threshold_for_specificity(y, p_member, 0.95):.3f}")

@@ -68,6 +68,11 @@ def out_of_fold_scores(rows: list[dict[str, str]]) -> tuple[np.ndarray, np.ndarr
             np.array([float(r["p_tumor"]) for r in rows]))
 
 
+def out_of_fold_sources(rows: list[dict[str, str]]) -> np.ndarray:
+    """Each out-of-fold row's source: the first part of its path (a multi-source CV names rows SOURCE/...)."""
+    return np.array([r["path"].split("/", 1)[0] for r in rows])
+
+
 def out_of_fold_types(rows: list[dict[str, str]]) -> tuple[np.ndarray, np.ndarray, list[str]] | None:
     """Out-of-fold tumor-type labels ('' where unknown) and P(type) per tumor type (N, K), with the type names;
     None for a cross-validation of a binary model (no type columns)."""

@@ -16,7 +16,6 @@ import json
 import sys
 from pathlib import Path
 
-
 from braintriage.metrics import describe_per_source, per_source_metrics
 from braintriage.operating_point import out_of_fold_scores, out_of_fold_sources, read_out_of_fold
 

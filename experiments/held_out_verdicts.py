@@ -1,7 +1,7 @@
 """What the clinic app would show for a source a model never trained on: its four verdicts, counted.
 
     python experiments/held_out_verdicts.py MODEL (--rules-from FILE | --cv RUN) [--source ../shared/data/br35h]
-    python experiments/held_out_verdicts.py --scores experiments/holdout/RUN/scores.csv.gz (--rules-from FILE | --cv RUN)
+    python experiments/held_out_verdicts.py --scores experiments/holdout/RUN/scores.csv.gz (--rules-from ... | --cv ...)
 
 MODEL is a leave-source-out run's model file (runs/lso-.../model.safetensors). The held-out rules read P(tumor) at
 0.5; a clinician reads a verdict instead (verdicts.py): "tumor suspected" at or above the uncertain band,
@@ -10,8 +10,9 @@ a brain MRI. So MODEL is given the reading rules of the recipe's shipped model a
 `predict` and the web app would score it:
 
 - `--rules-from FILE`: the threshold and band of a model file (the bundled asset, or a candidate's export);
-- `--cv RUN`: those a cross-validation of the recipe sets (its run, or the folds experiments/run.py kept) (`braintriage threshold --cv`: out-of-fold specificity
-  0.95, the band by `operating_point.uncertain_band`), for a recipe that has no exported model.
+- `--cv RUN`: those a cross-validation of the recipe sets (`braintriage threshold --cv`: out-of-fold specificity
+  0.95, the band by `operating_point.uncertain_band`), for a recipe that has no exported model; RUN is the CV's run
+  directory, or the folds experiments/run.py kept of it (experiments/cv/NAME).
 
 `--scores` reads the held-out images' P(tumor) and guard flags that experiments/run.py kept from the run's own
 held-out evaluation (the same `Predictor`), instead of scoring the source again: the same verdicts, for a run whose
@@ -96,7 +97,8 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--scores", type=Path, help="instead of MODEL: a run's kept held-out scores (scores.csv.gz)")
     rules = parser.add_mutually_exclusive_group(required=True)
     rules.add_argument("--rules-from", type=Path, help="a model file whose threshold and band to read with")
-    rules.add_argument("--cv", type=Path, help="a cross-validation of the recipe (runs/cv5-... or experiments/cv/cv5-...)")
+    rules.add_argument("--cv", type=Path,
+                       help="a cross-validation of the recipe (runs/cv5-... or its kept folds, experiments/cv/cv5-...)")
     parser.add_argument("--source", type=Path, default=Path("../shared/data/br35h"))
     args = parser.parse_args(argv)
     if (args.model is None) == (args.scores is None):

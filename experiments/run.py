@@ -46,6 +46,8 @@ import time
 from datetime import date
 from pathlib import Path
 
+from braintriage.csv_cells import safe_cell
+
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "experiments" / "results.md"
 KEPT_FOLDS = ROOT / "experiments" / "cv"
@@ -146,7 +148,7 @@ def keep_holdout_scores(name: str, run_dir: Path) -> Path | None:
     for row in json.loads(metrics.read_text())["predictions"]:
         # Evaluations before guard_flagged was recorded: a plain image cannot be assessed only when flagged.
         flagged = row.get("guard_flagged", row.get("verdict") == "cannot_assess")
-        writer.writerow((row["path"], row["tumor"], f"{row['tumor_probability']:.6g}", int(flagged)))
+        writer.writerow((safe_cell(row["path"]), row["tumor"], f"{row['tumor_probability']:.6g}", int(flagged)))
     kept = KEPT_HOLDOUTS / name / "scores.csv.gz"
     kept.parent.mkdir(parents=True, exist_ok=True)
     kept.write_bytes(gzip.compress(text.getvalue().encode(), mtime=0))  # mtime=0: same scores, same bytes

@@ -68,7 +68,8 @@ def test_kept_held_out_scores_give_the_apps_verdicts_under_other_rules_without_t
     (run_dir / "holdout-evaluation").mkdir(parents=True)
     (run_dir / "holdout.json").write_text("{}")
     predictions = [  # as evaluate.py writes them; the last from before guard_flagged was recorded
-        {"path": "yes/a.jpg", "tumor": 1, "tumor_probability": 0.9, "verdict": "tumor_suspected", "guard_flagged": False},
+        {"path": "yes/a.jpg", "tumor": 1, "tumor_probability": 0.9, "verdict": "tumor_suspected",
+         "guard_flagged": False},
         {"path": "yes/b.jpg", "tumor": 1, "tumor_probability": 0.1, "verdict": "uncertain", "guard_flagged": False},
         {"path": "no/c.jpg", "tumor": 0, "tumor_probability": 0.5, "verdict": "uncertain", "guard_flagged": False},
         {"path": "yes/d.jpg", "tumor": 1, "tumor_probability": 0.95, "verdict": "cannot_assess", "guard_flagged": True},

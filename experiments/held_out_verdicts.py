@@ -87,7 +87,7 @@ def verdicts_from_scores(scores: Path, rules: dict) -> tuple[np.ndarray, np.ndar
         rows = list(csv.DictReader(f))
     band = (rules["uncertain_band"]["low"], rules["uncertain_band"]["high"])
     p = np.array([float(r["p_tumor"]) for r in rows])
-    outcomes = np.array([verdicts.verdict(float(r["p_tumor"]), r["guard_flagged"] == "0", band) for r in rows])
+    outcomes = np.array([verdicts.verdict(float(q), r["guard_flagged"] == "0", band) for q, r in zip(p, rows)])
     return outcomes, p, np.array([r["tumor"] == "1" for r in rows])
 
 

@@ -32,7 +32,6 @@ in distribution. An edge far under the shipped one means green verdicts on such 
 from __future__ import annotations
 
 import argparse
-import csv
 import gzip
 import json
 import sys
@@ -44,6 +43,7 @@ import numpy as np
 
 from braintriage import verdicts
 from braintriage.datasets import load_dataset
+from braintriage.evaluate import read_held_out_scores
 from braintriage.inference import Predictor
 from braintriage.modelfile import read_metadata, update_metadata
 from braintriage.operating_point import out_of_fold_scores, read_out_of_fold, threshold_and_band, uncertain_band
@@ -83,12 +83,10 @@ def verdicts_of(model: Path, rules: dict, files: list[Path]) -> tuple[np.ndarray
 def verdicts_from_scores(scores: Path, rules: dict) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Each kept held-out image's verdict under `rules` (verdicts.verdict, as `Predictor` gives a plain image's),
     its P(tumor), and whether it is a tumor."""
-    with gzip.open(scores, "rt", newline="") as f:
-        rows = list(csv.DictReader(f))
+    kept = read_held_out_scores(scores)
     band = (rules["uncertain_band"]["low"], rules["uncertain_band"]["high"])
-    p = np.array([float(r["p_tumor"]) for r in rows])
-    outcomes = np.array([verdicts.verdict(float(q), r["guard_flagged"] == "0", band) for q, r in zip(p, rows)])
-    return outcomes, p, np.array([r["tumor"] == "1" for r in rows])
+    outcomes = np.array(verdicts.of_scores(kept["p_tumor"], kept["guard_flagged"], band))
+    return outcomes, kept["p_tumor"], kept["tumor"]
 
 
 def main(argv: list[str]) -> int:

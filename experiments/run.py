@@ -34,9 +34,7 @@ experiments/held_out_verdicts.py --scores counts the app's verdicts without the 
 from __future__ import annotations
 
 import argparse
-import csv
 import gzip
-import io
 import json
 import os
 import signal
@@ -46,7 +44,7 @@ import time
 from datetime import date
 from pathlib import Path
 
-from braintriage.csv_cells import safe_cell
+from braintriage.evaluate import held_out_scores_csv
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "experiments" / "results.md"
@@ -132,26 +130,17 @@ def keep_holdout(name: str, run_dir: Path) -> Path:
     return kept
 
 
-HOLDOUT_SCORE_COLUMNS = ("path", "tumor", "p_tumor", "guard_flagged")
-
-
 def keep_holdout_scores(name: str, run_dir: Path) -> Path | None:
     """Each held-out image's P(tumor) and guard flag, from the run's held-out evaluation, as
-    experiments/holdout/NAME/scores.csv.gz: held_out_verdicts.py reads the app's verdicts off it under any
-    reading rules once the run's model is gone with its machine. None where the run left no evaluation."""
+    experiments/holdout/NAME/scores.csv.gz (evaluate.held_out_scores_csv): held_out_verdicts.py and the model card
+    read the app's verdicts off it under any reading rules once the run's model is gone with its machine. None
+    where the run left no evaluation."""
     metrics = run_dir / "holdout-evaluation" / "metrics.json"
     if not metrics.exists():
         return None
-    text = io.StringIO()
-    writer = csv.writer(text, lineterminator="\n")
-    writer.writerow(HOLDOUT_SCORE_COLUMNS)
-    for row in json.loads(metrics.read_text())["predictions"]:
-        # Evaluations before guard_flagged was recorded: a plain image cannot be assessed only when flagged.
-        flagged = row.get("guard_flagged", row.get("verdict") == "cannot_assess")
-        writer.writerow((safe_cell(row["path"]), row["tumor"], f"{row['tumor_probability']:.6g}", int(flagged)))
     kept = KEPT_HOLDOUTS / name / "scores.csv.gz"
     kept.parent.mkdir(parents=True, exist_ok=True)
-    kept.write_bytes(gzip.compress(text.getvalue().encode(), mtime=0))  # mtime=0: same scores, same bytes
+    kept.write_bytes(held_out_scores_csv(json.loads(metrics.read_text())["predictions"]))
     return kept
 
 

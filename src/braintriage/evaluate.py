@@ -11,6 +11,9 @@ Images are scored by the same `Predictor` that `predict` uses. A decoded cache f
 
 from __future__ import annotations
 
+import csv
+import gzip
+import io
 import json
 import os
 from dataclasses import dataclass
@@ -22,6 +25,7 @@ from PIL import Image
 from sklearn.metrics import confusion_matrix, precision_score, recall_score
 
 from braintriage.audit import dataset_hashes, image_hashes, leaked_mask
+from braintriage.csv_cells import safe_cell
 from braintriage.datasets import TUMOR_TYPES, load_dataset
 from braintriage.inference import Predictor
 from braintriage.metrics import binary_metrics, bootstrap_ci, bootstrap_proportion, calibration
@@ -31,6 +35,9 @@ from braintriage.preprocess import decode_image
 from braintriage.scans import ScanItem, Slice
 
 SEED_DATA_DEFAULT = Path("../shared/data/brain-tumor-classification-mri")
+# A leave-source-out run's per-image held-out scores, kept beside its holdout.json (experiments/holdout/RUN/):
+# enough to count the verdicts any reading rules give, after the run's model is gone.
+HELD_OUT_SCORE_COLUMNS = ("path", "tumor", "p_tumor", "guard_flagged")
 
 
 @dataclass
@@ -214,3 +221,26 @@ def worst_errors(s: Scored, threshold: float, n: int = 6) -> dict[str, list[dict
         return [{"path": s.paths[i], "tumor_probability": float(s.p_tumor[i]), "image": s.grayscale(i)} for i in ids]
 
     return {"false_negatives": rows(fn), "false_positives": rows(fp)}
+
+
+def held_out_scores_csv(predictions: list[dict]) -> bytes:
+    """An evaluation's predictions (metrics.json) as the gzipped held-out scores file; mtime 0, so the same scores
+    give the same bytes."""
+    text = io.StringIO()
+    writer = csv.writer(text, lineterminator="\n")
+    writer.writerow(HELD_OUT_SCORE_COLUMNS)
+    for row in predictions:
+        # Evaluations before guard_flagged was recorded: a plain image cannot be assessed only when flagged.
+        flagged = row.get("guard_flagged", row.get("verdict") == "cannot_assess")
+        writer.writerow((safe_cell(row["path"]), row["tumor"], f"{row['tumor_probability']:.6g}", int(flagged)))
+    return gzip.compress(text.getvalue().encode(), mtime=0)
+
+
+def read_held_out_scores(path: str | Path) -> dict[str, np.ndarray]:
+    """A kept held-out scores file: each image's P(tumor), whether it is a tumor, and whether the guard flagged
+    it."""
+    with gzip.open(path, "rt", newline="") as f:
+        rows = list(csv.DictReader(f))
+    return {"p_tumor": np.array([float(r["p_tumor"]) for r in rows]),
+            "tumor": np.array([r["tumor"] == "1" for r in rows]),
+            "guard_flagged": np.array([r["guard_flagged"] == "1" for r in rows])}

@@ -7,9 +7,11 @@ so its numbers are always the ones measured, never typed in by hand.
 from __future__ import annotations
 
 import json
+from collections import Counter
 from pathlib import Path
 
-from braintriage import ood
+from braintriage import ood, verdicts
+from braintriage.evaluate import read_held_out_scores
 from braintriage.metrics import METRIC_NAMES
 from braintriage.modelfile import BUNDLED_MODEL
 from braintriage.models import build_model, count_parameters
@@ -190,8 +192,55 @@ def _recipe_extras(cfg: dict) -> str:
 
 def leave_source_out_rows(paths: list[Path]) -> list[dict]:
     """The rows of `holdout.json` files (train --holdout-source), each named by its run folder, which names the
-    recipe (experiments/run.py makes folders CONFIG-sSEED): rows of different recipes stay told apart."""
-    return [{"run": Path(p).resolve().parent.name, **json.loads(Path(p).read_text())} for p in paths]
+    recipe (experiments/run.py makes folders CONFIG-sSEED): rows of different recipes stay told apart. Where
+    experiments/run.py kept the run's held-out scores beside it (scores.csv.gz), the row carries them too."""
+    rows = []
+    for p in map(Path, paths):
+        row = {"run": p.resolve().parent.name, **json.loads(p.read_text())}
+        if (p.parent / "scores.csv.gz").exists():
+            row["scores"] = read_held_out_scores(p.parent / "scores.csv.gz")
+        rows.append(row)
+    return rows
+
+
+def held_out_verdicts(rows: list[dict], metadata: dict) -> list[dict]:
+    """For each row with kept scores, what the app would have shown for the held-out source: its images read with
+    this model's threshold and band (and that run's guard flags), as if that run's model were shipped with them.
+    Counts per verdict, for tumors and for normals."""
+    threshold = metadata["threshold"]
+    band = metadata.get("uncertain_band") or {"low": threshold, "high": threshold}
+    counted = []
+    for r in (r for r in rows if "scores" in r):
+        s = r["scores"]
+        outcomes = verdicts.of_scores(s["p_tumor"], s["guard_flagged"], (band["low"], band["high"]))
+        counted.append({"run": r["run"], "held_out_source": r["held_out_source"],
+                        "images": {"tumors": int(s["tumor"].sum()), "normals": int((~s["tumor"]).sum())},
+                        "verdicts": {kind: Counter(o for o, t in zip(outcomes, s["tumor"]) if t == (kind == "tumors"))
+                                     for kind in ("tumors", "normals")}})
+    return counted
+
+
+def _held_out_verdict_lines(rows: list[dict], metadata: dict) -> list[str]:
+    """The table of held_out_verdicts: a clinician's view of the leave-source-out rows."""
+    counted = held_out_verdicts(rows, metadata)
+    if not counted:
+        return []
+
+    def cell(c: dict, kind: str, outcome: str) -> str:
+        n, k = c["images"][kind], c["verdicts"][kind][outcome]
+        return f"{k} of {n} ({k / n:.1%})" if n else "n/a"
+
+    lines = ["", "What the app would show for those held-out images: each run's kept held-out scores read with this "
+             "model's threshold and uncertain band, and that run's guard (runs whose scores were not kept are left "
+             "out). Tumors shown \"no tumor detected\" are the misses a clinic would not be warned of.", "",
+             "| held-out source | run | tumors shown no tumor detected | uncertain | tumor suspected | cannot assess "
+             "| normals shown no tumor detected |", "|---|---|---|---|---|---|---|"]
+    for c in counted:
+        lines.append(f"| `{c['held_out_source']}` | {c['run']} | "
+                     + " | ".join(cell(c, "tumors", o) for o in (verdicts.NO_TUMOR_DETECTED, verdicts.UNCERTAIN,
+                                                                 verdicts.TUMOR_SUSPECTED, verdicts.CANNOT_ASSESS))
+                     + f" | {cell(c, 'normals', verdicts.NO_TUMOR_DETECTED)} |")
+    return lines
 
 
 def _leave_source_out_lines(rows: list[dict]) -> list[str]:
@@ -241,7 +290,7 @@ def model_card(metadata: dict, report: dict, model_path: str | Path = BUNDLED_MO
         "",
         *_evaluation_section(metadata, report, leave_source_out or metadata.get("leave_source_out") or []),
         "",
-        *_limits_section(metadata, report),
+        *_limits_section(metadata, report, leave_source_out or metadata.get("leave_source_out") or []),
         "",
     ]
     return "\n".join(lines)
@@ -365,13 +414,31 @@ def _evaluation_section(metadata: dict, report: dict, leave_source_out: list[dic
         f"{_f(v['sensitivity'])}, specificity {_f(v['specificity'])}, accuracy {_f(v['accuracy'])} on "
         f"{v['n']} images. Validation images are from the same sources as training, so these are optimistic.",
         *_leave_source_out_lines(leave_source_out),
+        *_held_out_verdict_lines(leave_source_out, metadata),
     ]
 
 
-def _limits_section(metadata: dict, report: dict) -> list[str]:
+def _unseen_source_lines(leave_source_out: list[dict], metadata: dict) -> list[str]:
+    """The leave-source-out verdict table in one sentence: the share of an unseen collection's tumors shown green."""
+    shares: dict[str, list[float]] = {}
+    for c in held_out_verdicts(leave_source_out, metadata):
+        if c["images"]["tumors"]:
+            missed = c["verdicts"]["tumors"][verdicts.NO_TUMOR_DETECTED] / c["images"]["tumors"]
+            shares.setdefault(c["held_out_source"], []).append(missed)
+    if not shares:
+        return []
+    spans = "; ".join(f"`{name}` {min(v):.1%}" + (f"-{max(v):.1%} ({len(v)} runs)" if len(v) > 1 else "")
+                      for name, v in shares.items())
+    return ["- A tumor from a collection the model never trained on can be shown \"no tumor detected\". Trained "
+            f"without one source and read with this model's rules, the share of that source's tumors shown so: {spans} "
+            "(leave-source-out tables above). New scanners, sequences or sites can do the same."]
+
+
+def _limits_section(metadata: dict, report: dict, leave_source_out: list[dict]) -> list[str]:
     return [
         "## Known failure modes and limits",
         f"- Sensitivity drops on scans unlike the training data: {_shift_sentence(report)}",
+        *_unseen_source_lines(leave_source_out, metadata),
         "- 2D slices only: a tumor visible on other slices of a study but not on the one given is not seen; "
         "slices are scored independently.",
         "- Public data of unknown provenance: label errors cannot be ruled out (`braintriage audit` lists "

@@ -17,6 +17,8 @@ A model file without a band (made before there was one) has an empty band at its
 
 from __future__ import annotations
 
+from typing import Iterable
+
 TUMOR_SUSPECTED, CANNOT_ASSESS, UNCERTAIN, NO_TUMOR_DETECTED, ERROR = (
     "tumor_suspected", "cannot_assess", "uncertain", "no_tumor_detected", "error")
 # Worklist order: what most needs a specialist first; a failed file is listed last (nothing was assessed).
@@ -48,6 +50,12 @@ def verdict(tumor_probability: float | None, reliable: bool, band: tuple[float, 
     if not complete:
         return CANNOT_ASSESS
     return UNCERTAIN if tumor_probability >= low else NO_TUMOR_DETECTED
+
+
+def of_scores(tumor_probabilities: Iterable[float], guard_flagged: Iterable[bool], band: tuple[float, float]
+              ) -> list[str]:
+    """The verdicts of plain images already scored (kept held-out scores): what `Predictor` would give each."""
+    return [verdict(float(p), not flagged, band) for p, flagged in zip(tumor_probabilities, guard_flagged)]
 
 
 def suspicion(tumor_probability: float, band: tuple[float, float]) -> str:

@@ -27,6 +27,10 @@ Where the source has tumors and normals it also prints the band's low edge that 
 tumors and normals weighted equally, the tumor rate at a score at most 0.1 below it) reads off the held-out scores
 themselves: under it "no tumor detected" would be as trustworthy on this unseen source as the shipped band makes it
 in distribution. An edge far under the shipped one means green verdicts on such a source hide tumors.
+
+It also prints the held-out sensitivity and specificity at 0.5, where the leave-source-out rules read them: a run's
+holdout.json (and its results row) is at the threshold the run stored, under 0.5 when fewer than 95% of its
+validation tumors reached 0.5.
 """
 
 from __future__ import annotations
@@ -121,6 +125,15 @@ def main(argv: list[str]) -> int:
             f"{name} {counts.get(name, 0)} ({counts.get(name, 0) / which.sum():.3f})"
             for name in verdicts.WORKLIST_ORDER))
     scored = np.isfinite(p)
+    # The leave-source-out rules read P(tumor) at 0.5; a run's holdout.json is at the threshold it stored, which is
+    # under 0.5 when fewer than 95% of its validation tumors reach 0.5.
+    at_half = []
+    for label, which, called_tumor in (("sensitivity", tumor, True), ("specificity", ~tumor, False)):
+        n = (which & scored).sum()
+        if n:
+            right = ((p >= 0.5) == called_tumor)[which & scored].sum()
+            at_half.append(f"{label} {right} of {n} ({right / n:.3f})")
+    print("  at 0.5: " + ", ".join(at_half))
     if tumor[scored].any() and not tumor[scored].all():
         own = uncertain_band(tumor[scored].astype(int), p[scored], chosen["threshold"])
         print(f"  the low edge its band rule reads off these held-out scores: {own['low']:.4f} (the shipped "

@@ -105,20 +105,22 @@ def test_the_model_card_shows_what_the_app_would_say_for_a_held_out_source_from_
     ]
     (run_dir / "holdout-evaluation" / "metrics.json").write_text(json.dumps({"predictions": predictions}))
     rows = leave_source_out_rows([runner.keep_holdout("lso-br35h-x-s0", run_dir)])
-    shipped = {"threshold": 0.6, "uncertain_band": {"low": 0.3, "high": 0.8}}
+    classes = ["no_tumor", "glioma", "meningioma", "pituitary"]
+    shipped = {"threshold": 0.6, "uncertain_band": {"low": 0.3, "high": 0.8}, "class_names": classes}
     [counted] = held_out_verdicts(rows, shipped)
     assert counted["images"] == {"tumors": 3, "normals": 2}
     assert counted["verdicts"]["tumors"] == Counter(no_tumor_detected=1, uncertain=1, cannot_assess=1)
     assert counted["verdicts"]["normals"] == Counter(no_tumor_detected=1, tumor_suspected=1)
-    table = "\n".join(_held_out_verdict_lines(rows, shipped))
+    table = "\n".join(_held_out_verdict_lines([counted]))
     assert ("| `br35h` | lso-br35h-x-s0 | 1 of 3 (33.3%) | 1 of 3 (33.3%) | 0 of 3 (0.0%) | 1 of 3 (33.3%) "
             "| 1 of 2 (50.0%) |") in table
-    assert "`br35h` 33.3%" in _unseen_source_lines(rows, shipped)[0]
+    assert "`br35h` 33.3%" in _unseen_source_lines([counted])[0]
     # Read with a lower edge, the same scores send that tumor to "uncertain": the counts follow the model's rules.
-    stricter = {"threshold": 0.6, "uncertain_band": {"low": 0.05, "high": 0.8}}
-    assert "`br35h` 0.0%" in _unseen_source_lines(rows, stricter)[0]
+    stricter = {**shipped, "uncertain_band": {"low": 0.05, "high": 0.8}}
+    assert "`br35h` 0.0%" in _unseen_source_lines(held_out_verdicts(rows, stricter))[0]
     without_scores = [{key: value for key, value in rows[0].items() if key != "scores"}]
-    assert _held_out_verdict_lines(without_scores, shipped) == [] == _unseen_source_lines(without_scores, shipped)
+    assert held_out_verdicts(without_scores, shipped) == []
+    assert _held_out_verdict_lines([]) == [] == _unseen_source_lines([])
 
 
 def test_a_distilled_recipe_learns_from_the_teacher_run_of_its_own_seed_and_a_cv_runs_fold_by_fold(

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from braintriage import ood, verdicts
 from braintriage.evaluate import read_held_out_scores
+from braintriage.inference import ReadingRules
 from braintriage.metrics import METRIC_NAMES
 from braintriage.modelfile import BUNDLED_MODEL
 from braintriage.models import build_model, count_parameters
@@ -207,12 +208,11 @@ def held_out_verdicts(rows: list[dict], metadata: dict) -> list[dict]:
     """For each row with kept scores, what the app would have shown for the held-out source: its images read with
     this model's threshold and band (and that run's guard flags), as if that run's model were shipped with them.
     Counts per verdict, for tumors and for normals."""
-    threshold = metadata["threshold"]
-    band = metadata.get("uncertain_band") or {"low": threshold, "high": threshold}
+    band = ReadingRules.from_metadata(metadata).band  # as the app reads this model's scores
     counted = []
     for r in (r for r in rows if "scores" in r):
         s = r["scores"]
-        outcomes = verdicts.of_scores(s["p_tumor"], s["guard_flagged"], (band["low"], band["high"]))
+        outcomes = verdicts.of_scores(s["p_tumor"], s["guard_flagged"], band)
         counted.append({"run": r["run"], "held_out_source": r["held_out_source"],
                         "images": {"tumors": int(s["tumor"].sum()), "normals": int((~s["tumor"]).sum())},
                         "verdicts": {kind: Counter(o for o, t in zip(outcomes, s["tumor"]) if t == (kind == "tumors"))
@@ -220,9 +220,8 @@ def held_out_verdicts(rows: list[dict], metadata: dict) -> list[dict]:
     return counted
 
 
-def _held_out_verdict_lines(rows: list[dict], metadata: dict) -> list[str]:
+def _held_out_verdict_lines(counted: list[dict]) -> list[str]:
     """The table of held_out_verdicts: a clinician's view of the leave-source-out rows."""
-    counted = held_out_verdicts(rows, metadata)
     if not counted:
         return []
 
@@ -276,6 +275,8 @@ def model_card(metadata: dict, report: dict, model_path: str | Path = BUNDLED_MO
                leave_source_out: list[dict] | None = None) -> str:
     """The model card, section by section: what the model is, what it is for, what it learned from, how it scored
     and where it fails."""
+    rows = leave_source_out or metadata.get("leave_source_out") or []
+    counted = held_out_verdicts(rows, metadata)  # what the app would show for each held-out source
     lines = [
         "# Model card: braintriage default model",
         "",
@@ -288,9 +289,9 @@ def model_card(metadata: dict, report: dict, model_path: str | Path = BUNDLED_MO
         "",
         *_training_section(metadata),
         "",
-        *_evaluation_section(metadata, report, leave_source_out or metadata.get("leave_source_out") or []),
+        *_evaluation_section(metadata, report, rows, counted),
         "",
-        *_limits_section(metadata, report, leave_source_out or metadata.get("leave_source_out") or []),
+        *_limits_section(metadata, report, counted),
         "",
     ]
     return "\n".join(lines)
@@ -383,7 +384,8 @@ def _recipe_line(metadata: dict) -> str:
         + ", never vertical flips or shear" + _recipe_extras(cfg) + ".")
 
 
-def _evaluation_section(metadata: dict, report: dict, leave_source_out: list[dict]) -> list[str]:
+def _evaluation_section(metadata: dict, report: dict, leave_source_out: list[dict],
+                        held_out_counts: list[dict]) -> list[str]:
     """The test set's metrics (all images and the unleaked subset), by type, calibration, validation and the
     leave-source-out table."""
     leak = report.get("leakage", {})
@@ -414,14 +416,14 @@ def _evaluation_section(metadata: dict, report: dict, leave_source_out: list[dic
         f"{_f(v['sensitivity'])}, specificity {_f(v['specificity'])}, accuracy {_f(v['accuracy'])} on "
         f"{v['n']} images. Validation images are from the same sources as training, so these are optimistic.",
         *_leave_source_out_lines(leave_source_out),
-        *_held_out_verdict_lines(leave_source_out, metadata),
+        *_held_out_verdict_lines(held_out_counts),
     ]
 
 
-def _unseen_source_lines(leave_source_out: list[dict], metadata: dict) -> list[str]:
+def _unseen_source_lines(held_out_counts: list[dict]) -> list[str]:
     """The leave-source-out verdict table in one sentence: the share of an unseen collection's tumors shown green."""
     shares: dict[str, list[float]] = {}
-    for c in held_out_verdicts(leave_source_out, metadata):
+    for c in held_out_counts:
         if c["images"]["tumors"]:
             missed = c["verdicts"]["tumors"][verdicts.NO_TUMOR_DETECTED] / c["images"]["tumors"]
             shares.setdefault(c["held_out_source"], []).append(missed)
@@ -434,11 +436,11 @@ def _unseen_source_lines(leave_source_out: list[dict], metadata: dict) -> list[s
             "(leave-source-out tables above). New scanners, sequences or sites can do the same."]
 
 
-def _limits_section(metadata: dict, report: dict, leave_source_out: list[dict]) -> list[str]:
+def _limits_section(metadata: dict, report: dict, held_out_counts: list[dict]) -> list[str]:
     return [
         "## Known failure modes and limits",
         f"- Sensitivity drops on scans unlike the training data: {_shift_sentence(report)}",
-        *_unseen_source_lines(leave_source_out, metadata),
+        *_unseen_source_lines(held_out_counts),
         "- 2D slices only: a tumor visible on other slices of a study but not on the one given is not seen; "
         "slices are scored independently.",
         "- Public data of unknown provenance: label errors cannot be ruled out (`braintriage audit` lists "

@@ -9,6 +9,8 @@
 # The threshold: the most sensitive one that keeps specificity >= 0.95 on all training normals out of fold, by
 # a grouped CV_FOLDS-fold cross-validation of the same recipe on the same data ($RUN_DIR/cv; finished folds are
 # kept, so an interrupted run resumes there). CV_FOLDS=0 skips it and keeps train's own threshold.
+# The same out-of-fold scores set the uncertain band; its low edge (below it: no tumor detected) leaves at most
+# 80% of the normals under it (session 39: the shipped model's edge was lowered so from cv5-all-lite0-160-kept).
 # Session 14 (2-core AMD EPYC, bf16 autocast): the model 21 minutes; a fold about 18 minutes (5 folds: 1.5 hours,
 # resumable). Session 15 (one H200): the 5 folds in 221 s beside seven other trainings.
 # The same recipe is experiments/configs/all-lite0-160.json (model) and cv5-all-lite0-160.json (threshold).

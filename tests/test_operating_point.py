@@ -12,9 +12,9 @@ from braintriage.augment import AugmentPolicy
 from braintriage.cli import app
 from braintriage.crossval import cross_validation
 from braintriage.inference import Predictor
-from braintriage.model_card import _operating_point_lines
+from braintriage.model_card import _operating_point_lines, _verdict_lines
 from braintriage.modelfile import ModelFileError, read_metadata
-from braintriage.operating_point import threshold_from_cv
+from braintriage.operating_point import band_low_from_cv, threshold_from_cv
 from braintriage.train import TrainConfig, train
 from conftest import tiny_type_cache
 
@@ -99,3 +99,35 @@ def test_cli_sets_the_threshold_and_reports_a_bad_folder_in_one_line(model_and_c
     assert 0.2 < read_metadata(tmp_path / "m.safetensors")["threshold"] < 0.3
     bad = runner.invoke(app, ["threshold", str(model), "--cv", str(tmp_path), "-o", str(tmp_path / "y.safetensors")])
     assert bad.exit_code == 2 and "no finished cross-validation" in bad.output
+
+
+def test_a_second_cross_validation_lowers_only_the_band_low_edge(model_and_cv, tmp_path):
+    model, cfg = model_and_cv
+    cv_dir = Path(cfg.run_dir).parent / "cv"
+    write_oof(cv_dir, [round(0.01 * k, 2) for k in range(1, 21)], [0.15, 0.195, 0.6, 0.9])
+    first = threshold_from_cv(model, cv_dir, tmp_path / "set.safetensors", specificity=0.95)
+    # The second CV's normals score 0.001 ... 0.020: at most 80% of them (16) may lie under the edge, so it
+    # sits at the 17th, 0.017; the threshold and the high edge are the first CV's.
+    write_oof(cv_dir, [round(0.001 * k, 3) for k in range(1, 21)], [0.01, 0.6, 0.9])
+    out = tmp_path / "lowered.safetensors"
+    band = band_low_from_cv(tmp_path / "set.safetensors", cv_dir, out)["uncertain_band"]
+    assert band["low"] == 0.017 < first["uncertain_band"]["low"]
+    assert band["high"] == first["uncertain_band"]["high"]
+    assert band["out_of_fold"]["normals_below"] == 16 and band["out_of_fold"]["tumors_below"] == 1
+    assert band["low_edge_from"]["previous_low"] == first["uncertain_band"]["low"]
+    lowered = read_metadata(out)
+    assert lowered["threshold"] == first["threshold"] and lowered["operating_point"] == first["operating_point"]
+    assert Predictor(out).band == (0.017, first["uncertain_band"]["high"])
+    card = _verdict_lines(lowered, {})[0]  # the model card says where green starts and what it costs
+    assert "from 0.017;" in card and "16 normals score below it (shown clear)" in card
+    # Never raised: a CV whose normals all score high leaves the edge where it was.
+    write_oof(cv_dir, list(np.linspace(0.5, 0.7, 20)), [0.8, 0.9])
+    again = band_low_from_cv(out, cv_dir, tmp_path / "again.safetensors")["uncertain_band"]
+    assert again["low"] == 0.017
+    # The CLI says what moved; a model without a band is refused in one line.
+    result = CliRunner().invoke(app, ["threshold", str(out), "--cv", str(cv_dir), "--band-low-only",
+                                      "-o", str(tmp_path / "cli.safetensors")])
+    assert result.exit_code == 0 and "band low edge 0.0170 -> 0.0170" in result.output, result.output
+    bare = CliRunner().invoke(app, ["threshold", str(model), "--cv", str(cv_dir), "--band-low-only",
+                                    "-o", str(tmp_path / "bare.safetensors")])
+    assert bare.exit_code == 2 and "no uncertain band" in bare.output

@@ -50,6 +50,17 @@ def test_the_band_holds_the_mixed_scores_and_the_threshold():
     assert far["low"] <= 0.8 <= far["high"]
 
 
+def test_the_band_leaves_at_most_four_in_five_normals_below_it():
+    rng = np.random.default_rng(2)
+    # Normals 0-0.5, tumors 0.5-1: the rate rule alone would clear every normal (low edge 0.5).
+    p = np.concatenate([rng.uniform(0, 0.5, 1000), rng.uniform(0.5, 1, 1000)])
+    y = np.repeat([0, 1], 1000)
+    band = uncertain_band(y, p, threshold=0.5)
+    assert band["out_of_fold"]["normals_below"] == np.sum(p[y == 0] < band["low"]) == 800
+    assert 0.39 < band["low"] < 0.41 and "0.8 of the normals" in band["rule"]
+    assert uncertain_band(y, p, threshold=0.5, normals_clear=1.0)["low"] > 0.49
+
+
 def test_the_type_rule_reaches_its_precision():
     rng = np.random.default_rng(1)
     names = ["glioma", "meningioma", "pituitary"]

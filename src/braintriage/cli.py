@@ -482,12 +482,23 @@ def calibrate_ood(data: tuple[Path, ...], model: Optional[Path], output: Path, v
               help="Model file to write (may be MODEL itself).")
 @click.option("--specificity", type=float, default=0.95,
               help="Out-of-fold specificity on the training normals to keep.")
-def threshold(model: Path, cv: Path, output: Path, specificity: float) -> None:
+@click.option("--band-low-only", is_flag=True,
+              help="Keep the threshold and the band's high edge; only lower the band's low edge (below it: no "
+                   "tumor detected) to where at most 80% of the out-of-fold normals score.")
+def threshold(model: Path, cv: Path, output: Path, specificity: float, band_low_only: bool) -> None:
     """Set a model's threshold from a grouped cross-validation of its recipe: the most sensitive one that keeps
     the out-of-fold specificity."""
     with user_errors():
-        from braintriage.operating_point import threshold_from_cv
+        from braintriage.operating_point import band_low_from_cv, threshold_from_cv
 
+        if band_low_only:
+            band = band_low_from_cv(model, cv, output)["uncertain_band"]
+            click.echo(f"band low edge {band['low_edge_from']['previous_low']:.4f} -> {band['low']:.4f}: out of "
+                       f"fold {band['out_of_fold']['normals_below']} of "
+                       f"{band['low_edge_from']['cross_validation']['normals']} normals and "
+                       f"{band['out_of_fold']['tumors_below']} tumors score below it")
+            click.echo(f"saved {output}")
+            return
         meta = threshold_from_cv(model, cv, output, specificity)
     point = meta["operating_point"]
     oof, nested = point["out_of_fold"], point["nested_specificity"]

@@ -140,7 +140,9 @@ def _verdict_lines(metadata: dict, report: dict) -> list[str]:
              f"from {band['low']:.3f}; **no tumor detected** below; **could not be assessed** where the guard flags "
              f"the input. The band: {band['rule']}; out of fold it holds {oof['inside']} of {oof['images']} images "
              f"({oof['tumors_inside']} tumors, {oof['normals_inside']} normals), {oof['tumors_below']} tumors score "
-             f"below it and {oof['normals_above']} normals above it."]
+             f"below it and {oof['normals_above']} normals above it"
+             + (f"; {oof['normals_below']} normals score below it (shown clear)" if "normals_below" in oof else "")
+             + "."]
     if shown:
         lines.append(f"- Tumor type: shown only for a suspected tumor, when the most likely type has "
                      f"P(type | tumor) >= {shown['min_probability']:.3f}, the lowest at which out of fold the shown "

@@ -14,7 +14,7 @@ from braintriage.crossval import cross_validation
 from braintriage.inference import Predictor
 from braintriage.model_card import _operating_point_lines, _verdict_lines
 from braintriage.modelfile import ModelFileError, read_metadata
-from braintriage.operating_point import band_low_from_cv, threshold_from_cv
+from braintriage.operating_point import band_low_from_cv, recipe_differences, threshold_from_cv
 from braintriage.train import TrainConfig, train
 from conftest import tiny_type_cache
 
@@ -131,3 +131,15 @@ def test_a_second_cross_validation_lowers_only_the_band_low_edge(model_and_cv, t
     bare = CliRunner().invoke(app, ["threshold", str(model), "--cv", str(cv_dir), "--band-low-only",
                                     "-o", str(tmp_path / "bare.safetensors")])
     assert bare.exit_code == 2 and "no uncertain band" in bare.output
+
+
+def test_an_option_newer_than_the_model_file_matches_only_at_its_default():
+    # The bundled model's file predates `resample` and the distillation options; a CV that records them at
+    # train's defaults trained the same recipe, one that changed them did not.
+    model = {"epochs": 12, "synthetic_lesions": 0.0}
+    assert recipe_differences(model, {**model, "resample": "bilinear", "distill_weight": 0.5, "teacher": None}) == []
+    assert recipe_differences(model, {**model, "resample": "bicubic"}) == [
+        "resample: None (model) vs 'bicubic' (cross-validation)"]
+    assert recipe_differences({**model, "distill_weight": 0.25}, model) == [
+        "distill_weight: 0.25 (model) vs None (cross-validation)"]
+    assert recipe_differences(model, {**model, "epochs": 16}) == ["epochs: 12 (model) vs 16 (cross-validation)"]

@@ -24,7 +24,8 @@ recipe reads with, not rules chosen without the source. The source is any datase
 (`datasets.load_dataset`; Br35H's is a yes/no folder pair).
 
 Where the source has tumors and normals it also prints the band's low edge that the same rule (`uncertain_band`:
-tumors and normals weighted equally, the tumor rate at a score at most 0.1 below it) reads off the held-out scores
+tumors and normals weighted equally, the tumor rate at a score at most 0.1 below it, and at most 80% of the normals
+below it since session 39) reads off the held-out scores
 themselves: under it "no tumor detected" would be as trustworthy on this unseen source as the shipped band makes it
 in distribution. An edge far under the shipped one means green verdicts on such a source hide tumors.
 

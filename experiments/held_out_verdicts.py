@@ -50,6 +50,7 @@ from braintriage import verdicts
 from braintriage.datasets import load_dataset
 from braintriage.evaluate import read_held_out_scores
 from braintriage.inference import Predictor
+from braintriage.metrics import binary_metrics
 from braintriage.modelfile import read_metadata, update_metadata
 from braintriage.operating_point import out_of_fold_scores, read_out_of_fold, threshold_and_band, uncertain_band
 
@@ -128,12 +129,9 @@ def main(argv: list[str]) -> int:
     scored = np.isfinite(p)
     # The leave-source-out rules read P(tumor) at 0.5; a run's holdout.json is at the threshold it stored, which is
     # under 0.5 when fewer than 95% of its validation tumors reach 0.5.
-    at_half = []
-    for label, which, called_tumor in (("sensitivity", tumor, True), ("specificity", ~tumor, False)):
-        n = (which & scored).sum()
-        if n:
-            right = ((p >= 0.5) == called_tumor)[which & scored].sum()
-            at_half.append(f"{label} {right} of {n} ({right / n:.3f})")
+    (tn, fp), (fn, tp) = binary_metrics(tumor[scored], p[scored], 0.5)["confusion_matrix"]
+    at_half = [f"{label} {right} of {right + wrong} ({right / (right + wrong):.3f})"
+               for label, right, wrong in (("sensitivity", tp, fn), ("specificity", tn, fp)) if right + wrong]
     print("  at 0.5: " + ", ".join(at_half))
     if tumor[scored].any() and not tumor[scored].all():
         own = uncertain_band(tumor[scored].astype(int), p[scored], chosen["threshold"])

@@ -203,8 +203,7 @@ def threshold_from_cv(model_path: str | Path, cv_dir: str | Path, output: str | 
     """Write `output`: the model with its threshold set to the lowest that keeps out-of-fold specificity >=
     `specificity` in the cross-validation `cv_dir` of its own recipe on its own data (refused otherwise)."""
     meta = read_metadata(model_path)
-    cv, rows = own_cross_validation(meta, cv_dir)
-    fold, y, p = out_of_fold_scores(rows)
+    cv, rows, (fold, y, p) = own_cross_validation(meta, cv_dir)
     threshold, band = threshold_and_band(y, p, specificity)
     at_threshold = binary_metrics(y, p, threshold)
     point = {
@@ -227,9 +226,10 @@ def threshold_from_cv(model_path: str | Path, cv_dir: str | Path, output: str | 
     return update_metadata(model_path, output, update)
 
 
-def own_cross_validation(meta: dict, cv_dir: str | Path) -> tuple[dict, list[dict[str, str]]]:
-    """The cross-validation in `cv_dir` and its out-of-fold rows, refused unless it is of the model's own recipe
-    on its own data and scored both classes."""
+def own_cross_validation(meta: dict, cv_dir: str | Path
+                         ) -> tuple[dict, list[dict[str, str]], tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """The cross-validation in `cv_dir`, its out-of-fold rows and their `out_of_fold_scores`, refused unless it
+    is of the model's own recipe on its own data and scored both classes."""
     if "ensemble" in meta:
         raise ModelFileError("an ensemble's members have different recipes: one cross-validation cannot speak "
                              "for it; set its threshold with `braintriage ensemble`")
@@ -242,10 +242,10 @@ def own_cross_validation(meta: dict, cv_dir: str | Path) -> tuple[dict, list[dic
     diffs = recipe_differences(training.get("config", {}), cv.get("config", {}))
     if diffs:
         raise ModelFileError(f"{cv_dir} cross-validated another recipe: " + "; ".join(diffs))
-    y = out_of_fold_scores(rows)[1]
-    if not (y == 0).any() or not (y == 1).any():
+    scores = out_of_fold_scores(rows)
+    if not (scores[1] == 0).any() or not (scores[1] == 1).any():
         raise ModelFileError(f"{cv_dir} scored no normals or no tumors out of fold: no threshold to read")
-    return cv, rows
+    return cv, rows, scores
 
 
 def cross_validation_record(cv: dict, y: np.ndarray) -> dict[str, Any]:
@@ -264,8 +264,7 @@ def band_low_from_cv(model_path: str | Path, cv_dir: str | Path, output: str | P
     band = meta.get("uncertain_band")
     if not band:
         raise ModelFileError(f"{model_path} has no uncertain band to lower: set one with `braintriage threshold`")
-    cv, rows = own_cross_validation(meta, cv_dir)
-    _, y, p = out_of_fold_scores(rows)
+    cv, _, (_, y, p) = own_cross_validation(meta, cv_dir)
     low = min(band["low"], clear_edge(y, p, normals_clear))
     lowered = {"low": low, "high": band["high"],
                "rule": (f"{band['rule']}; its low edge lowered to where at most {normals_clear:g} of the normals "

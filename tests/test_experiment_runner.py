@@ -5,6 +5,8 @@ import importlib.util
 import json
 from pathlib import Path
 
+import numpy as np
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -69,8 +71,9 @@ def test_kept_held_out_scores_give_the_apps_verdicts_under_other_rules_without_t
     (run_dir / "holdout.json").write_text("{}")
     predictions = [  # as evaluate.py writes them; the last from before guard_flagged was recorded
         {"path": "yes/a.jpg", "tumor": 1, "tumor_probability": 0.9, "verdict": "tumor_suspected",
-         "guard_flagged": False},
-        {"path": "yes/b.jpg", "tumor": 1, "tumor_probability": 0.1, "verdict": "uncertain", "guard_flagged": False},
+         "guard_flagged": False, "guard_ratio": 0.25},
+        {"path": "yes/b.jpg", "tumor": 1, "tumor_probability": 0.1, "verdict": "uncertain", "guard_flagged": False,
+         "guard_ratio": None},
         {"path": "no/c.jpg", "tumor": 0, "tumor_probability": 0.5, "verdict": "uncertain", "guard_flagged": False},
         {"path": "yes/d.jpg", "tumor": 1, "tumor_probability": 0.95, "verdict": "cannot_assess", "guard_flagged": True},
         {"path": "no/e.jpg", "tumor": 0, "tumor_probability": 0.2, "verdict": "cannot_assess"},
@@ -83,6 +86,11 @@ def test_kept_held_out_scores_give_the_apps_verdicts_under_other_rules_without_t
     assert outcomes.tolist() == ["tumor_suspected", "no_tumor_detected", "uncertain", "cannot_assess",
                                  "cannot_assess"]
     assert p.tolist() == [0.9, 0.1, 0.5, 0.95, 0.2] and tumor.tolist() == [True, True, False, True, False]
+    # The guard's score travels with the kept scores where it was recorded (blank, read as NaN, where not).
+    from braintriage.evaluate import read_held_out_scores
+
+    ratios = read_held_out_scores(scores)["guard_ratio"]
+    assert ratios[0] == 0.25 and np.isnan(ratios[1:]).all()
 
 
 def test_the_model_card_shows_what_the_app_would_say_for_a_held_out_source_from_its_kept_scores(monkeypatch,

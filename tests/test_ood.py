@@ -60,6 +60,10 @@ def test_bundled_guard_flags_non_mri_and_rarely_real_scans(seed_data):
     flagged = {name for name, r in results.items() if r.warning}
     for r in results.values():
         assert r.reliable == (r.warning is None)
+        # The guard's score rides with each result: above 1, a warning (the frame or a blank may warn first); the
+        # guard's own warning only above 1.
+        assert r.guard_ratio is not None and (r.guard_ratio <= 1 or r.warning)
+        assert r.guard_ratio > 1 or "times its threshold" not in (r.warning or "")
     # Measured (session 18's refit of the bundled guard, as session 14's): all 11 are flagged; the inverted scan by
     # its bright frame (its features pass for a T2 slice now that the training data has T2 and FLAIR slices).
     must = {"grace_hopper.jpg", "Minduka_Present_Blue_Pack.png", "terrain", "noise", "blank", "gradient",
@@ -120,6 +124,17 @@ def test_two_guards_alarm_together_each_on_its_own_layers():
     warnings = ood.warnings_for(images, second_off, ood.as_arrays(guard))
     assert sum(w is not None and "times its threshold" in w for w in warnings) > 285
     assert guard["validation_false_alarm_rate"] >= max(g["validation_false_alarm_rate"] for g in guard["also"])
+
+
+def test_a_new_fit_records_the_guard_score_under_which_most_validation_images_lie():
+    rng = np.random.default_rng(3)
+    make = lambda n: {"penultimate_stage": rng.standard_normal((n, 12)),  # noqa: E731
+                      "penultimate_quarters": rng.standard_normal((n, 20))}
+    validation = make(400)
+    guard = ood.fit_designs(make(1000), validation)
+    ratios = ood.threshold_ratios(validation, ood.as_arrays(guard))
+    assert (ratios <= guard["familiar_below"]).mean() == pytest.approx(ood.FAMILIAR_PERCENTILE / 100, abs=0.003)
+    assert 0 < guard["familiar_below"] < 1  # short of an alarm
 
 
 def test_a_network_without_the_quarters_gets_the_guards_it_can_feed():

@@ -37,7 +37,7 @@ from braintriage.scans import ScanItem, Slice
 SEED_DATA_DEFAULT = Path("../shared/data/brain-tumor-classification-mri")
 # A leave-source-out run's per-image held-out scores, kept beside its holdout.json (experiments/holdout/RUN/):
 # enough to count the verdicts any reading rules give, after the run's model is gone.
-HELD_OUT_SCORE_COLUMNS = ("path", "tumor", "p_tumor", "guard_flagged")
+HELD_OUT_SCORE_COLUMNS = ("path", "tumor", "p_tumor", "guard_flagged", "guard_ratio")
 
 
 @dataclass
@@ -53,6 +53,7 @@ class Scored:
     warnings: list[str | None]  # out-of-distribution guard, per image
     verdicts: list[str]  # verdicts.py outcome, per image
     shown_types: list[str | None]  # the type a reader is shown (suspected tumors only), per image
+    guard_ratios: list[float | None]  # the guard's score in units of its threshold, per image (None: no guard)
 
 
 def score_dataset(predictor: Predictor, data: str | Path, split: str = "testing") -> Scored:
@@ -75,7 +76,8 @@ def score_dataset(predictor: Predictor, data: str | Path, split: str = "testing"
         return Scored(list(decoded.paths), decoded.tumor, decoded.tumor_type,
                       np.array([r.tumor_probability for r in results]), types, decoded.phash,
                       list(decoded.errors), lambda i: decoded.images[i], [r.warning for r in results],
-                      [r.verdict for r in results], [r.shown_type for r in results])
+                      [r.verdict for r in results], [r.shown_type for r in results],
+                      [r.guard_ratio for r in results])
     ds = load_dataset(data, split=split)
     results = predictor.predict_files([str(s.path) for s in ds.samples])
     ok = [i for i, r in enumerate(results) if r.error is None]
@@ -94,6 +96,7 @@ def score_dataset(predictor: Predictor, data: str | Path, split: str = "testing"
         warnings=[results[i].warning for i in ok],
         verdicts=[results[i].verdict for i in ok],
         shown_types=[results[i].shown_type for i in ok],
+        guard_ratios=[results[i].guard_ratio for i in ok],
     )
 
 
@@ -194,6 +197,7 @@ def evaluate(data: str | Path, model_path: str | Path | None = None, split: str 
     report["predictions"] = [
         {"path": a, "tumor": int(t), "tumor_probability": float(q), "verdict": s.verdicts[i],
          "type_shown": s.shown_types[i], "guard_flagged": s.warnings[i] is not None,
+         "guard_ratio": s.guard_ratios[i],
          **({"leaked": bool(leaked[i])} if leaked is not None else {})}
         for i, (a, t, q) in enumerate(zip(s.paths, s.tumor, s.p_tumor))]
 
@@ -232,15 +236,18 @@ def held_out_scores_csv(predictions: list[dict]) -> bytes:
     for row in predictions:
         # Evaluations before guard_flagged was recorded: a plain image cannot be assessed only when flagged.
         flagged = row.get("guard_flagged", row.get("verdict") == "cannot_assess")
-        writer.writerow((safe_cell(row["path"]), row["tumor"], f"{row['tumor_probability']:.6g}", int(flagged)))
+        ratio = row.get("guard_ratio")  # evaluations before it was recorded, or a model without a guard: blank
+        writer.writerow((safe_cell(row["path"]), row["tumor"], f"{row['tumor_probability']:.6g}", int(flagged),
+                         "" if ratio is None else f"{ratio:.6g}"))
     return gzip.compress(text.getvalue().encode(), mtime=0)
 
 
 def read_held_out_scores(path: str | Path) -> dict[str, np.ndarray]:
-    """A kept held-out scores file: each image's P(tumor), whether it is a tumor, and whether the guard flagged
-    it."""
+    """A kept held-out scores file: each image's P(tumor), whether it is a tumor, whether the guard flagged it,
+    and the guard's score in units of its threshold (NaN in files kept before it was recorded)."""
     with gzip.open(path, "rt", newline="") as f:
         rows = list(csv.DictReader(f))
     return {"p_tumor": np.array([float(r["p_tumor"]) for r in rows]),
             "tumor": np.array([r["tumor"] == "1" for r in rows]),
-            "guard_flagged": np.array([r["guard_flagged"] == "1" for r in rows])}
+            "guard_flagged": np.array([r["guard_flagged"] == "1" for r in rows]),
+            "guard_ratio": np.array([float(r.get("guard_ratio") or "nan") for r in rows])}

@@ -47,6 +47,9 @@ class Prediction:
     # Set when the input does not look like a brain MRI slice: the prediction is then not to be trusted
     # (the web app shows the warning instead of a verdict).
     warning: str | None = None
+    # The guard's score of the slice the verdict rests on, in units of its alarm threshold (ood.threshold_ratios):
+    # how unlike the training scans it is; None without a guard.
+    guard_ratio: float | None = None
     reliable: bool = True  # False when the verdict rests only on inputs that are not like brain MRI
     verdict: str = verdicts.ERROR  # one of verdicts.WORKLIST_ORDER: what the scan's reader acts on
     shown_type: str | None = None  # the tumor type to show (verdicts.shown_type), or "type uncertain"
@@ -216,9 +219,12 @@ class Predictor:
         stacked = [np.stack(per_input) for per_input in zip(*(images for _, (images, _) in decoded))]
         borders = [border for _, (_, border) in decoded]
         p_tumor, types, cams, pooled = self.network.run(stacked, heatmaps, self.guard_layers)
-        warnings = ood.warnings_for(stacked[0], pooled, self._ood_arrays, borders)
+        ratios = ood.ratios_for(pooled, self._ood_arrays)
+        warnings = ood.warnings_for(stacked[0], pooled, self._ood_arrays, borders, ratios)
         for k, ((i, j), _) in enumerate(decoded):
             slices[i].alarms[j] = warnings[k]
+            if ratios is not None:
+                slices[i].guard_ratios[j] = float(ratios[k])
             if not np.isfinite(p_tumor[k]):  # a NaN is an error, never a verdict
                 slices[i].errors[j] = "the model gave no valid score (not a number): its file may be broken"
                 continue
@@ -250,11 +256,13 @@ class ReadingRules:
 @dataclass
 class SliceResults:
     """What scoring found for each slice of one item, by slice index: a score or an error, and for a scored
-    slice its view (image, heat map, type probabilities) and out-of-distribution warning (None: looks like MRI)."""
+    slice its view (image, heat map, type probabilities), out-of-distribution warning (None: looks like MRI) and
+    guard score in units of its threshold."""
     scores: list[float | None]
     errors: list[str | None]
     views: dict[int, tuple] = field(default_factory=dict)
     alarms: dict[int, str | None] = field(default_factory=dict)
+    guard_ratios: dict[int, float] = field(default_factory=dict)
 
     @classmethod
     def empty(cls, n: int) -> "SliceResults":
@@ -282,6 +290,7 @@ def summarise(item: ScanItem, found: SliceResults, rules: ReadingRules) -> Predi
     best = valid[order[0]]
     r.tumor_probability = float(smoothed[order[0]])
     r.prediction = rules.label(r.tumor_probability)
+    r.guard_ratio = found.guard_ratios.get(best)
     image, cam, types = found.views[best]
     if types is not None:
         r.type_probabilities = {n: float(v) for n, v in zip(rules.class_names, types)}

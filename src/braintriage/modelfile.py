@@ -119,6 +119,9 @@ def _guard_problems(guard: Any) -> Iterator[tuple[str, str]]:
     if not isinstance(also, list):
         yield "ood.also", "must be a list"
         return
+    if isinstance(guard, dict) and "familiar_below" in guard and not _number(guard["familiar_below"], 0,
+                                                                            low_open=True):
+        yield "ood.familiar_below", "must be a finite number above 0"
     for name, g in [("ood", guard), *((f"ood.also[{k}]", g) for k, g in enumerate(also))]:
         if not isinstance(g, dict):
             yield name, "must be an object"

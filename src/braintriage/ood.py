@@ -55,6 +55,9 @@ DESIGNS: tuple[tuple[tuple[str, ...], float], ...] = ((("penultimate_stage",), 1
                                                       (("penultimate_quarters",), 1.310))
 LAYERS, MARGIN = DESIGNS[0]  # the first guard's: `fit`'s defaults
 MIN_STD = 2.0  # grey levels: below this a preprocessed image is blank
+# `familiar_below`: the guard score (in units of its threshold) under which this percentage of the validation split
+# lies; recorded with each new fit, so a reading rule can ask how familiar a scan is, short of an alarm.
+FAMILIAR_PERCENTILE = 95.0
 
 
 def fit(train_features: np.ndarray, val_features: np.ndarray, components: int = COMPONENTS,
@@ -94,6 +97,7 @@ def fit_designs(train_pooled: dict[str, np.ndarray], val_pooled: dict[str, np.nd
     if len(fitted) > 1:
         guard["also"] = fitted[1:]
         guard["validation_false_alarm_rate"] = float(np.mean(alarms(val_pooled, guard)))
+    guard["familiar_below"] = float(np.percentile(threshold_ratios(val_pooled, guard), FAMILIAR_PERCENTILE))
     return guard
 
 
@@ -184,13 +188,19 @@ def border_level(image) -> float:
     return percentile(frame, 50)
 
 
+def ratios_for(pooled: dict[str, np.ndarray] | None, params: dict | None) -> np.ndarray | None:
+    """`threshold_ratios`, or None where there is no guard or no feature maps to read."""
+    return threshold_ratios(pooled, params) if params and pooled is not None else None
+
+
 def warnings_for(images_u8: np.ndarray, pooled: dict[str, np.ndarray] | None, params: dict | None,
-                 border_levels: list[float] | None = None) -> list[str | None]:
+                 border_levels: list[float] | None = None, ratios: np.ndarray | None = None) -> list[str | None]:
     """A warning per image, or None where it looks like the training data. `pooled`: the images' feature maps
     by layer name (those `all_layers(params)` names); `border_levels`: each slice's `border_level` as decoded
-    (before padding), where the caller measured it."""
+    (before padding), where the caller measured it; `ratios`: `ratios_for(pooled, params)`, where the caller
+    already has them."""
     out: list[str | None] = []
-    ratios = threshold_ratios(pooled, params) if params and pooled is not None else None
+    ratios = ratios_for(pooled, params) if ratios is None else ratios
     for i, image in enumerate(images_u8):
         if image.std() < MIN_STD:
             out.append("blank or near-constant image, not a brain MRI slice: prediction unreliable")

@@ -16,7 +16,10 @@ a brain MRI. So MODEL is given the reading rules of the recipe's shipped model a
 
 `--scores` reads the held-out images' P(tumor) and guard flags that experiments/run.py kept from the run's own
 held-out evaluation (the same `Predictor`), instead of scoring the source again: the same verdicts, for a run whose
-model is gone with its machine.
+model is gone with its machine. Where the run also kept each image's guard score and its guard's `familiar_below`
+(since session 40: the scores' guard_ratio column, holdout.json's guard_familiar_below), the verdicts are counted a
+second time with the familiarity rule (verdicts.is_familiar): a score under the band on a scan less familiar than
+that reads "uncertain".
 
 Either way the rules come from the recipe's all-sources CV, whose out-of-fold scores include the held-out source's
 own images (scored by fold models that trained on its other images): they are the rules a shipped model of the
@@ -86,13 +89,32 @@ def verdicts_of(model: Path, rules: dict, files: list[Path]) -> tuple[np.ndarray
             np.array([np.nan if p.tumor_probability is None else p.tumor_probability for p in predictions]))
 
 
-def verdicts_from_scores(scores: Path, rules: dict) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def verdicts_from_scores(scores: Path, rules: dict, familiar_below: float | None = None
+                         ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Each kept held-out image's verdict under `rules` (verdicts.verdict, as `Predictor` gives a plain image's),
-    its P(tumor), and whether it is a tumor."""
+    its P(tumor), and whether it is a tumor; with `familiar_below`, by the familiarity rule too."""
     kept = read_held_out_scores(scores)
     band = (rules["uncertain_band"]["low"], rules["uncertain_band"]["high"])
-    outcomes = np.array(verdicts.of_scores(kept["p_tumor"], kept["guard_flagged"], band))
+    outcomes = np.array(verdicts.of_scores(kept["p_tumor"], kept["guard_flagged"], band, kept["guard_ratio"],
+                                           familiar_below))
     return outcomes, kept["p_tumor"], kept["tumor"]
+
+
+def kept_familiar_below(scores: Path) -> float | None:
+    """The held-out run's guard's `familiar_below`, where its holdout.json (beside the scores) kept it."""
+    row = scores.parent / "holdout.json"
+    return json.loads(row.read_text()).get("guard_familiar_below") if row.exists() else None
+
+
+def print_counts(title: str, outcomes: np.ndarray, tumor: np.ndarray) -> None:
+    print(title)
+    for label, which in (("tumors", tumor), ("normals", ~tumor)):
+        if not which.any():  # figshare: tumors only
+            continue
+        counts = Counter(outcomes[which].tolist())
+        print(f"  {label} ({which.sum()}): " + ", ".join(
+            f"{name} {counts.get(name, 0)} ({counts.get(name, 0) / which.sum():.3f})"
+            for name in verdicts.WORKLIST_ORDER))
 
 
 def main(argv: list[str]) -> int:
@@ -117,15 +139,12 @@ def main(argv: list[str]) -> int:
         files, tumor = [s.path for s in samples], np.array([s.tumor == 1 for s in samples])
         outcomes, p = verdicts_of(args.model, chosen, files)
     scored_what = f"{args.scores.parent.name} (kept scores)" if args.scores else f"{args.model} on {args.source.name}"
-    print(f"{scored_what}, read with threshold {chosen['threshold']:.3f} and band "
-          f"[{band['low']:.3f}, {band['high']:.3f}) from {args.cv or args.rules_from}")
-    for label, which in (("tumors", tumor), ("normals", ~tumor)):
-        if not which.any():  # figshare: tumors only
-            continue
-        counts = Counter(outcomes[which].tolist())
-        print(f"  {label} ({which.sum()}): " + ", ".join(
-            f"{name} {counts.get(name, 0)} ({counts.get(name, 0) / which.sum():.3f})"
-            for name in verdicts.WORKLIST_ORDER))
+    print_counts(f"{scored_what}, read with threshold {chosen['threshold']:.3f} and band "
+                 f"[{band['low']:.3f}, {band['high']:.3f}) from {args.cv or args.rules_from}", outcomes, tumor)
+    familiar_below = kept_familiar_below(args.scores) if args.scores else None
+    if familiar_below is not None:
+        print_counts(f"with the familiarity rule: shown clear only at a guard score up to {familiar_below:.3f} of "
+                     "its alarm threshold", verdicts_from_scores(args.scores, chosen, familiar_below)[0], tumor)
     scored = np.isfinite(p)
     # The leave-source-out rules read P(tumor) at 0.5; a run's holdout.json is at the threshold it stored, which is
     # under 0.5 when fewer than 95% of its validation tumors reach 0.5.

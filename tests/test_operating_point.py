@@ -124,10 +124,12 @@ def test_a_second_cross_validation_lowers_only_the_band_low_edge(model_and_cv, t
     write_oof(cv_dir, list(np.linspace(0.5, 0.7, 20)), [0.8, 0.9])
     again = band_low_from_cv(out, cv_dir, tmp_path / "again.safetensors")["uncertain_band"]
     assert again["low"] == 0.017
+    assert again["rule"] == band["rule"] and band["rule"].count("lowered") == 1  # said once, however often lowered
     # The CLI says what moved; a model without a band is refused in one line.
     result = CliRunner().invoke(app, ["threshold", str(out), "--cv", str(cv_dir), "--band-low-only",
                                       "-o", str(tmp_path / "cli.safetensors")])
     assert result.exit_code == 0 and "band low edge 0.0170 -> 0.0170" in result.output, result.output
+    assert "(at most 80% of the normals may)" in result.output
     bare = CliRunner().invoke(app, ["threshold", str(model), "--cv", str(cv_dir), "--band-low-only",
                                     "-o", str(tmp_path / "bare.safetensors")])
     assert bare.exit_code == 2 and "no uncertain band" in bare.output

@@ -459,16 +459,21 @@ def ensemble(members: tuple[Path, ...], data: tuple[Path, ...], output: Path) ->
 @click.option("--val-fraction", type=float, default=0.15,
               help="As in training: the grouped validation share.")
 @click.option("--seed", type=int, default=0, help="As in training: the seed of the grouped split.")
-def calibrate_ood(data: tuple[Path, ...], model: Optional[Path], output: Path, val_fraction: float, seed: int) -> None:
+@click.option("--familiar-only", is_flag=True,
+              help="Keep the guard as it is; record only the guard score under which 95% of the validation split "
+                   "lies (familiar_below), above which a low score is not shown as a clear result.")
+def calibrate_ood(data: tuple[Path, ...], model: Optional[Path], output: Path, val_fraction: float, seed: int,
+                  familiar_only: bool) -> None:
     """Fit the out-of-distribution guard of a trained model on its training data (train does it too)."""
     from braintriage.modelfile import BUNDLED_MODEL, read_metadata
 
     with user_errors():
-        from braintriage.guard_fit import calibrate_ood as run
+        from braintriage.guard_fit import calibrate_ood, record_familiar_below
         from braintriage.train import TrainConfig, load_training_data
 
         size = read_metadata(model or BUNDLED_MODEL)["input"]["preprocess"]["size"]
         decoded = load_training_data(TrainConfig(data=[str(d) for d in data], image_size=size), log=click.echo)
+        run = record_familiar_below if familiar_only else calibrate_ood
         run(model or BUNDLED_MODEL, decoded, output, val_fraction, seed, log=click.echo)
     click.echo(f"saved {output}")
 
@@ -484,7 +489,8 @@ def calibrate_ood(data: tuple[Path, ...], model: Optional[Path], output: Path, v
               help="Out-of-fold specificity on the training normals to keep.")
 @click.option("--band-low-only", is_flag=True,
               help="Keep the threshold and the band's high edge; only lower the band's low edge (below it: no "
-                   "tumor detected) to where at most 80% of the out-of-fold normals score.")
+                   "tumor detected) to where at most the band rule's share of the out-of-fold normals score "
+                   "(operating_point.BAND_NORMALS_CLEAR; the output names it).")
 def threshold(model: Path, cv: Path, output: Path, specificity: float, band_low_only: bool) -> None:
     """Set a model's threshold from a grouped cross-validation of its recipe: the most sensitive one that keeps
     the out-of-fold specificity."""
@@ -496,7 +502,8 @@ def threshold(model: Path, cv: Path, output: Path, specificity: float, band_low_
             click.echo(f"band low edge {band['low_edge_from']['previous_low']:.4f} -> {band['low']:.4f}: out of "
                        f"fold {band['out_of_fold']['normals_below']} of "
                        f"{band['low_edge_from']['cross_validation']['normals']} normals and "
-                       f"{band['out_of_fold']['tumors_below']} tumors score below it")
+                       f"{band['out_of_fold']['tumors_below']} tumors score below it (at most "
+                       f"{band['low_edge_from']['normals_clear']:.0%} of the normals may)")
             click.echo(f"saved {output}")
             return
         meta = threshold_from_cv(model, cv, output, specificity)

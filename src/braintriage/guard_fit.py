@@ -28,24 +28,52 @@ def calibrate_ood(model_path: str | Path, decoded: DecodedSet, output: str | Pat
     predictor = Predictor(model_path)
     designs = ood.designs_for(predictor.network.available_guard_layers)  # a refit replaces any earlier guard whole
     layers = ood.designs_layers(designs)
-    lesions = float(predictor.metadata.get("training", {}).get("config", {}).get("synthetic_lesions", 0))
+    lesions = trained_with_lesions(predictor.metadata)
     train_idx, val_idx = grouped_split(decoded, val_fraction, seed)
-
-    def guard_images(idx: np.ndarray) -> np.ndarray:
-        if lesions <= 0:
-            return decoded.images[idx]
-        return np.concatenate([decoded.images[idx], painted_normals(decoded, idx, seed)])
-
-    train_features = predictor.pooled_by_layer(guard_images(train_idx), layers)
+    train_features = predictor.pooled_by_layer(guard_images(decoded, train_idx, lesions, seed), layers)
     if train_features is None:
         log("no out-of-distribution guard: this architecture has no pooled features")
         return None
-    params = ood.fit_designs(train_features, predictor.pooled_by_layer(guard_images(val_idx), layers), designs)
-    params["synthetic_lesions"] = lesions > 0
+    val_features = predictor.pooled_by_layer(guard_images(decoded, val_idx, lesions, seed), layers)
+    params = ood.fit_designs(train_features, val_features, designs)
+    params["synthetic_lesions"] = lesions
     update_metadata(model_path, output, {"ood": params})
     log(f"out-of-distribution guard: threshold {params['threshold']:.2f} (validation false alarms "
         f"{params['validation_false_alarm_rate']:.3f})" + (", fitted with lesion-painted normals" if lesions else ""))
     return params
+
+
+def record_familiar_below(model_path: str | Path, decoded: DecodedSet, output: str | Path, val_fraction: float = 0.15,
+                          seed: int = 0, log=print) -> float:
+    """Keep a model's guard as it is and record only its `familiar_below` (ood.familiar_below) on the validation
+    split its training held out: for a model file whose guard was fitted before there was one (before session 40).
+    Writes `output`."""
+    from braintriage import ood
+    from braintriage.inference import Predictor
+
+    predictor = Predictor(model_path)
+    if not predictor.ood:
+        raise ValueError(f"{model_path}: the model has no out-of-distribution guard (fit one with calibrate-ood)")
+    _, val_idx = grouped_split(decoded, val_fraction, seed)
+    images = guard_images(decoded, val_idx, trained_with_lesions(predictor.metadata), seed)
+    ratios = ood.threshold_ratios(predictor.pooled_by_layer(images), ood.as_arrays(predictor.ood))
+    below = ood.familiar_below(ratios)
+    update_metadata(model_path, output, {"ood": {**predictor.ood, "familiar_below": below}})
+    log(f"familiar_below {below:.3f} of the guard's threshold ({ood.FAMILIAR_PERCENTILE:g}th percentile of "
+        f"{len(images)} validation images); the guard is unchanged")
+    return below
+
+
+def trained_with_lesions(metadata: dict) -> bool:
+    return float(metadata.get("training", {}).get("config", {}).get("synthetic_lesions", 0)) > 0
+
+
+def guard_images(decoded: DecodedSet, idx: np.ndarray, lesions: bool, seed: int) -> np.ndarray:
+    """The images of a split the guard is fitted on: those of `idx`, and for a model trained with synthetic lesions
+    one lesion-painted copy of each normal among them."""
+    if not lesions:
+        return decoded.images[idx]
+    return np.concatenate([decoded.images[idx], painted_normals(decoded, idx, seed)])
 
 
 def painted_normals(decoded: DecodedSet, idx: np.ndarray, seed: int) -> np.ndarray:

@@ -97,8 +97,13 @@ def fit_designs(train_pooled: dict[str, np.ndarray], val_pooled: dict[str, np.nd
     if len(fitted) > 1:
         guard["also"] = fitted[1:]
         guard["validation_false_alarm_rate"] = float(np.mean(alarms(val_pooled, guard)))
-    guard["familiar_below"] = float(np.percentile(threshold_ratios(val_pooled, guard), FAMILIAR_PERCENTILE))
+    guard["familiar_below"] = familiar_below(threshold_ratios(val_pooled, guard))
     return guard
+
+
+def familiar_below(validation_ratios: np.ndarray) -> float:
+    """The guard score (`threshold_ratios`) under which FAMILIAR_PERCENTILE of the validation split lies."""
+    return float(np.percentile(validation_ratios, FAMILIAR_PERCENTILE))
 
 
 def _side_by_side(pooled: dict[str, np.ndarray], layers: tuple[str, ...] | list[str]) -> np.ndarray:

@@ -254,6 +254,9 @@ def cross_validation_record(cv: dict, y: np.ndarray) -> dict[str, Any]:
             "images": int(len(y)), "normals": int((y == 0).sum()), "data_fingerprint": cv["data_fingerprint"]}
 
 
+LOWERED_RULE_START = "; its low edge lowered"
+
+
 def band_low_from_cv(model_path: str | Path, cv_dir: str | Path, output: str | Path,
                      normals_clear: float = BAND_NORMALS_CLEAR) -> dict[str, Any]:
     """Write `output`: the model with its uncertain band's low edge lowered to where at most `normals_clear` of
@@ -266,8 +269,9 @@ def band_low_from_cv(model_path: str | Path, cv_dir: str | Path, output: str | P
         raise ModelFileError(f"{model_path} has no uncertain band to lower: set one with `braintriage threshold`")
     cv, _, (_, y, p) = own_cross_validation(meta, cv_dir)
     low = min(band["low"], clear_edge(y, p, normals_clear))
+    first_rule = band["rule"].split(LOWERED_RULE_START)[0]  # lowered again: the sentence is replaced, not repeated
     lowered = {"low": low, "high": band["high"],
-               "rule": (f"{band['rule']}; its low edge lowered to where at most {normals_clear:g} of the normals "
+               "rule": (f"{first_rule}{LOWERED_RULE_START} to where at most {normals_clear:g} of the normals "
                         f"score below it, out of fold in a second cross-validation"),
                "out_of_fold": band_counts(y, p, low, band["high"]),
                "low_edge_from": {"previous_low": band["low"], "normals_clear": normals_clear,

@@ -8,8 +8,11 @@ Every caller (CLI table and CSV, web API and page, evaluation) takes its verdict
   suspected tumor on the rest (the missing slices may hold one): it could not be assessed and needs a human
   read. The model's score is still given, as secondary information.
 - `uncertain`: P(tumor) inside the band around the threshold where, out of fold, tumors and normals were
-  mixed (operating_point.uncertain_band): neither clearly high nor clearly low; a human reads it.
-- `no_tumor_detected`: below the band. A clear result does not rule a tumor out.
+  mixed (operating_point.uncertain_band): neither clearly high nor clearly low; a human reads it. Also a score
+  below the band on a scan less familiar than 19 in 20 of the model's validation scans (the guard's score above
+  its `familiar_below`, ood.py), short of an alarm: on scans from collections the model never trained on, low
+  scores hid tumors (docs/model.md, session 40).
+- `no_tumor_detected`: below the band, on a familiar scan. A clear result does not rule a tumor out.
 - `error`: the file could not be read at all.
 
 A model file without a band (made before there was one) has an empty band at its threshold: two outcomes.
@@ -36,10 +39,11 @@ CLEAR_CAUTION = "A clear result does not rule out a tumor."
 TYPE_UNCERTAIN = "type uncertain"
 
 
-def verdict(tumor_probability: float | None, reliable: bool, band: tuple[float, float], complete: bool = True
-            ) -> str:
+def verdict(tumor_probability: float | None, reliable: bool, band: tuple[float, float], complete: bool = True,
+            familiar: bool = True) -> str:
     """The outcome of one scan: `band` = (low, high) from the model file (`Predictor.band`); `complete` is
-    False for a study some of whose slices could not be read."""
+    False for a study some of whose slices could not be read; `familiar` is False for a scan less like the
+    training scans than the model's `familiar_below` allows (`is_familiar`)."""
     if tumor_probability is None:
         return ERROR
     if not reliable:
@@ -49,13 +53,23 @@ def verdict(tumor_probability: float | None, reliable: bool, band: tuple[float, 
         return TUMOR_SUSPECTED  # whatever else is missing, this already needs a specialist
     if not complete:
         return CANNOT_ASSESS
-    return UNCERTAIN if tumor_probability >= low else NO_TUMOR_DETECTED
+    return UNCERTAIN if tumor_probability >= low or not familiar else NO_TUMOR_DETECTED
 
 
-def of_scores(tumor_probabilities: Iterable[float], guard_flagged: Iterable[bool], band: tuple[float, float]
-              ) -> list[str]:
+def is_familiar(guard_ratio: float | None, familiar_below: float | None) -> bool:
+    """Whether a scan is familiar enough for a clear result: its guard score (in units of the alarm threshold) at
+    most the model's `familiar_below`. Without either (no guard, a model file from before session 40, a score not
+    recorded) every scan is."""
+    return guard_ratio is None or familiar_below is None or not guard_ratio > familiar_below  # NaN: not recorded
+
+
+def of_scores(tumor_probabilities: Iterable[float], guard_flagged: Iterable[bool], band: tuple[float, float],
+              guard_ratios: Iterable[float] | None = None, familiar_below: float | None = None) -> list[str]:
     """The verdicts of plain images already scored (kept held-out scores): what `Predictor` would give each."""
-    return [verdict(float(p), not flagged, band) for p, flagged in zip(tumor_probabilities, guard_flagged)]
+    p, flagged = list(tumor_probabilities), list(guard_flagged)
+    ratios = list(guard_ratios) if guard_ratios is not None else [None] * len(p)
+    return [verdict(float(q), not f, band, familiar=is_familiar(r, familiar_below))
+            for q, f, r in zip(p, flagged, ratios)]
 
 
 def suspicion(tumor_probability: float, band: tuple[float, float]) -> str:

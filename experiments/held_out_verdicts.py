@@ -16,10 +16,11 @@ a brain MRI. So MODEL is given the reading rules of the recipe's shipped model a
 
 `--scores` reads the held-out images' P(tumor) and guard flags that experiments/run.py kept from the run's own
 held-out evaluation (the same `Predictor`), instead of scoring the source again: the same verdicts, for a run whose
-model is gone with its machine. Where the run also kept each image's guard score and its guard's `familiar_below`
-(since session 40: the scores' guard_ratio column, holdout.json's guard_familiar_below), the verdicts are counted a
-second time with the familiarity rule (verdicts.is_familiar): a score under the band on a scan less familiar than
-that reads "uncertain".
+model is gone with its machine. Where the run also kept each image's guard score (since session 40: the scores'
+guard_ratio column), `--familiar-percentile P` counts the verdicts a second time with the familiarity rule
+(verdicts.is_familiar): a score under the band on a scan whose guard score is above that of P% of the run's own
+validation normals (holdout.json's guard_validation_normal_ratios) reads "uncertain"; `--familiar-below X` sets that
+guard score directly.
 
 Either way the rules come from the recipe's all-sources CV, whose out-of-fold scores include the held-out source's
 own images (scored by fold models that trained on its other images): they are the rules a shipped model of the
@@ -100,10 +101,14 @@ def verdicts_from_scores(scores: Path, rules: dict, familiar_below: float | None
     return outcomes, kept["p_tumor"], kept["tumor"]
 
 
-def kept_familiar_below(scores: Path) -> float | None:
-    """The held-out run's guard's `familiar_below`, where its holdout.json (beside the scores) kept it."""
-    row = scores.parent / "holdout.json"
-    return json.loads(row.read_text()).get("guard_familiar_below") if row.exists() else None
+def kept_familiar_below(scores: Path, percentile: float) -> float:
+    """The guard score of `percentile` of the held-out run's validation normals, as its holdout.json (beside the
+    scores) kept them."""
+    kept = json.loads((scores.parent / "holdout.json").read_text()).get("guard_validation_normal_ratios") or {}
+    if f"{percentile:g}" not in kept:
+        raise SystemExit(f"{scores.parent}: no validation normals' guard score at {percentile:g}% kept "
+                         f"(experiments/validation_verdicts.py --record-in)")
+    return kept[f"{percentile:g}"]
 
 
 def print_counts(title: str, outcomes: np.ndarray, tumor: np.ndarray) -> None:
@@ -126,6 +131,11 @@ def main(argv: list[str]) -> int:
     rules.add_argument("--cv", type=Path,
                        help="a cross-validation of the recipe (runs/cv5-... or its kept folds, experiments/cv/cv5-...)")
     parser.add_argument("--source", type=Path, default=Path("../shared/data/br35h"))
+    familiar = parser.add_mutually_exclusive_group()
+    familiar.add_argument("--familiar-percentile", type=float,
+                          help="with --scores: also with the familiarity rule at this percentile of the run's "
+                               "validation normals' guard scores")
+    familiar.add_argument("--familiar-below", type=float, help="with --scores: ... at this guard score")
     args = parser.parse_args(argv)
     if (args.model is None) == (args.scores is None):
         parser.error("give MODEL or --scores, not both")
@@ -141,8 +151,10 @@ def main(argv: list[str]) -> int:
     scored_what = f"{args.scores.parent.name} (kept scores)" if args.scores else f"{args.model} on {args.source.name}"
     print_counts(f"{scored_what}, read with threshold {chosen['threshold']:.3f} and band "
                  f"[{band['low']:.3f}, {band['high']:.3f}) from {args.cv or args.rules_from}", outcomes, tumor)
-    familiar_below = kept_familiar_below(args.scores) if args.scores else None
-    if familiar_below is not None:
+    familiar_below = args.familiar_below
+    if args.scores and args.familiar_percentile:
+        familiar_below = kept_familiar_below(args.scores, args.familiar_percentile)
+    if familiar_below is not None and args.scores:
         print_counts(f"with the familiarity rule: shown clear only at a guard score up to {familiar_below:.3f} of "
                      "its alarm threshold", verdicts_from_scores(args.scores, chosen, familiar_below)[0], tumor)
     scored = np.isfinite(p)

@@ -1,19 +1,27 @@
 """What the clinic app would show for a model's own validation split (the grouped split its training held out), with
-and without the familiarity rule: the in-distribution cost of a reading rule, without `Testing`.
+and without the familiarity rule: the in-distribution cost of that rule, without `Testing`.
 
     python experiments/validation_verdicts.py MODEL DATA [DATA ...] [--val-fraction 0.15] [--seed 0]
+        [--familiar-percentile 95 ...] [--all-images] [--record-in RUN/holdout.json]
 
 DATA are the sources MODEL trained on, in its order (a leave-source-out run's model: without the held-out one);
 `--val-fraction` and `--seed` as in its training, so `splits.grouped_split` gives the same validation split. Each
 image is scored through `Predictor` (as `evaluate` scores a decoded cache) and read with MODEL's threshold and band,
-then again with the familiarity rule (verdicts.is_familiar) at MODEL's guard's `familiar_below`. The percentile that
-sets `familiar_below` is of this same split, so about one image in twenty lies above it by construction; what this
-counts is how many of the normals shown green lose it.
+then with the familiarity rule (verdicts.is_familiar) at each percentile given of the split's normals' guard scores
+(ood.familiar_below, as `calibrate-ood --familiar-percentile` sets it): in sample, and out of sample by halves (the
+normals in path order, alternately in one half or the other, each half read with the percentile of the other's).
+It counts how many of the normals shown green lose it. `--all-images` also reads it at the 95th percentile of all
+the split's images (rule A of config lso-br35h-lite0-160-familiar).
+
+`--record-in` writes the normals' guard scores at ood.NORMAL_PERCENTILES into a leave-source-out run's holdout.json
+as `guard_validation_normal_ratios` (what runs since session 40 record themselves), so its kept held-out scores can
+be read with the rule after the model is gone (held_out_verdicts.py --familiar-percentile).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from collections import Counter
 from pathlib import Path
@@ -21,7 +29,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from braintriage import verdicts
+from braintriage import ood, verdicts
 from braintriage.inference import Predictor
 from braintriage.scans import ScanItem, Slice
 from braintriage.splits import grouped_split
@@ -34,11 +42,11 @@ def main(argv: list[str]) -> int:
     parser.add_argument("data", nargs="+")
     parser.add_argument("--val-fraction", type=float, default=0.15)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--familiar-percentile", type=float, nargs="+", default=[ood.FAMILIAR_PERCENTILE])
+    parser.add_argument("--all-images", action="store_true", help="also at the 95th percentile of all images")
+    parser.add_argument("--record-in", type=Path, help="a leave-source-out run's holdout.json")
     args = parser.parse_args(argv)
     predictor = Predictor(args.model)
-    familiar_below = (predictor.ood or {}).get("familiar_below")
-    if familiar_below is None:
-        raise SystemExit(f"{args.model}: its guard has no familiar_below (braintriage calibrate-ood --familiar-only)")
     decoded = load_training_data(TrainConfig(data=args.data, image_size=predictor.preprocess.size), log=print,
                                  preprocess=predictor.preprocess)
     _, val_idx = grouped_split(decoded, args.val_fraction, args.seed)
@@ -50,21 +58,47 @@ def main(argv: list[str]) -> int:
     ratios = np.array([r.guard_ratio for r in results], dtype=float)
     tumor = decoded.tumor[val_idx] == 1
     plain = np.array(verdicts.of_scores(p, flagged, predictor.band))
-    familiar = np.array(verdicts.of_scores(p, flagged, predictor.band, ratios, familiar_below))
     print(f"{args.model}: validation split of {len(val_idx)} ({tumor.sum()} tumors), threshold "
-          f"{predictor.threshold:.3f}, band [{predictor.band[0]:.4f}, {predictor.band[1]:.4f}), familiar_below "
-          f"{familiar_below:.3f}; above it: {(ratios > familiar_below).sum()} images")
-    for title, outcomes in (("without the familiarity rule", plain), ("with it", familiar)):
-        print(title)
-        for label, which in (("tumors", tumor), ("normals", ~tumor)):
-            counts = Counter(outcomes[which].tolist())
-            print(f"  {label} ({which.sum()}): " + ", ".join(f"{name} {counts.get(name, 0)}"
-                                                           for name in verdicts.WORKLIST_ORDER))
+          f"{predictor.threshold:.3f}, band [{predictor.band[0]:.4f}, {predictor.band[1]:.4f})")
+    print_counts("without the familiarity rule", plain, tumor)
     green = (plain == verdicts.NO_TUMOR_DETECTED) & ~tumor
-    lost = green & (familiar != verdicts.NO_TUMOR_DETECTED)
-    print(f"normals shown green that lose it: {lost.sum()} of {green.sum()}"
-          + (f" ({lost.sum() / green.sum():.3f})" if green.any() else ""))
+    normals = np.flatnonzero(~tumor)
+    normals = normals[np.argsort([str(decoded.paths[val_idx[k]]) for k in normals], kind="stable")]
+    if args.all_images:
+        below = ood.familiar_below(ratios)
+        print_lost(f"all images' 95th percentile {below:.3f}, in sample: normals shown green that lose it", green,
+                   green & (ratios > below))
+    for percentile in args.familiar_percentile:
+        below = ood.familiar_below(ratios[normals], percentile)
+        print(f"the {percentile:g}th percentile of the {len(normals)} normals: {below:.3f}")
+        print_counts("  with the rule there, in sample", np.array(
+            verdicts.of_scores(p, flagged, predictor.band, ratios, below)), tumor)
+        print_lost("  in sample: normals shown green that lose it", green, green & (ratios > below))
+        halves = [normals[0::2], normals[1::2]]
+        lost = np.zeros(len(p), dtype=bool)
+        for k, half in enumerate(halves):
+            in_half = np.isin(np.arange(len(p)), half)
+            lost |= in_half & green & (ratios > ood.familiar_below(ratios[halves[1 - k]], percentile))
+        print_lost("  out of sample (each half at the other's): normals shown green that lose it", green, lost)
+    if args.record_in:
+        row = json.loads(args.record_in.read_text())
+        row["guard_validation_normal_ratios"] = {str(q): ood.familiar_below(ratios[normals], q)
+                                                 for q in ood.NORMAL_PERCENTILES}
+        args.record_in.write_text(json.dumps(row, indent=2))
+        print(f"recorded the normals' guard scores at {ood.NORMAL_PERCENTILES} in {args.record_in}")
     return 0
+
+
+def print_counts(title: str, outcomes: np.ndarray, tumor: np.ndarray) -> None:
+    print(title)
+    for label, which in (("tumors", tumor), ("normals", ~tumor)):
+        counts = Counter(outcomes[which].tolist())
+        print(f"  {label} ({which.sum()}): " + ", ".join(f"{name} {counts.get(name, 0)}"
+                                                       for name in verdicts.WORKLIST_ORDER))
+
+
+def print_lost(title: str, green: np.ndarray, lost: np.ndarray) -> None:
+    print(f"{title}: {lost.sum()} of {green.sum()}" + (f" ({lost.sum() / green.sum():.3f})" if green.any() else ""))
 
 
 if __name__ == "__main__":

@@ -7,6 +7,8 @@ from pathlib import Path
 
 import numpy as np
 
+from braintriage import verdicts
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -103,12 +105,13 @@ def test_the_model_card_shows_what_the_app_would_say_for_a_held_out_source_from_
     runner = load_runner(monkeypatch, tmp_path)
     run_dir = tmp_path / "runs" / "lso-br35h-x-s0"
     (run_dir / "holdout-evaluation").mkdir(parents=True)
-    (run_dir / "holdout.json").write_text(json.dumps({"held_out_source": "br35h", "images": 5, "tumors": 3}))
+    (run_dir / "holdout.json").write_text(json.dumps({"held_out_source": "br35h", "images": 5, "tumors": 3,
+                                                      "guard_validation_normal_ratios": {"90": 0.4, "95": 0.5}}))
     predictions = [
-        {"path": "yes/a.jpg", "tumor": 1, "tumor_probability": 0.1, "guard_flagged": False},
+        {"path": "yes/a.jpg", "tumor": 1, "tumor_probability": 0.1, "guard_flagged": False, "guard_ratio": 0.45},
         {"path": "yes/b.jpg", "tumor": 1, "tumor_probability": 0.5, "guard_flagged": False},
         {"path": "yes/c.jpg", "tumor": 1, "tumor_probability": 0.95, "guard_flagged": True},
-        {"path": "no/d.jpg", "tumor": 0, "tumor_probability": 0.05, "guard_flagged": False},
+        {"path": "no/d.jpg", "tumor": 0, "tumor_probability": 0.05, "guard_flagged": False, "guard_ratio": 0.3},
         {"path": "no/e.jpg", "tumor": 0, "tumor_probability": 0.9, "guard_flagged": False},
     ]
     (run_dir / "holdout-evaluation" / "metrics.json").write_text(json.dumps({"predictions": predictions}))
@@ -126,6 +129,13 @@ def test_the_model_card_shows_what_the_app_would_say_for_a_held_out_source_from_
     # Read with a lower edge, the same scores send that tumor to "uncertain": the counts follow the model's rules.
     stricter = {**shipped, "uncertain_band": {"low": 0.05, "high": 0.8}}
     assert "`br35h` 0.0%" in _unseen_source_lines(held_out_verdicts(rows, stricter))[0]
+    # A model that reads with the familiarity rule: each run at its own validation normals' score of the same
+    # percentile. At 90% (0.4) the tumor scored 0.1 is too unfamiliar (0.45) to be shown clear; at 95% (0.5) not.
+    def familiar(percentile):
+        return {**shipped, "ood": {"familiar_below": 0.1, "familiar_percentile": percentile}}
+    assert "`br35h` 0.0%" in _unseen_source_lines(held_out_verdicts(rows, familiar(90)))[0]
+    assert "`br35h` 33.3%" in _unseen_source_lines(held_out_verdicts(rows, familiar(95)))[0]
+    assert held_out_verdicts(rows, familiar(90))[0]["verdicts"]["normals"][verdicts.NO_TUMOR_DETECTED] == 1
     without_scores = [{key: value for key, value in rows[0].items() if key != "scores"}]
     assert held_out_verdicts(without_scores, shipped) == []
     assert _held_out_verdict_lines([]) == [] == _unseen_source_lines([])

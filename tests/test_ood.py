@@ -126,20 +126,26 @@ def test_two_guards_alarm_together_each_on_its_own_layers():
     assert guard["validation_false_alarm_rate"] >= max(g["validation_false_alarm_rate"] for g in guard["also"])
 
 
-def test_a_new_fit_records_the_guard_score_under_which_most_validation_images_lie():
-    rng = np.random.default_rng(3)
-    make = lambda n: {"penultimate_stage": rng.standard_normal((n, 12)),  # noqa: E731
-                      "penultimate_quarters": rng.standard_normal((n, 20))}
-    validation = make(400)
-    guard = ood.fit_designs(make(1000), validation)
-    ratios = ood.threshold_ratios(validation, ood.as_arrays(guard))
-    assert (ratios <= guard["familiar_below"]).mean() == pytest.approx(ood.FAMILIAR_PERCENTILE / 100, abs=0.003)
-    assert 0 < guard["familiar_below"] < 1  # short of an alarm
-
-
 def test_a_network_without_the_quarters_gets_the_guards_it_can_feed():
     # An ONNX file exported before there were quarters (sessions 18-20) offers the stage's whole-image mean: a refit
     # fits that guard alone; one older still offers only the last stage, which then gets the first design's margin.
     assert ood.designs_for(("penultimate_stage", "penultimate_quarters", "last_stage")) == ood.DESIGNS
     assert ood.designs_for(("penultimate_stage", "last_stage")) == ((("penultimate_stage",), 1.524),)
     assert ood.designs_for(("last_stage",)) == ((("last_stage",), 1.524),)
+
+
+def test_a_new_fit_records_where_the_validation_normals_guard_scores_lie():
+    rng = np.random.default_rng(4)
+    make = lambda n: {"penultimate_stage": rng.standard_normal((n, 12))}  # noqa: E731
+    validation = make(400)
+    validation["penultimate_stage"][:100] += 1.5  # a quarter of the split less familiar: the normals, say
+    designs = ((("penultimate_stage",), 1.5),)
+    guard = ood.fit_designs(make(1000), validation, designs, normal_rows=np.arange(100))
+    ratios = ood.threshold_ratios(validation, ood.as_arrays(guard))
+    kept = guard["validation_normal_ratios"]
+    assert list(kept) == [str(q) for q in ood.NORMAL_PERCENTILES]
+    for q in ood.NORMAL_PERCENTILES:
+        assert (ratios[:100] <= kept[str(q)]).mean() == pytest.approx(q / 100, abs=0.011)
+    assert kept["95"] > np.percentile(ratios, 95)  # the normals', not all images'
+    assert "familiar_below" not in guard  # the rule itself is off until a model file turns it on
+    assert "validation_normal_ratios" not in ood.fit_designs(make(1000), validation, designs)

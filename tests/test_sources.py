@@ -212,3 +212,18 @@ def test_calibrate_ood_refits_a_guard_on_every_source_the_model_trained_on(three
     one = CliRunner().invoke(app, ["calibrate-ood", sources[0], "-m", str(tmp_path / "m.safetensors"),
                                    "--val-fraction", "0.25", "-o", str(tmp_path / "other.safetensors")])
     assert one.exit_code == 0  # one source alone is other data: a guard is still fitted, on what it was given
+    # --familiar-percentile keeps the guard and turns the familiarity rule on where that share of the validation
+    # normals' guard scores lie: on the same split, what the fit recorded; a refit keeps the rule at its percentile.
+    only = CliRunner().invoke(app, ["calibrate-ood", *sources, "-m", str(tmp_path / "refit.safetensors"),
+                                    "--val-fraction", "0.25", "--familiar-percentile", "90",
+                                    "-o", str(tmp_path / "f.safetensors")])
+    assert only.exit_code == 0, only.output
+    kept = read_metadata(tmp_path / "f.safetensors")["ood"]
+    assert kept["threshold"] == refit["threshold"] and kept["mean"] == refit["mean"]
+    assert kept["familiar_percentile"] == 90
+    assert kept["familiar_below"] == pytest.approx(refit["validation_normal_ratios"]["90"], rel=1e-3)
+    again = CliRunner().invoke(app, ["calibrate-ood", *sources, "-m", str(tmp_path / "f.safetensors"),
+                                     "--val-fraction", "0.25", "-o", str(tmp_path / "again.safetensors")])
+    assert again.exit_code == 0, again.output
+    assert read_metadata(tmp_path / "again.safetensors")["ood"]["familiar_below"] == pytest.approx(
+        kept["familiar_below"], rel=1e-3)

@@ -112,3 +112,37 @@ def test_the_predictor_marks_a_partly_unreadable_study_cannot_assess(seed_data):
     assert whole.verdict == "no_tumor_detected"  # measured: P(tumor) 0.04, 0.007 and 0.000 on the three
     assert partial.verdict == "cannot_assess"  # the same slices and one more that could not be read
     assert partial.error == "1 of 4 slices could not be read; scored on the rest"
+
+
+def test_a_low_score_on_an_unfamiliar_scan_is_not_shown_clear():
+    assert verdicts.verdict(0.01, True, BAND, familiar=False) == "uncertain"
+    assert verdicts.verdict(0.95, True, BAND, familiar=False) == "tumor_suspected"  # only green is withheld
+    assert verdicts.verdict(0.95, False, BAND, familiar=False) == "cannot_assess"
+    assert verdicts.is_familiar(0.5, 0.5) and not verdicts.is_familiar(0.51, 0.5)
+    # No guard score, no familiar_below (model files before session 40), or a score not recorded: no rule.
+    assert verdicts.is_familiar(None, 0.5) and verdicts.is_familiar(0.9, None) and verdicts.is_familiar(np.nan, 0.5)
+    assert verdicts.of_scores([0.01, 0.01, 0.5], [False, False, False], BAND, [0.2, 0.8, 0.8], 0.5) == [
+        "no_tumor_detected", "uncertain", "uncertain"]
+
+
+@pytest.mark.dataset
+def test_the_predictor_reads_an_unfamiliar_clear_scan_as_uncertain_with_a_note(seed_data, tmp_path):
+    from braintriage.evaluate import guard_warning
+    from braintriage.inference import Predictor
+    from braintriage.modelfile import read_metadata, update_metadata
+
+    normals = [str(seed_data / "Testing" / "no_tumor" / f"image({k}).jpg") for k in (1, 10, 100)]
+    plain = Predictor().predict_files(normals)
+    assert [r.verdict for r in plain] == ["no_tumor_detected"] * 3  # measured: P(tumor) 0.04, 0.007 and 0.000
+    guard = read_metadata(Predictor().model_path)["ood"]
+    ratios = [r.guard_ratio for r in plain]
+    # familiar_below between the scans' own guard scores: the less familiar ones lose green, with the note.
+    cut = float(np.median(ratios))
+    strict = tmp_path / "strict.onnx"
+    update_metadata(Predictor().model_path, strict, {"ood": {**guard, "familiar_below": cut}})
+    read = Predictor(strict).predict_files(normals)
+    assert [r.verdict for r in read] == ["uncertain" if q > cut else "no_tumor_detected" for q in ratios]
+    assert sum(r.verdict == "uncertain" for r in read) == 1
+    for r in read:
+        assert r.reliable and guard_warning(r) is None  # a note, not a guard alarm
+        assert (r.warning == verdicts.UNFAMILIAR_NOTE) == (r.verdict == "uncertain")

@@ -459,22 +459,25 @@ def ensemble(members: tuple[Path, ...], data: tuple[Path, ...], output: Path) ->
 @click.option("--val-fraction", type=float, default=0.15,
               help="As in training: the grouped validation share.")
 @click.option("--seed", type=int, default=0, help="As in training: the seed of the grouped split.")
-@click.option("--familiar-only", is_flag=True,
-              help="Keep the guard as it is; record only the guard score under which 95% of the validation split "
-                   "lies (familiar_below), above which a low score is not shown as a clear result.")
+@click.option("--familiar-percentile", type=click.FloatRange(0, 100, min_open=True),
+              help="Keep the guard as it is and turn the familiarity rule on: a low score on a scan whose guard "
+                   "score is above that of this percentage of the validation normals reads uncertain, not clear.")
 def calibrate_ood(data: tuple[Path, ...], model: Optional[Path], output: Path, val_fraction: float, seed: int,
-                  familiar_only: bool) -> None:
+                  familiar_percentile: Optional[float]) -> None:
     """Fit the out-of-distribution guard of a trained model on its training data (train does it too)."""
     from braintriage.modelfile import BUNDLED_MODEL, read_metadata
 
     with user_errors():
-        from braintriage.guard_fit import calibrate_ood, record_familiar_below
+        from braintriage.guard_fit import calibrate_ood, set_familiarity
         from braintriage.train import TrainConfig, load_training_data
 
         size = read_metadata(model or BUNDLED_MODEL)["input"]["preprocess"]["size"]
         decoded = load_training_data(TrainConfig(data=[str(d) for d in data], image_size=size), log=click.echo)
-        run = record_familiar_below if familiar_only else calibrate_ood
-        run(model or BUNDLED_MODEL, decoded, output, val_fraction, seed, log=click.echo)
+        if familiar_percentile is None:
+            calibrate_ood(model or BUNDLED_MODEL, decoded, output, val_fraction, seed, log=click.echo)
+        else:
+            set_familiarity(model or BUNDLED_MODEL, decoded, output, val_fraction, seed, familiar_percentile,
+                            log=click.echo)
     click.echo(f"saved {output}")
 
 

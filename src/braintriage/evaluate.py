@@ -27,7 +27,7 @@ from sklearn.metrics import confusion_matrix, precision_score, recall_score
 from braintriage.audit import dataset_hashes, image_hashes, leaked_mask
 from braintriage.csv_cells import safe_cell
 from braintriage.datasets import TUMOR_TYPES, load_dataset
-from braintriage.inference import Predictor
+from braintriage.inference import Prediction, Predictor
 from braintriage.metrics import binary_metrics, bootstrap_ci, bootstrap_proportion, calibration
 from braintriage.modelfile import model_name
 from braintriage.near_duplicates import NEAR_DUPLICATE_DISTANCE
@@ -50,7 +50,7 @@ class Scored:
     phash: np.ndarray  # uint64, for the leakage check
     errors: list[tuple[str, str]]
     grayscale: Callable[[int], np.ndarray]  # image i as uint8, for thumbnails
-    warnings: list[str | None]  # out-of-distribution guard, per image
+    warnings: list[str | None]  # out-of-distribution guard's alarm, per image
     verdicts: list[str]  # verdicts.py outcome, per image
     shown_types: list[str | None]  # the type a reader is shown (suspected tumors only), per image
     guard_ratios: list[float | None]  # the guard's score in units of its threshold, per image (None: no guard)
@@ -75,7 +75,7 @@ def score_dataset(predictor: Predictor, data: str | Path, split: str = "testing"
                  if results and results[0].type_probabilities else None)
         return Scored(list(decoded.paths), decoded.tumor, decoded.tumor_type,
                       np.array([r.tumor_probability for r in results]), types, decoded.phash,
-                      list(decoded.errors), lambda i: decoded.images[i], [r.warning for r in results],
+                      list(decoded.errors), lambda i: decoded.images[i], [guard_warning(r) for r in results],
                       [r.verdict for r in results], [r.shown_type for r in results],
                       [r.guard_ratio for r in results])
     ds = load_dataset(data, split=split)
@@ -93,11 +93,16 @@ def score_dataset(predictor: Predictor, data: str | Path, split: str = "testing"
         phash=image_hashes([s.path for s in samples]),
         errors=[(ds.relpath(ds.samples[i]), r.error) for i, r in enumerate(results) if r.error],
         grayscale=lambda i: np.asarray(decode_image(samples[i].path)),
-        warnings=[results[i].warning for i in ok],
+        warnings=[guard_warning(results[i]) for i in ok],
         verdicts=[results[i].verdict for i in ok],
         shown_types=[results[i].shown_type for i in ok],
         guard_ratios=[results[i].guard_ratio for i in ok],
     )
+
+
+def guard_warning(r: Prediction) -> str | None:
+    """The guard's warning of a plain image, or None where it was assessed (a familiarity note is not an alarm)."""
+    return None if r.reliable else r.warning
 
 
 def verdict_counts(s: Scored, mask: np.ndarray | None = None) -> dict:

@@ -11,6 +11,7 @@ import torch
 
 from braintriage.cache import DecodedSet
 from braintriage.modelfile import update_metadata
+from braintriage.ood import FAMILIAR_PERCENTILE
 from braintriage.splits import grouped_split
 from braintriage.synthetic_lesions import add_lesions
 
@@ -35,19 +36,25 @@ def calibrate_ood(model_path: str | Path, decoded: DecodedSet, output: str | Pat
         log("no out-of-distribution guard: this architecture has no pooled features")
         return None
     val_features = predictor.pooled_by_layer(guard_images(decoded, val_idx, lesions, seed), layers)
-    params = ood.fit_designs(train_features, val_features, designs)
+    normals = validation_normals(decoded, val_idx)
+    params = ood.fit_designs(train_features, val_features, designs, normals)
     params["synthetic_lesions"] = lesions
+    earlier = predictor.ood or {}
+    if "familiar_percentile" in earlier and len(normals):  # a refit keeps the familiarity rule, at its percentile
+        ratios = ood.threshold_ratios(val_features, ood.as_arrays(params))[normals]
+        params.update(familiar_below=ood.familiar_below(ratios, earlier["familiar_percentile"]),
+                      familiar_percentile=earlier["familiar_percentile"])
     update_metadata(model_path, output, {"ood": params})
     log(f"out-of-distribution guard: threshold {params['threshold']:.2f} (validation false alarms "
         f"{params['validation_false_alarm_rate']:.3f})" + (", fitted with lesion-painted normals" if lesions else ""))
     return params
 
 
-def record_familiar_below(model_path: str | Path, decoded: DecodedSet, output: str | Path, val_fraction: float = 0.15,
-                          seed: int = 0, log=print) -> float:
-    """Keep a model's guard as it is and record only its `familiar_below` (ood.familiar_below) on the validation
-    split its training held out: for a model file whose guard was fitted before there was one (before session 40).
-    Writes `output`."""
+def set_familiarity(model_path: str | Path, decoded: DecodedSet, output: str | Path, val_fraction: float = 0.15,
+                    seed: int = 0, percentile: float = FAMILIAR_PERCENTILE, log=print) -> float:
+    """Turn the familiarity rule on (verdicts.is_familiar): keep the model's guard as it is and set its
+    `familiar_below` to the guard score under which `percentile` of the normals of the validation split its
+    training held out lie. Writes `output`; returns the score."""
     from braintriage import ood
     from braintriage.inference import Predictor
 
@@ -55,13 +62,23 @@ def record_familiar_below(model_path: str | Path, decoded: DecodedSet, output: s
     if not predictor.ood:
         raise ValueError(f"{model_path}: the model has no out-of-distribution guard (fit one with calibrate-ood)")
     _, val_idx = grouped_split(decoded, val_fraction, seed)
-    images = guard_images(decoded, val_idx, trained_with_lesions(predictor.metadata), seed)
+    normals = validation_normals(decoded, val_idx)
+    if not len(normals):
+        raise ValueError("the validation split holds no normals to read the familiarity rule off")
+    images = decoded.images[val_idx[normals]]
     ratios = ood.threshold_ratios(predictor.pooled_by_layer(images), ood.as_arrays(predictor.ood))
-    below = ood.familiar_below(ratios)
-    update_metadata(model_path, output, {"ood": {**predictor.ood, "familiar_below": below}})
-    log(f"familiar_below {below:.3f} of the guard's threshold ({ood.FAMILIAR_PERCENTILE:g}th percentile of "
-        f"{len(images)} validation images); the guard is unchanged")
+    below = ood.familiar_below(ratios, percentile)
+    update_metadata(model_path, output, {"ood": {**predictor.ood, "familiar_below": below,
+                                                 "familiar_percentile": percentile}})
+    log(f"familiarity rule on: a low score is shown clear only at a guard score up to {below:.3f} of its threshold "
+        f"(the {percentile:g}th percentile of {len(normals)} validation normals); the guard is unchanged")
     return below
+
+
+def validation_normals(decoded: DecodedSet, val_idx: np.ndarray) -> np.ndarray:
+    """The positions in `val_idx` of its normals (in `guard_images`, whose painted copies come after, the same
+    rows)."""
+    return np.flatnonzero(decoded.tumor[val_idx] == 0)
 
 
 def trained_with_lesions(metadata: dict) -> bool:

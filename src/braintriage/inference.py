@@ -241,13 +241,15 @@ class ReadingRules:
     band: tuple[float, float]
     type_min_probability: float | None
     class_names: list[str]
+    familiar_below: float | None = None  # the guard's (ood.py): above it a low score is not shown clear
 
     @classmethod
     def from_metadata(cls, metadata: dict) -> "ReadingRules":
         threshold = float(metadata["threshold"])
         band = metadata.get("uncertain_band") or {"low": threshold, "high": threshold}
         return cls(threshold, (float(band["low"]), float(band["high"])),
-                   (metadata.get("type_display") or {}).get("min_probability"), metadata["class_names"])
+                   (metadata.get("type_display") or {}).get("min_probability"), metadata["class_names"],
+                   (metadata.get("ood") or {}).get("familiar_below"))
 
     def label(self, p_tumor: float) -> str:
         return "tumor" if p_tumor >= self.threshold else "no_tumor"
@@ -300,7 +302,10 @@ def summarise(item: ScanItem, found: SliceResults, rules: ReadingRules) -> Predi
     if item.is_study:
         describe_study(r, item, found, [valid[k] for k in order[:TOP_SLICES]], best, len(readable))
     complete = len(scores) == len(readable)
-    r.verdict = verdicts.verdict(r.tumor_probability, r.reliable, rules.band, complete)
+    familiar = verdicts.is_familiar(r.guard_ratio, rules.familiar_below)
+    r.verdict = verdicts.verdict(r.tumor_probability, r.reliable, rules.band, complete, familiar)
+    if not familiar and r.tumor_probability < rules.band[0] and r.warning is None:
+        r.warning = verdicts.UNFAMILIAR_NOTE
     r.suspicion = verdicts.suspicion(r.tumor_probability, rules.band)
     r.shown_type = verdicts.shown_type(r.verdict, r.type_probabilities, rules.type_min_probability)
     return r

@@ -142,7 +142,7 @@ def _verdict_lines(metadata: dict, report: dict) -> list[str]:
              f"({oof['tumors_inside']} tumors, {oof['normals_inside']} normals), {oof['tumors_below']} tumors score "
              f"below it and {oof['normals_above']} normals above it"
              + (f"; {oof['normals_below']} normals score below it (shown clear)" if "normals_below" in oof else "")
-             + "."]
+             + "." + _familiarity_sentence(metadata.get("ood") or {})]
     if shown:
         lines.append(f"- Tumor type: shown only for a suspected tumor, when the most likely type has "
                      f"P(type | tumor) >= {shown['min_probability']:.3f}, the lowest at which out of fold the shown "
@@ -158,6 +158,15 @@ def _verdict_lines(metadata: dict, report: dict) -> list[str]:
                      f"({_f(counts['types_shown_right'] / counts['types_shown'])})" if counts["types_shown"] else "")
             lines.append(f"- {label}: {cells}{right}.")
     return lines
+
+
+def _familiarity_sentence(guard: dict) -> str:
+    """The familiarity rule, where this model reads with it (verdicts.is_familiar)."""
+    if guard.get("familiar_below") is None:
+        return ""
+    share = f"{guard['familiar_percentile']:g}% of" if "familiar_percentile" in guard else "most"
+    return (f" A score below the band on a scan less like the training scans than {share} the validation normals "
+            f"(guard score above {guard['familiar_below']:.3f} of its alarm threshold) reads uncertain, not clear.")
 
 
 def _training_data_lines(t: dict) -> list[str]:
@@ -208,13 +217,16 @@ def leave_source_out_rows(paths: list[Path]) -> list[dict]:
 
 def held_out_verdicts(rows: list[dict], metadata: dict) -> list[dict]:
     """For each row with kept scores, what the app would have shown for the held-out source: its images read with
-    this model's threshold and band (and that run's guard flags), as if that run's model were shipped with them.
-    Counts per verdict, for tumors and for normals."""
+    this model's threshold and band (and that run's guard flags), as if that run's model were shipped with them;
+    where this model reads with the familiarity rule, with it too, at the run's own guard score of the same
+    percentile of its validation normals (where the run kept them). Counts per verdict, for tumors and normals."""
     band = ReadingRules.from_metadata(metadata).band  # as the app reads this model's scores
+    percentile = (metadata.get("ood") or {}).get("familiar_percentile")
     counted = []
     for r in (r for r in rows if "scores" in r):
         s = r["scores"]
-        outcomes = verdicts.of_scores(s["p_tumor"], s["guard_flagged"], band)
+        below = (r.get("guard_validation_normal_ratios") or {}).get(f"{percentile:g}") if percentile else None
+        outcomes = verdicts.of_scores(s["p_tumor"], s["guard_flagged"], band, s["guard_ratio"], below)
         counted.append({"run": r["run"], "held_out_source": r["held_out_source"],
                         "images": {"tumors": int(s["tumor"].sum()), "normals": int((~s["tumor"]).sum())},
                         "verdicts": {kind: Counter(o for o, t in zip(outcomes, s["tumor"]) if t == (kind == "tumors"))

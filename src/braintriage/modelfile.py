@@ -121,7 +121,7 @@ def _guard_problems(guard: Any) -> Iterator[tuple[str, str]]:
         return
     if isinstance(guard, dict) and "familiar_below" in guard and not _number(guard["familiar_below"], 0,
                                                                             low_open=True):
-        yield "ood.familiar_below", "must be a finite number above 0"
+        yield "ood.familiar_below", "must be a finite number above 0"  # the familiarity rule (verdicts.is_familiar)
     for name, g in [("ood", guard), *((f"ood.also[{k}]", g) for k, g in enumerate(also))]:
         if not isinstance(g, dict):
             yield name, "must be an object"

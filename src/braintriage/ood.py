@@ -55,9 +55,13 @@ DESIGNS: tuple[tuple[tuple[str, ...], float], ...] = ((("penultimate_stage",), 1
                                                       (("penultimate_quarters",), 1.310))
 LAYERS, MARGIN = DESIGNS[0]  # the first guard's: `fit`'s defaults
 MIN_STD = 2.0  # grey levels: below this a preprocessed image is blank
-# `familiar_below`: the guard score (in units of its threshold) under which this percentage of the validation split
-# lies; recorded with each new fit, so a reading rule can ask how familiar a scan is, short of an alarm.
+# The familiarity rule (verdicts.is_familiar; off unless a model file sets `familiar_below`, `calibrate-ood
+# --familiar-percentile`): a low score on a scan whose guard score (in units of its threshold) lies above that of
+# this percentage of the validation split's normals is not shown clear. Over the normals, not all images: normals
+# are less alike than tumors. Each new fit records the normals' scores at NORMAL_PERCENTILES, so kept held-out runs
+# can be read with the rule at any of them after their model is gone (docs/model.md, session 40).
 FAMILIAR_PERCENTILE = 95.0
+NORMAL_PERCENTILES = (80, 90, 95, 99)
 
 
 def fit(train_features: np.ndarray, val_features: np.ndarray, components: int = COMPONENTS,
@@ -88,22 +92,25 @@ def designs_for(available: tuple[str, ...]) -> tuple[tuple[tuple[str, ...], floa
 
 
 def fit_designs(train_pooled: dict[str, np.ndarray], val_pooled: dict[str, np.ndarray],
-                designs: tuple = DESIGNS) -> dict:
+                designs: tuple = DESIGNS, normal_rows: np.ndarray | None = None) -> dict:
     """One guard per design (`fit`) on pooled feature maps by layer name (`Predictor.pooled_by_layer`), the
-    first carrying the others as `"also"`; its `validation_false_alarm_rate` is then that of them all together."""
+    first carrying the others as `"also"`; its `validation_false_alarm_rate` is then that of them all together.
+    With `normal_rows` (the validation rows that are normals), their guard scores at NORMAL_PERCENTILES too."""
     fitted = [fit(_side_by_side(train_pooled, layers), _side_by_side(val_pooled, layers), layers=layers,
                   margin=margin) for layers, margin in designs]
     guard = fitted[0]
     if len(fitted) > 1:
         guard["also"] = fitted[1:]
         guard["validation_false_alarm_rate"] = float(np.mean(alarms(val_pooled, guard)))
-    guard["familiar_below"] = familiar_below(threshold_ratios(val_pooled, guard))
+    if normal_rows is not None and len(normal_rows):
+        normal_ratios = threshold_ratios(val_pooled, guard)[normal_rows]
+        guard["validation_normal_ratios"] = {str(q): familiar_below(normal_ratios, q) for q in NORMAL_PERCENTILES}
     return guard
 
 
-def familiar_below(validation_ratios: np.ndarray) -> float:
-    """The guard score (`threshold_ratios`) under which FAMILIAR_PERCENTILE of the validation split lies."""
-    return float(np.percentile(validation_ratios, FAMILIAR_PERCENTILE))
+def familiar_below(normal_ratios: np.ndarray, percentile: float = FAMILIAR_PERCENTILE) -> float:
+    """The guard score (`threshold_ratios`) under which `percentile` of the validation normals' scores lie."""
+    return float(np.percentile(normal_ratios, percentile))
 
 
 def _side_by_side(pooled: dict[str, np.ndarray], layers: tuple[str, ...] | list[str]) -> np.ndarray:

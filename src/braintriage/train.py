@@ -954,9 +954,9 @@ def evaluate_held_out(cfg: TrainConfig, held_out: DecodedSet, run_dir: Path, log
     held_out.save(cache)
     report = evaluate(cache, cfg.output, output_dir=run_dir / "holdout-evaluation", train_data=None)
     row = {**holdout_row(cfg.holdout_source, report), "seed": cfg.seed}  # runs of one recipe differ by seed
-    familiar_below = (read_metadata(cfg.output).get("ood") or {}).get("familiar_below")
-    if familiar_below is not None:  # to read the kept scores' guard_ratio column against, after the model is gone
-        row["guard_familiar_below"] = familiar_below
+    normal_ratios = (read_metadata(cfg.output).get("ood") or {}).get("validation_normal_ratios")
+    if normal_ratios:  # to read the kept scores' guard_ratio column with the familiarity rule, after the model is gone
+        row["guard_validation_normal_ratios"] = normal_ratios
     (run_dir / "holdout.json").write_text(json.dumps(row, indent=2))
     cache.unlink()
     log(f"held-out {cfg.holdout_source}: " + ", ".join(

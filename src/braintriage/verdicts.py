@@ -8,11 +8,13 @@ Every caller (CLI table and CSV, web API and page, evaluation) takes its verdict
   suspected tumor on the rest (the missing slices may hold one): it could not be assessed and needs a human
   read. The model's score is still given, as secondary information.
 - `uncertain`: P(tumor) inside the band around the threshold where, out of fold, tumors and normals were
-  mixed (operating_point.uncertain_band): neither clearly high nor clearly low; a human reads it. Also a score
-  below the band on a scan less familiar than 19 in 20 of the model's validation scans (the guard's score above
-  its `familiar_below`, ood.py), short of an alarm: on scans from collections the model never trained on, low
-  scores hid tumors (docs/model.md, session 40).
-- `no_tumor_detected`: below the band, on a familiar scan. A clear result does not rule a tumor out.
+  mixed (operating_point.uncertain_band): neither clearly high nor clearly low; a human reads it. Where a model
+  file turns the familiarity rule on (its guard's `familiar_below`, `calibrate-ood --familiar-percentile`; off in
+  the bundled model), also a score below the band on a scan less like the training scans than that share of the
+  validation normals, short of an alarm: on collections a model never trained on, low scores hid tumors
+  (docs/model.md, sessions 39-40).
+- `no_tumor_detected`: below the band (and, under the familiarity rule, on a familiar scan). A clear result does
+  not rule a tumor out.
 - `error`: the file could not be read at all.
 
 A model file without a band (made before there was one) has an empty band at its threshold: two outcomes.
@@ -36,6 +38,8 @@ HEADLINES = {
     ERROR: "Could not be read",
 }
 CLEAR_CAUTION = "A clear result does not rule out a tumor."
+UNFAMILIAR_NOTE = ("less like the scans the model learned from than most of its validation normals: a low score "
+                   "here is not a clear result")
 TYPE_UNCERTAIN = "type uncertain"
 
 

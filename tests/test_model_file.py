@@ -77,8 +77,10 @@ def test_bundled_model_is_small_and_self_describing():
     ({"ood": {"threshold": 3.0, "also": [{"threshold": float("inf"), "layers": ["penultimate_quarters"]}]}},
      "ood.also[0].threshold"),
     ({"ood": {"threshold": 3.0, "also": {"threshold": 3.0}}}, "ood.also"),
+    ({"ood": {"threshold": 3.0, "familiar_below": -0.5}}, "ood.familiar_below"),
+    ({"ood": {"threshold": 3.0, "familiar_below": 0.5, "familiar_percentile": 120}}, "ood.familiar_percentile"),
 ], ids=["std-0", "huge-size", "string-threshold", "nan-threshold", "class-string", "output", "no-architecture",
-        "guard-layer", "second-guard-threshold", "second-guard-not-a-list"])
+        "guard-layer", "second-guard-threshold", "second-guard-not-a-list", "familiar-below", "familiar-percentile"])
 def test_invalid_metadata_is_refused_naming_the_field(tmp_path, change, field):
     from safetensors.numpy import save_file
     from click.testing import CliRunner

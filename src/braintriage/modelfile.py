@@ -122,6 +122,9 @@ def _guard_problems(guard: Any) -> Iterator[tuple[str, str]]:
     if isinstance(guard, dict) and "familiar_below" in guard and not _number(guard["familiar_below"], 0,
                                                                             low_open=True):
         yield "ood.familiar_below", "must be a finite number above 0"  # the familiarity rule (verdicts.is_familiar)
+    if isinstance(guard, dict) and "familiar_percentile" in guard and not _number(guard["familiar_percentile"], 0,
+                                                                                 100, low_open=True):
+        yield "ood.familiar_percentile", "must be a number in (0, 100]"
     for name, g in [("ood", guard), *((f"ood.also[{k}]", g) for k, g in enumerate(also))]:
         if not isinstance(g, dict):
             yield name, "must be an object"

@@ -120,6 +120,10 @@ def test_a_second_cross_validation_lowers_only_the_band_low_edge(model_and_cv, t
     assert Predictor(out).band == (0.017, first["uncertain_band"]["high"])
     card = _verdict_lines(lowered, {})[0]  # the model card says where green starts and what it costs
     assert "from 0.017;" in card and "16 normals score below it (shown clear)" in card
+    assert "validation normals" not in card  # no familiarity rule in this file
+    with_rule = {**lowered, "ood": {"threshold": 3.0, "familiar_below": 0.6, "familiar_percentile": 90}}
+    assert "less like the training scans than 90% of the validation normals (guard score above 0.600" in \
+        _verdict_lines(with_rule, {})[0]
     # Never raised: a CV whose normals all score high leaves the edge where it was.
     write_oof(cv_dir, list(np.linspace(0.5, 0.7, 20)), [0.8, 0.9])
     again = band_low_from_cv(out, cv_dir, tmp_path / "again.safetensors")["uncertain_band"]

@@ -6,7 +6,7 @@ and without the familiarity rule: the in-distribution cost of that rule, without
 
 DATA are the sources MODEL trained on, in its order (a leave-source-out run's model: without the held-out one);
 `--val-fraction` and `--seed` as in its training, so `splits.grouped_split` gives the same validation split. Each
-image is scored through `Predictor` (as `evaluate` scores a decoded cache) and read with MODEL's threshold and band,
+image is scored through `Predictor` (`evaluate.score_decoded`, as `evaluate` scores a decoded cache) and read with MODEL's threshold and band,
 then with the familiarity rule (verdicts.is_familiar) at each percentile given of the split's normals' guard scores
 (ood.familiar_below, as `calibrate-ood --familiar-percentile` sets it): in sample, and out of sample by halves (the
 normals in path order, alternately in one half or the other, each half read with the percentile of the other's).
@@ -23,17 +23,16 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from collections import Counter
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 
 from braintriage import ood, verdicts
+from braintriage.evaluate import score_decoded
 from braintriage.inference import Predictor
-from braintriage.scans import ScanItem, Slice
 from braintriage.splits import grouped_split
 from braintriage.train import TrainConfig, load_training_data
+from held_out_verdicts import print_counts  # experiments/, beside this script
 
 
 def main(argv: list[str]) -> int:
@@ -50,20 +49,18 @@ def main(argv: list[str]) -> int:
     decoded = load_training_data(TrainConfig(data=args.data, image_size=predictor.preprocess.size), log=print,
                                  preprocess=predictor.preprocess)
     _, val_idx = grouped_split(decoded, args.val_fraction, args.seed)
-    items = [ScanItem(str(decoded.paths[i]), [Slice("1", lambda a=decoded.images[i]: Image.fromarray(a))])
-             for i in val_idx]
-    results = predictor.predict_items(items)
-    p = np.array([r.tumor_probability for r in results])
-    flagged = np.array([not r.reliable for r in results])
-    ratios = np.array([r.guard_ratio for r in results], dtype=float)
-    tumor = decoded.tumor[val_idx] == 1
+    scored = score_decoded(predictor, decoded.subset(val_idx), "the validation split")
+    p = scored.p_tumor
+    flagged = np.array([w is not None for w in scored.warnings])
+    ratios = np.array(scored.guard_ratios, dtype=float)
+    tumor = scored.tumor == 1
     plain = np.array(verdicts.of_scores(p, flagged, predictor.band))
     print(f"{args.model}: validation split of {len(val_idx)} ({tumor.sum()} tumors), threshold "
           f"{predictor.threshold:.3f}, band [{predictor.band[0]:.4f}, {predictor.band[1]:.4f})")
     print_counts("without the familiarity rule", plain, tumor)
     green = (plain == verdicts.NO_TUMOR_DETECTED) & ~tumor
     normals = np.flatnonzero(~tumor)
-    normals = normals[np.argsort([str(decoded.paths[val_idx[k]]) for k in normals], kind="stable")]
+    normals = normals[np.argsort([scored.paths[k] for k in normals], kind="stable")]
     if args.all_images:
         below = ood.familiar_below(ratios)
         print_lost(f"all images' 95th percentile {below:.3f}, in sample: normals shown green that lose it", green,
@@ -87,14 +84,6 @@ def main(argv: list[str]) -> int:
         args.record_in.write_text(json.dumps(row, indent=2))
         print(f"recorded the normals' guard scores at {ood.NORMAL_PERCENTILES} in {args.record_in}")
     return 0
-
-
-def print_counts(title: str, outcomes: np.ndarray, tumor: np.ndarray) -> None:
-    print(title)
-    for label, which in (("tumors", tumor), ("normals", ~tumor)):
-        counts = Counter(outcomes[which].tolist())
-        print(f"  {label} ({which.sum()}): " + ", ".join(f"{name} {counts.get(name, 0)}"
-                                                       for name in verdicts.WORKLIST_ORDER))
 
 
 def print_lost(title: str, green: np.ndarray, lost: np.ndarray) -> None:

@@ -18,7 +18,7 @@ import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 import numpy as np
 from PIL import Image
@@ -33,6 +33,9 @@ from braintriage.modelfile import model_name
 from braintriage.near_duplicates import NEAR_DUPLICATE_DISTANCE
 from braintriage.preprocess import decode_image
 from braintriage.scans import ScanItem, Slice
+
+if TYPE_CHECKING:
+    from braintriage.cache import DecodedSet
 
 SEED_DATA_DEFAULT = Path("../shared/data/brain-tumor-classification-mri")
 # A leave-source-out run's per-image held-out scores, kept beside its holdout.json (experiments/holdout/RUN/):
@@ -60,24 +63,7 @@ def score_dataset(predictor: Predictor, data: str | Path, split: str = "testing"
     if str(data).endswith(".npz"):
         from braintriage.cache import DecodedSet
 
-        decoded = DecodedSet.load(data)
-        if len(predictor.network.input_names) > 1:
-            raise ValueError(f"{data}: a cache holds one preprocessing, and this ensemble reads each scan with each "
-                             "member's own; evaluate it on the image folder")
-        if decoded.preprocess != predictor.preprocess:
-            raise ValueError(f"{data} was preprocessed as {decoded.preprocess}, the model needs "
-                             f"{predictor.preprocess}")
-        # Already preprocessed: each array goes through the same scoring (and guard) as a file would, once.
-        items = [ScanItem(str(path), [Slice("1", lambda a=a: Image.fromarray(a))])
-                 for path, a in zip(decoded.paths, decoded.images)]
-        results = predictor.predict_items(items)
-        types = (np.array([[r.type_probabilities[n] for n in predictor.class_names] for r in results])
-                 if results and results[0].type_probabilities else None)
-        return Scored(list(decoded.paths), decoded.tumor, decoded.tumor_type,
-                      np.array([r.tumor_probability for r in results]), types, decoded.phash,
-                      list(decoded.errors), lambda i: decoded.images[i], [guard_warning(r) for r in results],
-                      [r.verdict for r in results], [r.shown_type for r in results],
-                      [r.guard_ratio for r in results])
+        return score_decoded(predictor, DecodedSet.load(data), str(data))
     ds = load_dataset(data, split=split)
     results = predictor.predict_files([str(s.path) for s in ds.samples])
     ok = [i for i, r in enumerate(results) if r.error is None]
@@ -98,6 +84,26 @@ def score_dataset(predictor: Predictor, data: str | Path, split: str = "testing"
         shown_types=[results[i].shown_type for i in ok],
         guard_ratios=[results[i].guard_ratio for i in ok],
     )
+
+
+def score_decoded(predictor: Predictor, decoded: "DecodedSet", name: str = "the decoded set") -> Scored:
+    """`score_dataset` for images already decoded and preprocessed (a cache, or a split of one): each array goes
+    through the same scoring (and guard) as a file would, once."""
+    if len(predictor.network.input_names) > 1:
+        raise ValueError(f"{name}: a cache holds one preprocessing, and this ensemble reads each scan with each "
+                         "member's own; evaluate it on the image folder")
+    if decoded.preprocess != predictor.preprocess:
+        raise ValueError(f"{name} was preprocessed as {decoded.preprocess}, the model needs {predictor.preprocess}")
+    items = [ScanItem(str(path), [Slice("1", lambda a=a: Image.fromarray(a))])
+             for path, a in zip(decoded.paths, decoded.images)]
+    results = predictor.predict_items(items)
+    types = (np.array([[r.type_probabilities[n] for n in predictor.class_names] for r in results])
+             if results and results[0].type_probabilities else None)
+    return Scored(list(decoded.paths), decoded.tumor, decoded.tumor_type,
+                  np.array([r.tumor_probability for r in results]), types, decoded.phash,
+                  list(decoded.errors), lambda i: decoded.images[i], [guard_warning(r) for r in results],
+                  [r.verdict for r in results], [r.shown_type for r in results],
+                  [r.guard_ratio for r in results])
 
 
 def guard_warning(r: Prediction) -> str | None:

@@ -149,3 +149,5 @@ def test_a_new_fit_records_where_the_validation_normals_guard_scores_lie():
     assert kept["95"] > np.percentile(ratios, 95)  # the normals', not all images'
     assert "familiar_below" not in guard  # the rule itself is off until a model file turns it on
     assert "validation_normal_ratios" not in ood.fit_designs(make(1000), validation, designs)
+    refit = ood.fit_designs(make(1000), validation, designs, np.arange(100), familiar_percentile=90)  # rule kept
+    assert refit["familiar_percentile"] == 90 and refit["familiar_below"] == refit["validation_normal_ratios"]["90"]

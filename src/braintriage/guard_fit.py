@@ -37,13 +37,10 @@ def calibrate_ood(model_path: str | Path, decoded: DecodedSet, output: str | Pat
         return None
     val_features = predictor.pooled_by_layer(guard_images(decoded, val_idx, lesions, seed), layers)
     normals = validation_normals(decoded, val_idx)
-    params = ood.fit_designs(train_features, val_features, designs, normals)
+    # a refit keeps the familiarity rule, at its percentile
+    params = ood.fit_designs(train_features, val_features, designs, normals,
+                             (predictor.ood or {}).get("familiar_percentile"))
     params["synthetic_lesions"] = lesions
-    earlier = predictor.ood or {}
-    if "familiar_percentile" in earlier and len(normals):  # a refit keeps the familiarity rule, at its percentile
-        ratios = ood.threshold_ratios(val_features, ood.as_arrays(params))[normals]
-        params.update(familiar_below=ood.familiar_below(ratios, earlier["familiar_percentile"]),
-                      familiar_percentile=earlier["familiar_percentile"])
     update_metadata(model_path, output, {"ood": params})
     log(f"out-of-distribution guard: threshold {params['threshold']:.2f} (validation false alarms "
         f"{params['validation_false_alarm_rate']:.3f})" + (", fitted with lesion-painted normals" if lesions else ""))

@@ -92,10 +92,12 @@ def designs_for(available: tuple[str, ...]) -> tuple[tuple[tuple[str, ...], floa
 
 
 def fit_designs(train_pooled: dict[str, np.ndarray], val_pooled: dict[str, np.ndarray],
-                designs: tuple = DESIGNS, normal_rows: np.ndarray | None = None) -> dict:
+                designs: tuple = DESIGNS, normal_rows: np.ndarray | None = None,
+                familiar_percentile: float | None = None) -> dict:
     """One guard per design (`fit`) on pooled feature maps by layer name (`Predictor.pooled_by_layer`), the
     first carrying the others as `"also"`; its `validation_false_alarm_rate` is then that of them all together.
-    With `normal_rows` (the validation rows that are normals), their guard scores at NORMAL_PERCENTILES too."""
+    With `normal_rows` (the validation rows that are normals), their guard scores at NORMAL_PERCENTILES too, and
+    with `familiar_percentile` the familiarity rule's `familiar_below` at that percentile (verdicts.is_familiar)."""
     fitted = [fit(_side_by_side(train_pooled, layers), _side_by_side(val_pooled, layers), layers=layers,
                   margin=margin) for layers, margin in designs]
     guard = fitted[0]
@@ -105,6 +107,9 @@ def fit_designs(train_pooled: dict[str, np.ndarray], val_pooled: dict[str, np.nd
     if normal_rows is not None and len(normal_rows):
         normal_ratios = threshold_ratios(val_pooled, guard)[normal_rows]
         guard["validation_normal_ratios"] = {str(q): familiar_below(normal_ratios, q) for q in NORMAL_PERCENTILES}
+        if familiar_percentile is not None:
+            guard.update(familiar_below=familiar_below(normal_ratios, familiar_percentile),
+                         familiar_percentile=familiar_percentile)
     return guard
 
 

@@ -33,9 +33,14 @@ below it since session 39) reads off the held-out scores
 themselves: under it "no tumor detected" would be as trustworthy on this unseen source as the shipped band makes it
 in distribution. An edge far under the shipped one means green verdicts on such a source hide tumors.
 
-It also prints the held-out sensitivity and specificity at 0.5, where the leave-source-out rules read them: a run's
-holdout.json (and its results row) is at the threshold the run stored, under 0.5 when fewer than 95% of its
-validation tumors reached 0.5.
+It also prints the held-out sensitivity and specificity at 0.5, where the leave-source-out rules read them (a run's
+holdout.json, and its results row, is at the threshold the run stored, under 0.5 when fewer than 95% of its
+validation tumors reached 0.5), and at the rules' own threshold.
+
+    python experiments/held_out_verdicts.py --cv experiments/cv/NAME --out-of-fold
+
+counts the same verdicts for the CV's own out-of-fold scores, per source and in all: what the rules show in
+distribution, where every source was in training (no guard: a CV keeps no guard scores).
 """
 
 from __future__ import annotations
@@ -56,7 +61,8 @@ from braintriage.evaluate import read_held_out_scores
 from braintriage.inference import Predictor
 from braintriage.metrics import binary_metrics
 from braintriage.modelfile import read_metadata, update_metadata
-from braintriage.operating_point import out_of_fold_scores, read_out_of_fold, threshold_and_band, uncertain_band
+from braintriage.operating_point import (out_of_fold_scores, out_of_fold_sources, read_out_of_fold,
+                                         threshold_and_band, uncertain_band)
 
 RULE_KEYS = ("threshold", "uncertain_band")
 
@@ -70,6 +76,14 @@ def out_of_fold_rows(run: Path) -> list[dict]:
     if not folds or len(folds) != folds[0]["config"]["folds"]:
         raise SystemExit(f"{run}: no finished cross-validation ({len(folds)} kept folds)")
     return [row for fold in folds for row in fold["oof_rows"]]
+
+
+def out_of_fold_verdicts(run: Path, rules: dict) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Each out-of-fold image's verdict under `rules` (none flagged by a guard), whether it is a tumor, its source."""
+    rows = out_of_fold_rows(run)
+    _, y, p = out_of_fold_scores(rows)
+    band = (rules["uncertain_band"]["low"], rules["uncertain_band"]["high"])
+    return np.array(verdicts.of_scores(p, [False] * len(p), band)), y == 1, out_of_fold_sources(rows)
 
 
 def rules_from_cv(run: Path, specificity: float = 0.95) -> dict:
@@ -122,6 +136,13 @@ def print_counts(title: str, outcomes: np.ndarray, tumor: np.ndarray) -> None:
             for name in verdicts.WORKLIST_ORDER))
 
 
+def print_at(tumor: np.ndarray, p: np.ndarray, threshold: float, label: str) -> None:
+    (tn, fp), (fn, tp) = binary_metrics(tumor, p, threshold)["confusion_matrix"]
+    rates = [f"{name} {right} of {right + wrong} ({right / (right + wrong):.3f})"
+             for name, right, wrong in (("sensitivity", tp, fn), ("specificity", tn, fp)) if right + wrong]
+    print(f"  at {label}: " + ", ".join(rates))
+
+
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("model", type=Path, nargs="?", help="a leave-source-out run's model file")
@@ -136,12 +157,25 @@ def main(argv: list[str]) -> int:
                           help="with --scores: also with the familiarity rule at this percentile of the run's "
                                "validation normals' guard scores")
     familiar.add_argument("--familiar-below", type=float, help="with --scores: ... at this guard score")
+    parser.add_argument("--out-of-fold", action="store_true",
+                        help="with --cv alone: the verdicts of the CV's own out-of-fold scores, per source")
     args = parser.parse_args(argv)
-    if (args.model is None) == (args.scores is None):
+    if args.out_of_fold:
+        if not args.cv or args.model or args.scores:
+            parser.error("--out-of-fold reads the CV given with --cv, without MODEL or --scores")
+    elif (args.model is None) == (args.scores is None):
         parser.error("give MODEL or --scores, not both")
     chosen = (rules_from_cv(args.cv) if args.cv else
               {k: v for k, v in read_metadata(args.rules_from).items() if k in RULE_KEYS})
     band = chosen["uncertain_band"]
+    if args.out_of_fold:
+        outcomes, tumor, sources = out_of_fold_verdicts(args.cv, chosen)
+        print(f"{args.cv} out of fold, read with threshold {chosen['threshold']:.3f} and band "
+              f"[{band['low']:.3f}, {band['high']:.3f})")
+        for source in [*sorted(set(sources)), None]:
+            which = np.ones(len(sources), bool) if source is None else sources == source
+            print_counts(f"{source or 'all sources'}:", outcomes[which], tumor[which])
+        return 0
     if args.scores:
         outcomes, p, tumor = verdicts_from_scores(args.scores, chosen)
     else:
@@ -160,10 +194,8 @@ def main(argv: list[str]) -> int:
     scored = np.isfinite(p)
     # The leave-source-out rules read P(tumor) at 0.5; a run's holdout.json is at the threshold it stored, which is
     # under 0.5 when fewer than 95% of its validation tumors reach 0.5.
-    (tn, fp), (fn, tp) = binary_metrics(tumor[scored], p[scored], 0.5)["confusion_matrix"]
-    at_half = [f"{label} {right} of {right + wrong} ({right / (right + wrong):.3f})"
-               for label, right, wrong in (("sensitivity", tp, fn), ("specificity", tn, fp)) if right + wrong]
-    print("  at 0.5: " + ", ".join(at_half))
+    print_at(tumor[scored], p[scored], 0.5, "0.5")
+    print_at(tumor[scored], p[scored], chosen["threshold"], f"the rules' threshold {chosen['threshold']:.3f}")
     if tumor[scored].any() and not tumor[scored].all():
         own = uncertain_band(tumor[scored].astype(int), p[scored], chosen["threshold"])
         print(f"  the low edge its band rule reads off these held-out scores: {own['low']:.4f} (the shipped "

@@ -172,3 +172,22 @@ def test_a_false_setting_reaches_train_as_its_no_flag(monkeypatch, tmp_path):
     train_help = CliRunner().invoke(app, ["train", "--help"]).output
     for key in ("distill_painted", "lesion_copies", "pretrained", "keep_fold_models", "crop_to_head", "equalize"):
         assert f"--no-{key.replace('_', '-')}" in train_help
+
+
+def test_a_cvs_kept_folds_give_the_verdicts_of_its_out_of_fold_scores_per_source(tmp_path):
+    import gzip
+
+    spec = importlib.util.spec_from_file_location("held_out_verdicts", ROOT / "experiments" / "held_out_verdicts.py")
+    verdicts_script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(verdicts_script)
+    rows = [{"path": "seed/t1.jpg", "fold": 1, "tumor": 1, "p_tumor": 0.95},
+            {"path": "seed/t2.jpg", "fold": 1, "tumor": 1, "p_tumor": 0.1},
+            {"path": "br35h/n1.jpg", "fold": 2, "tumor": 0, "p_tumor": 0.5},
+            {"path": "br35h/t3.jpg", "fold": 2, "tumor": 1, "p_tumor": 0.2}]
+    for fold in (1, 2):  # as experiments/run.py keeps them: experiments/cv/NAME/fold-K.json.gz
+        kept = {"config": {"folds": 2}, "oof_rows": [r for r in rows if r["fold"] == fold]}
+        (tmp_path / f"fold-{fold}.json.gz").write_bytes(gzip.compress(json.dumps(kept).encode()))
+    rules = {"threshold": 0.6, "uncertain_band": {"low": 0.15, "high": 0.9}}
+    outcomes, tumor, sources = verdicts_script.out_of_fold_verdicts(tmp_path, rules)
+    assert outcomes.tolist() == ["tumor_suspected", "no_tumor_detected", "uncertain", "uncertain"]
+    assert tumor.tolist() == [True, True, False, True] and sources.tolist() == ["seed", "seed", "br35h", "br35h"]

@@ -441,6 +441,16 @@ def lesions_paused(epoch: int, cfg: "TrainConfig") -> bool:
     return bool(cfg.synthetic_lesions) and epoch < cfg.lesions_from_epoch
 
 
+def recipe_at(epoch: int, cfg: "TrainConfig") -> "TrainConfig":
+    """The recipe as this epoch (from 0) trains it: without painted lesions before --lesions-from-epoch, without
+    the teacher from --distill-until-epoch on."""
+    if lesions_paused(epoch, cfg):
+        cfg = replace(cfg, synthetic_lesions=0.0)
+    if cfg.distill_until_epoch is not None and epoch >= cfg.distill_until_epoch:
+        cfg = replace(cfg, distill_weight=0.0)
+    return cfg
+
+
 def trains_whole_recipe(epoch: int, cfg: "TrainConfig") -> bool:
     """Whether this epoch (from 0) trains with every part of the recipe: full size, and lesions if any."""
     return train_size_at(epoch, cfg) == cfg.image_size and not lesions_paused(epoch, cfg)
@@ -516,6 +526,14 @@ def validation_on(train_data: TrainingData, decoded: DecodedSet, train_idx: np.n
 # history.csv's validation columns: (column suffix, binary_metrics key)
 VALIDATION_COLUMNS = (("accuracy", "accuracy"), ("recall", "sensitivity"), ("precision", "precision"),
                       ("specificity", "specificity"), ("roc_auc", "roc_auc"))
+
+
+def history_row(epoch: int, step: int, lr: float, size: int, train_loss: float, train_accuracy: float,
+                val_loss: float, metrics: dict, seconds: float) -> dict:
+    """One line of history.csv: an epoch (1-based; 0 for a model validated as it is) and its validation."""
+    return {"epoch": epoch, "step": step, "lr": lr, "train_size": size, "train_loss": train_loss,
+            "train_accuracy": train_accuracy, "val_loss": val_loss,
+            **{f"val_{name}": metrics[key] for name, key in VALIDATION_COLUMNS}, "seconds": seconds}
 
 
 def optimizer_and_schedule(model: torch.nn.Module, cfg: TrainConfig, world: int, steps_per_epoch: int,
@@ -770,10 +788,8 @@ def fit(cfg: TrainConfig, data: Prepared, train_idx: np.ndarray, val_idx: np.nda
     val_logits, last_save = None, time.time()
     if cfg.epochs == 0:  # --init-from's model as it is, validated (and then written) at this run's input size
         val_logits, val_loss, m = validation.score(eval_model, cfg)
-        progress.record(val_loss, eval_model.state_dict(), {
-            "epoch": 0, "step": 0, "lr": 0.0, "train_size": cfg.image_size, "train_loss": float("nan"),
-            "train_accuracy": float("nan"), "val_loss": val_loss,
-            **{f"val_{name}": m[key] for name, key in VALIDATION_COLUMNS}, "seconds": 0.0}, whole_recipe=True)
+        progress.record(val_loss, eval_model.state_dict(), history_row(
+            0, 0, 0.0, cfg.image_size, float("nan"), float("nan"), val_loss, m, 0.0), whole_recipe=True)
     bar = tqdm(range(progress.epoch, cfg.epochs), desc=desc, unit="epoch", dynamic_ncols=True,
                initial=progress.epoch, total=cfg.epochs)
     for epoch in bar:
@@ -781,16 +797,12 @@ def fit(cfg: TrainConfig, data: Prepared, train_idx: np.ndarray, val_idx: np.nda
         size = train_size_at(epoch, cfg)
         model.train()
         order = train_ids[torch.randperm(len(train_ids), generator=gen, device=device)]
-        epoch_cfg = replace(cfg, synthetic_lesions=0.0) if lesions_paused(epoch, cfg) else cfg
-        if cfg.distill_until_epoch is not None and epoch >= cfg.distill_until_epoch:
-            epoch_cfg = replace(epoch_cfg, distill_weight=0.0)
         train_loss, train_accuracy = train_one_epoch(model, step_model, optimizer, schedule, ema, train_data, order,
-                                                     steps_per_epoch, epoch_cfg, aug_gen, size, bf16, progress,
-                                                     dist_info)
+                                                     steps_per_epoch, recipe_at(epoch, cfg), aug_gen, size, bf16,
+                                                     progress, dist_info)
         val_logits, val_loss, m = validation.score(eval_model, cfg)
-        row = {"epoch": epoch + 1, "step": progress.step, "lr": schedule.get_last_lr()[0], "train_size": size,
-               "train_loss": train_loss, "train_accuracy": train_accuracy, "val_loss": val_loss,
-               **{f"val_{name}": m[key] for name, key in VALIDATION_COLUMNS}, "seconds": time.time() - t_epoch}
+        row = history_row(epoch + 1, progress.step, schedule.get_last_lr()[0], size, train_loss, train_accuracy,
+                          val_loss, m, time.time() - t_epoch)
         progress.record(val_loss, eval_model.state_dict(), row, whole_recipe=trains_whole_recipe(epoch, cfg))
         progress.epoch = epoch + 1
         bar.set_postfix(loss=f"{train_loss:.3f}", val_loss=f"{val_loss:.3f}",

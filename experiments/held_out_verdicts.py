@@ -40,7 +40,9 @@ validation tumors reached 0.5), and at the rules' own threshold.
     python experiments/held_out_verdicts.py --cv experiments/cv/NAME --out-of-fold
 
 counts the same verdicts for the CV's own out-of-fold scores, per source and in all: what the rules show in
-distribution, where every source was in training (no guard: a CV keeps no guard scores).
+distribution, where every source was in training. Without a guard; and where the CV kept each fold's guard outputs
+(`train --folds K --fold-guards`, since session 42) again with each fold's guard, and with `--familiar-percentile
+P` (80, 90, 95 or 99) with the familiarity rule too: its cost in distribution over all the normals.
 """
 
 from __future__ import annotations
@@ -78,12 +80,44 @@ def out_of_fold_rows(run: Path) -> list[dict]:
     return [row for fold in folds for row in fold["oof_rows"]]
 
 
-def out_of_fold_verdicts(run: Path, rules: dict) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Each out-of-fold image's verdict under `rules` (none flagged by a guard), whether it is a tumor, its source."""
+def out_of_fold_folds(run: Path) -> list[dict]:
+    """A finished cross-validation's fold records (cv.json's per_fold, or each kept fold's)."""
+    if (run / "cv.json").exists():
+        return json.loads((run / "cv.json").read_text())["per_fold"]
+    return [json.loads(gzip.decompress(f.read_bytes()))["fold"] for f in sorted(run.glob("fold-*.json.gz"))]
+
+
+def has_guard_scores(run: Path) -> bool:
+    """Whether the CV kept each held-out image's guard outputs (`train --folds K --fold-guards`)."""
+    return all("guard_validation_normal_ratios" in fold for fold in out_of_fold_folds(run))
+
+
+def out_of_fold_verdicts(run: Path, rules: dict, guard: bool = False, familiar_percentile: float | None = None
+                         ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Each out-of-fold image's verdict under `rules`, whether it is a tumor, its source. Without `guard` no image
+    is flagged; with it (a CV run with --fold-guards) each image's own fold guard decides, and with
+    `familiar_percentile` the familiarity rule too, at that percentile of the normals of the half of its fold that
+    thresholded the guard which scored it (crossval.add_guard_scores)."""
     rows = out_of_fold_rows(run)
     _, y, p = out_of_fold_scores(rows)
     band = (rules["uncertain_band"]["low"], rules["uncertain_band"]["high"])
-    return np.array(verdicts.of_scores(p, [False] * len(p), band)), y == 1, out_of_fold_sources(rows)
+    if not guard:
+        return np.array(verdicts.of_scores(p, [False] * len(p), band)), y == 1, out_of_fold_sources(rows)
+    normals = {int(f["fold"]): f["guard_validation_normal_ratios"] for f in out_of_fold_folds(run)}
+    outcomes = []
+    for row, q in zip(rows, p):
+        flagged = str(row["guard_flagged"]) in ("True", "1")
+        ratio = None if row.get("guard_ratio") in (None, "") else float(row["guard_ratio"])
+        familiar_below = None
+        if familiar_percentile is not None:
+            kept = normals[int(row["fold"])][int(row["guard_half"])] or {}
+            if f"{familiar_percentile:g}" not in kept:
+                raise SystemExit(f"{run}: no validation normals' guard score at {familiar_percentile:g}% kept "
+                                 f"(kept: {', '.join(kept) or 'none'})")
+            familiar_below = kept[f"{familiar_percentile:g}"]
+        outcomes.append(verdicts.verdict(float(q), not flagged, band,
+                                         familiar=verdicts.is_familiar(ratio, familiar_below)))
+    return np.array(outcomes), y == 1, out_of_fold_sources(rows)
 
 
 def rules_from_cv(run: Path, specificity: float = 0.95) -> dict:
@@ -154,8 +188,8 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--source", type=Path, default=Path("../shared/data/br35h"))
     familiar = parser.add_mutually_exclusive_group()
     familiar.add_argument("--familiar-percentile", type=float,
-                          help="with --scores: also with the familiarity rule at this percentile of the run's "
-                               "validation normals' guard scores")
+                          help="with --scores, or --out-of-fold of a CV with --fold-guards: also with the "
+                               "familiarity rule at this percentile of the validation normals' guard scores")
     familiar.add_argument("--familiar-below", type=float, help="with --scores: ... at this guard score")
     parser.add_argument("--out-of-fold", action="store_true",
                         help="with --cv alone: the verdicts of the CV's own out-of-fold scores, per source")
@@ -169,12 +203,21 @@ def main(argv: list[str]) -> int:
               {k: v for k, v in read_metadata(args.rules_from).items() if k in RULE_KEYS})
     band = chosen["uncertain_band"]
     if args.out_of_fold:
-        outcomes, tumor, sources = out_of_fold_verdicts(args.cv, chosen)
-        print(f"{args.cv} out of fold, read with threshold {chosen['threshold']:.3f} and band "
-              f"[{band['low']:.3f}, {band['high']:.3f})")
-        for source in [*sorted(set(sources)), None]:
-            which = np.ones(len(sources), bool) if source is None else sources == source
-            print_counts(f"{source or 'all sources'}:", outcomes[which], tumor[which])
+        readings = [("no guard", False, None)]
+        if has_guard_scores(args.cv):
+            readings.append(("each fold's guard", True, None))
+            if args.familiar_percentile:
+                readings.append((f"each fold's guard and the familiarity rule at {args.familiar_percentile:g}%",
+                                 True, args.familiar_percentile))
+        elif args.familiar_percentile:
+            parser.error(f"{args.cv} kept no guard scores (train --folds K --fold-guards)")
+        for title, guard, percentile in readings:
+            outcomes, tumor, sources = out_of_fold_verdicts(args.cv, chosen, guard, percentile)
+            print(f"{args.cv} out of fold, read with threshold {chosen['threshold']:.3f} and band "
+                  f"[{band['low']:.3f}, {band['high']:.3f}), {title}")
+            for source in [*sorted(set(sources)), None]:
+                which = np.ones(len(sources), bool) if source is None else sources == source
+                print_counts(f"{source or 'all sources'}:", outcomes[which], tumor[which])
         return 0
     if args.scores:
         outcomes, p, tumor = verdicts_from_scores(args.scores, chosen)

@@ -151,3 +151,60 @@ def test_a_new_fit_records_where_the_validation_normals_guard_scores_lie():
     assert "validation_normal_ratios" not in ood.fit_designs(make(1000), validation, designs)
     refit = ood.fit_designs(make(1000), validation, designs, np.arange(100), familiar_percentile=90)  # rule kept
     assert refit["familiar_percentile"] == 90 and refit["familiar_below"] == refit["validation_normal_ratios"]["90"]
+
+
+def test_a_cross_validation_keeps_each_held_out_images_guard_scores_and_reads_them_as_verdicts(tmp_path, monkeypatch,
+                                                                                               capsys):
+    """`train --folds K --fold-guards`: every out-of-fold row carries its fold guard's outputs, the fold records the
+    normals' guard scores of both halves that thresholded a guard, a fold finished without them trains again, and
+    `held_out_verdicts.py --out-of-fold` reads them: with the guard, and with the familiarity rule, which keeps a
+    low score from a green card exactly where the image's guard score is above its half's percentile."""
+    import csv
+    import importlib.util
+    import json
+    from pathlib import Path
+
+    from braintriage.augment import AugmentPolicy
+    from braintriage.crossval import cross_validation
+    from braintriage.train import TrainConfig
+    from conftest import tiny_type_cache
+
+    monkeypatch.setenv("BRAINTRIAGE_CACHE", str(tmp_path / "cache"))
+    tiny_type_cache(tmp_path, per_class=10)
+    common = dict(data=str(tmp_path / "data"), run_dir=str(tmp_path / "cv"), architecture="resnet18-w32",
+                  image_size=48, batch_size=8, patience=100, epochs=1, folds=2, seed=4,
+                  augment=AugmentPolicy(zoom=(1, 1), rotation_degrees=0, brightness=(1, 1)))
+    quiet = dict(log=lambda *_: None)
+    cross_validation(TrainConfig(**common, only_fold=1), **quiet)  # fold 1 without guard scores
+    result = cross_validation(TrainConfig(**common, fold_guards=True), **quiet)
+    assert [len(f["guard_validation_normal_ratios"]) for f in result["per_fold"]] == [2, 2]  # fold 1 trained again
+    assert all(set(r) == {"80", "90", "95", "99"} for f in result["per_fold"] for r in f["guard_validation_normal_ratios"])
+    run = Path(common["run_dir"])
+    with (run / "oof.csv").open() as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == 40 and {r["guard_half"] for r in rows} == {"0", "1"}
+    assert all(r["guard_ratio"] != "" for r in rows)
+    # An alarm is a score above the threshold: guard_flagged and guard_ratio come from the same reading.
+    assert all(r["guard_flagged"] == "True" for r in rows if float(r["guard_ratio"]) > 1)
+
+    root = Path(__file__).resolve().parents[1]
+    spec = importlib.util.spec_from_file_location("held_out_verdicts", root / "experiments" / "held_out_verdicts.py")
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    rules = {"threshold": 0.6, "uncertain_band": {"low": 0.99, "high": 0.999}}  # every unflagged score is green
+    plain, tumor, _ = script.out_of_fold_verdicts(run, rules)
+    guarded, _, _ = script.out_of_fold_verdicts(run, rules, guard=True)
+    familiar, _, _ = script.out_of_fold_verdicts(run, rules, guard=True, familiar_percentile=80)
+    flagged = np.array([r["guard_flagged"] == "True" for r in rows])
+    assert (guarded == "cannot_assess").tolist() == flagged.tolist() and (plain != "cannot_assess").all()
+    normals_at_80 = {int(f["fold"]): [h["80"] for h in f["guard_validation_normal_ratios"]]
+                     for f in result["per_fold"]}
+    unfamiliar = np.array([float(r["guard_ratio"]) > normals_at_80[int(r["fold"])][int(r["guard_half"])]
+                           for r in rows])
+    green = np.array([float(r["p_tumor"]) < 0.99 for r in rows]) & ~flagged
+    assert ((familiar == "no_tumor_detected") == (green & ~unfamiliar)).all()
+    assert ((familiar == "uncertain") == (green & unfamiliar)).all()
+    assert script.main(["--cv", str(run), "--out-of-fold", "--familiar-percentile", "80"]) == 0
+    printed = capsys.readouterr().out
+    assert "no guard" in printed and "each fold's guard" in printed and "familiarity rule at 80%" in printed
+    assert json.loads((run / "cv.json").read_text())["per_fold"][0]["guard_validation_normal_ratios"]

@@ -207,6 +207,10 @@ def audit(data: Path, json_output: Optional[Path]) -> None:
 @click.option("--keep-fold-models/--no-keep-fold-models", default=False,
               help="With --folds: write each fold's model to RUN_DIR/folds/fold-K.safetensors (teachers for "
                    "another recipe's cross-validation, fold by fold).")
+@click.option("--fold-guards/--no-fold-guards", default=False,
+              help="With --folds: fit each fold's out-of-distribution guard and keep its held-out images' guard "
+                   "scores in oof.csv (guard_flagged, guard_ratio), so the guard's alarms and the familiarity rule "
+                   "can be read out of fold.")
 @click.option("--max-steps", type=int, help="Stop after this many steps (smoke tests).")
 @click.option("--limit", type=int, help="Use a random subset of this many images.")
 def train(
@@ -225,6 +229,7 @@ def train(
         seed: int, device: str,
         precision: str, compile: bool, calibrate: bool, resume: bool, checkpoint_seconds: float,
         exclude_leaked: Optional[Path], folds: Optional[int], only_fold: Optional[int], keep_fold_models: bool,
+        fold_guards: bool,
         max_steps: Optional[int], limit: Optional[int]
 ) -> None:
     """Train a model (from scratch, or fine-tune ImageNet weights) and write it as one model file."""
@@ -252,7 +257,7 @@ def train(
                       precision=precision, compile=compile, calibrate=calibrate, resume=resume,
                       checkpoint_seconds=checkpoint_seconds,
                       exclude_leaked=str(exclude_leaked) if exclude_leaked else None, folds=folds,
-                      only_fold=only_fold, keep_fold_models=keep_fold_models,
+                      only_fold=only_fold, keep_fold_models=keep_fold_models, fold_guards=fold_guards,
                       max_steps=max_steps, limit=limit, augment=policy,
                       synthetic_lesions=synthetic_lesions, lesion_copies=lesion_copies,
                       lesions_from_epoch=lesions_from_epoch, frozen_blocks=frozen_blocks,

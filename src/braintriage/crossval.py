@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import tempfile
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -22,9 +23,9 @@ from braintriage.datasets import TUMOR_TYPES
 from braintriage.hardware import hardware_name, pick_device
 from braintriage.metrics import (METRIC_NAMES, binary_metrics, describe_per_source, per_source_metrics,
                                  threshold_for_specificity)
-from braintriage.modelfile import read_metadata, save_model
+from braintriage.modelfile import read_metadata, save_model, update_metadata
 from braintriage.models import tumor_probability
-from braintriage.splits import grouped_folds, held_out_digest
+from braintriage.splits import grouped_folds, grouped_split, held_out_digest
 from braintriage.train import (Fitted, Prepared, TrainConfig, TrainingSetupError, check_settings, fit, model_metadata,
                                prepare_data, recipe)
 
@@ -57,7 +58,8 @@ def cross_validate(cfg: TrainConfig, data: Prepared, device: torch.device, log=p
     per_fold, oof_rows, missing = [], [], []
     for k, (train_idx, val_idx) in enumerate(grouped_folds(decoded, cfg.folds, cfg.seed)):
         done = finished_fold(run_dir, k + 1, cfg, decoded.fingerprint)
-        if done is not None and (not cfg.keep_fold_models or fold_model_path(run_dir / "folds", k + 1).exists()):
+        if done is not None and (not cfg.keep_fold_models or fold_model_path(run_dir / "folds", k + 1).exists()) and (
+                not cfg.fold_guards or "guard_validation_normal_ratios" in done["fold"]):
             log(f"fold {k + 1}/{cfg.folds}: finished by an earlier run of this recipe, read from {run_dir / 'folds'}")
             per_fold.append(done["fold"])
             oof_rows.extend(done["oof_rows"])
@@ -70,6 +72,8 @@ def cross_validate(cfg: TrainConfig, data: Prepared, device: torch.device, log=p
         t_fold = time.time()
         fitted = fit(fold_cfg, data, train_idx, val_idx, device, desc=f"fold {k + 1}/{cfg.folds}", log=log)
         fold, fold_rows = fold_record(decoded, fitted, k + 1, val_idx, device)
+        if cfg.fold_guards:
+            add_guard_scores(fold, fold_rows, fold_cfg, data, fitted, train_idx, val_idx, device)
         save_fold(run_dir, fold, fold_rows, cfg, decoded.fingerprint)
         if cfg.keep_fold_models:
             save_fold_model(run_dir, fold_cfg, data, fitted, k + 1, train_idx, val_idx, time.time() - t_fold, device)
@@ -134,6 +138,44 @@ def fold_record(decoded: DecodedSet, fitted: Fitted, k: int, val_idx: np.ndarray
             row.update({f"p_{name}": round(float(probs[j, c]), 6) for c, name in enumerate(TUMOR_TYPES)})
         rows.append(row)
     return fold, rows
+
+
+def add_guard_scores(fold: dict, oof_rows: list[dict], cfg: TrainConfig, data: Prepared, fitted: Fitted,
+                     train_idx: np.ndarray, val_idx: np.ndarray, device: torch.device) -> None:
+    """--fold-guards: add to each out-of-fold row the verdict-relevant guard outputs a shipped model of this fold
+    would give its held-out image (guard_flagged, guard_ratio; `Predictor`'s own, through `score_decoded`), and to
+    the fold record its guard's validation normals' scores (guard_validation_normal_ratios, one per half), so that
+    the guard's alarm rate and the familiarity rule can be read out of fold.
+
+    The feature model is fitted on the fold's training images, as any model's guard is on its training split. The
+    alarm threshold and the normals' scores need images the model never trained on, which a fold model has only
+    in its held-out fold: that is cut in two grouped halves, and each half is scored by a guard thresholded on the
+    other (guard_half says which guard scored a row)."""
+    from braintriage.evaluate import score_decoded
+    from braintriage.guard_fit import fit_guard, guard_training_features
+    from braintriage.inference import Predictor
+
+    decoded = data.decoded
+    held_out = decoded.subset(val_idx)
+    first, second = grouped_split(held_out, 0.5, cfg.seed)
+    by_path = {row["path"]: row for row in oof_rows}
+    fold["guard_validation_normal_ratios"] = []
+    with tempfile.TemporaryDirectory() as tmp:
+        model = Path(tmp) / "fold.safetensors"
+        save_model(model, fitted.model, model_metadata(cfg, data, fitted, train_idx, val_idx, 0.0, device, 1))
+        predictor = Predictor(model)
+        train_pooled = guard_training_features(predictor, decoded, train_idx, cfg.seed)
+        if train_pooled is None:  # an architecture without pooled features has no guard
+            return
+        for half, (calibration, scored) in enumerate(((first, second), (second, first))):
+            guard = fit_guard(predictor, train_pooled, decoded, val_idx[calibration], cfg.seed)
+            update_metadata(model, model, {"ood": guard})
+            found = score_decoded(Predictor(model), held_out.subset(scored))
+            for path, warning, ratio in zip(found.paths, found.warnings, found.guard_ratios):
+                by_path[str(path)].update(guard_flagged=warning is not None,
+                                          guard_ratio=None if ratio is None else round(float(ratio), 6),
+                                          guard_half=half)
+            fold["guard_validation_normal_ratios"].append(guard.get("validation_normal_ratios"))
 
 
 def save_fold_model(run_dir: Path, cfg: TrainConfig, data: Prepared, fitted: Fitted, k: int, train_idx: np.ndarray,

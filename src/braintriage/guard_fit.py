@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from braintriage import ood
 from braintriage.cache import DecodedSet
 from braintriage.modelfile import update_metadata
 from braintriage.ood import FAMILIAR_PERCENTILE
@@ -23,27 +24,42 @@ def calibrate_ood(model_path: str | Path, decoded: DecodedSet, output: str | Pat
     learned from lesion-painted normals too, so they join both splits (one painted copy of each normal): an
     image like them, a mass on a T2 or FLAIR slice, is what the model was made for, not a stranger.
     Writes `output` with metadata["ood"]."""
-    from braintriage import ood
     from braintriage.inference import Predictor
 
     predictor = Predictor(model_path)
-    designs = ood.designs_for(predictor.network.available_guard_layers)  # a refit replaces any earlier guard whole
-    layers = ood.designs_layers(designs)
-    lesions = trained_with_lesions(predictor.metadata)
     train_idx, val_idx = grouped_split(decoded, val_fraction, seed)
-    train_features = predictor.pooled_by_layer(guard_images(decoded, train_idx, lesions, seed), layers)
-    if train_features is None:
+    train_pooled = guard_training_features(predictor, decoded, train_idx, seed)
+    if train_pooled is None:
         log("no out-of-distribution guard: this architecture has no pooled features")
         return None
-    val_features = predictor.pooled_by_layer(guard_images(decoded, val_idx, lesions, seed), layers)
-    normals = validation_normals(decoded, val_idx)
-    # a refit keeps the familiarity rule, at its percentile
-    params = ood.fit_designs(train_features, val_features, designs, normals,
-                             (predictor.ood or {}).get("familiar_percentile"))
-    params["synthetic_lesions"] = lesions
+    params = fit_guard(predictor, train_pooled, decoded, val_idx, seed)
     update_metadata(model_path, output, {"ood": params})
     log(f"out-of-distribution guard: threshold {params['threshold']:.2f} (validation false alarms "
-        f"{params['validation_false_alarm_rate']:.3f})" + (", fitted with lesion-painted normals" if lesions else ""))
+        f"{params['validation_false_alarm_rate']:.3f})" + (", fitted with lesion-painted normals"
+                                                            if params["synthetic_lesions"] else ""))
+    return params
+
+
+def guard_training_features(predictor, decoded: DecodedSet, train_idx: np.ndarray, seed: int
+                            ) -> dict[str, np.ndarray] | None:
+    """The pooled feature maps (by layer) of the images a guard's feature model is fitted on: `train_idx`, with
+    painted copies of its normals for a model trained with lesions; None where the network has none."""
+    layers = ood.designs_layers(ood.designs_for(predictor.network.available_guard_layers))
+    return predictor.pooled_by_layer(guard_images(decoded, train_idx, trained_with_lesions(predictor.metadata), seed),
+                                     layers)
+
+
+def fit_guard(predictor, train_pooled: dict[str, np.ndarray], decoded: DecodedSet, val_idx: np.ndarray,
+              seed: int) -> dict:
+    """A guard's parameters (ood.fit_designs): the feature model from `train_pooled`, the alarm threshold and the
+    normals' guard scores from `val_idx` (with painted copies of its normals, as `guard_training_features`). A refit
+    replaces any earlier guard whole, but keeps the familiarity rule at its percentile."""
+    designs = ood.designs_for(predictor.network.available_guard_layers)
+    lesions = trained_with_lesions(predictor.metadata)
+    val_pooled = predictor.pooled_by_layer(guard_images(decoded, val_idx, lesions, seed), ood.designs_layers(designs))
+    params = ood.fit_designs(train_pooled, val_pooled, designs, validation_normals(decoded, val_idx),
+                             (predictor.ood or {}).get("familiar_percentile"))
+    params["synthetic_lesions"] = lesions
     return params
 
 
@@ -52,7 +68,6 @@ def set_familiarity(model_path: str | Path, decoded: DecodedSet, output: str | P
     """Turn the familiarity rule on (verdicts.is_familiar): keep the model's guard as it is and set its
     `familiar_below` to the guard score under which `percentile` of the normals of the validation split its
     training held out lie. Writes `output`; returns the score."""
-    from braintriage import ood
     from braintriage.inference import Predictor
 
     predictor = Predictor(model_path)

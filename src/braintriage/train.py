@@ -95,6 +95,7 @@ class TrainConfig:
     folds: int | None = None  # grouped k-fold cross-validation instead of training one model
     only_fold: int | None = None  # with folds: train this fold (1-based) only; the others as far as finished
     keep_fold_models: bool = False  # with folds: write each fold's model, RUN_DIR/folds/fold-K.safetensors
+    fold_guards: bool = False  # with folds: keep each held-out image's guard outputs (crossval.add_guard_scores)
     max_steps: int | None = None  # stop after this many optimizer steps (smoke tests)
     limit: int | None = None  # use only this many images, a stratified sample (smoke tests)
     augment: AugmentPolicy = field(default_factory=AugmentPolicy)
@@ -997,4 +998,4 @@ def holdout_row(source: str, report: dict) -> dict:
 def recipe(cfg: TrainConfig) -> dict:
     """The training settings, without the paths: what a model file and cv.json record."""
     return {k: v for k, v in asdict(cfg).items()
-            if k not in ("data", "output", "run_dir", "only_fold", "keep_fold_models")}
+            if k not in ("data", "output", "run_dir", "only_fold", "keep_fold_models", "fold_guards")}

@@ -51,15 +51,15 @@ def cross_validate(cfg: TrainConfig, data: Prepared, device: torch.device, log=p
     threshold that keeps out-of-fold specificity >= 0.95. Early stopping watches the held-out fold too, so
     the numbers lean slightly optimistic. No model is written (train again without --folds for that), except
     each fold's with --keep-fold-models. Folds finished by an earlier, interrupted run of the same recipe on the
-    same data are read back, not retrained (with --keep-fold-models, only those whose model is there too);
-    with --only-fold K only fold K trains, and the summary waits until every fold is done."""
+    same data are read back, not retrained (with --keep-fold-models, only those whose model is there too; with
+    --fold-guards, only those that kept guard outputs); with --only-fold K only fold K trains, and the summary waits
+    until every fold is done."""
     decoded = data.decoded
     run_dir = Path(cfg.run_dir)
     per_fold, oof_rows, missing = [], [], []
     for k, (train_idx, val_idx) in enumerate(grouped_folds(decoded, cfg.folds, cfg.seed)):
         done = finished_fold(run_dir, k + 1, cfg, decoded.fingerprint)
-        if done is not None and (not cfg.keep_fold_models or fold_model_path(run_dir / "folds", k + 1).exists()) and (
-                not cfg.fold_guards or "guard_validation_normal_ratios" in done["fold"]):
+        if done is not None and serves_as_it_is(done, cfg, run_dir, k + 1):
             log(f"fold {k + 1}/{cfg.folds}: finished by an earlier run of this recipe, read from {run_dir / 'folds'}")
             per_fold.append(done["fold"])
             oof_rows.extend(done["oof_rows"])
@@ -83,6 +83,21 @@ def cross_validate(cfg: TrainConfig, data: Prepared, device: torch.device, log=p
         log(f"{cfg.folds - len(missing)} of {cfg.folds} folds finished (in {run_dir / 'folds'}); still to train: "
             f"{', '.join(map(str, missing))}")
         return {"folds": cfg.folds, "finished": [f["fold"] for f in per_fold], "missing": missing}
+    return summarise_folds(cfg, decoded, per_fold, oof_rows, log)
+
+
+def serves_as_it_is(done: dict, cfg: TrainConfig, run_dir: Path, k: int) -> bool:
+    """Whether fold k, finished by an earlier run, has what this run asks for: its model (--keep-fold-models) and
+    its held-out images' guard outputs (--fold-guards)."""
+    return ((not cfg.keep_fold_models or fold_model_path(run_dir / "folds", k).exists())
+            and (not cfg.fold_guards or "guard_validation_normal_ratios" in done["fold"]))
+
+
+def summarise_folds(cfg: TrainConfig, decoded: DecodedSet, per_fold: list[dict], oof_rows: list[dict], log=print
+                    ) -> dict:
+    """Every fold done: the spread of each metric over the folds, the pooled out-of-fold metrics at 0.5 and at the
+    threshold that keeps specificity >= 0.95 (per source too), written to RUN_DIR/cv.json and RUN_DIR/oof.csv."""
+    run_dir = Path(cfg.run_dir)
     summary = {}
     for name in (*METRIC_NAMES, "held_out_loss", "type_accuracy"):
         values = np.array([f["at_0.5"].get(name, f.get(name, np.nan)) for f in per_fold], dtype=float)

@@ -88,8 +88,9 @@ def out_of_fold_folds(run: Path) -> list[dict]:
 
 
 def has_guard_scores(run: Path) -> bool:
-    """Whether the CV kept each held-out image's guard outputs (`train --folds K --fold-guards`)."""
-    return all("guard_validation_normal_ratios" in fold for fold in out_of_fold_folds(run))
+    """Whether the CV kept each held-out image's guard outputs (`train --folds K --fold-guards`; an architecture
+    without pooled features kept none)."""
+    return all(fold.get("guard_validation_normal_ratios") for fold in out_of_fold_folds(run))
 
 
 def out_of_fold_verdicts(run: Path, rules: dict, guard: bool = False, familiar_percentile: float | None = None

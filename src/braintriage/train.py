@@ -996,6 +996,7 @@ def holdout_row(source: str, report: dict) -> dict:
 
 
 def recipe(cfg: TrainConfig) -> dict:
-    """The training settings, without the paths: what a model file and cv.json record."""
+    """The training settings, without the paths and the switches that change only what a run keeps (--only-fold,
+    --keep-fold-models, --fold-guards): what a model file and cv.json record, and a resumed CV matches."""
     return {k: v for k, v in asdict(cfg).items()
             if k not in ("data", "output", "run_dir", "only_fold", "keep_fold_models", "fold_guards")}

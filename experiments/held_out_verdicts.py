@@ -97,28 +97,31 @@ def out_of_fold_verdicts(run: Path, rules: dict, guard: bool = False, familiar_p
                          ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Each out-of-fold image's verdict under `rules`, whether it is a tumor, its source. Without `guard` no image
     is flagged; with it (a CV run with --fold-guards) each image's own fold guard decides, and with
-    `familiar_percentile` the familiarity rule too, at that percentile of the normals of the half of its fold that
-    thresholded the guard which scored it (crossval.add_guard_scores)."""
+    `familiar_percentile` the familiarity rule too (`familiar_below_per_row`)."""
     rows = out_of_fold_rows(run)
     _, y, p = out_of_fold_scores(rows)
     band = (rules["uncertain_band"]["low"], rules["uncertain_band"]["high"])
-    if not guard:
-        return np.array(verdicts.of_scores(p, [False] * len(p), band)), y == 1, out_of_fold_sources(rows)
-    normals = {int(f["fold"]): f["guard_validation_normal_ratios"] for f in out_of_fold_folds(run)}
-    outcomes = []
-    for row, q in zip(rows, p):
-        flagged = str(row["guard_flagged"]) in ("True", "1")
-        ratio = None if row.get("guard_ratio") in (None, "") else float(row["guard_ratio"])
-        familiar_below = None
+    flagged, ratios, below = [False] * len(p), None, None
+    if guard:
+        flagged = [str(row["guard_flagged"]) in ("True", "1") for row in rows]
+        ratios = [None if row.get("guard_ratio") in (None, "") else float(row["guard_ratio"]) for row in rows]
         if familiar_percentile is not None:
-            kept = normals[int(row["fold"])][int(row["guard_half"])] or {}
-            if f"{familiar_percentile:g}" not in kept:
-                raise SystemExit(f"{run}: no validation normals' guard score at {familiar_percentile:g}% kept "
-                                 f"(kept: {', '.join(kept) or 'none'})")
-            familiar_below = kept[f"{familiar_percentile:g}"]
-        outcomes.append(verdicts.verdict(float(q), not flagged, band,
-                                         familiar=verdicts.is_familiar(ratio, familiar_below)))
-    return np.array(outcomes), y == 1, out_of_fold_sources(rows)
+            below = familiar_below_per_row(run, rows, familiar_percentile)
+    return np.array(verdicts.of_scores(p, flagged, band, ratios, below)), y == 1, out_of_fold_sources(rows)
+
+
+def familiar_below_per_row(run: Path, rows: list[dict], percentile: float) -> list[float]:
+    """For each out-of-fold row, the guard score of `percentile` of the normals of the half of its fold that
+    thresholded the guard which scored it (crossval.add_guard_scores)."""
+    normals = {int(f["fold"]): f["guard_validation_normal_ratios"] for f in out_of_fold_folds(run)}
+    below = []
+    for row in rows:
+        kept = normals[int(row["fold"])][int(row["guard_half"])] or {}
+        if f"{percentile:g}" not in kept:
+            raise SystemExit(f"{run}: no validation normals' guard score at {percentile:g}% kept "
+                             f"(kept: {', '.join(kept) or 'none'})")
+        below.append(kept[f"{percentile:g}"])
+    return below
 
 
 def rules_from_cv(run: Path, specificity: float = 0.95) -> dict:

@@ -5,6 +5,7 @@ split for the feature model, the validation split for the alarm threshold.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -15,6 +16,9 @@ from braintriage.modelfile import update_metadata
 from braintriage.ood import FAMILIAR_PERCENTILE
 from braintriage.splits import grouped_split
 from braintriage.synthetic_lesions import add_lesions
+
+if TYPE_CHECKING:  # inference imports the whole runtime; guard_fit needs it only once a model is read
+    from braintriage.inference import Predictor
 
 
 def calibrate_ood(model_path: str | Path, decoded: DecodedSet, output: str | Path, val_fraction: float = 0.15,
@@ -40,7 +44,7 @@ def calibrate_ood(model_path: str | Path, decoded: DecodedSet, output: str | Pat
     return params
 
 
-def guard_training_features(predictor, decoded: DecodedSet, train_idx: np.ndarray, seed: int
+def guard_training_features(predictor: "Predictor", decoded: DecodedSet, train_idx: np.ndarray, seed: int
                             ) -> dict[str, np.ndarray] | None:
     """The pooled feature maps (by layer) of the images a guard's feature model is fitted on: `train_idx`, with
     painted copies of its normals for a model trained with lesions; None where the network has none."""
@@ -49,7 +53,7 @@ def guard_training_features(predictor, decoded: DecodedSet, train_idx: np.ndarra
                                      layers)
 
 
-def fit_guard(predictor, train_pooled: dict[str, np.ndarray], decoded: DecodedSet, val_idx: np.ndarray,
+def fit_guard(predictor: "Predictor", train_pooled: dict[str, np.ndarray], decoded: DecodedSet, val_idx: np.ndarray,
               seed: int) -> dict:
     """A guard's parameters (ood.fit_designs): the feature model from `train_pooled`, the alarm threshold and the
     normals' guard scores from `val_idx` (with painted copies of its normals, as `guard_training_features`). A refit

@@ -68,12 +68,14 @@ def is_familiar(guard_ratio: float | None, familiar_below: float | None) -> bool
 
 
 def of_scores(tumor_probabilities: Iterable[float], guard_flagged: Iterable[bool], band: tuple[float, float],
-              guard_ratios: Iterable[float] | None = None, familiar_below: float | None = None) -> list[str]:
-    """The verdicts of plain images already scored (kept held-out scores): what `Predictor` would give each."""
+              guard_ratios: Iterable[float | None] | None = None,
+              familiar_below: float | Iterable[float | None] | None = None) -> list[str]:
+    """The verdicts of plain images already scored (kept held-out scores): what `Predictor` would give each.
+    `familiar_below` is one model's, or one per image where each was scored by its own guard (a CV's fold guards)."""
     p, flagged = list(tumor_probabilities), list(guard_flagged)
     ratios = list(guard_ratios) if guard_ratios is not None else [None] * len(p)
-    return [verdict(float(q), not f, band, familiar=is_familiar(r, familiar_below))
-            for q, f, r in zip(p, flagged, ratios)]
+    below = list(familiar_below) if isinstance(familiar_below, Iterable) else [familiar_below] * len(p)
+    return [verdict(float(q), not f, band, familiar=is_familiar(r, b)) for q, f, r, b in zip(p, flagged, ratios, below)]
 
 
 def suspicion(tumor_probability: float, band: tuple[float, float]) -> str:

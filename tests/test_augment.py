@@ -180,3 +180,46 @@ def test_contrast_inversion_swaps_tissues_inside_the_head_and_keeps_the_backgrou
     rng = np.random.default_rng(0)
     single = np.stack([augment_image(img, policy, rng) for _ in range(n)])
     assert ks_2samp(dark, single[:, 12, 12]).pvalue > 1e-3
+
+
+def test_histogram_matching_gives_an_image_its_partners_head_histogram_and_keeps_its_anatomy():
+    """Matched to another image of the batch, an image's head pixels take the partner's grey levels at the
+    same quantiles (its histogram becomes the partner's), keep their order (a darker tissue stays darker, one
+    grey level stays one grey level), and the background stays as it was; probability 0 leaves the batch alone."""
+    import numpy as np
+
+    from braintriage.augment import HEAD_LEVEL, match_histograms
+
+    gen = torch.Generator().manual_seed(0)
+    images = (torch.rand(6, 1, 40, 40, generator=gen) * 255).round() / 255
+    images[:, :, :10] = 0.0  # a black background band
+    images[::2] = images[::2] ** 3  # half the batch dark, half bright: their histograms differ
+    with_flat_region = images.clone()
+    with_flat_region[:, :, 10:14] = 0.5  # one grey level over many pixels
+    flat = match_histograms(with_flat_region, 1.0, torch.Generator().manual_seed(1))[:, :, 10:14]
+    assert all(len(torch.unique(f)) == 1 for f in flat)  # a flat region stays flat
+    matched = match_histograms(images, 1.0, torch.Generator().manual_seed(1))
+    replay = torch.Generator().manual_seed(1)
+    torch.rand(6, generator=replay)
+    partner = torch.randperm(6, generator=replay)
+    changed = 0
+    for i, j in enumerate(partner.tolist()):
+        head = images[i] >= HEAD_LEVEL
+        assert torch.equal(matched[i][~head], images[i][~head])
+        if i == j:
+            assert torch.equal(matched[i], images[i])
+            continue
+        changed += 1
+        before, after = images[i][head].numpy(), matched[i][head].numpy()
+        order = np.argsort(before, kind="stable")
+        assert np.all(np.diff(after[order]) >= 0)  # the anatomy's contrast order stays
+        partner_head = images[j][images[j] >= HEAD_LEVEL].numpy()
+        for q in (0.1, 0.5, 0.9):
+            assert abs(np.quantile(after, q) - np.quantile(partner_head, q)) < 0.03
+        assert abs(np.median(after) - np.median(before)) > 0.05 or (i % 2) == (j % 2)
+    assert changed >= 4
+    assert torch.equal(match_histograms(images, 0.0, torch.Generator().manual_seed(1)), images)
+    policy = AugmentPolicy(zoom=(1.0, 1.0), rotation_degrees=0, horizontal_flip=0, brightness=(1.0, 1.0),
+                           histogram_match=1.0)
+    through_the_policy = augment_batch(images, policy, torch.Generator().manual_seed(2))
+    assert not torch.allclose(through_the_policy, images, atol=1e-3)

@@ -2,8 +2,9 @@
 
 The default policy is the original study's: zoom, rotation (+/-10 degrees), brightness (0.6-1.5) and
 horizontal flips. Translation, a contrast (gamma) curve, noise, blur, a bias field (coil shading), a random
-intensity curve (tissue contrasts reordered, as between MRI sequences) and contrast inversion inside the head
-(T1-like to T2-like) are there for the harder shift to scans
+intensity curve (tissue contrasts reordered, as between MRI sequences), contrast inversion inside the head
+(T1-like to T2-like) and histogram matching to another image of the batch (one collection's grey levels on
+another's anatomy) are there for the harder shift to scans
 from other scanners and sites; they are off by default. Never vertical flips (the brain is not top/bottom
 symmetric) and never shear (it distorts anatomy): every geometric transform here is a similarity (rotation x
 uniform scale x optional left-right mirror), built as one affine matrix per image and applied with
@@ -35,6 +36,7 @@ class AugmentPolicy:
     #                          s uniform in [0, bias_field]: the slow intensity shading of MRI coils; 0 = off
     intensity_remap: float = 0.0  # probability of a random piecewise-linear intensity curve (see remap_intensity)
     invert: float = 0.0  # probability of inverting contrast inside the head (see invert_contrast); 0 = off
+    histogram_match: float = 0.0  # probability of taking another batch image's head histogram (match_histograms)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -76,6 +78,9 @@ def augment_batch(images: torch.Tensor, policy: AugmentPolicy, generator: torch.
     theta = sample_affine(n, policy, generator, images.device).to(images.dtype)
     grid = F.affine_grid(theta, list(images.shape), align_corners=False)
     out = F.grid_sample(images, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+    if policy.histogram_match > 0:
+        out = match_histograms(out, policy.histogram_match, generator)
+
     def per_image(lo: float, hi: float) -> torch.Tensor:
         return lo + (hi - lo) * torch.rand(n, 1, 1, 1, generator=generator, device=images.device,
                                            dtype=images.dtype)
@@ -130,6 +135,54 @@ def invert_contrast(images):
     return (1.0 - images) * fade
 
 
+HEAD_LEVEL = 0.05  # pixels at or above this intensity count as the head in histogram matching; darker is background
+
+
+def match_histograms(images: torch.Tensor, probability: float, generator: torch.Generator | None = None
+                     ) -> torch.Tensor:
+    """With `probability`, an image (B, 1, H, W) takes the grey levels of another image of the batch (a random
+    pairing) inside the head: each head pixel keeps its rank among the image's head pixels and gets the
+    partner's head intensity at that quantile. The anatomy and its contrast order stay; the collection's
+    histogram (window, brightness, how much of the head is bright) is the partner's, which is often another
+    source's. The background (below HEAD_LEVEL) is left as it is. Histogram matching across sources is one of
+    the shortcut breakers issue 21 names."""
+    n = images.shape[0]
+    chosen = torch.rand(n, generator=generator, device=images.device) < probability
+    if n < 2 or not bool(chosen.any()):
+        return images
+    flat = images.reshape(n, -1)
+    pixels = flat.shape[1]
+    partner = torch.randperm(n, generator=generator, device=images.device)
+    head = flat >= HEAD_LEVEL
+    heads = head.sum(1)
+    # Background sorts first (as -1), so an image's head pixels are the last `heads` of its sorted row.
+    ordered, order = torch.where(head, flat, torch.full_like(flat, -1.0)).sort(dim=1)
+    rank = torch.empty_like(flat).scatter_(1, order, tied_ranks(ordered))
+    quantile = (rank - (pixels - heads)[:, None]).add_(0.5) / heads.clamp(min=1)[:, None]
+    partner_heads = heads[partner]
+    within = torch.minimum((quantile * partner_heads[:, None]).long(), (partner_heads[:, None] - 1).clamp(min=0))
+    index = ((pixels - partner_heads)[:, None] + within.clamp(min=0)).clamp(max=pixels - 1)
+    matched = ordered[partner].gather(1, index)
+    # Only images whose partner is another image with a head, and only inside their own head.
+    use = chosen & (partner != torch.arange(n, device=images.device)) & (heads > 0) & (partner_heads > 0)
+    out = torch.where(use[:, None] & head, matched, flat)
+    return out.reshape(images.shape)
+
+
+def tied_ranks(ordered: torch.Tensor) -> torch.Tensor:
+    """Each position's rank in rows sorted ascending (B, N), equal values sharing the middle rank of their run:
+    a grey level covering a flat region maps to one grey level, not to a spread of them (images are 8-bit)."""
+    n, pixels = ordered.shape
+    position = torch.arange(pixels, device=ordered.device).expand(n, -1)
+    starts = torch.ones_like(ordered, dtype=torch.bool)
+    starts[:, 1:] = ordered[:, 1:] != ordered[:, :-1]
+    ends = torch.ones_like(starts)
+    ends[:, :-1] = starts[:, 1:]
+    first = torch.where(starts, position, 0).cummax(1).values
+    last = torch.where(ends, position, pixels - 1).flip(1).cummin(1).values.flip(1)
+    return (first + last).to(ordered.dtype) / 2
+
+
 def remap_intensity(images: torch.Tensor, curves: torch.Tensor) -> torch.Tensor:
     """Apply each image's (B, 1, H, W) piecewise-linear curve (B, CURVE_SEGMENTS + 1) to its intensities."""
     n = images.shape[0]
@@ -155,7 +208,8 @@ def gaussian_blur(images: torch.Tensor, sigma: torch.Tensor, max_sigma: float) -
 
 def augment_image(image: np.ndarray, policy: AugmentPolicy, rng: np.random.Generator) -> np.ndarray:
     """The same policy one image at a time with PIL and numpy: the classic per-image version, kept as the
-    reference the batched version is tested against. image: uint8 (H, W); returns float32 in [0, 1]."""
+    reference the batched version is tested against. image: uint8 (H, W); returns float32 in [0, 1]. Histogram
+    matching needs a partner image from the batch, so it is left out here (tests check match_histograms itself)."""
     h, w = image.shape
     zoom = rng.uniform(*policy.zoom)
     angle = math.radians(rng.uniform(-policy.rotation_degrees, policy.rotation_degrees))

@@ -394,7 +394,8 @@ def _recipe_line(metadata: dict) -> str:
         f"{aug.get('noise')}, horizontal flip {aug.get('horizontal_flip')}"
         + "".join(f", {name} {aug[key]}" for key, name in (("intensity_remap", "random intensity curve"),
                                                           ("invert", "contrast inversion"), ("blur", "blur"),
-                                                          ("bias_field", "bias field")) if aug.get(key))
+                                                          ("bias_field", "bias field"),
+                                                          ("histogram_match", "histogram matching")) if aug.get(key))
         + ", never vertical flips or shear" + _recipe_extras(cfg) + ".")
 
 

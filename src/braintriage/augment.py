@@ -136,51 +136,38 @@ def invert_contrast(images):
 
 
 HEAD_LEVEL = 0.05  # pixels at or above this intensity count as the head in histogram matching; darker is background
+GREY_LEVELS = 256  # histogram matching works on 8-bit grey levels (the scans are 8-bit): a table, not a sort
 
 
 def match_histograms(images: torch.Tensor, probability: float, generator: torch.Generator | None = None
                      ) -> torch.Tensor:
     """With `probability`, an image (B, 1, H, W) takes the grey levels of another image of the batch (a random
-    pairing) inside the head: each head pixel keeps its rank among the image's head pixels and gets the
-    partner's head intensity at that quantile. The anatomy and its contrast order stay; the collection's
-    histogram (window, brightness, how much of the head is bright) is the partner's, which is often another
-    source's. The background (below HEAD_LEVEL) is left as it is. Histogram matching across sources is one of
-    the shortcut breakers issue 21 names."""
+    pairing) inside the head: each head grey level goes to the partner's head grey level at the same quantile
+    (the middle of the level's share of the head). The anatomy and its contrast order stay, one grey level stays
+    one grey level; the collection's histogram (window, brightness, how much of the head is bright) is the
+    partner's, which is often another source's. The background (below HEAD_LEVEL) is left as it is. Histogram
+    matching across sources is one of the shortcut breakers issue 21 names."""
     n = images.shape[0]
     chosen = torch.rand(n, generator=generator, device=images.device) < probability
     if n < 2 or not bool(chosen.any()):
         return images
-    flat = images.reshape(n, -1)
-    pixels = flat.shape[1]
     partner = torch.randperm(n, generator=generator, device=images.device)
+    flat = images.reshape(n, -1)
+    top = GREY_LEVELS - 1
+    level = (flat.clamp(0.0, 1.0) * top).round_().long()
     head = flat >= HEAD_LEVEL
-    heads = head.sum(1)
-    # Background sorts first (as -1), so an image's head pixels are the last `heads` of its sorted row.
-    ordered, order = torch.where(head, flat, torch.full_like(flat, -1.0)).sort(dim=1)
-    rank = torch.empty_like(flat).scatter_(1, order, tied_ranks(ordered))
-    quantile = (rank - (pixels - heads)[:, None]).add_(0.5) / heads.clamp(min=1)[:, None]
-    partner_heads = heads[partner]
-    within = torch.minimum((quantile * partner_heads[:, None]).long(), (partner_heads[:, None] - 1).clamp(min=0))
-    index = ((pixels - partner_heads)[:, None] + within.clamp(min=0)).clamp(max=pixels - 1)
-    matched = ordered[partner].gather(1, index)
+    counts = torch.zeros(n, GREY_LEVELS, device=images.device, dtype=images.dtype).scatter_add_(
+        1, level, head.to(images.dtype))
+    heads = counts.sum(1, keepdim=True)
+    below = counts.cumsum(1)
+    quantile = (below - counts / 2) / heads.clamp(min=1)  # each level's middle quantile in its own head
+    partner_cdf = (below / heads.clamp(min=1))[partner].contiguous()
+    # The partner's lowest grey level whose cumulative share reaches that quantile.
+    table = torch.searchsorted(partner_cdf, quantile.contiguous()).clamp_(max=top).to(images.dtype) / top
+    matched = table.gather(1, level)
     # Only images whose partner is another image with a head, and only inside their own head.
-    use = chosen & (partner != torch.arange(n, device=images.device)) & (heads > 0) & (partner_heads > 0)
-    out = torch.where(use[:, None] & head, matched, flat)
-    return out.reshape(images.shape)
-
-
-def tied_ranks(ordered: torch.Tensor) -> torch.Tensor:
-    """Each position's rank in rows sorted ascending (B, N), equal values sharing the middle rank of their run:
-    a grey level covering a flat region maps to one grey level, not to a spread of them (images are 8-bit)."""
-    n, pixels = ordered.shape
-    position = torch.arange(pixels, device=ordered.device).expand(n, -1)
-    starts = torch.ones_like(ordered, dtype=torch.bool)
-    starts[:, 1:] = ordered[:, 1:] != ordered[:, :-1]
-    ends = torch.ones_like(starts)
-    ends[:, :-1] = starts[:, 1:]
-    first = torch.where(starts, position, 0).cummax(1).values
-    last = torch.where(ends, position, pixels - 1).flip(1).cummin(1).values.flip(1)
-    return (first + last).to(ordered.dtype) / 2
+    use = chosen & (partner != torch.arange(n, device=images.device)) & (heads[:, 0] > 0) & (heads[partner, 0] > 0)
+    return torch.where(use[:, None] & head, matched, flat).reshape(images.shape)
 
 
 def remap_intensity(images: torch.Tensor, curves: torch.Tensor) -> torch.Tensor:

@@ -153,7 +153,7 @@ def audit(data: Path, json_output: Optional[Path]) -> None:
 @click.option("--invert", type=float, default=0.0,
               help="Probability of inverting contrast inside the head (T1-like to "
                    "T2-like); 0 = off.")
-@click.option("--histogram-match", type=float, default=0.0,
+@click.option("--histogram-match", type=click.FloatRange(0.0, 1.0), default=0.0,
               help="Probability that an image takes another batch image's grey levels inside the head "
                    "(histogram matching: often another source's); 0 = off.")
 @click.option("--synthetic-lesions", type=float, default=0.0,

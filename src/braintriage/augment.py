@@ -136,6 +136,8 @@ def invert_contrast(images):
 
 
 HEAD_LEVEL = 0.05  # pixels at or above this intensity count as the head in histogram matching; darker is background
+# (synthetic_lesions.HEAD_LEVEL, 0.08, masks where a mass may be painted, and preprocess.HEAD_LEVEL, relative, finds the
+# crop box. Each recipe's results were measured with its own value, so the three are not merged.)
 GREY_LEVELS = 256  # histogram matching works on 8-bit grey levels (the scans are 8-bit): a table, not a sort
 
 

@@ -223,3 +223,38 @@ def test_histogram_matching_gives_an_image_its_partners_head_histogram_and_keeps
                            histogram_match=1.0)
     through_the_policy = augment_batch(images, policy, torch.Generator().manual_seed(2))
     assert not torch.allclose(through_the_policy, images, atol=1e-3)
+
+
+def test_histogram_partners_of_the_other_class_give_each_class_the_others_grey_levels():
+    """With partners of the other class, a normal takes a tumor's head histogram and a tumor a normal's, never
+    one of its own class; a batch of one class is left as it is; a policy names only known partner rules."""
+    import pytest
+
+    from braintriage.augment import HEAD_LEVEL, match_histograms
+
+    gen = torch.Generator().manual_seed(0)
+    images = (torch.rand(8, 1, 32, 32, generator=gen) * 255).round() / 255
+    images[:, :, :8] = 0.0
+    tumor = torch.tensor([True, True, True, True, True, True, False, False])
+    images[tumor] = images[tumor] ** 3  # the tumors dark, the two normals bright: the classes' histograms differ
+    matched = match_histograms(images, 1.0, torch.Generator().manual_seed(1), tumor)
+    for i in range(8):
+        head = images[i] >= HEAD_LEVEL
+        assert torch.equal(matched[i][~head], images[i][~head])
+        after = matched[i][head]
+        other = images[~tumor if tumor[i] else tumor]
+        other_median = float(torch.median(other[other >= HEAD_LEVEL]))
+        own = images[tumor if tumor[i] else ~tumor]
+        own_median = float(torch.median(own[own >= HEAD_LEVEL]))
+        # every image changed class of histogram: its median moved to the other class's side
+        assert abs(float(torch.median(after)) - other_median) < abs(float(torch.median(after)) - own_median)
+    one_class = match_histograms(images[tumor], 1.0, torch.Generator().manual_seed(1), tumor[tumor])
+    assert torch.equal(one_class, images[tumor])
+    with pytest.raises(ValueError):
+        AugmentPolicy(histogram_partners="same-source")
+    policy = AugmentPolicy(zoom=(1.0, 1.0), rotation_degrees=0, horizontal_flip=0, brightness=(1.0, 1.0),
+                           histogram_match=1.0, histogram_partners="other-class")
+    through_the_policy = augment_batch(images, policy, torch.Generator().manual_seed(2), tumor=tumor)
+    before, after = images[~tumor], through_the_policy[~tumor]
+    # the bright normals came out dark, as the tumors are
+    assert float(torch.median(after[after >= HEAD_LEVEL])) < float(torch.median(before[before >= HEAD_LEVEL])) - 0.2

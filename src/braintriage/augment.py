@@ -22,6 +22,9 @@ import torch.nn.functional as F
 from PIL import Image
 
 
+HISTOGRAM_PARTNERS = ("any", "other-class")  # AugmentPolicy.histogram_partners
+
+
 @dataclass(frozen=True)
 class AugmentPolicy:
     zoom: tuple[float, float] = (0.9, 1.1)  # >1 magnifies
@@ -37,6 +40,11 @@ class AugmentPolicy:
     intensity_remap: float = 0.0  # probability of a random piecewise-linear intensity curve (see remap_intensity)
     invert: float = 0.0  # probability of inverting contrast inside the head (see invert_contrast); 0 = off
     histogram_match: float = 0.0  # probability of taking another batch image's head histogram (match_histograms)
+    histogram_partners: str = "any"  # whose histogram: "any" image of the batch, or one of the "other-class"
+
+    def __post_init__(self) -> None:
+        if self.histogram_partners not in HISTOGRAM_PARTNERS:
+            raise ValueError(f"histogram_partners must be one of {HISTOGRAM_PARTNERS}")
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -68,10 +76,11 @@ def sample_affine(n: int, policy: AugmentPolicy, generator: torch.Generator | No
 
 
 def augment_batch(images: torch.Tensor, policy: AugmentPolicy, generator: torch.Generator | None = None,
-                  size: int | None = None) -> torch.Tensor:
+                  size: int | None = None, tumor: torch.Tensor | None = None) -> torch.Tensor:
     """images: float (B, C, H, W) in [0, 1]. Returns an augmented batch in [0, 1], of the same shape or,
     with `size`, downscaled to size x size first (anti-aliased; progressive resizing trains early epochs
-    small)."""
+    small). tumor: (B,) bool, each image's class, for histogram partners from the other class; without it
+    (BatchNorm re-estimation has no labels) partners come from the whole batch."""
     n = images.shape[0]
     if size is not None and size != images.shape[-1]:
         images = F.interpolate(images, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
@@ -79,7 +88,8 @@ def augment_batch(images: torch.Tensor, policy: AugmentPolicy, generator: torch.
     grid = F.affine_grid(theta, list(images.shape), align_corners=False)
     out = F.grid_sample(images, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
     if policy.histogram_match > 0:
-        out = match_histograms(out, policy.histogram_match, generator)
+        classes = tumor if policy.histogram_partners == "other-class" else None
+        out = match_histograms(out, policy.histogram_match, generator, classes)
 
     def per_image(lo: float, hi: float) -> torch.Tensor:
         return lo + (hi - lo) * torch.rand(n, 1, 1, 1, generator=generator, device=images.device,
@@ -141,19 +151,24 @@ HEAD_LEVEL = 0.05  # pixels at or above this intensity count as the head in hist
 GREY_LEVELS = 256  # histogram matching works on 8-bit grey levels (the scans are 8-bit): a table, not a sort
 
 
-def match_histograms(images: torch.Tensor, probability: float, generator: torch.Generator | None = None
-                     ) -> torch.Tensor:
+def match_histograms(images: torch.Tensor, probability: float, generator: torch.Generator | None = None,
+                     classes: torch.Tensor | None = None) -> torch.Tensor:
     """With `probability`, an image (B, 1, H, W) takes the grey levels of another image of the batch (a random
     pairing) inside the head: each head grey level goes to the partner's head grey level at the same quantile
     (the middle of the level's share of the head). The anatomy and its contrast order stay, one grey level stays
     one grey level; the collection's histogram (window, brightness, how much of the head is bright) is the
     partner's, which is often another source's. The background (below HEAD_LEVEL) is left as it is. Histogram
-    matching across sources is one of the shortcut breakers issue 21 names."""
+    matching across sources is one of the shortcut breakers issue 21 names.
+
+    classes (B,): the partner is drawn from the images of another class only (an image with none left as it is).
+    Why: most training images are tumors, so a random partner gives a normal a tumor's histogram about as often as
+    not, but a tumor a normal's seldom, and "a normal's grey levels" can still read as "no tumor". With the other
+    class's partners at probability 0.5, whose histogram an image wears no longer depends on its label."""
     n = images.shape[0]
     chosen = torch.rand(n, generator=generator, device=images.device) < probability
     if n < 2 or not bool(chosen.any()):
         return images
-    partner = torch.randperm(n, generator=generator, device=images.device)
+    partner = draw_partners(n, classes, generator, images.device)
     flat = images.reshape(n, -1)
     top = GREY_LEVELS - 1
     level = (flat.clamp(0.0, 1.0) * top).round_().long()
@@ -170,6 +185,17 @@ def match_histograms(images: torch.Tensor, probability: float, generator: torch.
     # Only images whose partner is another image with a head, and only inside their own head.
     use = chosen & (partner != torch.arange(n, device=images.device)) & (heads[:, 0] > 0) & (heads[partner, 0] > 0)
     return torch.where(use[:, None] & head, matched, flat).reshape(images.shape)
+
+
+def draw_partners(n: int, classes: torch.Tensor | None, generator: torch.Generator | None,
+                  device: torch.device | str) -> torch.Tensor:
+    """Each image's histogram partner (n,): a random pairing of the batch, or with `classes` a uniform draw among
+    the images of another class (itself where there is none, which match_histograms leaves unmatched)."""
+    if classes is None:
+        return torch.randperm(n, generator=generator, device=device)
+    other = classes[None, :] != classes[:, None]
+    scores = torch.rand(n, n, generator=generator, device=device).masked_fill_(~other, -1.0)
+    return torch.where(other.any(1), scores.argmax(1), torch.arange(n, device=device))
 
 
 def remap_intensity(images: torch.Tensor, curves: torch.Tensor) -> torch.Tensor:

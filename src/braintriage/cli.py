@@ -156,6 +156,9 @@ def audit(data: Path, json_output: Optional[Path]) -> None:
 @click.option("--histogram-match", type=click.FloatRange(0.0, 1.0), default=0.0,
               help="Probability that an image takes another batch image's grey levels inside the head "
                    "(histogram matching: often another source's); 0 = off.")
+@click.option("--histogram-partners", type=click.Choice(["any", "other-class"]), default="any",
+              help="Histogram matching's partner: any image of the batch, or only one of the other class "
+                   "(a normal takes a tumor's grey levels, a tumor a normal's).")
 @click.option("--synthetic-lesions", type=float, default=0.0,
               help="Probability that a no-tumor training image gets a painted mass and trains as a tumor of "
                    "unknown type (teaches masses on the normals' sequences); 0 = off.")
@@ -226,6 +229,7 @@ def train(
         val_fraction: float, patience: int, target_sensitivity: float, zoom: tuple[float, float], rotation: float,
         brightness: tuple[float, float], hflip: float, translate: float, gamma: tuple[float, float], noise: float,
         blur: float, bias_field: float, intensity_remap: float, invert: float, histogram_match: float,
+        histogram_partners: str,
         synthetic_lesions: float,
         lesion_copies: bool, lesions_from_epoch: int, frozen_blocks: Optional[int], teacher: Optional[Path],
         distill_weight: float, distill_temperature: float, distill_painted: bool,
@@ -244,7 +248,8 @@ def train(
 
     policy = AugmentPolicy(zoom=zoom, rotation_degrees=rotation, brightness=brightness, horizontal_flip=hflip,
                            translate=translate, gamma=gamma, noise=noise, blur=blur, bias_field=bias_field,
-                           intensity_remap=intensity_remap, invert=invert, histogram_match=histogram_match)
+                           intensity_remap=intensity_remap, invert=invert, histogram_match=histogram_match,
+                           histogram_partners=histogram_partners)
     if start_size is None:
         start_size = default_start_size(architecture, pretrained, str(teacher) if teacher else None,
                                         str(init_from) if init_from else None)

@@ -396,6 +396,8 @@ def _recipe_line(metadata: dict) -> str:
                                                           ("invert", "contrast inversion"), ("blur", "blur"),
                                                           ("bias_field", "bias field"),
                                                           ("histogram_match", "histogram matching")) if aug.get(key))
+        + (" (partners of the other class)"
+           if aug.get("histogram_match") and aug.get("histogram_partners") == "other-class" else "")
         + ", never vertical flips or shear" + _recipe_extras(cfg) + ".")
 
 

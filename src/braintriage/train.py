@@ -229,10 +229,10 @@ def training_views(images_u8: torch.Tensor, targets: torch.Tensor, weights: torc
     """(augmented views in [0, 1] at `size`, targets, loss weights) of one training batch: synthetic lesions
     painted into some no-tumor images (with --synthetic-lesions; they become tumors), then the augmentation."""
     if cfg.synthetic_lesions <= 0:  # draws nothing extra: runs without lesions are what they were
-        return augment_batch(images_u8.float().div_(255.0), cfg.augment, gen, size), targets, weights
+        return augment_batch(images_u8.float().div_(255.0), cfg.augment, gen, size, targets != 0), targets, weights
     images, targets, weights = add_lesions(images_u8.float().div_(255.0), targets, weights, cfg.synthetic_lesions,
                                            tumor_target, tumor_weight, gen, as_copies=cfg.lesion_copies)
-    return augment_batch(images, cfg.augment, gen, size), targets, weights
+    return augment_batch(images, cfg.augment, gen, size, targets != 0), targets, weights
 
 
 @torch.no_grad()

@@ -258,3 +258,31 @@ def test_histogram_partners_of_the_other_class_give_each_class_the_others_grey_l
     before, after = images[~tumor], through_the_policy[~tumor]
     # the bright normals came out dark, as the tumors are
     assert float(torch.median(after[after >= HEAD_LEVEL])) < float(torch.median(before[before >= HEAD_LEVEL])) - 0.2
+
+
+def test_matching_to_one_histogram_gives_every_image_the_same_head_histogram():
+    """match_to_histogram: images as different as dark and bright come out with the reference's head quantiles,
+    their contrast order and their background unchanged."""
+    import numpy as np
+
+    from braintriage.augment import HEAD_LEVEL, head_histograms, match_to_histogram
+
+    gen = torch.Generator().manual_seed(0)
+    images = (torch.rand(6, 1, 40, 40, generator=gen) * 255).round() / 255
+    images = images ** torch.linspace(0.5, 3.0, 6)[:, None, None, None]
+    images[:, :, :8] = 0.0
+    _, _, counts = head_histograms(images.reshape(6, -1))
+    pooled = counts.sum(0)
+    matched = match_to_histogram(images, pooled)
+    levels = torch.arange(len(pooled), dtype=torch.float32) / (len(pooled) - 1)
+    reference = np.repeat(levels.numpy(), pooled.long().numpy())
+    medians_before = []
+    for i in range(6):
+        head = images[i] >= HEAD_LEVEL
+        assert torch.equal(matched[i][~head], images[i][~head])
+        before, after = images[i][head].numpy(), matched[i][head].numpy()
+        assert np.all(np.diff(after[np.argsort(before, kind="stable")]) >= 0)
+        for q in (0.1, 0.5, 0.9):
+            assert abs(np.quantile(after, q) - np.quantile(reference, q)) < 0.03
+        medians_before.append(np.median(before))
+    assert max(medians_before) - min(medians_before) > 0.3  # they did differ before

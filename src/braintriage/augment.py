@@ -170,21 +170,45 @@ def match_histograms(images: torch.Tensor, probability: float, generator: torch.
         return images
     partner = draw_partners(n, classes, generator, images.device)
     flat = images.reshape(n, -1)
-    top = GREY_LEVELS - 1
-    level = (flat.clamp(0.0, 1.0) * top).round_().long()
-    head = flat >= HEAD_LEVEL
-    counts = torch.zeros(n, GREY_LEVELS, device=images.device, dtype=images.dtype).scatter_add_(
-        1, level, head.to(images.dtype))
+    level, head, counts = head_histograms(flat)
     heads = counts.sum(1, keepdim=True)
-    below = counts.cumsum(1)
-    quantile = (below - counts / 2) / heads.clamp(min=1)  # each level's middle quantile in its own head
-    partner_cdf = (below / heads.clamp(min=1))[partner].contiguous()
-    # The partner's lowest grey level whose cumulative share reaches that quantile.
-    table = torch.searchsorted(partner_cdf, quantile.contiguous()).clamp_(max=top).to(images.dtype) / top
-    matched = table.gather(1, level)
+    partner_cdf = (counts.cumsum(1) / heads.clamp(min=1))[partner].contiguous()
+    matched = quantile_tables(counts, partner_cdf).gather(1, level)
     # Only images whose partner is another image with a head, and only inside their own head.
     use = chosen & (partner != torch.arange(n, device=images.device)) & (heads[:, 0] > 0) & (heads[partner, 0] > 0)
     return torch.where(use[:, None] & head, matched, flat).reshape(images.shape)
+
+
+def match_to_histogram(images: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
+    """Every image (B, 1, H, W) takes one fixed head histogram, `reference` (GREY_LEVELS,) counts of head pixels
+    per grey level, as match_histograms gives it a partner's: a reading in which no image's grey-level look differs
+    from another's (experiments/matched_reading.py)."""
+    n = images.shape[0]
+    flat = images.reshape(n, -1)
+    level, head, counts = head_histograms(flat)
+    reference_cdf = (reference.cumsum(0) / reference.sum().clamp(min=1)).to(images.dtype)
+    matched = quantile_tables(counts, reference_cdf.expand(n, -1).contiguous()).gather(1, level)
+    return torch.where(head & (counts.sum(1, keepdim=True) > 0), matched, flat).reshape(images.shape)
+
+
+def head_histograms(flat: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Images flattened (B, P) in [0, 1] -> each pixel's grey level (B, P), whether it is head (B, P), and each
+    image's head histogram (B, GREY_LEVELS)."""
+    level = (flat.clamp(0.0, 1.0) * (GREY_LEVELS - 1)).round_().long()
+    head = flat >= HEAD_LEVEL
+    counts = torch.zeros(flat.shape[0], GREY_LEVELS, device=flat.device, dtype=flat.dtype).scatter_add_(
+        1, level, head.to(flat.dtype))
+    return level, head, counts
+
+
+def quantile_tables(counts: torch.Tensor, target_cdf: torch.Tensor) -> torch.Tensor:
+    """Each image's grey-level table (B, GREY_LEVELS) onto a target histogram, given as its cumulative shares
+    (B, GREY_LEVELS): each head grey level goes to the target's lowest level whose cumulative share reaches the
+    level's middle quantile in its own head."""
+    top = GREY_LEVELS - 1
+    below = counts.cumsum(1)
+    quantile = (below - counts / 2) / counts.sum(1, keepdim=True).clamp(min=1)
+    return torch.searchsorted(target_cdf, quantile.contiguous()).clamp_(max=top).to(counts.dtype) / top
 
 
 def draw_partners(n: int, classes: torch.Tensor | None, generator: torch.Generator | None,

@@ -154,16 +154,17 @@ GREY_LEVELS = 256  # histogram matching works on 8-bit grey levels (the scans ar
 def match_histograms(images: torch.Tensor, probability: float, generator: torch.Generator | None = None,
                      classes: torch.Tensor | None = None) -> torch.Tensor:
     """With `probability`, an image (B, 1, H, W) takes the grey levels of another image of the batch (a random
-    pairing) inside the head: each head grey level goes to the partner's head grey level at the same quantile
+    partner) inside the head: each head grey level goes to the partner's head grey level at the same quantile
     (the middle of the level's share of the head). The anatomy and its contrast order stay, one grey level stays
     one grey level; the collection's histogram (window, brightness, how much of the head is bright) is the
     partner's, which is often another source's. The background (below HEAD_LEVEL) is left as it is. Histogram
     matching across sources is one of the shortcut breakers issue 21 names.
 
     classes (B,): the partner is drawn from the images of another class only (an image with none left as it is).
-    Why: most training images are tumors, so a random partner gives a normal a tumor's histogram about as often as
-    not, but a tumor a normal's seldom, and "a normal's grey levels" can still read as "no tumor". With the other
-    class's partners at probability 0.5, whose histogram an image wears no longer depends on its label."""
+    Why: most training images are tumors, so a random partner is usually a tumor: a matched normal mostly wears a
+    tumor's histogram, a matched tumor seldom a normal's, and "a normal's grey levels" can still read as "no
+    tumor". With the other class's partners at probability 0.5, whose histogram an image wears no longer depends on
+    its label. (Session 45, docs/model.md: fewer tumors missed on an unseen source; not adopted so far.)"""
     n = images.shape[0]
     chosen = torch.rand(n, generator=generator, device=images.device) < probability
     if n < 2 or not bool(chosen.any()):

@@ -189,7 +189,7 @@ def match_to_histogram(images: torch.Tensor, reference: torch.Tensor) -> torch.T
     level, head, counts = head_histograms(flat)
     reference_cdf = (reference.cumsum(0) / reference.sum().clamp(min=1)).to(images.dtype)
     matched = quantile_tables(counts, reference_cdf.expand(n, -1).contiguous()).gather(1, level)
-    return torch.where(head & (counts.sum(1, keepdim=True) > 0), matched, flat).reshape(images.shape)
+    return torch.where(head, matched, flat).reshape(images.shape)  # an image without head pixels stays as it is
 
 
 def head_histograms(flat: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

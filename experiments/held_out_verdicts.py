@@ -39,6 +39,14 @@ validation tumors reached 0.5), and at the rules' own threshold.
 
     python experiments/held_out_verdicts.py --cv experiments/cv/NAME --out-of-fold
 
+`--normals-green K` (with MODEL or --scores) also counts the tumors shown green where the band's low edge is put
+so that K of the source's normals are green, each under the guard as in the verdicts: two recipes compared at the
+same cost in normals, since one recipe's scores can sit higher than another's on an unseen source (fewer tumors and
+fewer normals under the same edge). That edge is read off the held-out source itself: a description, never a
+rule a shipped model could use.
+
+    python experiments/held_out_verdicts.py --cv experiments/cv/NAME --out-of-fold
+
 counts the same verdicts for the CV's own out-of-fold scores, per source and in all: what the rules show in
 distribution, where every source was in training. Without a guard; and where the CV kept each fold's guard outputs
 (`train --folds K --fold-guards`, since session 42) again with each fold's guard, and with `--familiar-percentile
@@ -163,6 +171,18 @@ def kept_familiar_below(scores: Path, percentile: float) -> float:
     return kept[f"{percentile:g}"]
 
 
+def green_at_equal_normals(outcomes: np.ndarray, p: np.ndarray, tumor: np.ndarray, normals_green: int
+                           ) -> tuple[float, int, int]:
+    """The low edge under which `normals_green` of the normals the guard lets through have P(tumor) (green: P at or
+    under it), and how many normals and tumors are then green: more normals where several share the edge's score."""
+    shown = ~np.isin(outcomes, (verdicts.CANNOT_ASSESS, verdicts.ERROR)) & np.isfinite(p)
+    normals = np.sort(p[shown & ~tumor])
+    if not 1 <= normals_green <= len(normals):
+        raise SystemExit(f"--normals-green {normals_green}: {len(normals)} normals are shown a verdict")
+    edge = normals[normals_green - 1]
+    return float(edge), int((shown & ~tumor & (p <= edge)).sum()), int((shown & tumor & (p <= edge)).sum())
+
+
 def print_counts(title: str, outcomes: np.ndarray, tumor: np.ndarray) -> None:
     print(title)
     for label, which in (("tumors", tumor), ("normals", ~tumor)):
@@ -195,12 +215,14 @@ def main(argv: list[str]) -> int:
                           help="with --scores, or --out-of-fold of a CV with --fold-guards: also with the "
                                "familiarity rule at this percentile of the validation normals' guard scores")
     familiar.add_argument("--familiar-below", type=float, help="with --scores: ... at this guard score")
+    parser.add_argument("--normals-green", type=int, nargs="+", metavar="K",
+                        help="with MODEL or --scores: also the tumors green at the edge that leaves K normals green")
     parser.add_argument("--out-of-fold", action="store_true",
                         help="with --cv alone: the verdicts of the CV's own out-of-fold scores, per source")
     args = parser.parse_args(argv)
     if args.out_of_fold:
-        if not args.cv or args.model or args.scores:
-            parser.error("--out-of-fold reads the CV given with --cv, without MODEL or --scores")
+        if not args.cv or args.model or args.scores or args.normals_green:
+            parser.error("--out-of-fold reads the CV given with --cv, without MODEL, --scores or --normals-green")
     elif (args.model is None) == (args.scores is None):
         parser.error("give MODEL or --scores, not both")
     chosen = (rules_from_cv(args.cv) if args.cv else
@@ -247,6 +269,9 @@ def main(argv: list[str]) -> int:
         own = uncertain_band(tumor[scored].astype(int), p[scored], chosen["threshold"])
         print(f"  the low edge its band rule reads off these held-out scores: {own['low']:.4f} (the shipped "
               f"band's: {band['low']:.4f})")
+    for k in args.normals_green or ():
+        edge, normals, tumors = green_at_equal_normals(outcomes, p, tumor, k)
+        print(f"  with the low edge at {edge:.4f}, read off this source: {normals} normals and {tumors} tumors green")
     return 0
 
 

@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from braintriage import verdicts
 
@@ -93,6 +94,11 @@ def test_kept_held_out_scores_give_the_apps_verdicts_under_other_rules_without_t
 
     ratios = read_held_out_scores(scores)["guard_ratio"]
     assert ratios[0] == 0.25 and np.isnan(ratios[1:]).all()
+    # Compared at equal normals: the edge that leaves one normal green is c's score (e, flagged, is shown no
+    # verdict), and the tumor b is green under it.
+    assert verdicts_script.green_at_equal_normals(outcomes, p, tumor, 1) == (0.5, 1, 1)
+    with pytest.raises(SystemExit):
+        verdicts_script.green_at_equal_normals(outcomes, p, tumor, 2)
 
 
 def test_the_model_card_shows_what_the_app_would_say_for_a_held_out_source_from_its_kept_scores(monkeypatch,

@@ -2,6 +2,7 @@
 
     python experiments/held_out_verdicts.py MODEL (--rules-from FILE | --cv RUN) [--source ../shared/data/br35h]
     python experiments/held_out_verdicts.py --scores experiments/holdout/RUN/scores.csv.gz (--rules-from ... | --cv ...)
+        [--normals-green K ...]
 
 MODEL is a leave-source-out run's model file (runs/lso-.../model.safetensors). The held-out rules read P(tumor) at
 0.5; a clinician reads a verdict instead (verdicts.py): "tumor suspected" at or above the uncertain band,
@@ -36,8 +37,6 @@ in distribution. An edge far under the shipped one means green verdicts on such 
 It also prints the held-out sensitivity and specificity at 0.5, where the leave-source-out rules read them (a run's
 holdout.json, and its results row, is at the threshold the run stored, under 0.5 when fewer than 95% of its
 validation tumors reached 0.5), and at the rules' own threshold.
-
-    python experiments/held_out_verdicts.py --cv experiments/cv/NAME --out-of-fold
 
 `--normals-green K` (with MODEL or --scores) also counts the tumors shown green where the band's low edge is put
 so that K of the source's normals are green, each under the guard as in the verdicts: two recipes compared at the

@@ -179,7 +179,8 @@ def green_at_equal_normals(outcomes: np.ndarray, p: np.ndarray, tumor: np.ndarra
     if not 1 <= normals_green <= len(normals):
         raise SystemExit(f"--normals-green {normals_green}: {len(normals)} normals are shown a verdict")
     edge = normals[normals_green - 1]
-    return float(edge), int((shown & ~tumor & (p <= edge)).sum()), int((shown & tumor & (p <= edge)).sum())
+    green = shown & (p <= edge)
+    return float(edge), int((green & ~tumor).sum()), int((green & tumor).sum())
 
 
 def print_counts(title: str, outcomes: np.ndarray, tumor: np.ndarray) -> None:

@@ -65,3 +65,31 @@ def test_seed_dataset_counts(seed_data):
     train, test = load_dataset(seed_data, "training"), load_dataset(seed_data, "testing")
     assert (len(train), len(test)) == (2870, 394)
     assert sum(1 - s.tumor for s in train.samples) + sum(1 - s.tumor for s in test.samples) == 500
+
+
+def test_two_writers_of_one_cache_file_both_finish(tmp_path, monkeypatch):
+    """Runs started side by side build the same cache at once: a second writer that finishes between the first's
+    write and its rename must not take the first's temporary file away (it did: FileNotFoundError)."""
+    import os
+
+    from braintriage import cache
+    from braintriage.preprocess import PreprocessConfig
+
+    put(tmp_path / "data" / "yes", 2)
+    put(tmp_path / "data" / "no", 2)
+    decoded = cache.decode_dataset(load_dataset(tmp_path / "data"), PreprocessConfig(size=32))
+    target = tmp_path / "c.npz"
+    real_replace = os.replace
+    calls = []
+
+    def replace_after_another_writer(src, dst):
+        calls.append(src)
+        if len(calls) == 1:
+            decoded.save(target)  # the other writer, start to finish
+        real_replace(src, dst)
+
+    monkeypatch.setattr(cache.os, "replace", replace_after_another_writer)
+    decoded.save(target)
+    assert len(calls) == 2 and calls[0] != calls[1]
+    assert len(cache.DecodedSet.load(target)) == 4
+    assert [p.name for p in tmp_path.iterdir() if p.is_file()] == ["c.npz"]  # no temporary file left behind

@@ -15,6 +15,7 @@ import hashlib
 import io
 import json
 import os
+import tempfile
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -55,12 +56,18 @@ class DecodedSet:
         path.parent.mkdir(parents=True, exist_ok=True)
         meta = {"format": CACHE_FORMAT, "fingerprint": self.fingerprint, "preprocess": self.preprocess.to_dict(),
                 "errors": self.errors, "tumor_types": TUMOR_TYPES, "sources": self.sources}
-        tmp = path.with_name(path.name + ".tmp.npz")
         png, offsets = _encode_png(self.images)
-        np.savez(tmp, png=png, png_offsets=offsets, tumor=self.tumor, tumor_type=self.tumor_type,
-                 paths=self.paths.astype(str), phash=self.phash, groups=self.groups, source=self.source.astype(str),
-                 meta=np.array(json.dumps(meta)))
-        os.replace(tmp, path)  # atomic: a killed run never leaves half a cache
+        # a temporary file of this writer's own: runs started side by side may build the same cache at once
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp.npz")
+        os.close(fd)
+        try:
+            np.savez(tmp, png=png, png_offsets=offsets, tumor=self.tumor, tumor_type=self.tumor_type,
+                     paths=self.paths.astype(str), phash=self.phash, groups=self.groups,
+                     source=self.source.astype(str), meta=np.array(json.dumps(meta)))
+            os.replace(tmp, path)  # atomic: a killed run never leaves half a cache
+        finally:
+            if os.path.exists(tmp):
+                os.remove(tmp)
 
     @classmethod
     def load(cls, path: str | Path) -> "DecodedSet":

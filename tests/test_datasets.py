@@ -79,13 +79,15 @@ def test_two_writers_of_one_cache_file_both_finish(tmp_path, monkeypatch):
     put(tmp_path / "data" / "no", 2)
     decoded = cache.decode_dataset(load_dataset(tmp_path / "data"), PreprocessConfig(size=32))
     target = tmp_path / "c.npz"
-    real_replace = os.replace
+    real_replace, real_getpid = os.replace, os.getpid
     calls = []
 
     def replace_after_another_writer(src, dst):
-        calls.append(src)
-        if len(calls) == 1:
-            decoded.save(target)  # the other writer, start to finish
+        calls.append(str(src))
+        if len(calls) == 1:  # the other writer, another process, start to finish
+            monkeypatch.setattr(cache.os, "getpid", lambda: real_getpid() + 1)
+            decoded.save(target)
+            monkeypatch.setattr(cache.os, "getpid", real_getpid)
         real_replace(src, dst)
 
     monkeypatch.setattr(cache.os, "replace", replace_after_another_writer)

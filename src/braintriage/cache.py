@@ -15,7 +15,6 @@ import hashlib
 import io
 import json
 import os
-import tempfile
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -57,17 +56,16 @@ class DecodedSet:
         meta = {"format": CACHE_FORMAT, "fingerprint": self.fingerprint, "preprocess": self.preprocess.to_dict(),
                 "errors": self.errors, "tumor_types": TUMOR_TYPES, "sources": self.sources}
         png, offsets = _encode_png(self.images)
-        # a temporary file of this writer's own: runs started side by side may build the same cache at once
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp.npz")
-        os.close(fd)
+        # a temporary file of this process's own (as network.py's optimised copy): runs started side by side
+        # may build the same cache at once
+        tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp.npz")
         try:
             np.savez(tmp, png=png, png_offsets=offsets, tumor=self.tumor, tumor_type=self.tumor_type,
                      paths=self.paths.astype(str), phash=self.phash, groups=self.groups,
                      source=self.source.astype(str), meta=np.array(json.dumps(meta)))
             os.replace(tmp, path)  # atomic: a killed run never leaves half a cache
         finally:
-            if os.path.exists(tmp):
-                os.remove(tmp)
+            tmp.unlink(missing_ok=True)
 
     @classmethod
     def load(cls, path: str | Path) -> "DecodedSet":

@@ -72,7 +72,7 @@ def test_two_writers_of_one_cache_file_both_finish(tmp_path, monkeypatch):
     write and its rename must not take the first's temporary file away (it did: FileNotFoundError)."""
     import os
 
-    from braintriage import cache
+    from braintriage import atomic_files, cache
     from braintriage.preprocess import PreprocessConfig
 
     put(tmp_path / "data" / "yes", 2)
@@ -85,12 +85,12 @@ def test_two_writers_of_one_cache_file_both_finish(tmp_path, monkeypatch):
     def replace_after_another_writer(src, dst):
         calls.append(str(src))
         if len(calls) == 1:  # the other writer, another process, start to finish
-            monkeypatch.setattr(cache.os, "getpid", lambda: real_getpid() + 1)
+            monkeypatch.setattr(atomic_files.os, "getpid", lambda: real_getpid() + 1)
             decoded.save(target)
-            monkeypatch.setattr(cache.os, "getpid", real_getpid)
+            monkeypatch.setattr(atomic_files.os, "getpid", real_getpid)
         real_replace(src, dst)
 
-    monkeypatch.setattr(cache.os, "replace", replace_after_another_writer)
+    monkeypatch.setattr(atomic_files.os, "replace", replace_after_another_writer)
     decoded.save(target)
     assert len(calls) == 2 and calls[0] != calls[1]
     assert len(cache.DecodedSet.load(target)) == 4

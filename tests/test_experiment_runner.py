@@ -28,7 +28,7 @@ def test_finished_folds_survive_a_fresh_machine(monkeypatch, tmp_path):
     (first / "folds").mkdir(parents=True)
     record = {"fold": {"fold": 1}, "oof_rows": [{"path": "a.jpg", "p_tumor": 0.25}]}
     (first / "folds" / "fold-1.json").write_text(json.dumps(record))
-    (first / "folds" / "fold-2.tmp").write_text("half written")  # a fold still being written is not kept
+    (first / "folds" / "fold-2.json.4242.tmp").write_text("half written")  # a fold being written is not kept
     runner.keep_folds("cv5-x", first)
     kept = sorted(p.name for p in (tmp_path / "kept" / "cv5-x").iterdir())
     assert kept == ["fold-1.json.gz"]

@@ -1,5 +1,6 @@
 import pickle
 import re
+from pathlib import Path
 
 import pytest
 import torch
@@ -31,6 +32,28 @@ def test_round_trip_keeps_outputs_and_metadata(tmp_path):
                                for k, v in model.state_dict().items()})
         assert torch.allclose(loaded(x), model(x), atol=1e-5)
         assert torch.allclose(loaded(x), expected, atol=0.05)
+
+
+def test_a_write_that_fails_keeps_the_previous_model_file_and_leaves_nothing_beside_it(tmp_path, monkeypatch):
+    """A run killed or failing while it writes a model file (a full disk) must not leave half a file under the
+    model's name, nor a temporary file beside it (atomic_files.written_atomically, used by every whole-file
+    writer)."""
+    import safetensors.torch
+
+    model = build_model("resnet18-w32", 1, 4, 64).eval()
+    path = tmp_path / "m.safetensors"
+    save_model(path, model, META)
+    before = path.read_bytes()
+
+    def half_then_full_disk(tensors, filename, metadata=None):
+        Path(filename).write_bytes(b"half a model")
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(safetensors.torch, "save_file", half_then_full_disk)
+    with pytest.raises(OSError, match="No space"):
+        save_model(path, model, {**META, "threshold": 0.9})
+    assert path.read_bytes() == before and read_metadata(path)["threshold"] == 0.3
+    assert [f.name for f in tmp_path.iterdir()] == ["m.safetensors"]
 
 
 class _Exploit:

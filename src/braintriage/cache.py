@@ -14,7 +14,6 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,6 +21,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from braintriage.atomic_files import written_atomically
 from braintriage.datasets import TUMOR_TYPES, Dataset, DatasetLayoutError
 from braintriage.preprocess import ImageReadError, PreprocessConfig, decode_image, preprocess
 from braintriage.user_cache import user_cache_dir
@@ -56,16 +56,11 @@ class DecodedSet:
         meta = {"format": CACHE_FORMAT, "fingerprint": self.fingerprint, "preprocess": self.preprocess.to_dict(),
                 "errors": self.errors, "tumor_types": TUMOR_TYPES, "sources": self.sources}
         png, offsets = _encode_png(self.images)
-        # a temporary file of this process's own (as network.py's optimised copy): runs started side by side
-        # may build the same cache at once
-        tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp.npz")
-        try:
+        # runs started side by side may build the same cache at once; a killed run never leaves half of one
+        with written_atomically(path, suffix=".tmp.npz") as tmp:
             np.savez(tmp, png=png, png_offsets=offsets, tumor=self.tumor, tumor_type=self.tumor_type,
                      paths=self.paths.astype(str), phash=self.phash, groups=self.groups,
                      source=self.source.astype(str), meta=np.array(json.dumps(meta)))
-            os.replace(tmp, path)  # atomic: a killed run never leaves half a cache
-        finally:
-            tmp.unlink(missing_ok=True)
 
     @classmethod
     def load(cls, path: str | Path) -> "DecodedSet":

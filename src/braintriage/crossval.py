@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from braintriage.atomic_files import written_atomically
 from braintriage.cache import DecodedSet
 from braintriage.csv_cells import write_csv_dicts
 from braintriage.datasets import TUMOR_TYPES
@@ -244,8 +245,8 @@ def save_fold(run_dir: Path, fold: dict, oof_rows: list[dict], cfg: TrainConfig,
     (run_dir / "folds").mkdir(parents=True, exist_ok=True)
     record = {"config": recipe(cfg), "data_fingerprint": fingerprint, "fold": fold, "oof_rows": oof_rows}
     path = run_dir / "folds" / f"fold-{fold['fold']}.json"
-    path.with_suffix(".tmp").write_text(json.dumps(record))
-    path.with_suffix(".tmp").replace(path)  # a run killed mid-write leaves no half fold behind
+    with written_atomically(path) as tmp:  # a run killed mid-write leaves no half fold behind
+        tmp.write_text(json.dumps(record))
 
 
 def finished_fold(run_dir: Path, k: int, cfg: TrainConfig, fingerprint: str) -> dict | None:

@@ -22,11 +22,11 @@ half-width ResNet-18s fit the 10 MB budget; their probabilities move by about 1e
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import numpy as np
 
+from braintriage.atomic_files import written_atomically
 from braintriage.modelfile import METADATA_KEY, ModelFileError, member_prefix, read_metadata
 
 COMBINE = "mean of the members' softmax probabilities"
@@ -147,9 +147,8 @@ def assemble(paths: list[str | Path], output: str | Path) -> dict:
     onnx.checker.check_model(model)
     output = Path(output)
     output.parent.mkdir(parents=True, exist_ok=True)
-    tmp = output.with_name(output.name + ".tmp")
-    onnx.save(model, str(tmp))
-    os.replace(tmp, output)
+    with written_atomically(output) as tmp:
+        onnx.save(model, str(tmp))
     return meta
 
 

@@ -13,7 +13,6 @@ metadata_props.
 from __future__ import annotations
 
 import json
-import os
 import warnings
 from pathlib import Path
 
@@ -22,6 +21,7 @@ import onnx
 import torch
 from onnx import helper, numpy_helper
 
+from braintriage.atomic_files import written_atomically
 from braintriage.modelfile import (EXPLAINABLE_OUTPUTS, FORMAT_NAME, FORMAT_VERSION, METADATA_KEY, ONNX_PREFIX,
                                    load_model)
 from braintriage import __version__
@@ -89,26 +89,24 @@ def export_onnx(model_path: str | Path, output: str | Path) -> dict:
     names = list(EXPLAINABLE_OUTPUTS) if hasattr(model, "features_with_penultimate") else ["logits"]
     output = Path(output)
     output.parent.mkdir(parents=True, exist_ok=True)
-    tmp = output.with_name(output.name + ".tmp")
     # The TorchScript exporter keeps BatchNorm as its own node with state-dict-named inputs (the dynamo
     # exporter folds it into the convolutions), which is what lets PyTorch load the weights back.
     # TF-"SAME" padding (EfficientNet-Lite) reads the input size as a number: the graph is for the model's
     # one input size, which is what the runtime always feeds it, so the tracer's warning says nothing new.
-    with warnings.catch_warnings():
+    with warnings.catch_warnings(), written_atomically(output) as tmp:
         warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)
         warnings.filterwarnings("ignore", message="Constant folding")
         torch.onnx.export(wrapper, (torch.zeros(1, meta["input"]["channels"], size, size),), str(tmp),
                           input_names=["image"], output_names=names, opset_version=OPSET, dynamo=False,
                           do_constant_folding=False,
                           dynamic_axes={n: {0: "batch"} for n in ["image", *names]})
-    onnx_model = onnx.load(str(tmp))
-    _name_every_weight(onnx_model)
-    _weights_to_float16(onnx_model)
-    meta = {**meta, "format": FORMAT_NAME, "format_version": FORMAT_VERSION, "weights_dtype": "float16",
-            "exported_by": __version__}
-    del onnx_model.metadata_props[:]
-    onnx_model.metadata_props.add(key=METADATA_KEY, value=json.dumps(meta))
-    onnx.checker.check_model(onnx_model)
-    onnx.save(onnx_model, str(tmp))
-    os.replace(tmp, output)
+        onnx_model = onnx.load(str(tmp))
+        _name_every_weight(onnx_model)
+        _weights_to_float16(onnx_model)
+        meta = {**meta, "format": FORMAT_NAME, "format_version": FORMAT_VERSION, "weights_dtype": "float16",
+                "exported_by": __version__}
+        del onnx_model.metadata_props[:]
+        onnx_model.metadata_props.add(key=METADATA_KEY, value=json.dumps(meta))
+        onnx.checker.check_model(onnx_model)
+        onnx.save(onnx_model, str(tmp))
     return meta

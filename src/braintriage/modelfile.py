@@ -16,11 +16,11 @@ from __future__ import annotations
 
 import json
 import math
-import os
 from pathlib import Path
 from typing import Any, Iterator
 
 from braintriage import __version__
+from braintriage.atomic_files import written_atomically
 
 FORMAT_NAME = "braintriage-model"
 FORMAT_VERSION = 1
@@ -262,7 +262,6 @@ def update_metadata(path: str | Path, output: str | Path, changes: dict[str, Any
     if output.suffix != path.suffix:  # the copy keeps the format: a .safetensors named .onnx would not load
         raise ModelFileError(f"{output.name}: a copy of {path.name} keeps its format; name it *{path.suffix}")
     meta = {**read_metadata(path), **changes}
-    tmp = output.with_name(output.name + ".tmp")
     if path.suffix == ".onnx":
         import onnx
 
@@ -270,12 +269,14 @@ def update_metadata(path: str | Path, output: str | Path, changes: dict[str, Any
         for prop in model.metadata_props:
             if prop.key == METADATA_KEY:
                 prop.value = json.dumps(meta)
-        onnx.save(model, str(tmp))
+        with written_atomically(output) as tmp:
+            onnx.save(model, str(tmp))
     else:
         from safetensors.numpy import load_file, save_file
 
-        save_file(load_file(str(path)), str(tmp), metadata={METADATA_KEY: json.dumps(meta)})
-    os.replace(tmp, output)
+        tensors = load_file(str(path))
+        with written_atomically(output) as tmp:
+            save_file(tensors, str(tmp), metadata={METADATA_KEY: json.dumps(meta)})
     return meta
 
 
@@ -291,9 +292,8 @@ def save_model(path: str | Path, model, metadata: dict[str, Any], weights_dtype=
                for k, v in model.state_dict().items()}
     meta = {"format": FORMAT_NAME, "format_version": FORMAT_VERSION, "package_version": __version__,
             "weights_dtype": str(weights_dtype).removeprefix("torch."), **metadata}
-    tmp = path.with_name(path.name + ".tmp")
-    save_file(tensors, str(tmp), metadata={METADATA_KEY: json.dumps(meta)})
-    os.replace(tmp, path)
+    with written_atomically(path) as tmp:
+        save_file(tensors, str(tmp), metadata={METADATA_KEY: json.dumps(meta)})
 
 
 def load_model(path: str | Path = BUNDLED_MODEL):

@@ -6,7 +6,6 @@ Nothing here decodes a file: `inference.Predictor` feeds it scans.
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import os
 from concurrent.futures import ThreadPoolExecutor
@@ -15,6 +14,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from braintriage.atomic_files import written_atomically
 from braintriage.modelfile import EXPLAINABLE_OUTPUTS, onnx_initializers
 from braintriage.onnx_rewrite import fold_padding_in_file
 from braintriage.preprocess import PreprocessConfig, head_mask
@@ -169,26 +169,23 @@ def optimized_session(path: Path, options) -> "onnxruntime.InferenceSession":
             return ort.InferenceSession(str(fused), options, providers=providers)
         except Exception:  # noqa: BLE001  a damaged copy: made again below
             fused.unlink(missing_ok=True)
-    partial = fused.with_suffix(f".{os.getpid()}.partial")
     try:
         fused.parent.mkdir(parents=True, exist_ok=True)
         saving = ort.SessionOptions()
         saving.log_severity_level = 3
         saving.add_session_config_entry("session.disable_quant_qdq", "1")  # as OnnxBackend's own session
         saving.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
-        saving.optimized_model_filepath = str(partial)
-        ort.InferenceSession(str(path), saving, providers=providers)
-        fold_padding_in_file(partial)  # what ONNX Runtime leaves unfused (onnx_rewrite.py): same numbers
-        session = ort.InferenceSession(str(partial), options, providers=providers)
-        os.replace(partial, fused)  # atomic: another process never reads half a copy
+        with written_atomically(fused, suffix=".partial") as partial:  # another process never reads half a copy
+            saving.optimized_model_filepath = str(partial)
+            ort.InferenceSession(str(path), saving, providers=providers)
+            fold_padding_in_file(partial)  # what ONNX Runtime leaves unfused (onnx_rewrite.py): same numbers
+            session = ort.InferenceSession(str(partial), options, providers=providers)
         copies = sorted(fused.parent.glob("*.onnx"), key=lambda f: f.stat().st_mtime, reverse=True)
         for old in copies[OPTIMIZED_COPIES:]:  # the cache stays bounded, whatever number of models comes by
             old.unlink(missing_ok=True)
         return session
     except Exception:  # noqa: BLE001  a read-only or full disk: no copy, nothing lost
-        with contextlib.suppress(OSError):
-            partial.unlink(missing_ok=True)
-    return ort.InferenceSession(str(path), options, providers=providers)
+        return ort.InferenceSession(str(path), options, providers=providers)
 
 
 class TorchBackend:

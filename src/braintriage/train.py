@@ -31,6 +31,7 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
+from braintriage.atomic_files import written_atomically
 from braintriage.augment import AugmentPolicy, augment_batch
 from braintriage.cache import DecodedSet, cached_decode, from_sources
 from braintriage.cpu_memory import keep_freed_memory
@@ -355,10 +356,9 @@ class Fitted:
 
 
 def save_checkpoint(path: Path, state: dict) -> None:
-    """Write atomically (temp file + rename): a run killed while writing leaves the previous checkpoint."""
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(state, tmp)
-    os.replace(tmp, path)
+    """A run killed while writing leaves the previous checkpoint."""
+    with written_atomically(path) as tmp:
+        torch.save(state, tmp)
 
 
 @dataclass(frozen=True)

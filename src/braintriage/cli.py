@@ -159,6 +159,10 @@ def audit(data: Path, json_output: Optional[Path]) -> None:
 @click.option("--histogram-partners", type=click.Choice(["any", "other-class"]), default="any",
               help="Histogram matching's partner: any image of the batch, or only one of the other class "
                    "(a normal takes a tumor's grey levels, a tumor a normal's).")
+@click.option("--style-mixing", type=click.FloatRange(0.0, 1.0), default=0.0,
+              help="Probability that a training step mixes its images' early feature-map styles (per-channel "
+                   "mean and spread: MixStyle), so that a source's look is worn by other sources' anatomy; "
+                   "0 = off.")
 @click.option("--synthetic-lesions", type=float, default=0.0,
               help="Probability that a no-tumor training image gets a painted mass and trains as a tumor of "
                    "unknown type (teaches masses on the normals' sequences); 0 = off.")
@@ -229,7 +233,7 @@ def train(
         val_fraction: float, patience: int, target_sensitivity: float, zoom: tuple[float, float], rotation: float,
         brightness: tuple[float, float], hflip: float, translate: float, gamma: tuple[float, float], noise: float,
         blur: float, bias_field: float, intensity_remap: float, invert: float, histogram_match: float,
-        histogram_partners: str,
+        histogram_partners: str, style_mixing: float,
         synthetic_lesions: float,
         lesion_copies: bool, lesions_from_epoch: int, frozen_blocks: Optional[int], teacher: Optional[Path],
         distill_weight: float, distill_temperature: float, distill_painted: bool,
@@ -268,7 +272,7 @@ def train(
                       exclude_leaked=str(exclude_leaked) if exclude_leaked else None, folds=folds,
                       only_fold=only_fold, keep_fold_models=keep_fold_models, fold_guards=fold_guards,
                       max_steps=max_steps, limit=limit, augment=policy,
-                      synthetic_lesions=synthetic_lesions, lesion_copies=lesion_copies,
+                      style_mixing=style_mixing, synthetic_lesions=synthetic_lesions, lesion_copies=lesion_copies,
                       lesions_from_epoch=lesions_from_epoch, frozen_blocks=frozen_blocks,
                       teacher=str(teacher) if teacher else None, distill_weight=distill_weight,
                       distill_temperature=distill_temperature, distill_painted=distill_painted,

@@ -102,6 +102,7 @@ class ResNet(nn.Module):
                 cin = cout
         self.stages = nn.Sequential(*stages)
         self.penultimate_end = sum(blocks[:-1]) - 1  # index of the last block before the last stage
+        self.stage_ends = [sum(blocks[:i + 1]) - 1 for i in range(len(blocks))]  # each stage's last block
         self.dropout = nn.Dropout(dropout)
         self.head = nn.Linear(cin, num_outputs)
         for m in self.modules():
@@ -214,6 +215,7 @@ class EfficientNetLite(nn.Module):
         self.blocks = nn.Sequential(*[MBConv(a, b, k, s, e, drop_path * n / len(specs))
                                       for n, (a, b, k, s, e, _) in enumerate(specs)])
         self.penultimate_end = max(n for n, spec in enumerate(specs) if spec[5] == 4)
+        self.stage_ends = [max(n for n, spec in enumerate(specs) if spec[5] == i) for i in range(len(LITE_STAGES))]
         self.head_conv = conv_bn(cin, 1280)
         self.dropout = nn.Dropout(dropout)
         self.head = nn.Linear(1280, num_outputs)

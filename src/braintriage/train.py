@@ -44,6 +44,7 @@ from braintriage.losses import UNTYPED_TUMOR, cell_weights, correct_predictions,
 from braintriage.metrics import binary_metrics, threshold_for_sensitivity, wilson_interval
 from braintriage.modelfile import describe_model_file, file_digest, read_metadata, save_model
 from braintriage.pretrained import weights_package
+from braintriage.style_mixing import mix_styles_in_training
 from braintriage.synthetic_lesions import add_lesions
 from braintriage.models import (DEFAULT_MODEL, FIXED_SIZE_MODELS, build_model, count_parameters, freeze_early_layers,
                                 normalised_views, to_model_input, tumor_probability)
@@ -104,6 +105,8 @@ class TrainConfig:
     #                                 a tumor of unknown type (synthetic_lesions.py); 0 = off
     lesion_copies: bool = False  # the painted images join the batch as copies; their normals stay normals
     lesions_from_epoch: int = 0  # paint only from this epoch on: the scans first, the painted masses last
+    style_mixing: float = 0.0  # probability that a training step mixes its images' early feature styles
+    #                            (style_mixing.py, MixStyle); 0 = off
     frozen_blocks: int | None = None  # pretrained EfficientNet-Lite: its stem and first N blocks stay as loaded
     #                                  (no backward through the largest maps: a cheaper CPU step); None = none
     teacher: str | None = None  # a trained model file whose soft predictions are learned too (distill.py)
@@ -559,6 +562,7 @@ def run_key_of(decoded: DecodedSet, train_idx: np.ndarray, cfg: TrainConfig, wor
     run_key += ":as copies" if cfg.synthetic_lesions and cfg.lesion_copies else ""
     run_key += f":from epoch {cfg.lesions_from_epoch}" if cfg.synthetic_lesions and cfg.lesions_from_epoch else ""
     run_key += f":frozen stem and {cfg.frozen_blocks} blocks" if cfg.frozen_blocks is not None else ""
+    run_key += f":style mixing {cfg.style_mixing}" if cfg.style_mixing else ""
     if cfg.start_size and cfg.start_size < cfg.image_size:  # the size schedule changes every step's images
         run_key += f":from {cfg.start_size} px, growing over {cfg.resize_ramp[0]}-{cfg.resize_ramp[1]} of the epochs"
     if cfg.teacher:
@@ -719,6 +723,11 @@ def models_to_train(cfg: TrainConfig, data: Prepared, device: torch.device, dist
     if cfg.frozen_blocks is not None:
         try:
             freeze_early_layers(model, cfg.frozen_blocks)
+        except ValueError as e:
+            raise TrainingSetupError(str(e)) from None
+    if cfg.style_mixing:
+        try:
+            mix_styles_in_training(model, cfg.style_mixing)
         except ValueError as e:
             raise TrainingSetupError(str(e)) from None
     model = model.to(device, memory_format=torch.channels_last)

@@ -23,9 +23,11 @@ guard_ratio column), `--familiar-percentile P` counts the verdicts a second time
 validation normals (holdout.json's guard_validation_normal_ratios) reads "uncertain"; `--familiar-below X` sets that
 guard score directly.
 
-Either way the rules come from the recipe's all-sources CV, whose out-of-fold scores include the held-out source's
-own images (scored by fold models that trained on its other images): they are the rules a shipped model of the
-recipe reads with, not rules chosen without the source. The source is any dataset layout `braintriage train` reads
+Rules read off the recipe's all-sources CV (`cv5-all-...`) include the held-out source's own images in their
+out-of-fold scores (scored by fold models that trained on its other images): they are the rules a shipped model of
+the recipe reads with, not rules chosen without the source. Rules chosen without it come from a CV that leaves the
+source out of every fold (since session 48 `cv5-seed-figshare-...`, the seed set and figshare only): issue 21's
+Br35H target is read with those. The source is any dataset layout `braintriage train` reads
 (`datasets.load_dataset`; Br35H's is a yes/no folder pair).
 
 Where the source has tumors and normals it also prints the band's low edge that the same rule (`uncertain_band`:

@@ -197,3 +197,28 @@ def test_a_cvs_kept_folds_give_the_verdicts_of_its_out_of_fold_scores_per_source
     outcomes, tumor, sources = verdicts_script.out_of_fold_verdicts(tmp_path, rules)
     assert outcomes.tolist() == ["tumor_suspected", "no_tumor_detected", "uncertain", "uncertain"]
     assert tumor.tolist() == [True, True, False, True] and sources.tolist() == ["seed", "seed", "br35h", "br35h"]
+
+
+def test_every_committed_config_still_parses_as_train_arguments(monkeypatch, tmp_path):
+    """Each config in experiments/configs is a record that must rerun: its `train` flags (as the runner passes
+    them) are ones `train` still takes, with values of the right type, and its file is named for it. A renamed
+    or retyped option of `train` breaks an old config here, not hours into a rerun. The teacher and starting
+    model paths name other runs' outputs, absent here; they are replaced with existing stand-ins."""
+    from braintriage.cli import train
+
+    runner = load_runner(monkeypatch, tmp_path)
+    stand_in_file = tmp_path / "model.safetensors"
+    stand_in_file.write_bytes(b"")
+    configs = sorted((ROOT / "experiments" / "configs").glob("*.json"))
+    assert configs
+    for path in configs:
+        config = json.loads(path.read_text())
+        assert config["name"] == path.stem, path.name
+        assert config["sources"] and config["adopt_if"], path.name
+        for name, run_config in runner.runs_of(config):
+            settings = dict(run_config["train"])
+            for key in ("teacher", "init_from"):
+                if settings.get(key):
+                    settings[key] = str(stand_in_file if settings[key].endswith(".safetensors") else tmp_path)
+            args = runner.command({**run_config, "train": settings}, tmp_path / name)[4:]  # after "-m braintriage train"
+            train.make_context("train", args)  # raises click's UsageError / BadParameter

@@ -71,22 +71,11 @@ from braintriage.datasets import load_dataset
 from braintriage.evaluate import read_held_out_scores
 from braintriage.inference import Predictor
 from braintriage.metrics import binary_metrics
-from braintriage.modelfile import read_metadata, update_metadata
-from braintriage.operating_point import (out_of_fold_scores, out_of_fold_sources, read_out_of_fold,
+from braintriage.modelfile import ModelFileError, read_metadata, update_metadata
+from braintriage.operating_point import (out_of_fold_rows, out_of_fold_scores, out_of_fold_sources,
                                          threshold_and_band, uncertain_band)
 
 RULE_KEYS = ("threshold", "uncertain_band")
-
-
-def out_of_fold_rows(run: Path) -> list[dict]:
-    """A finished cross-validation's out-of-fold rows: its oof.csv (runs/cv5-...), or, on a machine without the
-    run, every fold experiments/run.py kept (experiments/cv/NAME/fold-K.json.gz)."""
-    if (run / "oof.csv").exists():
-        return read_out_of_fold(run)[1]
-    folds = [json.loads(gzip.decompress(f.read_bytes())) for f in sorted(run.glob("fold-*.json.gz"))]
-    if not folds or len(folds) != folds[0]["config"]["folds"]:
-        raise SystemExit(f"{run}: no finished cross-validation ({len(folds)} kept folds)")
-    return [row for fold in folds for row in fold["oof_rows"]]
 
 
 def out_of_fold_folds(run: Path) -> list[dict]:
@@ -278,4 +267,7 @@ def main(argv: list[str]) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
+    try:
+        sys.exit(main(sys.argv[1:]))
+    except ModelFileError as e:  # a CV folder that holds no finished cross-validation
+        sys.exit(f"error: {e}")

@@ -222,3 +222,47 @@ def test_every_committed_config_still_parses_as_train_arguments(monkeypatch, tmp
                     settings[key] = str(stand_in_file if settings[key].endswith(".safetensors") else tmp_path)
             args = runner.command({**run_config, "train": settings}, tmp_path / name)[4:]  # after "-m braintriage train"
             train.make_context("train", args)  # raises click's UsageError / BadParameter
+
+
+def test_the_model_card_reads_a_held_out_source_at_the_threshold_chosen_without_it(monkeypatch, tmp_path):
+    """Issue 21's reading: a leave-source-out run's kept scores at the threshold the shipping rule takes from a CV
+    over the other sources. The CV here (kept folds, as experiments/run.py keeps them) has 20 normals scored
+    0.00-0.95, so specificity 0.95 puts the threshold just above the 19th; a CV that held the source is refused."""
+    import gzip
+
+    from braintriage.model_card import (_unseen_sensitivity_lines, _without_the_source_lines,
+                                        leave_source_out_rows, readings_without_the_source)
+    from braintriage.modelfile import ModelFileError
+
+    runner = load_runner(monkeypatch, tmp_path)
+    run_dir = tmp_path / "runs" / "lso-br35h-x-s0"
+    (run_dir / "holdout-evaluation").mkdir(parents=True)
+    (run_dir / "holdout.json").write_text(json.dumps({"held_out_source": "br35h", "images": 6, "tumors": 4}))
+    scores = [(1, 0.97), (1, 0.93), (1, 0.85), (1, 0.2), (0, 0.95), (0, 0.1)]
+    predictions = [{"path": f"{'yes' if t else 'no'}/{k}.jpg", "tumor": t, "tumor_probability": p,
+                    "guard_flagged": False} for k, (t, p) in enumerate(scores)]
+    (run_dir / "holdout-evaluation" / "metrics.json").write_text(json.dumps({"predictions": predictions}))
+    rows = leave_source_out_rows([runner.keep_holdout("lso-br35h-x-s0", run_dir)])
+
+    def kept_cv(name: str, sources: list[str]) -> Path:
+        oof = [{"path": f"{sources[k % len(sources)]}/n{k}.jpg", "fold": 1 + k % 2, "tumor": 0, "p_tumor": k / 20}
+               for k in range(20)]
+        oof += [{"path": f"{sources[0]}/t{k}.jpg", "fold": 1 + k % 2, "tumor": 1, "p_tumor": 0.99} for k in range(10)]
+        cv = tmp_path / name
+        cv.mkdir()
+        for fold in (1, 2):
+            kept = {"config": {"folds": 2}, "oof_rows": [r for r in oof if r["fold"] == fold]}
+            (cv / f"fold-{fold}.json.gz").write_bytes(gzip.compress(json.dumps(kept).encode()))
+        return cv
+
+    [reading] = readings_without_the_source(rows, [kept_cv("cv-without", ["seed", "figshare"])])
+    assert 0.90 < reading["threshold"] <= 0.95
+    assert (reading["tumors_found"], reading["tumors"]) == (2, 4)  # 0.97 and 0.93; 0.85 and 0.2 missed
+    assert (reading["normals_cleared"], reading["normals"]) == (1, 2)  # the normal at 0.95 is flagged
+    table = "\n".join(_without_the_source_lines([reading]))
+    assert "| `br35h` | lso-br35h-x-s0 |" in table and "| 2 of 4 (0.500) | 1 of 2 (0.500) |" in table
+    assert "`br35h`: `cv-without`" in table
+    assert "`br35h` 0.500" in _unseen_sensitivity_lines([reading])[0]
+    with pytest.raises(ModelFileError, match="every held-out source"):
+        readings_without_the_source(rows, [kept_cv("cv-with", ["seed", "br35h"])])
+    assert readings_without_the_source(rows, []) == [] and _without_the_source_lines([]) == []

@@ -550,9 +550,12 @@ def threshold(model: Path, cv: Path, output: Path, specificity: float, band_low_
 @click.option("--leave-source-out", type=click.Path(path_type=Path), multiple=True,
               help="holdout.json files of leave-source-out runs of this recipe (train --holdout-source): "
                    "one table row each.")
+@click.option("--cv-without-source", type=click.Path(path_type=Path), multiple=True,
+              help="A cross-validation of this recipe over the other sources (its run directory, or the folds "
+                   "experiments/run.py kept): the held-out source's runs read again at the threshold it chooses.")
 def model_card(
         data: Path, model: Optional[Path], output: Path, train_data: Optional[Path], output_dir: Path,
-        leave_source_out: tuple[Path, ...]
+        leave_source_out: tuple[Path, ...], cv_without_source: tuple[Path, ...]
 ) -> None:
     """Evaluate a model and write its model card (Markdown) from its metadata and the measured numbers."""
     from braintriage.modelfile import BUNDLED_MODEL, read_metadata
@@ -564,7 +567,8 @@ def model_card(
 
         report = run_evaluation(data, model, "testing", output_dir, train_data)
         path = model or BUNDLED_MODEL
-        output.write_text(render(read_metadata(path), report, path, leave_source_out_rows(list(leave_source_out))))
+        output.write_text(render(read_metadata(path), report, path, leave_source_out_rows(list(leave_source_out)),
+                                 list(cv_without_source)))
     click.echo(f"saved {output}")
 
 

@@ -10,12 +10,15 @@ import json
 from collections import Counter
 from pathlib import Path
 
+import numpy as np
+
 from braintriage import ood, verdicts
 from braintriage.evaluate import read_held_out_scores
 from braintriage.inference import ReadingRules
-from braintriage.metrics import METRIC_NAMES
-from braintriage.modelfile import BUNDLED_MODEL
+from braintriage.metrics import METRIC_NAMES, binary_metrics
+from braintriage.modelfile import BUNDLED_MODEL, ModelFileError
 from braintriage.models import build_model, count_parameters
+from braintriage.operating_point import out_of_fold_rows, out_of_fold_scores, out_of_fold_sources, threshold_and_band
 from braintriage.preprocess import PreprocessConfig
 
 
@@ -236,6 +239,60 @@ def held_out_verdicts(rows: list[dict], metadata: dict) -> list[dict]:
     return counted
 
 
+def readings_without_the_source(rows: list[dict], cv_dirs: list[Path], specificity: float = 0.95) -> list[dict]:
+    """Each kept-scores row read at the threshold chosen without its held-out source: the shipping rule (out-of-fold
+    specificity >= `specificity`) applied to a cross-validation of the recipe over the other sources only, the
+    threshold a model trained without that source would have shipped with (issue 21's reading). A CV reads the
+    rows of the sources none of its folds held; one that held every row's source is refused."""
+    readings = []
+    for cv_dir in map(Path, cv_dirs):
+        oof = out_of_fold_rows(cv_dir)
+        _, y, p = out_of_fold_scores(oof)
+        threshold = threshold_and_band(y, p, specificity)[0]
+        seen = set(out_of_fold_sources(oof))
+        unseen = [r for r in rows if "scores" in r and r["held_out_source"] not in seen]
+        if not unseen:
+            raise ModelFileError(f"{cv_dir} trained on every held-out source with kept scores ({', '.join(sorted(seen))}): "
+                                 "no threshold chosen without one")
+        for r in unseen:
+            s = r["scores"]
+            scored = np.isfinite(s["p_tumor"])  # an unreadable image has no score
+            (tn, fp), (fn, tp) = binary_metrics(s["tumor"][scored].astype(int), s["p_tumor"][scored],
+                                                threshold)["confusion_matrix"]
+            readings.append({"run": r["run"], "held_out_source": r["held_out_source"], "cv": cv_dir.name,
+                             "threshold": threshold, "tumors_found": int(tp), "tumors": int(tp + fn),
+                             "normals_cleared": int(tn), "normals": int(tn + fp)})
+    return readings
+
+
+def _without_the_source_lines(readings: list[dict]) -> list[str]:
+    """The table of readings_without_the_source, and each source's pooled sensitivity."""
+    if not readings:
+        return []
+
+    def share(k: int, n: int) -> str:
+        return f"{k} of {n} ({k / n:.3f})" if n else "n/a"
+
+    cvs = "; ".join(f"`{source}`: `{cv}`" for source, cv in dict.fromkeys((r["held_out_source"], r["cv"])
+                                                                         for r in readings))
+    lines = ["", "The same kept held-out scores at the threshold chosen without the held-out source: the shipping "
+             "rule (out-of-fold specificity >= 0.95) applied to a cross-validation of the recipe over the other "
+             f"sources only ({cvs}), as a model trained without that collection would have shipped. This is the "
+             "honest reading of sensitivity on a collection the model never saw; 0.5, above, is not a threshold "
+             "any model ships with.", "",
+             "| held-out source | run | threshold chosen without it | sensitivity | specificity |",
+             "|---|---|---|---|---|"]
+    for r in readings:
+        lines.append(f"| `{r['held_out_source']}` | {r['run']} | {r['threshold']:.3f} | "
+                     f"{share(r['tumors_found'], r['tumors'])} | {share(r['normals_cleared'], r['normals'])} |")
+    for source in dict.fromkeys(r["held_out_source"] for r in readings):
+        mine = [r for r in readings if r["held_out_source"] == source]
+        found, tumors = sum(r["tumors_found"] for r in mine), sum(r["tumors"] for r in mine)
+        lines.append(f"| `{source}`, {len(mine)} runs pooled | | | {share(found, tumors)} | "
+                     f"{share(sum(r['normals_cleared'] for r in mine), sum(r['normals'] for r in mine))} |")
+    return lines
+
+
 def _held_out_verdict_lines(counted: list[dict]) -> list[str]:
     """The table of held_out_verdicts: a clinician's view of the leave-source-out rows."""
     if not counted:
@@ -288,11 +345,13 @@ def _leave_source_out_lines(rows: list[dict]) -> list[str]:
 
 
 def model_card(metadata: dict, report: dict, model_path: str | Path = BUNDLED_MODEL,
-               leave_source_out: list[dict] | None = None) -> str:
+               leave_source_out: list[dict] | None = None, cvs_without_a_source: list[Path] | None = None) -> str:
     """The model card, section by section: what the model is, what it is for, what it learned from, how it scored
-    and where it fails."""
+    and where it fails. `cvs_without_a_source`: cross-validations of the recipe that leave a held-out source out,
+    whose thresholds read that source's leave-source-out rows again (readings_without_the_source)."""
     rows = leave_source_out or metadata.get("leave_source_out") or []
     counted = held_out_verdicts(rows, metadata)  # what the app would show for each held-out source
+    without = readings_without_the_source(rows, cvs_without_a_source or [])
     lines = [
         "# Model card: braintriage default model",
         "",
@@ -305,9 +364,9 @@ def model_card(metadata: dict, report: dict, model_path: str | Path = BUNDLED_MO
         "",
         *_training_section(metadata),
         "",
-        *_evaluation_section(metadata, report, rows, counted),
+        *_evaluation_section(metadata, report, rows, counted, without),
         "",
-        *_limits_section(metadata, report, counted),
+        *_limits_section(metadata, report, counted, without),
         "",
     ]
     return "\n".join(lines)
@@ -404,7 +463,7 @@ def _recipe_line(metadata: dict) -> str:
 
 
 def _evaluation_section(metadata: dict, report: dict, leave_source_out: list[dict],
-                        held_out_counts: list[dict]) -> list[str]:
+                        held_out_counts: list[dict], without_the_source: list[dict]) -> list[str]:
     """The test set's metrics (all images and the unleaked subset), by type, calibration, validation and the
     leave-source-out table."""
     leak = report.get("leakage", {})
@@ -435,6 +494,7 @@ def _evaluation_section(metadata: dict, report: dict, leave_source_out: list[dic
         f"{_f(v['sensitivity'])}, specificity {_f(v['specificity'])}, accuracy {_f(v['accuracy'])} on "
         f"{v['n']} images. Validation images are from the same sources as training, so these are optimistic.",
         *_leave_source_out_lines(leave_source_out),
+        *_without_the_source_lines(without_the_source),
         *_held_out_verdict_lines(held_out_counts),
     ]
 
@@ -455,10 +515,29 @@ def _unseen_source_lines(held_out_counts: list[dict]) -> list[str]:
             "(leave-source-out tables above). New scanners, sequences or sites can do the same."]
 
 
-def _limits_section(metadata: dict, report: dict, held_out_counts: list[dict]) -> list[str]:
+def _unseen_sensitivity_lines(without_the_source: list[dict]) -> list[str]:
+    """readings_without_the_source in one sentence: how many of an unseen collection's tumors are found."""
+    spans = []
+    for source in dict.fromkeys(r["held_out_source"] for r in without_the_source):
+        mine = [r for r in without_the_source if r["held_out_source"] == source and r["tumors"]]
+        rates = [r["tumors_found"] / r["tumors"] for r in mine]
+        if rates:
+            pooled = sum(r["tumors_found"] for r in mine) / sum(r["tumors"] for r in mine)
+            spans.append(f"`{source}` {pooled:.3f}" + (f" ({len(rates)} runs, {min(rates):.3f}-{max(rates):.3f})"
+                                                       if len(rates) > 1 else ""))
+    if not spans:
+        return []
+    return ["- On a collection it never trained on, the recipe finds fewer tumors than on its own: trained without "
+            "one source, at the threshold chosen without it, the share of that source's tumors flagged: "
+            + "; ".join(spans) + " (leave-source-out tables above)."]
+
+
+def _limits_section(metadata: dict, report: dict, held_out_counts: list[dict],
+                    without_the_source: list[dict]) -> list[str]:
     return [
         "## Known failure modes and limits",
         f"- Sensitivity drops on scans unlike the training data: {_shift_sentence(report)}",
+        *_unseen_sensitivity_lines(without_the_source),
         *_unseen_source_lines(held_out_counts),
         "- 2D slices only: a tumor visible on other slices of a study but not on the one given is not seen; "
         "slices are scored independently.",

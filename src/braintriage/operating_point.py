@@ -18,6 +18,7 @@ probability at which a suspected tumor's most likely type was right often enough
 from __future__ import annotations
 
 import csv
+import gzip
 import json
 from pathlib import Path
 from typing import Any
@@ -76,6 +77,19 @@ def read_out_of_fold(cv_dir: str | Path) -> tuple[dict, list[dict[str, str]]]:
     cv = json.loads((cv_dir / "cv.json").read_text())
     with (cv_dir / "oof.csv").open(newline="") as f:
         return cv, list(csv.DictReader(f))
+
+
+def out_of_fold_rows(cv_dir: str | Path) -> list[dict]:
+    """A finished cross-validation's out-of-fold rows: its oof.csv (a run directory), or, on a machine without the
+    run, every fold experiments/run.py kept of it (experiments/cv/NAME/fold-K.json.gz)."""
+    cv_dir = Path(cv_dir)
+    if (cv_dir / "oof.csv").exists():
+        return read_out_of_fold(cv_dir)[1]
+    folds = [json.loads(gzip.decompress(f.read_bytes())) for f in sorted(cv_dir.glob("fold-*.json.gz"))]
+    if not folds or len(folds) != folds[0]["config"]["folds"]:
+        raise ModelFileError(f"{cv_dir} holds no finished cross-validation (oof.csv, or all its kept folds "
+                             f"fold-K.json.gz: {len(folds)} here)")
+    return [row for fold in folds for row in fold["oof_rows"]]
 
 
 def out_of_fold_scores(rows: list[dict[str, str]]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -15,10 +15,10 @@ import numpy as np
 from braintriage import ood, verdicts
 from braintriage.evaluate import read_held_out_scores
 from braintriage.inference import ReadingRules
-from braintriage.metrics import METRIC_NAMES, binary_metrics
+from braintriage.metrics import METRIC_NAMES, binary_metrics, threshold_for_specificity
 from braintriage.modelfile import BUNDLED_MODEL, ModelFileError
 from braintriage.models import build_model, count_parameters
-from braintriage.operating_point import out_of_fold_rows, out_of_fold_scores, out_of_fold_sources, threshold_and_band
+from braintriage.operating_point import out_of_fold_rows, out_of_fold_scores, out_of_fold_sources
 from braintriage.preprocess import PreprocessConfig
 
 
@@ -248,7 +248,7 @@ def readings_without_the_source(rows: list[dict], cv_dirs: list[Path], specifici
     for cv_dir in map(Path, cv_dirs):
         oof = out_of_fold_rows(cv_dir)
         _, y, p = out_of_fold_scores(oof)
-        threshold = threshold_and_band(y, p, specificity)[0]
+        threshold = float(threshold_for_specificity(y, p, specificity))  # the shipping rule's, as threshold_from_cv
         seen = set(out_of_fold_sources(oof))
         unseen = [r for r in rows if "scores" in r and r["held_out_source"] not in seen]
         if not unseen:
@@ -263,6 +263,20 @@ def readings_without_the_source(rows: list[dict], cv_dirs: list[Path], specifici
                              "threshold": threshold, "tumors_found": int(tp), "tumors": int(tp + fn),
                              "normals_cleared": int(tn), "normals": int(tn + fp)})
     return readings
+
+
+def _pooled_by_source(readings: list[dict]) -> dict[str, dict]:
+    """readings_without_the_source summed per held-out source (in order of first reading): tumors found and
+    normals cleared over all its runs, and each run's sensitivity."""
+    pooled: dict[str, dict] = {}
+    for r in readings:
+        p = pooled.setdefault(r["held_out_source"], {"tumors_found": 0, "tumors": 0, "normals_cleared": 0,
+                                                     "normals": 0, "run_sensitivities": []})
+        for key in ("tumors_found", "tumors", "normals_cleared", "normals"):
+            p[key] += r[key]
+        if r["tumors"]:
+            p["run_sensitivities"].append(r["tumors_found"] / r["tumors"])
+    return pooled
 
 
 def _without_the_source_lines(readings: list[dict]) -> list[str]:
@@ -285,11 +299,10 @@ def _without_the_source_lines(readings: list[dict]) -> list[str]:
     for r in readings:
         lines.append(f"| `{r['held_out_source']}` | {r['run']} | {r['threshold']:.3f} | "
                      f"{share(r['tumors_found'], r['tumors'])} | {share(r['normals_cleared'], r['normals'])} |")
-    for source in dict.fromkeys(r["held_out_source"] for r in readings):
-        mine = [r for r in readings if r["held_out_source"] == source]
-        found, tumors = sum(r["tumors_found"] for r in mine), sum(r["tumors"] for r in mine)
-        lines.append(f"| `{source}`, {len(mine)} runs pooled | | | {share(found, tumors)} | "
-                     f"{share(sum(r['normals_cleared'] for r in mine), sum(r['normals'] for r in mine))} |")
+    for source, p in _pooled_by_source(readings).items():
+        runs = sum(r["held_out_source"] == source for r in readings)
+        lines.append(f"| `{source}`, {runs} runs pooled | | | {share(p['tumors_found'], p['tumors'])} | "
+                     f"{share(p['normals_cleared'], p['normals'])} |")
     return lines
 
 
@@ -518,13 +531,11 @@ def _unseen_source_lines(held_out_counts: list[dict]) -> list[str]:
 def _unseen_sensitivity_lines(without_the_source: list[dict]) -> list[str]:
     """readings_without_the_source in one sentence: how many of an unseen collection's tumors are found."""
     spans = []
-    for source in dict.fromkeys(r["held_out_source"] for r in without_the_source):
-        mine = [r for r in without_the_source if r["held_out_source"] == source and r["tumors"]]
-        rates = [r["tumors_found"] / r["tumors"] for r in mine]
+    for source, p in _pooled_by_source(without_the_source).items():
+        rates = p["run_sensitivities"]
         if rates:
-            pooled = sum(r["tumors_found"] for r in mine) / sum(r["tumors"] for r in mine)
-            spans.append(f"`{source}` {pooled:.3f}" + (f" ({len(rates)} runs, {min(rates):.3f}-{max(rates):.3f})"
-                                                       if len(rates) > 1 else ""))
+            spans.append(f"`{source}` {p['tumors_found'] / p['tumors']:.3f}"
+                         + (f" ({len(rates)} runs, {min(rates):.3f}-{max(rates):.3f})" if len(rates) > 1 else ""))
     if not spans:
         return []
     return ["- On a collection it never trained on, the recipe finds fewer tumors than on its own: trained without "

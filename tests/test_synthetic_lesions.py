@@ -2,7 +2,7 @@
 
 import torch
 
-from braintriage.synthetic_lesions import add_lesions
+from braintriage.synthetic_lesions import add_lesions, infiltrative_draws, mass_draws, paint_masses, pushed_outward
 from conftest import synthetic_slice
 
 
@@ -69,3 +69,57 @@ def test_as_copies_keeps_every_normal_and_adds_the_same_painted_images_after_the
     assert torch.equal(out[8:], replaced[painted])  # the very images the replacing mode paints, in order
     assert new_targets[8:].tolist() == [4] * len(painted) and new_weights[8:].tolist() == [0.5] * len(painted)
     assert new_weights[:8].tolist() == weights.tolist()
+
+
+def test_infiltrative_masses_stay_in_the_head_and_zero_share_draws_what_it_drew_before():
+    images = head_batch(6)
+    out, targets, _ = add_lesions(images, torch.zeros(6, dtype=torch.long), torch.ones(6), 1.0, 1, 1.0,
+                                  torch.Generator().manual_seed(1), infiltrative=1.0)
+    background = images < 0.02
+    assert torch.equal(out[background], images[background]) and (targets == 1).all()
+    assert (((out - images).abs() > 0.1).flatten(1).sum(1) > 50).all()  # visible
+    plain = add_lesions(images, torch.zeros(6, dtype=torch.long), torch.ones(6), 1.0, 1, 1.0,
+                        torch.Generator().manual_seed(1))[0]
+    zero_share = add_lesions(images, torch.zeros(6, dtype=torch.long), torch.ones(6), 1.0, 1, 1.0,
+                             torch.Generator().manual_seed(1), infiltrative=0.0)[0]
+    assert torch.equal(plain, zero_share)
+
+
+def test_an_infiltrative_zone_keeps_the_anatomy_a_solid_mass_replaces():
+    """The point of the infiltrative kind: the tissue's pattern shows through it (a solid mass is a flat fill)."""
+    n, size = 4, 96
+    stripes = 0.35 + 0.25 * (torch.arange(size) // 4 % 2).float()  # anatomy: vertical stripes
+    images = stripes.expand(n, 1, size, size).clone()
+    centre = torch.full((n,), size // 2 * size + size // 2)
+    draws = mass_draws(n, torch.Generator().manual_seed(2), "cpu", torch.float32)
+    draws.update(mottle=torch.zeros(n, 1, 1, 1), ring=torch.zeros(n, 1, 1, 1, dtype=torch.bool),
+                 halo=torch.zeros(n, 1, 1, 1, dtype=torch.bool), bright=torch.ones(n, 1, 1, 1, dtype=torch.bool), a=torch.full((n, 1, 1, 1), 0.12),
+                 b=torch.full((n, 1, 1, 1), 0.12))
+    solid = paint_masses(images, centre, draws)
+    draws.update(infiltrative_draws(n, 1.0, torch.Generator().manual_seed(3), "cpu", torch.float32))
+    draws.update(solid_core=torch.zeros(n, 1, 1, 1, dtype=torch.bool), push=torch.zeros(n, 1, 1, 1))
+    zoned = paint_masses(images, centre, draws)
+    middle = (slice(None), 0, slice(size // 2 - 6, size // 2 + 6), slice(size // 2 - 6, size // 2 + 6))
+    pattern = images[middle] - images[middle].mean()
+
+    def pattern_kept(out: torch.Tensor) -> float:
+        shown = out[middle] - out[middle].mean(dim=(-2, -1), keepdim=True)
+        return float((shown * pattern).sum() / (pattern * pattern).sum())
+
+    assert pattern_kept(solid) < 0.05
+    assert pattern_kept(zoned) > 0.1
+    assert (zoned[middle].mean(dim=(-2, -1)) > images[middle].mean(dim=(-2, -1)) + 0.05).all()  # and brightened
+
+
+def test_mass_effect_pushes_the_anatomy_away_from_the_centre():
+    size = 64
+    image = torch.zeros(1, 1, size, size)
+    image[0, 0, 32, 40] = 1.0  # a landmark 8 px right of the centre
+    cy, cx = torch.tensor([[[[32.0]]]]), torch.tensor([[[[32.0]]]])
+    reach = torch.tensor([[[[16.0]]]])
+    still = pushed_outward(image, cy, cx, reach, torch.zeros(1, 1, 1, 1))
+    assert torch.allclose(still, image, atol=1e-6)
+    pushed = pushed_outward(image, cy, cx, reach, torch.full((1, 1, 1, 1), 0.3))
+    columns = torch.arange(size).float()
+    landmark_x = float((pushed[0, 0].sum(0) * columns).sum() / pushed[0, 0].sum())
+    assert landmark_x > 42

@@ -3,6 +3,7 @@ import dataclasses
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from PIL import Image
@@ -11,6 +12,7 @@ from braintriage.augment import AugmentPolicy
 from braintriage.cache import DecodedSet
 from braintriage.crossval import cross_validation
 from braintriage.datasets import load_dataset
+from braintriage.guard_fit import infiltrative_share, painted_normals
 from braintriage.model_card import _recipe_extras
 from braintriage.modelfile import read_metadata
 from braintriage.splits import model_validation_split
@@ -473,3 +475,14 @@ def test_synthetic_lesions_relabel_training_normals_and_join_the_guards_fit(tmp_
     # The model card's recipe line says so.
     assert ("painted masses on 1.0 of the training normals from epoch 1"
             in _recipe_extras(late["metadata"]["training"]["config"]))
+    # Infiltrative masses (session 49) paint otherwise; the card says so, and the guard is fitted on normals
+    # painted the same way.
+    infiltrative = train(TrainConfig(**common, output=str(tmp_path / "infiltrative.safetensors"),
+                                     synthetic_lesions=1.0, lesion_copies=True, infiltrative_lesions=1.0),
+                         log=lambda *_: None)
+    assert [r["train_loss"] for r in infiltrative["history"]] != [r["train_loss"] for r in copies["history"]]
+    assert "1.0 of them infiltrative" in _recipe_extras(infiltrative["metadata"]["training"]["config"])
+    metadata = read_metadata(tmp_path / "infiltrative.safetensors")
+    assert infiltrative_share(metadata) == 1.0 and infiltrative_share(read_metadata(tmp_path / "copies.safetensors")) == 0
+    decoded, idx = DecodedSet.load(cache), np.arange(16)
+    assert not np.array_equal(painted_normals(decoded, idx, 0, 1.0), painted_normals(decoded, idx, 0))

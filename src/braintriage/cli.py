@@ -172,6 +172,9 @@ def audit(data: Path, json_output: Optional[Path]) -> None:
 @click.option("--lesions-from-epoch", type=click.IntRange(min=0), default=0,
               help="With --synthetic-lesions: paint only from this epoch on (0: every epoch), so the network "
                    "learns the scans first and the painted masses last.")
+@click.option("--infiltrative-lesions", type=click.FloatRange(0.0, 1.0), default=0.0,
+              help="With --synthetic-lesions: the share of painted masses drawn as infiltrative zones that "
+                   "brighten the tissue without replacing it, with a rough border and the anatomy pushed aside.")
 @click.option("--frozen-blocks", type=click.IntRange(min=0),
               help="With --pretrained EfficientNet-Lite: keep the stem and the first N blocks as loaded (no "
                    "backward through the largest activation maps: a cheaper step on a CPU).")
@@ -235,7 +238,8 @@ def train(
         blur: float, bias_field: float, intensity_remap: float, invert: float, histogram_match: float,
         histogram_partners: str, style_mixing: float,
         synthetic_lesions: float,
-        lesion_copies: bool, lesions_from_epoch: int, frozen_blocks: Optional[int], teacher: Optional[Path],
+        lesion_copies: bool, lesions_from_epoch: int, infiltrative_lesions: float, frozen_blocks: Optional[int],
+        teacher: Optional[Path],
         distill_weight: float, distill_temperature: float, distill_painted: bool,
         distill_until_epoch: Optional[int], init_from: Optional[Path],
         seed: int, device: str,
@@ -273,7 +277,8 @@ def train(
                       only_fold=only_fold, keep_fold_models=keep_fold_models, fold_guards=fold_guards,
                       max_steps=max_steps, limit=limit, augment=policy,
                       style_mixing=style_mixing, synthetic_lesions=synthetic_lesions, lesion_copies=lesion_copies,
-                      lesions_from_epoch=lesions_from_epoch, frozen_blocks=frozen_blocks,
+                      lesions_from_epoch=lesions_from_epoch, infiltrative_lesions=infiltrative_lesions,
+                      frozen_blocks=frozen_blocks,
                       teacher=str(teacher) if teacher else None, distill_weight=distill_weight,
                       distill_temperature=distill_temperature, distill_painted=distill_painted,
                       distill_until_epoch=distill_until_epoch,

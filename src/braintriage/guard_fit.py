@@ -49,8 +49,9 @@ def guard_training_features(predictor: "Predictor", decoded: DecodedSet, train_i
     """The pooled feature maps (by layer) of the images a guard's feature model is fitted on: `train_idx`, with
     painted copies of its normals for a model trained with lesions; None where the network has none."""
     layers = ood.designs_layers(ood.designs_for(predictor.network.available_guard_layers))
-    return predictor.pooled_by_layer(guard_images(decoded, train_idx, trained_with_lesions(predictor.metadata), seed),
-                                     layers)
+    images = guard_images(decoded, train_idx, trained_with_lesions(predictor.metadata), seed,
+                          infiltrative_share(predictor.metadata))
+    return predictor.pooled_by_layer(images, layers)
 
 
 def fit_guard(predictor: "Predictor", train_pooled: dict[str, np.ndarray], decoded: DecodedSet, val_idx: np.ndarray,
@@ -60,7 +61,8 @@ def fit_guard(predictor: "Predictor", train_pooled: dict[str, np.ndarray], decod
     replaces any earlier guard whole, but keeps the familiarity rule at its percentile."""
     designs = ood.designs_for(predictor.network.available_guard_layers)
     lesions = trained_with_lesions(predictor.metadata)
-    val_pooled = predictor.pooled_by_layer(guard_images(decoded, val_idx, lesions, seed), ood.designs_layers(designs))
+    images = guard_images(decoded, val_idx, lesions, seed, infiltrative_share(predictor.metadata))
+    val_pooled = predictor.pooled_by_layer(images, ood.designs_layers(designs))
     params = ood.fit_designs(train_pooled, val_pooled, designs, validation_normals(decoded, val_idx),
                              (predictor.ood or {}).get("familiar_percentile"))
     params["synthetic_lesions"] = lesions
@@ -101,19 +103,26 @@ def trained_with_lesions(metadata: dict) -> bool:
     return float(metadata.get("training", {}).get("config", {}).get("synthetic_lesions", 0)) > 0
 
 
-def guard_images(decoded: DecodedSet, idx: np.ndarray, lesions: bool, seed: int) -> np.ndarray:
+def infiltrative_share(metadata: dict) -> float:
+    """The share of a model's painted training masses that were infiltrative (--infiltrative-lesions; 0 before it)."""
+    return float(metadata.get("training", {}).get("config", {}).get("infiltrative_lesions", 0))
+
+
+def guard_images(decoded: DecodedSet, idx: np.ndarray, lesions: bool, seed: int, infiltrative: float = 0.0
+                 ) -> np.ndarray:
     """The images of a split the guard is fitted on: those of `idx`, and for a model trained with synthetic lesions
-    one lesion-painted copy of each normal among them."""
+    one lesion-painted copy of each normal among them, painted as the model's training painted them."""
     if not lesions:
         return decoded.images[idx]
-    return np.concatenate([decoded.images[idx], painted_normals(decoded, idx, seed)])
+    return np.concatenate([decoded.images[idx], painted_normals(decoded, idx, seed, infiltrative)])
 
 
-def painted_normals(decoded: DecodedSet, idx: np.ndarray, seed: int) -> np.ndarray:
-    """One lesion-painted copy of each no-tumor image among idx (uint8), the same every call (a fixed seed)."""
+def painted_normals(decoded: DecodedSet, idx: np.ndarray, seed: int, infiltrative: float = 0.0) -> np.ndarray:
+    """One lesion-painted copy of each no-tumor image among idx (uint8), the same every call (a fixed seed);
+    `infiltrative` of the masses infiltrative ones (synthetic_lesions.py)."""
     normals = idx[decoded.tumor[idx] == 0]
     images = torch.from_numpy(decoded.images[normals]).unsqueeze(1).float() / 255.0
     zeros = torch.zeros(len(normals), dtype=torch.long)
     painted, *_ = add_lesions(images, zeros, torch.ones(len(normals)), 1.0, 1, 1.0,
-                              torch.Generator().manual_seed(seed))
+                              torch.Generator().manual_seed(seed), infiltrative=infiltrative)
     return (painted[:, 0] * 255.0).round().clamp(0, 255).to(torch.uint8).numpy()

@@ -199,7 +199,8 @@ def _recipe_extras(cfg: dict) -> str:
     if cfg.get("synthetic_lesions"):
         extras += (f"; painted masses on {cfg['synthetic_lesions']} of the training normals"
                    + (" (as added copies)" if cfg.get("lesion_copies") else "")
-                   + (f" from epoch {cfg['lesions_from_epoch']}" if cfg.get("lesions_from_epoch") else ""))
+                   + (f" from epoch {cfg['lesions_from_epoch']}" if cfg.get("lesions_from_epoch") else "")
+                   + (f", {cfg['infiltrative_lesions']} of them infiltrative" if cfg.get("infiltrative_lesions") else ""))
     if cfg.get("style_mixing"):
         extras += f"; early feature styles mixed between the batch's images in {cfg['style_mixing']} of the steps"
     if cfg.get("frozen_blocks") is not None:

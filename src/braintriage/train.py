@@ -105,6 +105,8 @@ class TrainConfig:
     #                                 a tumor of unknown type (synthetic_lesions.py); 0 = off
     lesion_copies: bool = False  # the painted images join the batch as copies; their normals stay normals
     lesions_from_epoch: int = 0  # paint only from this epoch on: the scans first, the painted masses last
+    infiltrative_lesions: float = 0.0  # the share of painted masses drawn as infiltrative zones that keep the
+    #                                    anatomy under them, with mass effect (synthetic_lesions.py); 0 = none
     style_mixing: float = 0.0  # probability that a training step mixes its images' early feature styles
     #                            (style_mixing.py, MixStyle); 0 = off
     frozen_blocks: int | None = None  # pretrained EfficientNet-Lite: its stem and first N blocks stay as loaded
@@ -235,7 +237,8 @@ def training_views(images_u8: torch.Tensor, targets: torch.Tensor, weights: torc
     if cfg.synthetic_lesions <= 0:  # draws nothing extra: runs without lesions are what they were
         return augment_batch(images_u8.float().div_(255.0), cfg.augment, gen, size, targets != 0), targets, weights
     images, targets, weights = add_lesions(images_u8.float().div_(255.0), targets, weights, cfg.synthetic_lesions,
-                                           tumor_target, tumor_weight, gen, as_copies=cfg.lesion_copies)
+                                           tumor_target, tumor_weight, gen, as_copies=cfg.lesion_copies,
+                                           infiltrative=cfg.infiltrative_lesions)
     return augment_batch(images, cfg.augment, gen, size, targets != 0), targets, weights
 
 
@@ -561,6 +564,7 @@ def run_key_of(decoded: DecodedSet, train_idx: np.ndarray, cfg: TrainConfig, wor
     run_key += f":lesions {cfg.synthetic_lesions}" if cfg.synthetic_lesions else ""
     run_key += ":as copies" if cfg.synthetic_lesions and cfg.lesion_copies else ""
     run_key += f":from epoch {cfg.lesions_from_epoch}" if cfg.synthetic_lesions and cfg.lesions_from_epoch else ""
+    run_key += f":infiltrative {cfg.infiltrative_lesions}" if cfg.synthetic_lesions and cfg.infiltrative_lesions else ""
     run_key += f":frozen stem and {cfg.frozen_blocks} blocks" if cfg.frozen_blocks is not None else ""
     run_key += f":style mixing {cfg.style_mixing}" if cfg.style_mixing else ""
     if cfg.start_size and cfg.start_size < cfg.image_size:  # the size schedule changes every step's images
@@ -681,6 +685,8 @@ def check_settings(cfg: TrainConfig) -> None:
         raise TrainingSetupError("--teacher trains at the full image size only; leave out --start-size")
     if cfg.distill_until_epoch is not None and not cfg.teacher:
         raise TrainingSetupError("--distill-until-epoch says when learning from a teacher stops: it needs --teacher")
+    if cfg.infiltrative_lesions and not cfg.synthetic_lesions:
+        raise TrainingSetupError("--infiltrative-lesions says how some painted masses look: it needs --synthetic-lesions")
     if cfg.teacher and not cfg.distill_painted and cfg.synthetic_lesions and not cfg.lesion_copies:
         raise TrainingSetupError("--no-distill-painted tells painted copies from the images they were painted on: "
                                  "it needs --lesion-copies")

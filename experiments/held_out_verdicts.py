@@ -2,7 +2,7 @@
 
     python experiments/held_out_verdicts.py MODEL (--rules-from FILE | --cv RUN) [--source ../shared/data/br35h]
     python experiments/held_out_verdicts.py --scores experiments/holdout/RUN/scores.csv.gz (--rules-from ... | --cv ...)
-        [--normals-green K ...]
+        [--normals-green K ...] [--missed-by SCORES ...]
 
 MODEL is a leave-source-out run's model file (runs/lso-.../model.safetensors). The held-out rules read P(tumor) at
 0.5; a clinician reads a verdict instead (verdicts.py): "tumor suspected" at or above the uncertain band,
@@ -45,6 +45,10 @@ so that K of the source's normals are green, each under the guard as in the verd
 same cost in normals, since one recipe's scores can sit higher than another's on an unseen source (fewer tumors and
 fewer normals under the same edge). That edge is read off the held-out source itself: a description, never a
 rule a shipped model could use.
+
+`--missed-by SCORES ...` (with --scores) counts the tumors that all those other runs' kept scores put under the
+rules' threshold, and how many of them this run finds: whether a recipe reaches the tumors another misses on
+every seed, or only moves the ones near the threshold (session 49).
 
     python experiments/held_out_verdicts.py --cv experiments/cv/NAME --out-of-fold
 
@@ -174,6 +178,18 @@ def green_at_equal_normals(outcomes: np.ndarray, p: np.ndarray, tumor: np.ndarra
     return float(edge), int((green & ~tumor).sum()), int((green & tumor).sum())
 
 
+def found_of_missed_by_all(scores: Path, others: list[Path], threshold: float) -> tuple[int, int]:
+    """Of the tumors that every run of `others` (kept scores of the same source) scores under `threshold`: how many
+    there are, and how many the run of `scores` puts at or above it."""
+    kept = read_held_out_scores(scores)
+    missed = set(kept["path"][kept["tumor"]])
+    for other in others:
+        theirs = read_held_out_scores(other)
+        missed &= set(theirs["path"][theirs["tumor"] & (theirs["p_tumor"] < threshold)])
+    found = kept["tumor"] & (kept["p_tumor"] >= threshold) & np.isin(kept["path"], sorted(missed))
+    return len(missed), int(found.sum())
+
+
 def print_counts(title: str, outcomes: np.ndarray, tumor: np.ndarray) -> None:
     print(title)
     for label, which in (("tumors", tumor), ("normals", ~tumor)):
@@ -208,6 +224,9 @@ def main(argv: list[str]) -> int:
     familiar.add_argument("--familiar-below", type=float, help="with --scores: ... at this guard score")
     parser.add_argument("--normals-green", type=int, nargs="+", metavar="K",
                         help="with MODEL or --scores: also the tumors green at the edge that leaves K normals green")
+    parser.add_argument("--missed-by", type=Path, nargs="+", metavar="SCORES",
+                        help="with --scores: of the tumors all these runs' kept scores put under the rules' "
+                             "threshold, how many this run finds")
     parser.add_argument("--out-of-fold", action="store_true",
                         help="with --cv alone: the verdicts of the CV's own out-of-fold scores, per source")
     args = parser.parse_args(argv)
@@ -216,6 +235,8 @@ def main(argv: list[str]) -> int:
             parser.error("--out-of-fold reads the CV given with --cv, without MODEL, --scores or --normals-green")
     elif (args.model is None) == (args.scores is None):
         parser.error("give MODEL or --scores, not both")
+    if args.missed_by and not args.scores:
+        parser.error("--missed-by compares kept scores: it needs --scores")
     chosen = (rules_from_cv(args.cv) if args.cv else
               {k: v for k, v in read_metadata(args.rules_from).items() if k in RULE_KEYS})
     band = chosen["uncertain_band"]
@@ -263,6 +284,10 @@ def main(argv: list[str]) -> int:
     for k in args.normals_green or ():
         edge, normals, tumors = green_at_equal_normals(outcomes, p, tumor, k)
         print(f"  with the low edge at {edge:.4f}, read off this source: {normals} normals and {tumors} tumors green")
+    if args.missed_by:
+        missed, found = found_of_missed_by_all(args.scores, args.missed_by, chosen["threshold"])
+        print(f"  of the {missed} tumors all {len(args.missed_by)} --missed-by runs score under "
+              f"{chosen['threshold']:.3f}, this run finds {found}")
     return 0
 
 

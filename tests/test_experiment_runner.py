@@ -99,6 +99,17 @@ def test_kept_held_out_scores_give_the_apps_verdicts_under_other_rules_without_t
     assert verdicts_script.green_at_equal_normals(outcomes, p, tumor, 1) == (0.5, 1, 1)
     with pytest.raises(SystemExit):
         verdicts_script.green_at_equal_normals(outcomes, p, tumor, 2)
+    # Of the tumors another run misses (a second kept run that scores a and b under 0.6, d above it), how many
+    # this one finds: a (b it misses too); of those both miss, b, none.
+    other_dir = tmp_path / "runs" / "lso-x-s1"
+    (other_dir / "holdout-evaluation").mkdir(parents=True)
+    (other_dir / "holdout.json").write_text("{}")
+    others = [dict(r, tumor_probability=q) for r, q in zip(predictions, (0.1, 0.1, 0.5, 0.9, 0.2))]
+    (other_dir / "holdout-evaluation" / "metrics.json").write_text(json.dumps({"predictions": others}))
+    runner.keep_holdout("lso-x-s1", other_dir)
+    other_scores = tmp_path / "holdout" / "lso-x-s1" / "scores.csv.gz"
+    assert verdicts_script.found_of_missed_by_all(scores, [other_scores], 0.6) == (2, 1)
+    assert verdicts_script.found_of_missed_by_all(scores, [other_scores, scores], 0.6) == (1, 0)
 
 
 def test_the_model_card_shows_what_the_app_would_say_for_a_held_out_source_from_its_kept_scores(monkeypatch,

@@ -254,11 +254,13 @@ def held_out_scores_csv(predictions: list[dict]) -> bytes:
 
 
 def read_held_out_scores(path: str | Path) -> dict[str, np.ndarray]:
-    """A kept held-out scores file: each image's P(tumor), whether it is a tumor, whether the guard flagged it,
-    and the guard's score in units of its threshold (NaN in files kept before it was recorded)."""
+    """A kept held-out scores file: each image's path (relative to the data folder), P(tumor), whether it is a
+    tumor, whether the guard flagged it, and the guard's score in units of its threshold (NaN in files kept before
+    it was recorded)."""
     with gzip.open(path, "rt", newline="") as f:
         rows = list(csv.DictReader(f))
-    return {"p_tumor": np.array([float(r["p_tumor"]) for r in rows]),
+    return {"path": np.array([r["path"] for r in rows]),
+            "p_tumor": np.array([float(r["p_tumor"]) for r in rows]),
             "tumor": np.array([r["tumor"] == "1" for r in rows]),
             "guard_flagged": np.array([r["guard_flagged"] == "1" for r in rows]),
             "guard_ratio": np.array([float(r.get("guard_ratio") or "nan") for r in rows])}

@@ -45,7 +45,8 @@ def guard_inputs(run: Path) -> dict:
     config = json.loads((run / "config.json").read_text())
     cfg = TrainConfig(data=[str(Path(s).resolve()) for s in config["sources"]],
                       holdout_source=config.get("holdout_source"), image_size=config["train"]["image_size"],
-                      seed=config["train"]["seed"], synthetic_lesions=config["train"].get("synthetic_lesions", 0.0))
+                      seed=config["train"]["seed"], synthetic_lesions=config["train"].get("synthetic_lesions", 0.0),
+                      infiltrative_lesions=config["train"].get("infiltrative_lesions", 0.0))
     data = prepare_data(cfg, log=lambda *a: None)
     train_idx, val_idx = grouped_split(data.decoded, cfg.val_fraction, cfg.seed)
     classes = np.where(data.decoded.tumor == 0, 0, np.where(data.decoded.tumor_type > 0, data.decoded.tumor_type,
@@ -54,7 +55,7 @@ def guard_inputs(run: Path) -> dict:
     def split(idx):
         images, labels = data.decoded.images[idx], classes[idx]
         if cfg.synthetic_lesions:
-            painted = painted_normals(data.decoded, idx, cfg.seed)
+            painted = painted_normals(data.decoded, idx, cfg.seed, cfg.infiltrative_lesions)
             images = np.concatenate([images, painted])
             labels = np.concatenate([labels, np.full(len(painted), PAINTED)])
         return images, labels

@@ -113,12 +113,11 @@ def infiltrative_draws(n: int, share: float, generator: torch.Generator | None, 
     def uniform(lo: float, hi: float) -> torch.Tensor:
         return lo + (hi - lo) * torch.rand(n, 1, 1, 1, generator=generator, device=device, dtype=dtype)
 
-    d = {"infiltrative": torch.rand(n, 1, 1, 1, generator=generator, device=device) < share,
-         "spread": uniform(*SPREAD), "zone_gain": uniform(*ZONE_GAIN), "roughness": uniform(*ROUGHNESS),
-         "push": uniform(*PUSH), "core_scale": uniform(0.3, 0.7),
-         "solid_core": torch.rand(n, 1, 1, 1, generator=generator, device=device) < CORE_SHARE,
-         "rough_field": torch.rand(n, 1, 24, 24, generator=generator, device=device, dtype=dtype)}
-    return d
+    return {"infiltrative": torch.rand(n, 1, 1, 1, generator=generator, device=device) < share,
+            "spread": uniform(*SPREAD), "zone_gain": uniform(*ZONE_GAIN), "roughness": uniform(*ROUGHNESS),
+            "push": uniform(*PUSH), "core_scale": uniform(0.3, 0.7),
+            "solid_core": torch.rand(n, 1, 1, 1, generator=generator, device=device) < CORE_SHARE,
+            "rough_field": torch.rand(n, 1, 24, 24, generator=generator, device=device, dtype=dtype)}
 
 
 WOBBLE_HARMONICS = (2, 3, 5)  # the border's radius is modulated by these harmonics of the polar angle
@@ -179,7 +178,7 @@ def infiltrative_masses(images: torch.Tensor, cy: torch.Tensor, cx: torch.Tensor
     """Classic masses where `d["infiltrative"]` is false; elsewhere the anatomy pushed outward, a zone out to
     `spread` border radii with a rough edge moved part way to the mass's level, and (`solid_core`) a classic
     mass `core_scale` the size inside it."""
-    m, _, h, w = images.shape
+    _, _, h, w = images.shape
     chosen = d["infiltrative"]
     reach = d["spread"] * 0.5 * (d["a"] + d["b"]) * h  # the zone's radius in pixels, about
     pushed = pushed_outward(images, cy, cx, reach, d["push"] * chosen)

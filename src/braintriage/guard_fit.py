@@ -99,13 +99,18 @@ def validation_normals(decoded: DecodedSet, val_idx: np.ndarray) -> np.ndarray:
     return np.flatnonzero(decoded.tumor[val_idx] == 0)
 
 
+def _training_setting(metadata: dict, name: str) -> float:
+    """A numeric `train` setting a model file records (0 where it predates the setting)."""
+    return float(metadata.get("training", {}).get("config", {}).get(name, 0))
+
+
 def trained_with_lesions(metadata: dict) -> bool:
-    return float(metadata.get("training", {}).get("config", {}).get("synthetic_lesions", 0)) > 0
+    return _training_setting(metadata, "synthetic_lesions") > 0
 
 
 def infiltrative_share(metadata: dict) -> float:
     """The share of a model's painted training masses that were infiltrative (--infiltrative-lesions; 0 before it)."""
-    return float(metadata.get("training", {}).get("config", {}).get("infiltrative_lesions", 0))
+    return _training_setting(metadata, "infiltrative_lesions")
 
 
 def guard_images(decoded: DecodedSet, idx: np.ndarray, lesions: bool, seed: int, infiltrative: float = 0.0

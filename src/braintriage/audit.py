@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import time
 from collections import Counter, defaultdict
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -111,29 +112,13 @@ def audit(root: str | Path, workers: int = 4) -> dict:
         rows = [r for r in records if r.split == name]
         per_split[name] = {"images": len(rows), "classes": dict(sorted(Counter(r.label for r in rows).items()))}
 
-    def groups_of(key: str) -> list[list[ImageRecord]]:
-        by = defaultdict(list)
-        for r in ok:
-            by[getattr(r, key)].append(r)
-        return [g for g in by.values() if len(g) > 1]
-
-    file_groups, pixel_groups = groups_of("file_sha"), groups_of("pixel_sha")
+    file_groups, pixel_groups = _groups_by(ok, "file_sha"), _groups_by(ok, "pixel_sha")
     hashes = np.array([r.phash for r in ok], dtype=np.uint64)
-    group_ids = near_duplicate_groups(hashes)
     near = defaultdict(list)
-    for r, g in zip(ok, group_ids):
+    for r, g in zip(ok, near_duplicate_groups(hashes)):
         near[g].append(r)
     near_groups = [g for g in near.values() if len(g) > 1]
-    # Label conflicts are counted pairwise (two images within the distance, different classes), not through
-    # chains of groups, where one ambiguous link would make a whole group look conflicted.
-    close = np.triu(hamming_matrix(hashes, hashes) <= NEAR_DUPLICATE_DISTANCE, k=1) if len(ok) else np.zeros((0, 0))
-    pairs = np.argwhere(close)
-    conflict_pairs = [(ok[i], ok[j]) for i, j in pairs if ok[i].label != ok[j].label]
-    binary = lambda label: "no_tumor" if label == "no_tumor" else "tumor"  # noqa: E731
-    binary_conflicts = [(a, b) for a, b in conflict_pairs if binary(a.label) != binary(b.label)]
-    exact_conflicts = [g for g in pixel_groups if len({r.label for r in g}) > 1]
     cross_split = [g for g in near_groups if len({r.split for r in g}) > 1]
-
     leak = held_out_leakage(ok) if "training" in splits else {"leaked_images": 0}
 
     def examples(groups: list[list[ImageRecord]], n: int = 10) -> list[list[str]]:
@@ -161,20 +146,41 @@ def audit(root: str | Path, workers: int = 4) -> dict:
             "images_in_groups": sum(len(g) for g in near_groups),
             "largest_group": max((len(g) for g in near_groups), default=0),
         },
-        "label_conflicts": {
-            "note": "pHash pairs are candidates: at this distance pHash also links different slices with a "
-                    "similar outline; pixel-identical groups with two labels are certain conflicts",
-            "pixel_identical_groups": len(exact_conflicts),
-            "pixel_identical_examples": examples(exact_conflicts),
-            "pairs": len(conflict_pairs),
-            "images": len({id(r) for pair in conflict_pairs for r in pair}),
-            "pairs_tumor_vs_no_tumor": len(binary_conflicts),
-            "examples": [[f"{a.split}/{a.path} ({a.label})", f"{b.split}/{b.path} ({b.label})"]
-                         for a, b in (binary_conflicts + conflict_pairs)[:10]],
-        },
+        "label_conflicts": label_conflicts(ok, hashes, pixel_groups, examples),
         "cross_split_groups": {"groups": len(cross_split), "examples": examples(cross_split)},
         **leak,
         "seconds": round(time.time() - t0, 1),
+    }
+
+
+def _groups_by(records: list[ImageRecord], key: str) -> list[list[ImageRecord]]:
+    """Groups of two or more records sharing one value of `key` (a file or pixel hash)."""
+    by = defaultdict(list)
+    for r in records:
+        by[getattr(r, key)].append(r)
+    return [g for g in by.values() if len(g) > 1]
+
+
+def label_conflicts(ok: list[ImageRecord], hashes: np.ndarray, pixel_groups: list[list[ImageRecord]],
+                    examples: Callable[[list[list[ImageRecord]]], list[list[str]]]) -> dict:
+    """Images that look alike and carry different labels. Counted pairwise (two images within the distance,
+    different classes), not through chains of groups, where one ambiguous link would make a whole group look
+    conflicted."""
+    close = np.triu(hamming_matrix(hashes, hashes) <= NEAR_DUPLICATE_DISTANCE, k=1) if len(ok) else np.zeros((0, 0))
+    conflict_pairs = [(ok[i], ok[j]) for i, j in np.argwhere(close) if ok[i].label != ok[j].label]
+    binary = lambda label: "no_tumor" if label == "no_tumor" else "tumor"  # noqa: E731
+    binary_conflicts = [(a, b) for a, b in conflict_pairs if binary(a.label) != binary(b.label)]
+    exact_conflicts = [g for g in pixel_groups if len({r.label for r in g}) > 1]
+    return {
+        "note": "pHash pairs are candidates: at this distance pHash also links different slices with a "
+                "similar outline; pixel-identical groups with two labels are certain conflicts",
+        "pixel_identical_groups": len(exact_conflicts),
+        "pixel_identical_examples": examples(exact_conflicts),
+        "pairs": len(conflict_pairs),
+        "images": len({id(r) for pair in conflict_pairs for r in pair}),
+        "pairs_tumor_vs_no_tumor": len(binary_conflicts),
+        "examples": [[f"{a.split}/{a.path} ({a.label})", f"{b.split}/{b.path} ({b.label})"]
+                     for a, b in (binary_conflicts + conflict_pairs)[:10]],
     }
 
 

@@ -208,7 +208,7 @@ def print_at(tumor: np.ndarray, p: np.ndarray, threshold: float, label: str) -> 
     print(f"  at {label}: " + ", ".join(rates))
 
 
-def main(argv: list[str]) -> int:
+def parse_args(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("model", type=Path, nargs="?", help="a leave-source-out run's model file")
     parser.add_argument("--scores", type=Path, help="instead of MODEL: a run's kept held-out scores (scores.csv.gz)")
@@ -237,26 +237,34 @@ def main(argv: list[str]) -> int:
         parser.error("give MODEL or --scores, not both")
     if args.missed_by and not args.scores:
         parser.error("--missed-by compares kept scores: it needs --scores")
-    chosen = (rules_from_cv(args.cv) if args.cv else
-              {k: v for k, v in read_metadata(args.rules_from).items() if k in RULE_KEYS})
+    if args.out_of_fold and args.familiar_percentile and not has_guard_scores(args.cv):
+        parser.error(f"{args.cv} kept no guard scores (train --folds K --fold-guards)")
+    return args
+
+
+def print_out_of_fold(cv: Path, chosen: dict, familiar_percentile: float | None) -> None:
+    """The verdicts of a CV's own out-of-fold scores, per source: without a guard, and with each fold's guard
+    (and the familiarity rule) where the CV kept guard scores."""
     band = chosen["uncertain_band"]
-    if args.out_of_fold:
-        readings = [("no guard", False, None)]
-        if has_guard_scores(args.cv):
-            readings.append(("each fold's guard", True, None))
-            if args.familiar_percentile:
-                readings.append((f"each fold's guard and the familiarity rule at {args.familiar_percentile:g}%",
-                                 True, args.familiar_percentile))
-        elif args.familiar_percentile:
-            parser.error(f"{args.cv} kept no guard scores (train --folds K --fold-guards)")
-        for title, guard, percentile in readings:
-            outcomes, tumor, sources = out_of_fold_verdicts(args.cv, chosen, guard, percentile)
-            print(f"{args.cv} out of fold, read with threshold {chosen['threshold']:.3f} and band "
-                  f"[{band['low']:.3f}, {band['high']:.3f}), {title}")
-            for source in [*sorted(set(sources)), None]:
-                which = np.ones(len(sources), bool) if source is None else sources == source
-                print_counts(f"{source or 'all sources'}:", outcomes[which], tumor[which])
-        return 0
+    readings = [("no guard", False, None)]
+    if has_guard_scores(cv):
+        readings.append(("each fold's guard", True, None))
+        if familiar_percentile:
+            readings.append((f"each fold's guard and the familiarity rule at {familiar_percentile:g}%",
+                             True, familiar_percentile))
+    for title, guard, percentile in readings:
+        outcomes, tumor, sources = out_of_fold_verdicts(cv, chosen, guard, percentile)
+        print(f"{cv} out of fold, read with threshold {chosen['threshold']:.3f} and band "
+              f"[{band['low']:.3f}, {band['high']:.3f}), {title}")
+        for source in [*sorted(set(sources)), None]:
+            which = np.ones(len(sources), bool) if source is None else sources == source
+            print_counts(f"{source or 'all sources'}:", outcomes[which], tumor[which])
+
+
+def print_held_out(args: argparse.Namespace, chosen: dict) -> None:
+    """A held-out run's verdicts under the chosen rules, then its sensitivity at 0.5 and at the threshold, and
+    the readings asked for (--normals-green, --missed-by)."""
+    band = chosen["uncertain_band"]
     if args.scores:
         outcomes, p, tumor = verdicts_from_scores(args.scores, chosen)
     else:
@@ -288,6 +296,16 @@ def main(argv: list[str]) -> int:
         missed, found = found_of_missed_by_all(args.scores, args.missed_by, chosen["threshold"])
         print(f"  of the {missed} tumors all {len(args.missed_by)} --missed-by runs score under "
               f"{chosen['threshold']:.3f}, this run finds {found}")
+
+
+def main(argv: list[str]) -> int:
+    args = parse_args(argv)
+    chosen = (rules_from_cv(args.cv) if args.cv else
+              {k: v for k, v in read_metadata(args.rules_from).items() if k in RULE_KEYS})
+    if args.out_of_fold:
+        print_out_of_fold(args.cv, chosen, args.familiar_percentile)
+    else:
+        print_held_out(args, chosen)
     return 0
 
 

@@ -11,6 +11,17 @@ scores it from what the runs already hold:
   same grouped folds: checked), at the threshold keeping out-of-fold specificity 0.95, per source
   (`metrics.per_source_metrics`), as `braintriage threshold` would set it for the ensemble.
 The rule it answers is in docs/model.md (session 22); Testing is never read here.
+
+    python experiments/ensemble_holdout.py --cv experiments/cv/CV_A experiments/cv/CV_B \
+        --scores experiments/holdout/A_RUN_s0/scores.csv.gz experiments/holdout/B_RUN_s0/scores.csv.gz \
+        [--scores A_RUN_s1/... B_RUN_s1/... ...]
+
+reads the same mean from what experiments/run.py kept, for runs whose models are gone with their machine (session
+50): each `--scores` is one seed's kept held-out scores, one file per recipe in the order of `--cv`, and the mean is
+read at the threshold the mean of the CVs' out-of-fold scores sets (CVs without the held-out source, so chosen
+without it: issue 21's Br35H target as written), each member alone at its own CV's threshold beside it. An averaged
+image's score is still out of fold whether or not the CVs share their folds. It counts P(tumor) against the
+threshold and the band's low edge only (no guard).
 """
 
 from __future__ import annotations
@@ -21,9 +32,11 @@ from pathlib import Path
 import numpy as np
 
 from braintriage.datasets import load_dataset
+from braintriage.evaluate import read_held_out_scores
 from braintriage.inference import Predictor
 from braintriage.metrics import binary_metrics, describe_per_source, per_source_metrics, threshold_for_specificity
-from braintriage.operating_point import out_of_fold_scores, out_of_fold_sources, read_out_of_fold
+from braintriage.operating_point import (out_of_fold_rows, out_of_fold_scores, out_of_fold_sources, read_out_of_fold,
+                                         threshold_and_band)
 
 
 def held_out_scores(run: Path, paths: list[str]) -> np.ndarray:
@@ -75,13 +88,73 @@ def out_of_fold(cv_first: Path, cv_second: Path) -> None:
         print(f"  {line}")
 
 
+def mean_out_of_fold(cvs: list[Path]) -> tuple[np.ndarray, np.ndarray]:
+    """Each out-of-fold image's label (1 = tumor) and the mean of the CVs' P(tumor) for it."""
+    scored = [{r["path"]: (int(r["tumor"]), float(r["p_tumor"])) for r in out_of_fold_rows(cv)} for cv in cvs]
+    paths = sorted(scored[0])
+    if any(sorted(s) != paths for s in scored[1:]):
+        raise SystemExit("the cross-validations scored different images: they are not of the same sources")
+    return (np.array([scored[0][p][0] for p in paths]),
+            np.mean([[s[p][1] for p in paths] for s in scored], axis=0))
+
+
+def mean_held_out(files: list[Path]) -> tuple[np.ndarray, np.ndarray]:
+    """Each held-out image's label (True = tumor) and the mean of the runs' P(tumor) for it."""
+    kept = [read_held_out_scores(f) for f in files]
+    order = [np.argsort(k["path"]) for k in kept]
+    paths = [np.asarray(k["path"])[o] for k, o in zip(kept, order)]
+    if any(not np.array_equal(p, paths[0]) for p in paths[1:]):
+        raise SystemExit(f"{', '.join(map(str, files))}: the runs scored different images")
+    return (np.asarray(kept[0]["tumor"])[order[0]].astype(bool),
+            np.mean([np.asarray(k["p_tumor"])[o] for k, o in zip(kept, order)], axis=0))
+
+
+def reading(tumor: np.ndarray, p: np.ndarray, threshold: float, low: float) -> dict:
+    """Tumors found and normals cleared at the threshold; tumors and normals under the band's low edge."""
+    return {"found": int((p[tumor] >= threshold).sum()), "tumors": int(tumor.sum()),
+            "cleared": int((p[~tumor] < threshold).sum()), "normals": int((~tumor).sum()),
+            "tumors_under": int((p[tumor] < low).sum()), "normals_under": int((p[~tumor] < low).sum())}
+
+
+def print_kept_readings(title: str, rules: tuple[float, dict], seeds: list[tuple[np.ndarray, np.ndarray]]) -> None:
+    threshold, band = rules
+    rows = [reading(t, p, threshold, band["low"]) for t, p in seeds]
+    total = {k: sum(r[k] for r in rows) for k in rows[0]}
+    per_seed = " / ".join(f"{r['found'] / r['tumors']:.3f}" for r in rows)
+    print(f"{title}: threshold {threshold:.3f}, band [{band['low']:.3f}, {band['high']:.3f})\n"
+          f"  sensitivity {per_seed}; pooled {total['found']} of {total['tumors']} "
+          f"({total['found'] / total['tumors']:.3f}), specificity {total['cleared']} of {total['normals']}; under the "
+          f"band {total['tumors_under']} tumors and {total['normals_under']} normals")
+
+
+def kept_scores(cvs: list[Path], scores: list[list[Path]]) -> None:
+    """Each member alone at its own CV's threshold, then their mean at the threshold of the mean of the CVs."""
+    for i, cv in enumerate(cvs):
+        y, p = mean_out_of_fold([cv])
+        print_kept_readings(f"{cv.name} alone", threshold_and_band(y, p, 0.95),
+                            [mean_held_out([files[i]]) for files in scores])
+    y, p = mean_out_of_fold(cvs)
+    print(f"out of fold, the mean: sensitivity {(p[y == 1] >= threshold_and_band(y, p, 0.95)[0]).mean():.3f}")
+    print_kept_readings("the mean", threshold_and_band(y, p, 0.95), [mean_held_out(files) for files in scores])
+
+
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--held-out", type=Path, help="the source both members were trained without")
     parser.add_argument("--first", type=Path, help="run folder of the first member (its guard is the ensemble's)")
     parser.add_argument("--second", type=Path, nargs="+", default=[], help="run folders of second members")
-    parser.add_argument("--cv", type=Path, nargs=2, help="the two recipes' cross-validation run folders")
+    parser.add_argument("--cv", type=Path, nargs="+",
+                        help="the recipes' cross-validations (run folders; with --scores, also their kept folds)")
+    parser.add_argument("--scores", type=Path, nargs="+", action="append",
+                        help="one seed's kept held-out scores, one per recipe in --cv's order (repeat per seed)")
     args = parser.parse_args()
+    if args.scores:
+        if not args.cv or len(args.cv) < 2 or any(len(files) != len(args.cv) for files in args.scores):
+            parser.error("--scores needs two or more --cv, and one file per --cv in each --scores")
+        kept_scores(args.cv, args.scores)
+        raise SystemExit(0)
+    if args.cv and len(args.cv) != 2:
+        parser.error("--cv without --scores compares two cross-validations")
     if args.held_out:
         held_out(args.held_out, args.first, args.second)
     if args.cv:

@@ -277,3 +277,34 @@ def test_the_model_card_reads_a_held_out_source_at_the_threshold_chosen_without_
     with pytest.raises(ModelFileError, match="every held-out source"):
         readings_without_the_source(rows, [kept_cv("cv-with", ["seed", "br35h"])])
     assert readings_without_the_source(rows, []) == [] and _without_the_source_lines([]) == []
+
+
+def test_recipes_averaged_are_read_at_the_threshold_of_their_averaged_out_of_fold_scores(tmp_path):
+    import gzip
+
+    spec = importlib.util.spec_from_file_location("ensemble_holdout", ROOT / "experiments" / "ensemble_holdout.py")
+    mean_script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mean_script)
+    for name, scores, folds in (("a", (0.9, 0.2, 0.4), (1, 1, 2)), ("b", (0.5, 0.6, 0.0), (2, 1, 1))):
+        rows = [{"path": f"seed/{i}.jpg", "fold": f, "tumor": int(i != 2), "p_tumor": s}
+                for i, (s, f) in enumerate(zip(scores, folds))]
+        (tmp_path / name).mkdir()
+        for fold in (1, 2):  # the CVs need not share their folds: every averaged score is still out of fold
+            kept = {"config": {"folds": 2}, "oof_rows": [r for r in rows if r["fold"] == fold]}
+            (tmp_path / name / f"fold-{fold}.json.gz").write_bytes(gzip.compress(json.dumps(kept).encode()))
+    y, p = mean_script.mean_out_of_fold([tmp_path / "a", tmp_path / "b"])
+    assert y.tolist() == [1, 1, 0] and p == pytest.approx([0.7, 0.4, 0.2])
+
+    def held_out(name, lines):
+        path = tmp_path / f"{name}.csv.gz"
+        path.write_bytes(gzip.compress(("path,tumor,p_tumor,guard_flagged,guard_ratio\n" + lines).encode()))
+        return path
+
+    first = held_out("s0-a", "yes/y1.jpg,1,0.8,0,0.5\nno/n1.jpg,0,0.1,0,0.5\nyes/y2.jpg,1,0.2,0,\n")
+    second = held_out("s0-b", "no/n1.jpg,0,0.5,0,0.5\nyes/y2.jpg,1,0.6,0,0.5\nyes/y1.jpg,1,0.4,0,0.5\n")
+    tumor, mean = mean_script.mean_held_out([first, second])  # matched by path, not by row
+    assert tumor.tolist() == [False, True, True] and mean == pytest.approx([0.3, 0.6, 0.4])
+    assert mean_script.reading(tumor, mean, 0.5, 0.35) == {
+        "found": 1, "tumors": 2, "cleared": 1, "normals": 1, "tumors_under": 0, "normals_under": 1}
+    with pytest.raises(SystemExit):
+        mean_script.mean_held_out([first, held_out("other", "yes/y1.jpg,1,0.8,0,0.5\n")])

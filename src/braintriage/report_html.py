@@ -60,11 +60,36 @@ def _metrics_rows(block: dict | None) -> dict[str, str]:
 
 def write_report(path: str | Path, report: dict, figures: dict[str, bytes], metadata: dict,
                  worst: dict[str, list[dict]]) -> None:
+    """The report, section by section, in the order a reader goes: summary, metrics, figures, leakage, mistakes."""
+    def figure_section(section_id: str, title: str, names: list[str], note: str = "") -> str:
+        imgs = "".join(f'<img alt="{n}" src="{_data_uri(figures[n])}">' for n in names if n in figures)
+        return (f'<section id="{section_id}"><h2>{title}</h2>{note}<div class="figs">{imgs or "not available"}'
+                f"</div></section>")
+
+    parts = [
+        _summary_and_metrics(report, metadata),
+        *_per_type(report),
+        figure_section("confusion", "Confusion matrix", ["confusion_matrix", "type_confusion_matrix"]),
+        figure_section("curves", "ROC and precision-recall", ["roc_curve", "pr_curve"]),
+        figure_section("calibration", "Calibration", ["reliability"],
+                       f"<p>Expected calibration error: {_f(report['calibration']['ece'])} (10 equal-width bins).</p>"),
+        *_leakage(report.get("leakage")),
+        figure_section("training", "Training curves", ["training_curves"]),
+        *_mistakes(worst),
+    ]
+    if report["unreadable"]:
+        items = "".join(f"<li>{html.escape(u['path'])}: {html.escape(u['error'])}</li>" for u in report["unreadable"])
+        parts.append(f'<section id="unreadable"><h2>Unreadable files</h2><ul>{items}</ul></section>')
+    parts.append("</body></html>")
+    Path(path).write_text("\n".join(parts), encoding="utf-8")
+
+
+def _summary_and_metrics(report: dict, metadata: dict) -> str:
+    """The page head, the notice, the summary table and the metrics table (all images and the unleaked subset)."""
     e = html.escape
     m = report["metrics"]
-    unleaked = report.get("unleaked")
-    all_rows, un_rows = _metrics_rows(report), _metrics_rows(unleaked)
-    parts = [f"""<!doctype html><html lang="en"><head><meta charset="utf-8">
+    all_rows, un_rows = _metrics_rows(report), _metrics_rows(report.get("unleaked"))
+    return f"""<!doctype html><html lang="en"><head><meta charset="utf-8">
 <meta name="viewport" content="width=device-width, initial-scale=1">
 <title>braintriage evaluation: {e(report['data'])}</title><style>{CSS}</style></head><body>
 <h1>braintriage evaluation</h1>
@@ -86,44 +111,41 @@ threshold {m['threshold']:.3f} ({e(metadata.get('threshold_rule', ''))})</td></t
 {report.get('leakage', {}).get('max_hamming_distance', '?')} bits) in the training data. A metric is n/a where
 the subset has no images of a class.</p></section>
 <section id="per-type"><h2>Sensitivity by tumor type</h2><table>
-<tr><th>type</th><th>all images</th><th>unleaked subset</th></tr>"""]
-    for name, v in report["sensitivity_by_type"].items():
-        u = (unleaked or {}).get("sensitivity_by_type", {}).get(name)
-        cell = lambda x: f"{_f(x['value'])} <small>({_f(x['ci95'][0])}-{_f(x['ci95'][1])}), n={x['n']}</small>" \
-            if x else "n/a"  # noqa: E731
-        parts.append(f"<tr><td>{e(name)}</td><td>{cell(v)}</td><td>{cell(u)}</td></tr>")
-    parts.append("</table></section>")
+<tr><th>type</th><th>all images</th><th>unleaked subset</th></tr>"""
 
-    def figure_section(section_id: str, title: str, names: list[str], note: str = "") -> None:
-        imgs = "".join(f'<img alt="{n}" src="{_data_uri(figures[n])}">' for n in names if n in figures)
-        parts.append(f'<section id="{section_id}"><h2>{title}</h2>{note}<div class="figs">{imgs or "not available"}'
-                     f"</div></section>")
 
-    figure_section("confusion", "Confusion matrix", ["confusion_matrix", "type_confusion_matrix"])
-    figure_section("curves", "ROC and precision-recall", ["roc_curve", "pr_curve"])
-    figure_section("calibration", "Calibration", ["reliability"],
-                   f"<p>Expected calibration error: {_f(report['calibration']['ece'])} (10 equal-width bins).</p>")
-    leak = report.get("leakage")
-    parts.append('<section id="leakage"><h2>Leakage between training and test data</h2>')
+def _per_type(report: dict) -> list[str]:
+    """One row per tumor type: its sensitivity on all images and on the unleaked subset."""
+    def cell(x: dict | None) -> str:
+        return f"{_f(x['value'])} <small>({_f(x['ci95'][0])}-{_f(x['ci95'][1])}), n={x['n']}</small>" if x else "n/a"
+
+    unleaked = report.get("unleaked") or {}
+    rows = [f"<tr><td>{html.escape(name)}</td><td>{cell(v)}</td>"
+            f"<td>{cell(unleaked.get('sensitivity_by_type', {}).get(name))}</td></tr>"
+            for name, v in report["sensitivity_by_type"].items()]
+    return [*rows, "</table></section>"]
+
+
+def _leakage(leak: dict | None) -> list[str]:
+    """How many test images have a near duplicate in the training data (the unleaked subset is the honest part)."""
     if leak:
-        parts.append(f"<p>{leak['leaked_images']} of {leak['leaked_images'] + leak['unleaked_images']} test images "
-                     f"have a near duplicate (pHash within {leak['max_hamming_distance']} bits; "
-                     f"{leak['leaked_at_distance_0']} at distance 0) in <code>{e(leak['train_data'])}</code>. "
-                     "Metrics on all images are inflated by them; the unleaked subset is the honest part.</p>")
+        text = (f"<p>{leak['leaked_images']} of {leak['leaked_images'] + leak['unleaked_images']} test images "
+                f"have a near duplicate (pHash within {leak['max_hamming_distance']} bits; "
+                f"{leak['leaked_at_distance_0']} at distance 0) in <code>{html.escape(leak['train_data'])}</code>. "
+                "Metrics on all images are inflated by them; the unleaked subset is the honest part.</p>")
     else:
-        parts.append("<p>No training data was given or found, so leakage was not measured.</p>")
-    parts.append("</section>")
-    figure_section("training", "Training curves", ["training_curves"])
-    parts.append('<section id="errors"><h2>Most confident mistakes</h2>')
+        text = "<p>No training data was given or found, so leakage was not measured.</p>"
+    return ['<section id="leakage"><h2>Leakage between training and test data</h2>', text, "</section>"]
+
+
+def _mistakes(worst: dict[str, list[dict]]) -> list[str]:
+    """Thumbnails of the most confident missed tumors and false alarms, each with its P(tumor)."""
+    e = html.escape
+    parts = ['<section id="errors"><h2>Most confident mistakes</h2>']
     for key, title in (("false_negatives", "Missed tumors (false negatives)"),
                        ("false_positives", "False alarms (false positives)")):
-        rows = worst[key]
         thumbs = "".join(f'<figure><img alt="{e(r["path"])}" src="{_thumbnail(r["image"])}"><figcaption>'
-                         f'{e(r["path"])}<br>P(tumor) {r["tumor_probability"]:.3f}</figcaption></figure>' for r in rows)
+                         f'{e(r["path"])}<br>P(tumor) {r["tumor_probability"]:.3f}</figcaption></figure>'
+                         for r in worst[key])
         parts.append(f"<h3>{title}</h3><div class=\"thumbs\">{thumbs or '<p>none</p>'}</div>")
-    parts.append("</section>")
-    if report["unreadable"]:
-        items = "".join(f"<li>{e(u['path'])}: {e(u['error'])}</li>" for u in report["unreadable"])
-        parts.append(f'<section id="unreadable"><h2>Unreadable files</h2><ul>{items}</ul></section>')
-    parts.append("</body></html>")
-    Path(path).write_text("\n".join(parts), encoding="utf-8")
+    return [*parts, "</section>"]

@@ -134,8 +134,9 @@ def kept_scores(cvs: list[Path], scores: list[list[Path]]) -> None:
         print_kept_readings(f"{cv.name} alone", threshold_and_band(y, p, 0.95),
                             [mean_held_out([files[i]]) for files in scores])
     y, p = mean_out_of_fold(cvs)
-    print(f"out of fold, the mean: sensitivity {(p[y == 1] >= threshold_and_band(y, p, 0.95)[0]).mean():.3f}")
-    print_kept_readings("the mean", threshold_and_band(y, p, 0.95), [mean_held_out(files) for files in scores])
+    rules = threshold_and_band(y, p, 0.95)
+    print(f"out of fold, the mean: sensitivity {(p[y == 1] >= rules[0]).mean():.3f}")
+    print_kept_readings("the mean", rules, [mean_held_out(files) for files in scores])
 
 
 if __name__ == "__main__":

@@ -196,6 +196,10 @@ def audit(data: Path, json_output: Optional[Path]) -> None:
               help="Start from this trained model file's weights (same architecture and classes) instead of "
                    "random or ImageNet ones, e.g. to fine-tune a 200 px model at 160 px. With --folds, a folder of "
                    "fold-K.safetensors (a --keep-fold-models cross-validation), one per fold.")
+@click.option("--upweight", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="A CSV with columns path,weight: these training images' loss weights are multiplied by their "
+                   "weight, each class keeping its total (e.g. an earlier cross-validation's out-of-fold mistakes, "
+                   "from its oof.csv paths: 'just train twice').")
 @click.option("--seed", type=int, default=0)
 @click.option("--device", type=str, default="auto", help="auto, cpu, cuda, cuda:1 ...")
 @click.option("--precision", type=str, default="auto",
@@ -241,7 +245,7 @@ def train(
         lesion_copies: bool, lesions_from_epoch: int, infiltrative_lesions: float, frozen_blocks: Optional[int],
         teacher: Optional[Path],
         distill_weight: float, distill_temperature: float, distill_painted: bool,
-        distill_until_epoch: Optional[int], init_from: Optional[Path],
+        distill_until_epoch: Optional[int], init_from: Optional[Path], upweight: Optional[Path],
         seed: int, device: str,
         precision: str, compile: bool, calibrate: bool, resume: bool, checkpoint_seconds: float,
         exclude_leaked: Optional[Path], folds: Optional[int], only_fold: Optional[int], keep_fold_models: bool,
@@ -282,7 +286,8 @@ def train(
                       teacher=str(teacher) if teacher else None, distill_weight=distill_weight,
                       distill_temperature=distill_temperature, distill_painted=distill_painted,
                       distill_until_epoch=distill_until_epoch,
-                      init_from=str(init_from) if init_from else None)
+                      init_from=str(init_from) if init_from else None,
+                      upweight=str(upweight) if upweight else None)
     with user_errors():
         (cross_validation if folds else train_one_model)(cfg, log=click.echo)
 

@@ -34,6 +34,18 @@ def cell_weights(targets: np.ndarray, source_ids: np.ndarray, num_sources: int, 
     return np.where(counts > 0, weights, mean_of_class[None, :]).astype(np.float32)
 
 
+def reweighted(weights: np.ndarray, targets: np.ndarray, train_idx: np.ndarray, multipliers: np.ndarray
+               ) -> np.ndarray:
+    """`weights` times per-image `multipliers` (e.g. an earlier run's mistakes counted more: "just train twice"),
+    rescaled so that each target class keeps its total over train_idx: which images of a class count, not how
+    much the class counts, changes."""
+    out = weights * multipliers
+    for target in np.unique(targets[train_idx]):
+        members = train_idx[targets[train_idx] == target]
+        out[targets == target] *= weights[members].sum() / max(out[members].sum(), 1e-12)
+    return out.astype(np.float32)
+
+
 def per_image_loss(logits: torch.Tensor, targets: torch.Tensor, smoothing: float = 0.0) -> torch.Tensor:
     """Cross-entropy per image. A sigmoid model: binary. A type model: over the four classes, except for an
     UNTYPED_TUMOR target, where only P(tumor) = 1 - P(no tumor) is known: -log(1 - P(no tumor))."""

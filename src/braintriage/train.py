@@ -18,6 +18,7 @@
 from __future__ import annotations
 
 import copy
+import csv
 import hashlib
 import json
 import math
@@ -40,7 +41,7 @@ from braintriage.datasets import TUMOR_TYPES, DatasetLayoutError, load_dataset
 from braintriage.distill import Teacher, distillation_loss, resized_views
 from braintriage.guard_fit import calibrate_ood
 from braintriage.hardware import hardware_name, native_bf16, pick_device
-from braintriage.losses import UNTYPED_TUMOR, cell_weights, correct_predictions, weighted_loss
+from braintriage.losses import UNTYPED_TUMOR, cell_weights, correct_predictions, reweighted, weighted_loss
 from braintriage.metrics import binary_metrics, threshold_for_sensitivity, wilson_interval
 from braintriage.modelfile import describe_model_file, file_digest, read_metadata, save_model
 from braintriage.pretrained import weights_package
@@ -118,6 +119,8 @@ class TrainConfig:
     distill_until_epoch: int | None = None  # learn the teacher's view only in the epochs before this one (from 0)
     init_from: str | None = None  # start from this trained model file's weights (warm_start.py); with folds, a
     #                               folder of fold-K.safetensors, one per fold
+    upweight: str | None = None  # a CSV path,weight: these training images' loss weights times `weight`, each class
+    #                              keeping its total (e.g. an earlier CV's out-of-fold mistakes: "just train twice")
 
 
 def use_bf16(precision: str, device: torch.device) -> bool:
@@ -279,11 +282,48 @@ class Prepared:
     source_names: list[str]
     held_out: DecodedSet | None = None  # the --holdout-source images, kept out of training
     teacher_images: np.ndarray | None = None  # --teacher: the images at its input size, in `decoded`'s order
+    multipliers: np.ndarray | None = None  # --upweight: a loss-weight multiplier per image, in `decoded`'s order
 
     def image_weights(self, train_idx: np.ndarray, balance: float) -> np.ndarray:
-        """A loss weight per image (all of them), from the class and source counts of train_idx."""
+        """A loss weight per image (all of them), from the class and source counts of train_idx, times any
+        --upweight multipliers."""
         table = cell_weights(self.targets[train_idx], self.source_ids[train_idx], len(self.source_names), balance)
-        return table[self.source_ids, self.targets]
+        weights = table[self.source_ids, self.targets]
+        if self.multipliers is None:
+            return weights
+        return reweighted(weights, self.targets, train_idx, self.multipliers)
+
+
+def upweight_multipliers(path: str, decoded: DecodedSet, log=print) -> np.ndarray:
+    """--upweight's CSV (columns path,weight; paths as the training set names them, e.g. a CV's oof.csv) as a
+    multiplier per image of `decoded`, 1 where it is not listed. Refused when no listed path is among the images
+    (paths of another form) or a weight is not a positive number."""
+    try:
+        with open(path, newline="") as f:
+            rows = list(csv.DictReader(f))
+    except (OSError, UnicodeDecodeError, csv.Error) as e:
+        raise TrainingSetupError(f"--upweight {path}: cannot read it ({e.__class__.__name__})") from None
+    if not rows or not {"path", "weight"} <= set(rows[0]):
+        raise TrainingSetupError(f"--upweight {path}: a CSV with the columns path,weight is needed")
+    index = {p: i for i, p in enumerate(decoded.paths.tolist())}
+    multipliers = np.ones(len(decoded), np.float64)
+    found = 0
+    for line, row in enumerate(rows, start=2):
+        try:
+            weight = float(row["weight"])
+        except (TypeError, ValueError):
+            weight = float("nan")
+        if not (np.isfinite(weight) and weight > 0):
+            raise TrainingSetupError(f"--upweight {path}, line {line}: the weight is not a positive number")
+        if row["path"] in index:
+            multipliers[index[row["path"]]] = weight
+            found += 1
+    if not found:
+        raise TrainingSetupError(f"--upweight {path}: none of its {len(rows)} paths is a training image (paths are "
+                                 "named as in a CV's oof.csv, e.g. SOURCE/CLASS/FILE.jpg)")
+    log(f"--upweight: {found} of the {len(rows)} listed images are here, their loss weights scaled "
+        f"(each class keeps its total)")
+    return multipliers
 
 
 def prepare_data(cfg: TrainConfig, log=print) -> Prepared:
@@ -325,7 +365,8 @@ def prepare_data(cfg: TrainConfig, log=print) -> Prepared:
     source_ids = np.searchsorted(source_names, decoded.source)
     return Prepared(decoded, labels, targets.astype(np.int64), len(TUMOR_TYPES) if labels == "type" else 2,
                     excluded, source_ids, source_names, held_out,
-                    teacher_images_for(cfg, decoded, log) if cfg.teacher else None)
+                    teacher_images_for(cfg, decoded, log) if cfg.teacher else None,
+                    upweight_multipliers(cfg.upweight, decoded, log) if cfg.upweight else None)
 
 
 def teacher_images_for(cfg: TrainConfig, decoded: DecodedSet, log=print) -> np.ndarray | None:
@@ -574,6 +615,7 @@ def run_key_of(decoded: DecodedSet, train_idx: np.ndarray, cfg: TrainConfig, wor
                     f"temperature {cfg.distill_temperature}" + ("" if cfg.distill_painted else " real images only")
                     + (f" until epoch {cfg.distill_until_epoch}" if cfg.distill_until_epoch is not None else ""))
     run_key += f":initialised from {file_digest(cfg.init_from)[:16]}" if cfg.init_from else ""
+    run_key += f":upweighted by {file_digest(cfg.upweight)[:16]}" if cfg.upweight else ""
     return run_key + f":{decoded.preprocess.key()}"
 
 

@@ -18,8 +18,8 @@ from braintriage.cli import app
 from braintriage.datasets import load_dataset
 from braintriage.modelfile import read_metadata
 from braintriage.preprocess import PreprocessConfig
-from braintriage.losses import UNTYPED_TUMOR, cell_weights, per_image_loss
-from braintriage.train import TrainConfig, prepare_data, train
+from braintriage.losses import UNTYPED_TUMOR, cell_weights, per_image_loss, reweighted
+from braintriage.train import TrainConfig, TrainingSetupError, prepare_data, train
 from conftest import blocks
 
 NO_AUGMENT = AugmentPolicy(zoom=(1, 1), rotation_degrees=0, brightness=(1, 1))
@@ -124,6 +124,58 @@ def test_no_source_class_cell_dominates_the_loss():
     assert equal[(targets == 0) & (sources == 1)].sum() == pytest.approx(equal[(targets == 0) & (sources == 0)].sum())
     by_count = cell_weights(targets, sources, 2, balance=1.0)[sources, targets]  # every image alike
     assert len(set(by_count[targets == 0].round(5).tolist())) == 1
+
+
+def test_upweighted_images_count_more_within_their_class_which_keeps_its_total():
+    targets = np.array([0] * 6 + [1] * 4 + [UNTYPED_TUMOR] * 3)
+    weights = np.array([1.0] * 6 + [1.5] * 4 + [2.0] * 3)
+    train_idx = np.arange(12)  # the last image is not trained on
+    multipliers = np.ones(13)
+    multipliers[[0, 6, 12]] = 4.0
+    out = reweighted(weights, targets, train_idx, multipliers)
+    for target in (0, 1, UNTYPED_TUMOR):
+        trained = train_idx[targets[train_idx] == target]
+        assert out[trained].sum() == pytest.approx(weights[trained].sum())  # how much each class counts: unchanged
+    assert out[0] / out[1] == pytest.approx(4.0) and out[6] / out[7] == pytest.approx(4.0)
+    assert out[10] == pytest.approx(out[11])  # nothing upweighted among the trained untyped tumors
+
+
+def write_upweight(path: Path, rows: list[list[str]]) -> Path:
+    with path.open("w", newline="") as f:
+        csv.writer(f).writerows([["path", "weight"], *rows])
+    return path
+
+
+def test_upweight_scales_the_named_images_and_refuses_paths_or_weights_it_cannot_use(three_sources, tmp_path,
+                                                                                      monkeypatch):
+    monkeypatch.setenv("BRAINTRIAGE_CACHE", str(tmp_path / "cache"))
+    sources = [str(p) for p in three_sources]
+    named = write_upweight(tmp_path / "w.csv", [["typed/no_tumor/30.png", "5"], ["yesno/yes/41.png", "3"],
+                                                ["elsewhere/x.png", "2"]])
+    data = prepare_data(TrainConfig(data=sources, image_size=32, upweight=str(named)), log=lambda *_: None)
+    paths = data.decoded.paths.tolist()
+    assert data.multipliers[paths.index("typed/no_tumor/30.png")] == 5.0
+    assert data.multipliers[paths.index("yesno/yes/41.png")] == 3.0
+    assert (data.multipliers == 1.0).sum() == len(paths) - 2
+    train_idx = np.arange(len(paths))
+    w = data.image_weights(train_idx, 0.5)
+    normal = paths.index("typed/no_tumor/30.png")
+    peer = paths.index("typed/no_tumor/31.png")
+    assert w[normal] / w[peer] == pytest.approx(5.0)
+    unweighted = TrainConfig(data=sources, image_size=32)
+    plain = prepare_data(unweighted, log=lambda *_: None).image_weights(train_idx, 0.5)
+    assert w[data.targets == 0].sum() == pytest.approx(plain[data.targets == 0].sum())
+    for rows, message in (([["elsewhere/x.png", "2"]], "none of its 1 paths is a training image"),
+                          ([["typed/no_tumor/30.png", "-1"]], "line 2: the weight is not a positive number"),
+                          ([["typed/no_tumor/30.png", "many"]], "line 2: the weight is not a positive number")):
+        bad = write_upweight(tmp_path / "bad.csv", rows)
+        with pytest.raises(TrainingSetupError, match=message):
+            prepare_data(TrainConfig(data=sources, image_size=32, upweight=str(bad)), log=lambda *_: None)
+    (tmp_path / "cols.csv").write_text("file,factor\ntyped/no_tumor/30.png,2\n")
+    result = CliRunner().invoke(app, ["train", *sources, "--upweight", str(tmp_path / "cols.csv"), "--image-size",
+                                      "32", "--epochs", "1", "--run-dir", str(tmp_path / "run"),
+                                      "-o", str(tmp_path / "m.safetensors")])
+    assert result.exit_code != 0 and "columns path,weight" in result.output and "Traceback" not in result.output
 
 
 def test_auto_labels_mix_typed_and_untyped_images(three_sources, tmp_path, monkeypatch):

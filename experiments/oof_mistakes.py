@@ -11,26 +11,18 @@ from __future__ import annotations
 
 import argparse
 import csv
-import gzip
-import json
 from pathlib import Path
 
-
-def out_of_fold_rows(cv_dir: Path) -> list[dict]:
-    """Every held-out row of a kept CV (experiments/cv/NAME/fold-K.json.gz)."""
-    folds = sorted(cv_dir.glob("fold-*.json.gz"))
-    if not folds:
-        raise SystemExit(f"{cv_dir}: no kept folds (fold-K.json.gz)")
-    return [row for fold in folds for row in json.loads(gzip.decompress(fold.read_bytes()))["oof_rows"]]
+from braintriage.operating_point import out_of_fold_rows
 
 
 def mistakes(rows: list[dict], at: float) -> list[dict]:
-    return [row for row in rows if (row["p_tumor"] >= at) != bool(row["tumor"])]
+    return [row for row in rows if (float(row["p_tumor"]) >= at) != bool(int(row["tumor"]))]
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("cv", type=Path, help="a kept CV folder, experiments/cv/NAME")
+    parser.add_argument("cv", type=Path, help="a finished CV: its run folder, or its kept folds, experiments/cv/NAME")
     parser.add_argument("--at", type=float, default=0.5, help="the P(tumor) edge a mistake is counted at")
     parser.add_argument("--weight", type=float, required=True, help="the loss-weight multiplier of each mistake")
     parser.add_argument("--out", type=Path, required=True)
@@ -41,8 +33,8 @@ def main() -> None:
     with open(args.out, "w", newline="") as f:
         writer = csv.writer(f)
         writer.writerow(["path", "weight", "tumor", "p_tumor_out_of_fold"])
-        writer.writerows([row["path"], args.weight, row["tumor"], f"{row['p_tumor']:.6f}"] for row in wrong)
-    normals = sum(1 for row in wrong if not row["tumor"])
+        writer.writerows([row["path"], args.weight, row["tumor"], f"{float(row['p_tumor']):.6f}"] for row in wrong)
+    normals = sum(1 for row in wrong if not int(row["tumor"]))
     print(f"{len(wrong)} of {len(rows)} out-of-fold images wrong at {args.at:g}: {normals} normals at or above it, "
           f"{len(wrong) - normals} tumors under it -> {args.out}")
 

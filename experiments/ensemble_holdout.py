@@ -7,9 +7,10 @@
 scores it from what the runs already hold:
 - held out: each pair (first, second) on every image of the source both were trained without (`--held-out`), at
   0.5, with each member alone beside it (`Predictor` on the runs' weights, their guard not involved);
-- in distribution: the per-image mean of two cross-validations' out-of-fold probabilities (`--cv`, run with the
-  same grouped folds: checked), at the threshold keeping out-of-fold specificity 0.95, per source
-  (`metrics.per_source_metrics`), as `braintriage threshold` would set it for the ensemble.
+- in distribution: the per-image mean of the cross-validations' out-of-fold probabilities (`--cv`, run folders or
+  kept folds; an averaged image's score is out of fold whether or not they share their folds), at the threshold
+  keeping out-of-fold specificity 0.95, per source (`metrics.per_source_metrics`), as `braintriage threshold`
+  would set it for the ensemble.
 The rule it answers is in docs/model.md (session 22); Testing is never read here.
 
     python experiments/ensemble_holdout.py --cv experiments/cv/CV_A experiments/cv/CV_B \
@@ -19,8 +20,7 @@ The rule it answers is in docs/model.md (session 22); Testing is never read here
 reads the same mean from what experiments/run.py kept, for runs whose models are gone with their machine (session
 50): each `--scores` is one seed's kept held-out scores, one file per recipe in the order of `--cv`, and the mean is
 read at the threshold the mean of the CVs' out-of-fold scores sets (CVs without the held-out source, so chosen
-without it: issue 21's Br35H target as written), each member alone at its own CV's threshold beside it. An averaged
-image's score is still out of fold whether or not the CVs share their folds. It counts P(tumor) against the
+without it: issue 21's Br35H target as written), each member alone at its own CV's threshold beside it. It counts P(tumor) against the
 threshold and the band's low edge only (no guard).
 """
 
@@ -35,8 +35,7 @@ from braintriage.datasets import load_dataset
 from braintriage.evaluate import read_held_out_scores
 from braintriage.inference import Predictor
 from braintriage.metrics import binary_metrics, describe_per_source, per_source_metrics, threshold_for_specificity
-from braintriage.operating_point import (out_of_fold_rows, out_of_fold_scores, out_of_fold_sources, read_out_of_fold,
-                                         threshold_and_band)
+from braintriage.operating_point import out_of_fold_rows, out_of_fold_sources, threshold_and_band
 
 
 def held_out_scores(run: Path, paths: list[str]) -> np.ndarray:
@@ -69,33 +68,31 @@ def held_out(source: Path, first: Path, seconds: list[Path]) -> None:
                                       for k in ("sensitivity", "specificity", "roc_auc")))
 
 
-def out_of_fold(cv_first: Path, cv_second: Path) -> None:
-    (_, rows_a), (_, rows_b) = read_out_of_fold(cv_first), read_out_of_fold(cv_second)
-    b_by_path = {r["path"]: r for r in rows_b}
-    if len(rows_a) != len(rows_b) or any(b_by_path[r["path"]]["fold"] != r["fold"] for r in rows_a):
-        raise SystemExit("the two cross-validations did not use the same images in the same folds")
-    _, y, p_first = out_of_fold_scores(rows_a)
-    source = out_of_fold_sources(rows_a)
-    p_second = np.array([float(b_by_path[r["path"]]["p_tumor"]) for r in rows_a])
-    for name, p_member in [(cv_first.name, p_first), (cv_second.name, p_second)]:
-        print(f"out of fold, {name}: threshold {threshold_for_specificity(y, p_member, 0.95):.3f}")
-    p = (p_first + p_second) / 2
-    threshold = threshold_for_specificity(y, p, 0.95)
-    m = binary_metrics(y, p, threshold)
-    print(f"out of fold, mean of the two: threshold {threshold:.3f}, specificity {m['specificity']:.3f}, "
-          f"sensitivity {m['sensitivity']:.3f}")
-    for line in describe_per_source(per_source_metrics(y, p, source, threshold)):
-        print(f"  {line}")
-
-
-def mean_out_of_fold(cvs: list[Path]) -> tuple[np.ndarray, np.ndarray]:
-    """Each out-of-fold image's label (1 = tumor) and the mean of the CVs' P(tumor) for it."""
+def mean_out_of_fold(cvs: list[Path]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Each out-of-fold image's path, label (1 = tumor) and the mean of the CVs' P(tumor) for it. An averaged
+    image's score is out of fold whether or not the CVs share their folds."""
     scored = [{r["path"]: (int(r["tumor"]), float(r["p_tumor"])) for r in out_of_fold_rows(cv)} for cv in cvs]
     paths = sorted(scored[0])
     if any(sorted(s) != paths for s in scored[1:]):
         raise SystemExit("the cross-validations scored different images: they are not of the same sources")
-    return (np.array([scored[0][p][0] for p in paths]),
+    return (np.array(paths), np.array([scored[0][p][0] for p in paths]),
             np.mean([[s[p][1] for p in paths] for s in scored], axis=0))
+
+
+def out_of_fold(cvs: list[Path]) -> None:
+    """Each CV's threshold, and the mean's, with the mean read per source at its threshold."""
+    for cv in cvs:
+        _, y, p_member = mean_out_of_fold([cv])
+        print(f"out of fold, {cv.name}: threshold {threshold_for_specificity(y, p_member, 0.95):.3f}")
+    paths, y, p = mean_out_of_fold(cvs)
+    threshold = threshold_for_specificity(y, p, 0.95)
+    m = binary_metrics(y, p, threshold)
+    count = "two" if len(cvs) == 2 else len(cvs)
+    print(f"out of fold, mean of the {count}: threshold {threshold:.3f}, specificity {m['specificity']:.3f}, "
+          f"sensitivity {m['sensitivity']:.3f}")
+    source = out_of_fold_sources([{"path": path} for path in paths])
+    for line in describe_per_source(per_source_metrics(y, p, source, threshold)):
+        print(f"  {line}")
 
 
 def mean_held_out(files: list[Path]) -> tuple[np.ndarray, np.ndarray]:
@@ -130,10 +127,10 @@ def print_kept_readings(title: str, rules: tuple[float, dict], seeds: list[tuple
 def kept_scores(cvs: list[Path], scores: list[list[Path]]) -> None:
     """Each member alone at its own CV's threshold, then their mean at the threshold of the mean of the CVs."""
     for i, cv in enumerate(cvs):
-        y, p = mean_out_of_fold([cv])
+        _, y, p = mean_out_of_fold([cv])
         print_kept_readings(f"{cv.name} alone", threshold_and_band(y, p, 0.95),
                             [mean_held_out([files[i]]) for files in scores])
-    y, p = mean_out_of_fold(cvs)
+    _, y, p = mean_out_of_fold(cvs)
     rules = threshold_and_band(y, p, 0.95)
     print(f"out of fold, the mean: sensitivity {(p[y == 1] >= rules[0]).mean():.3f}")
     print_kept_readings("the mean", rules, [mean_held_out(files) for files in scores])
@@ -154,9 +151,7 @@ if __name__ == "__main__":
             parser.error("--scores needs two or more --cv, and one file per --cv in each --scores")
         kept_scores(args.cv, args.scores)
         raise SystemExit(0)
-    if args.cv and len(args.cv) != 2:
-        parser.error("--cv without --scores compares two cross-validations")
     if args.held_out:
         held_out(args.held_out, args.first, args.second)
     if args.cv:
-        out_of_fold(*args.cv)
+        out_of_fold(args.cv)

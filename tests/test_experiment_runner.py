@@ -279,7 +279,7 @@ def test_the_model_card_reads_a_held_out_source_at_the_threshold_chosen_without_
     assert readings_without_the_source(rows, []) == [] and _without_the_source_lines([]) == []
 
 
-def test_recipes_averaged_are_read_at_the_threshold_of_their_averaged_out_of_fold_scores(tmp_path):
+def test_recipes_averaged_are_read_at_the_threshold_of_their_averaged_out_of_fold_scores(tmp_path, capsys):
     import gzip
 
     spec = importlib.util.spec_from_file_location("ensemble_holdout", ROOT / "experiments" / "ensemble_holdout.py")
@@ -292,8 +292,14 @@ def test_recipes_averaged_are_read_at_the_threshold_of_their_averaged_out_of_fol
         for fold in (1, 2):  # the CVs need not share their folds: every averaged score is still out of fold
             kept = {"config": {"folds": 2}, "oof_rows": [r for r in rows if r["fold"] == fold]}
             (tmp_path / name / f"fold-{fold}.json.gz").write_bytes(gzip.compress(json.dumps(kept).encode()))
-    y, p = mean_script.mean_out_of_fold([tmp_path / "a", tmp_path / "b"])
+    paths, y, p = mean_script.mean_out_of_fold([tmp_path / "a", tmp_path / "b"])
+    assert paths.tolist() == ["seed/0.jpg", "seed/1.jpg", "seed/2.jpg"]
     assert y.tolist() == [1, 1, 0] and p == pytest.approx([0.7, 0.4, 0.2])
+    mean_script.out_of_fold([tmp_path / "a", tmp_path / "b"])  # the in-distribution reading, per source
+    printed = capsys.readouterr().out
+    assert "out of fold, a: threshold 0.400\nout of fold, b: threshold 0.000\n" in printed  # each member alone
+    assert "out of fold, mean of the two: threshold 0.200, specificity 1.000, sensitivity 1.000" in printed
+    assert "  seed: sensitivity 1.000" in printed
 
     def held_out(name, lines):
         path = tmp_path / f"{name}.csv.gz"

@@ -20,8 +20,8 @@ The rule it answers is in docs/model.md (session 22); Testing is never read here
 reads the same mean from what experiments/run.py kept, for runs whose models are gone with their machine (session
 50): each `--scores` is one seed's kept held-out scores, one file per recipe in the order of `--cv`, and the mean is
 read at the threshold the mean of the CVs' out-of-fold scores sets (CVs without the held-out source, so chosen
-without it: issue 21's Br35H target as written), each member alone at its own CV's threshold beside it. It counts P(tumor) against the
-threshold and the band's low edge only (no guard).
+without it: issue 21's Br35H target as written), each member alone at its own CV's threshold beside it. It counts
+P(tumor) against the threshold and the band's low edge only (no guard).
 """
 
 from __future__ import annotations

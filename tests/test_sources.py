@@ -16,7 +16,7 @@ from braintriage.augment import AugmentPolicy
 from braintriage.cache import DecodedSet, decode_dataset, from_sources
 from braintriage.cli import app
 from braintriage.datasets import load_dataset
-from braintriage.modelfile import read_metadata
+from braintriage.modelfile import file_digest, read_metadata
 from braintriage.preprocess import PreprocessConfig
 from braintriage.losses import UNTYPED_TUMOR, cell_weights, per_image_loss, reweighted
 from braintriage.train import TrainConfig, TrainingSetupError, prepare_data, train
@@ -167,7 +167,10 @@ def test_upweight_scales_the_named_images_and_refuses_paths_or_weights_it_cannot
     assert w[data.targets == 0].sum() == pytest.approx(plain[data.targets == 0].sum())
     for rows, message in (([["elsewhere/x.png", "2"]], "none of its 1 paths is a training image"),
                           ([["typed/no_tumor/30.png", "-1"]], "line 2: the weight is not a positive number"),
-                          ([["typed/no_tumor/30.png", "many"]], "line 2: the weight is not a positive number")):
+                          ([["typed/no_tumor/30.png", "many"]], "line 2: the weight is not a positive number"),
+                          ([["typed/no_tumor/30.png", "2"], ["typed/no_tumor/30.png", "3"]],
+                           "line 3: this path is listed twice"),
+                          ([], "it lists no images")):
         bad = write_upweight(tmp_path / "bad.csv", rows)
         with pytest.raises(TrainingSetupError, match=message):
             prepare_data(TrainConfig(data=sources, image_size=32, upweight=str(bad)), log=lambda *_: None)
@@ -191,10 +194,12 @@ def test_training_on_three_sources_records_each_and_holds_one_out(three_sources,
     monkeypatch.setenv("BRAINTRIAGE_CACHE", str(tmp_path / "cache"))
     cfg = TrainConfig(data=[str(p) for p in three_sources], output=str(tmp_path / "m.safetensors"),
                       run_dir=str(tmp_path / "run"), image_size=32, epochs=2, batch_size=8, val_fraction=0.25,
-                      augment=NO_AUGMENT, holdout_source="yesno")
+                      augment=NO_AUGMENT, holdout_source="yesno",
+                      upweight=str(write_upweight(tmp_path / "w.csv", [["typed/no_tumor/30.png", "4"]])))
     meta = train(cfg, log=lambda *_: None)["metadata"]
     training = read_metadata(tmp_path / "m.safetensors")["training"]
     assert training["held_out_source"] == "yesno" and set(training["sources"]) == {"typed", "tumors"}
+    assert training["upweighted_by"] == {"file": "w.csv", "sha256": file_digest(tmp_path / "w.csv")}
     assert training["images"] == 24 + 9 and training["sources"]["typed"]["no_tumor"] == 6
     row = json.loads((tmp_path / "run" / "holdout.json").read_text())
     assert meta["held_out_evaluation"] == row
@@ -215,7 +220,8 @@ def test_the_cli_trains_on_several_sources_and_names_a_wrong_holdout(three_sourc
     assert "Traceback" not in result.output
     result = CliRunner().invoke(app, ["train", *map(str, three_sources[:2]), *common])
     assert result.exit_code == 0, result.output
-    assert set(read_metadata(tmp_path / "m.safetensors")["training"]["sources"]) == {"typed", "yesno"}
+    training = read_metadata(tmp_path / "m.safetensors")["training"]
+    assert set(training["sources"]) == {"typed", "yesno"} and training["upweighted_by"] is None
 
 
 def test_the_model_card_lists_each_source_and_the_leave_source_out_rows(three_sources, tmp_path, monkeypatch):

@@ -297,17 +297,21 @@ class Prepared:
 def upweight_multipliers(path: str, decoded: DecodedSet, log=print) -> np.ndarray:
     """--upweight's CSV (columns path,weight; paths as the training set names them, e.g. a CV's oof.csv) as a
     multiplier per image of `decoded`, 1 where it is not listed. Refused when no listed path is among the images
-    (paths of another form) or a weight is not a positive number."""
+    (paths of another form), a path is listed twice (which weight was meant?) or a weight is not a positive
+    number."""
     try:
         with open(path, newline="") as f:
-            rows = list(csv.DictReader(f))
+            reader = csv.DictReader(f)
+            columns, rows = reader.fieldnames or [], list(reader)
     except (OSError, UnicodeDecodeError, csv.Error) as e:
         raise TrainingSetupError(f"--upweight {path}: cannot read it ({e.__class__.__name__})") from None
-    if not rows or not {"path", "weight"} <= set(rows[0]):
+    if not {"path", "weight"} <= set(columns):
         raise TrainingSetupError(f"--upweight {path}: a CSV with the columns path,weight is needed")
+    if not rows:
+        raise TrainingSetupError(f"--upweight {path}: it lists no images")
     index = {p: i for i, p in enumerate(decoded.paths.tolist())}
     multipliers = np.ones(len(decoded), np.float64)
-    found = 0
+    found, seen = 0, set()
     for line, row in enumerate(rows, start=2):
         try:
             weight = float(row["weight"])
@@ -315,6 +319,9 @@ def upweight_multipliers(path: str, decoded: DecodedSet, log=print) -> np.ndarra
             weight = float("nan")
         if not (np.isfinite(weight) and weight > 0):
             raise TrainingSetupError(f"--upweight {path}, line {line}: the weight is not a positive number")
+        if row["path"] in seen:
+            raise TrainingSetupError(f"--upweight {path}, line {line}: this path is listed twice")
+        seen.add(row["path"])
         if row["path"] in index:
             multipliers[index[row["path"]]] = weight
             found += 1
@@ -998,6 +1005,9 @@ def model_metadata(cfg: TrainConfig, data: Prepared, fitted: Fitted, train_idx: 
             "pretrained": f"ImageNet ({weights_package(cfg.architecture)})" if cfg.pretrained else None,
             "teacher": describe_model_file(cfg.teacher) if cfg.teacher else None,
             "initialised_from": describe_model_file(cfg.init_from) if cfg.init_from else None,
+            # the path alone (in "config") cannot say which version of the file weighted the loss
+            "upweighted_by": {"file": Path(cfg.upweight).name, "sha256": file_digest(cfg.upweight)}
+            if cfg.upweight else None,
             "images": len(decoded),
             "train_images": len(train_idx), "validation_images": len(val_idx),
             "excluded_leaked_images": data.excluded_leaked,

@@ -215,7 +215,8 @@ def member_prefix(k: int) -> str:
 
 
 def file_digest(path: str | Path) -> str:
-    """SHA-256 of a model file, hex: which exact model answered (results carry its first 12 digits)."""
+    """SHA-256 of a file, hex: which exact model answered (results carry its first 12 digits), or which version of
+    a file a training read (a teacher, an --upweight list)."""
     import hashlib
 
     with open(path, "rb") as f:

@@ -68,10 +68,15 @@ def held_out(source: Path, first: Path, seconds: list[Path]) -> None:
                                       for k in ("sensitivity", "specificity", "roc_auc")))
 
 
-def mean_out_of_fold(cvs: list[Path]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Each out-of-fold image's path, label (1 = tumor) and the mean of the CVs' P(tumor) for it. An averaged
-    image's score is out of fold whether or not the CVs share their folds."""
-    scored = [{r["path"]: (int(r["tumor"]), float(r["p_tumor"])) for r in out_of_fold_rows(cv)} for cv in cvs]
+def scored_out_of_fold(cv: Path) -> dict[str, tuple[int, float]]:
+    """One CV's out-of-fold (label, P(tumor)) per image path, read once."""
+    return {r["path"]: (int(r["tumor"]), float(r["p_tumor"])) for r in out_of_fold_rows(cv)}
+
+
+def mean_out_of_fold(scored: list[dict[str, tuple[int, float]]]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Each out-of-fold image's path, label (1 = tumor) and the mean of the CVs' P(tumor) for it (`scored`: one
+    `scored_out_of_fold` per CV). An averaged image's score is out of fold whether or not the CVs share their
+    folds."""
     paths = sorted(scored[0])
     if any(sorted(s) != paths for s in scored[1:]):
         raise SystemExit("the cross-validations scored different images: they are not of the same sources")
@@ -81,10 +86,11 @@ def mean_out_of_fold(cvs: list[Path]) -> tuple[np.ndarray, np.ndarray, np.ndarra
 
 def out_of_fold(cvs: list[Path]) -> None:
     """Each CV's threshold, and the mean's, with the mean read per source at its threshold."""
-    for cv in cvs:
-        _, y, p_member = mean_out_of_fold([cv])
+    scored = [scored_out_of_fold(cv) for cv in cvs]
+    for cv, member in zip(cvs, scored):
+        _, y, p_member = mean_out_of_fold([member])
         print(f"out of fold, {cv.name}: threshold {threshold_for_specificity(y, p_member, 0.95):.3f}")
-    paths, y, p = mean_out_of_fold(cvs)
+    paths, y, p = mean_out_of_fold(scored)
     threshold = threshold_for_specificity(y, p, 0.95)
     m = binary_metrics(y, p, threshold)
     count = "two" if len(cvs) == 2 else len(cvs)
@@ -126,11 +132,12 @@ def print_kept_readings(title: str, rules: tuple[float, dict], seeds: list[tuple
 
 def kept_scores(cvs: list[Path], scores: list[list[Path]]) -> None:
     """Each member alone at its own CV's threshold, then their mean at the threshold of the mean of the CVs."""
-    for i, cv in enumerate(cvs):
-        _, y, p = mean_out_of_fold([cv])
+    scored = [scored_out_of_fold(cv) for cv in cvs]
+    for i, (cv, member) in enumerate(zip(cvs, scored)):
+        _, y, p = mean_out_of_fold([member])
         print_kept_readings(f"{cv.name} alone", threshold_and_band(y, p, 0.95),
                             [mean_held_out([files[i]]) for files in scores])
-    _, y, p = mean_out_of_fold(cvs)
+    _, y, p = mean_out_of_fold(scored)
     rules = threshold_and_band(y, p, 0.95)
     print(f"out of fold, the mean: sensitivity {(p[y == 1] >= rules[0]).mean():.3f}")
     print_kept_readings("the mean", rules, [mean_held_out(files) for files in scores])

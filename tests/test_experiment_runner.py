@@ -292,7 +292,7 @@ def test_recipes_averaged_are_read_at_the_threshold_of_their_averaged_out_of_fol
         for fold in (1, 2):  # the CVs need not share their folds: every averaged score is still out of fold
             kept = {"config": {"folds": 2}, "oof_rows": [r for r in rows if r["fold"] == fold]}
             (tmp_path / name / f"fold-{fold}.json.gz").write_bytes(gzip.compress(json.dumps(kept).encode()))
-    paths, y, p = mean_script.mean_out_of_fold([tmp_path / "a", tmp_path / "b"])
+    paths, y, p = mean_script.mean_out_of_fold([mean_script.scored_out_of_fold(tmp_path / n) for n in "ab"])
     assert paths.tolist() == ["seed/0.jpg", "seed/1.jpg", "seed/2.jpg"]
     assert y.tolist() == [1, 1, 0] and p == pytest.approx([0.7, 0.4, 0.2])
     mean_script.out_of_fold([tmp_path / "a", tmp_path / "b"])  # the in-distribution reading, per source

@@ -19,7 +19,7 @@ from braintriage.datasets import load_dataset
 from braintriage.modelfile import file_digest, read_metadata
 from braintriage.preprocess import PreprocessConfig
 from braintriage.losses import UNTYPED_TUMOR, cell_weights, per_image_loss, reweighted
-from braintriage.train import TrainConfig, TrainingSetupError, prepare_data, train
+from braintriage.train import TrainConfig, TrainingSetupError, prepare_data, run_key_of, train
 from conftest import blocks
 
 NO_AUGMENT = AugmentPolicy(zoom=(1, 1), rotation_degrees=0, brightness=(1, 1))
@@ -165,6 +165,12 @@ def test_upweight_scales_the_named_images_and_refuses_paths_or_weights_it_cannot
     unweighted = TrainConfig(data=sources, image_size=32)
     plain = prepare_data(unweighted, log=lambda *_: None).image_weights(train_idx, 0.5)
     assert w[data.targets == 0].sum() == pytest.approx(plain[data.targets == 0].sum())
+    # the list is read once: the resume key keeps the version that weighted the loss if the file changes after
+    assert data.upweight_digest == file_digest(named)
+    key = run_key_of(data, train_idx, TrainConfig(data=sources, image_size=32, upweight=str(named)), 1)
+    write_upweight(named, [["typed/no_tumor/30.png", "6"]])
+    assert run_key_of(data, train_idx, TrainConfig(data=sources, image_size=32, upweight=str(named)), 1) == key
+    assert key != run_key_of(prepare_data(unweighted, log=lambda *_: None), train_idx, unweighted, 1)
     for rows, message in (([["elsewhere/x.png", "2"]], "none of its 1 paths is a training image"),
                           ([["typed/no_tumor/30.png", "-1"]], "line 2: the weight is not a positive number"),
                           ([["typed/no_tumor/30.png", "many"]], "line 2: the weight is not a positive number"),

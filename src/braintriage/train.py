@@ -20,6 +20,7 @@ from __future__ import annotations
 import copy
 import csv
 import hashlib
+import io
 import json
 import math
 import os
@@ -283,6 +284,7 @@ class Prepared:
     held_out: DecodedSet | None = None  # the --holdout-source images, kept out of training
     teacher_images: np.ndarray | None = None  # --teacher: the images at its input size, in `decoded`'s order
     multipliers: np.ndarray | None = None  # --upweight: a loss-weight multiplier per image, in `decoded`'s order
+    upweight_digest: str | None = None  # --upweight: the SHA-256 of the list as it was read (resume key, metadata)
 
     def image_weights(self, train_idx: np.ndarray, balance: float) -> np.ndarray:
         """A loss weight per image (all of them), from the class and source counts of train_idx, times any
@@ -294,15 +296,16 @@ class Prepared:
         return reweighted(weights, self.targets, train_idx, self.multipliers)
 
 
-def upweight_multipliers(path: str, decoded: DecodedSet, log=print) -> np.ndarray:
+def upweight_multipliers(path: str, decoded: DecodedSet, log=print) -> tuple[np.ndarray, str]:
     """--upweight's CSV (columns path,weight; paths as the training set names them, e.g. a CV's oof.csv) as a
-    multiplier per image of `decoded`, 1 where it is not listed. Refused when no listed path is among the images
-    (paths of another form), a path is listed twice (which weight was meant?) or a weight is not a positive
-    number."""
+    multiplier per image of `decoded`, 1 where it is not listed, and the SHA-256 of the bytes it was read from
+    (read once, so the resume key and the model's metadata name the version that weighted the loss, even if the
+    file changes during the run). Refused when no listed path is among the images (paths of another form), a
+    path is listed twice (which weight was meant?) or a weight is not a positive number."""
     try:
-        with open(path, newline="") as f:
-            reader = csv.DictReader(f)
-            columns, rows = reader.fieldnames or [], list(reader)
+        raw = Path(path).read_bytes()
+        reader = csv.DictReader(io.StringIO(raw.decode("utf-8"), newline=""))
+        columns, rows = reader.fieldnames or [], list(reader)
     except (OSError, UnicodeDecodeError, csv.Error) as e:
         raise TrainingSetupError(f"--upweight {path}: cannot read it ({e.__class__.__name__})") from None
     if not {"path", "weight"} <= set(columns):
@@ -330,7 +333,7 @@ def upweight_multipliers(path: str, decoded: DecodedSet, log=print) -> np.ndarra
                                  "named as in a CV's oof.csv, e.g. SOURCE/CLASS/FILE.jpg)")
     log(f"--upweight: {found} of the {len(rows)} listed images are here, their loss weights scaled "
         f"(each class keeps its total)")
-    return multipliers
+    return multipliers, hashlib.sha256(raw).hexdigest()
 
 
 def prepare_data(cfg: TrainConfig, log=print) -> Prepared:
@@ -370,10 +373,10 @@ def prepare_data(cfg: TrainConfig, log=print) -> Prepared:
         targets = decoded.tumor
     source_names = sorted(set(decoded.source.tolist()))
     source_ids = np.searchsorted(source_names, decoded.source)
+    multipliers, upweight_digest = upweight_multipliers(cfg.upweight, decoded, log) if cfg.upweight else (None, None)
     return Prepared(decoded, labels, targets.astype(np.int64), len(TUMOR_TYPES) if labels == "type" else 2,
                     excluded, source_ids, source_names, held_out,
-                    teacher_images_for(cfg, decoded, log) if cfg.teacher else None,
-                    upweight_multipliers(cfg.upweight, decoded, log) if cfg.upweight else None)
+                    teacher_images_for(cfg, decoded, log) if cfg.teacher else None, multipliers, upweight_digest)
 
 
 def teacher_images_for(cfg: TrainConfig, decoded: DecodedSet, log=print) -> np.ndarray | None:
@@ -604,8 +607,9 @@ def optimizer_and_schedule(model: torch.nn.Module, cfg: TrainConfig, world: int,
     return optimizer, schedule
 
 
-def run_key_of(decoded: DecodedSet, train_idx: np.ndarray, cfg: TrainConfig, world: int) -> str:
+def run_key_of(data: Prepared, train_idx: np.ndarray, cfg: TrainConfig, world: int) -> str:
     """What makes a run the same run, for --resume: the same images in the same split, trained the same way."""
+    decoded = data.decoded
     split_hash = hashlib.sha256(train_idx.tobytes()).hexdigest()[:16]
     run_key = f"{decoded.fingerprint}:{split_hash}:{cfg.epochs}:{cfg.batch_size}:{cfg.seed}:{world}"
     run_key += f":ema {cfg.ema_decay}" if cfg.ema_decay else ""
@@ -622,7 +626,7 @@ def run_key_of(decoded: DecodedSet, train_idx: np.ndarray, cfg: TrainConfig, wor
                     f"temperature {cfg.distill_temperature}" + ("" if cfg.distill_painted else " real images only")
                     + (f" until epoch {cfg.distill_until_epoch}" if cfg.distill_until_epoch is not None else ""))
     run_key += f":initialised from {file_digest(cfg.init_from)[:16]}" if cfg.init_from else ""
-    run_key += f":upweighted by {file_digest(cfg.upweight)[:16]}" if cfg.upweight else ""
+    run_key += f":upweighted by {data.upweight_digest[:16]}" if data.upweight_digest else ""
     return run_key + f":{decoded.preprocess.key()}"
 
 
@@ -843,7 +847,7 @@ def fit(cfg: TrainConfig, data: Prepared, train_idx: np.ndarray, val_idx: np.nda
     gen = torch.Generator(device=device).manual_seed(cfg.seed)  # data order: the same on every process
     aug_gen = gen if world == 1 else torch.Generator(device=device).manual_seed(cfg.seed + 1 + dist_info.rank)
 
-    run_key = run_key_of(decoded, train_idx, cfg, world)
+    run_key = run_key_of(data, train_idx, cfg, world)
     progress = Progress()
     if cfg.resume and checkpoint is not None and checkpoint.exists():
         progress = restore_checkpoint(checkpoint, run_key, device, model, optimizer, schedule, ema, gen, aug_gen,
@@ -1006,7 +1010,7 @@ def model_metadata(cfg: TrainConfig, data: Prepared, fitted: Fitted, train_idx: 
             "teacher": describe_model_file(cfg.teacher) if cfg.teacher else None,
             "initialised_from": describe_model_file(cfg.init_from) if cfg.init_from else None,
             # the path alone (in "config") cannot say which version of the file weighted the loss
-            "upweighted_by": {"file": Path(cfg.upweight).name, "sha256": file_digest(cfg.upweight)}
+            "upweighted_by": {"file": Path(cfg.upweight).name, "sha256": data.upweight_digest}
             if cfg.upweight else None,
             "images": len(decoded),
             "train_images": len(train_idx), "validation_images": len(val_idx),

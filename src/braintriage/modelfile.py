@@ -17,10 +17,13 @@ from __future__ import annotations
 import json
 import math
 from pathlib import Path
-from typing import Any, Iterator
+from typing import TYPE_CHECKING, Any, Iterator
 
 from braintriage import __version__
 from braintriage.atomic_files import written_atomically
+
+if TYPE_CHECKING:  # imported where used: reading metadata must stay cheap
+    import numpy as np
 
 FORMAT_NAME = "braintriage-model"
 FORMAT_VERSION = 1
@@ -237,7 +240,7 @@ def model_name(meta: dict[str, Any]) -> str:
     return f"ensemble of {' + '.join(m['architecture'] for m in members)}" if members else meta["architecture"]
 
 
-def onnx_initializers(path: str | Path, member: int = 0) -> dict[str, "np.ndarray"]:  # noqa: F821
+def onnx_initializers(path: str | Path, member: int = 0) -> dict[str, np.ndarray]:
     """The weights of an exported model (or of member `member` of an ensemble) as float32 numpy arrays, by
     PyTorch state-dict key; int8 weights are dequantised with their per-channel scales."""
     import numpy as np

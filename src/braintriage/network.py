@@ -10,6 +10,7 @@ import functools
 import os
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 from PIL import Image
@@ -19,6 +20,9 @@ from braintriage.modelfile import EXPLAINABLE_OUTPUTS, onnx_initializers
 from braintriage.onnx_rewrite import fold_padding_in_file
 from braintriage.preprocess import PreprocessConfig, head_mask
 from braintriage.user_cache import user_cache_dir
+
+if TYPE_CHECKING:  # ONNX Runtime is imported where a session is made
+    import onnxruntime
 
 CORES = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 # The network runs on chunks of MODEL_CHUNK images, one core each, MODEL_THREADS chunks at a time. On the 2-core
@@ -146,7 +150,7 @@ class OnnxBackend:
         return out["logits"], out.get("features"), out.get("penultimate_features"), out.get("penultimate_quarters")
 
 
-def optimized_session(path: Path, options) -> "onnxruntime.InferenceSession":
+def optimized_session(path: Path, options) -> onnxruntime.InferenceSession:
     """An ONNX Runtime session of a model file, its graph's fusions (Conv + BatchNorm + activation and the like)
     done once and kept in the user's cache: creating a session from the fused copy took 13 ms instead of 89 on
     the 2-core CPU of benchmarks/inference.py, most of a cold `predict`'s time after imports. The copy is made at

@@ -1,50 +1,95 @@
 """Pack what a lent GPU machine needs to run experiment configs, into .devcarry/ (git-ignored).
 
-    python experiments/pack_for_device.py [--size 160] [--data ../shared/data]
+    python experiments/pack_for_device.py [--size 160] [--arch efficientnet-lite0 ...] [--data ../shared/data]
+                                          [--jpeg-quality 92 --jpeg-sources SOURCE ...]
 
 That machine has no copy of the data and no network, and what travels to it is capped at 64 MiB, the
 repository included. So it gets:
 - cache/FOLDER.npz: each source's decoded cache at the configs' input size (lossless PNG inside; the same
-  images and fingerprint as here; `experiments/run.py --source-cache .devcarry/cache` trains on them);
-- lite0-fp16.pth: the packaged EfficientNet-Lite0 ImageNet weights without the ImageNet head (never loaded:
-  pretrained.py drops it) and rounded to float16, which halves them to 6.8 MB. The largest per-tensor
-  relative error this makes is 2.7e-4 (a batch-norm running mean), far below one fine-tuning step.
-  experiments/device.sh restores them to float32 as an installed package before training.
+  images and fingerprint as here; `experiments/run.py --source-cache .devcarry/cache` trains on them). At 200 px
+  the three sources take 72 MB as PNG, more than travels: `--jpeg-sources` stores the named ones as JPEG of
+  `--jpeg-quality` instead (q92: about half the bytes, PSNR about 44 dB, an error of about 1.6 grey levels, under a
+  fifth of the training noise augmentation's 0.03 x 255). Those are not the same images, so their fingerprint gets
+  a "+jpegQ" suffix and every model and result trained on them says so. Keep a held-out source lossless: it is
+  what the result is read on.
+- ARCH-fp16.pth per `--arch`: its packaged ImageNet weights without the ImageNet head (never loaded:
+  pretrained.py drops it) and rounded to float16, which halves them (Lite0 6.8 MB, Lite1 8.4 MB). The largest
+  per-tensor relative error this makes is 2.7e-4 (a batch-norm running mean), far below one fine-tuning step.
+  experiments/device.sh restores them to float32 as installed packages before training.
 """
 
 from __future__ import annotations
 
 import argparse
+import io
+import json
 import sys
 from pathlib import Path
 
+import numpy as np
 import torch
+from PIL import Image
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
-from braintriage.cache import cached_decode  # noqa: E402
-from braintriage.datasets import load_dataset  # noqa: E402
+from braintriage.cache import DecodedSet, cached_decode  # noqa: E402
+from braintriage.datasets import TUMOR_TYPES, load_dataset  # noqa: E402
 from braintriage.pretrained import weights_file  # noqa: E402
 from braintriage.train import TrainConfig, preprocess_config  # noqa: E402
 
 SOURCES = ("brain-tumor-classification-mri", "br35h", "figshare-cheng2017")
 
 
+def save_as_jpeg(decoded: DecodedSet, path: Path, quality: int) -> float:
+    """The cache file format with JPEG instead of PNG inside (DecodedSet.load opens either), and the fingerprint
+    marked as not the dataset's own; returns the round trip's PSNR in dB."""
+    blobs, squared_error = [], 0.0
+    for image in decoded.images:
+        buf = io.BytesIO()
+        Image.fromarray(image).save(buf, "JPEG", quality=quality)
+        blobs.append(np.frombuffer(buf.getvalue(), dtype=np.uint8))
+        back = np.asarray(Image.open(io.BytesIO(buf.getvalue())), dtype=np.float64)
+        squared_error += float(((back - image) ** 2).mean())
+    meta = {"format": 1, "fingerprint": f"{decoded.fingerprint}+jpeg{quality}", "preprocess":
+            decoded.preprocess.to_dict(), "errors": decoded.errors, "tumor_types": TUMOR_TYPES, "sources": decoded.sources}
+    with open(path, "wb") as f:
+        np.savez(f, png=np.concatenate(blobs), png_offsets=np.cumsum([0] + [len(b) for b in blobs]).astype(np.int64),
+                 tumor=decoded.tumor, tumor_type=decoded.tumor_type, paths=decoded.paths.astype(str),
+                 phash=decoded.phash, groups=decoded.groups, source=decoded.source.astype(str),
+                 meta=np.array(json.dumps(meta)))
+    return 10 * np.log10(255 ** 2 / (squared_error / len(decoded.images)))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--size", type=int, default=160)
     parser.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data")
+    parser.add_argument("--arch", nargs="+", default=["efficientnet-lite0"], help="whose ImageNet weights to carry")
+    parser.add_argument("--sources", nargs="+", default=list(SOURCES), choices=SOURCES)
+    parser.add_argument("--jpeg-sources", nargs="*", default=[], choices=SOURCES)
+    parser.add_argument("--jpeg-quality", type=int, default=92)
     args = parser.parse_args()
     out = ROOT / ".devcarry"
+    for old in out.rglob("*"):
+        if old.is_file():
+            old.unlink()  # what travels is what this call packs, nothing left from an earlier one
     (out / "cache").mkdir(parents=True, exist_ok=True)
     preprocess = preprocess_config(TrainConfig(data=[], image_size=args.size))
-    for name in SOURCES:
+    for name in args.sources:
         decoded = cached_decode(load_dataset(args.data / name, split="training"), preprocess)
-        decoded.save(out / "cache" / f"{name}.npz")
-    raw = torch.load(weights_file("efficientnet-lite0"), map_location="cpu", weights_only=True)
-    half = {k: (v.half() if v.is_floating_point() else v) for k, v in raw.items() if not k.startswith("_fc.")}
-    torch.save(half, out / "lite0-fp16.pth")
+        if name in args.jpeg_sources:
+            psnr = save_as_jpeg(decoded, out / "cache" / f"{name}.npz", args.jpeg_quality)
+            print(f"{name}: JPEG q{args.jpeg_quality}, PSNR {psnr:.1f} dB against the PNG cache")
+        else:
+            decoded.save(out / "cache" / f"{name}.npz")
+    for arch in args.arch:
+        raw = torch.load(weights_file(arch), map_location="cpu", weights_only=True)
+        half = {k: (v.half() if v.is_floating_point() else v) for k, v in raw.items() if not k.startswith("_fc.")}
+        torch.save(half, out / f"{arch}-fp16.pth")
+    for f in sorted(out.rglob("*")):
+        if f.is_file():
+            print(f"{f.relative_to(out)}: {f.stat().st_size / 2**20:.1f} MiB")
     total = sum(f.stat().st_size for f in out.rglob("*") if f.is_file())
     print(f"{out}: {total / 2**20:.1f} MiB (plus the repository's tracked files; 64 MiB travel in all)")
 

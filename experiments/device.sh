@@ -46,7 +46,7 @@ for config in "${cross_validations[@]}"; do
   name=$(json_field "$config" name) folds=$(json_field "$config" folds)
   kept=$(ls experiments/cv/"$name"/fold-*.json.gz 2>/dev/null | wc -l)
   if [ "$kept" -eq "$folds" ]; then
-    timeout -k 5 180 python3 experiments/run.py --source-cache .devcarry/cache "$config"
+    timeout -k 5 60 python3 experiments/run.py --source-cache .devcarry/cache "$config"
   else
     echo "[$name] $kept of $folds folds finished: not summarised"
   fi

@@ -274,6 +274,30 @@ def test_resuming_a_run_from_its_final_checkpoint_finishes_without_training(tmp_
     assert resumed.returncode == 0, resumed.stderr
     assert read_metadata(tmp_path / "m.safetensors")["history"] == history
 
+
+def test_the_last_epoch_is_checkpointed_whatever_the_timer_and_an_early_stop_stays_stopped(tmp_path):
+    """A held-out run killed while its guard is fitted must not train again on --resume: its last epoch is saved
+    even when the timed checkpoint is not due, and an early stop (here --max-steps) is not trained past."""
+    import subprocess
+    import sys
+
+    cache = tiny_type_cache(tmp_path, per_class=8)  # 24 training images, 3 steps an epoch
+    args = [sys.executable, "-m", "braintriage", "train", str(cache), "--image-size", "48", "--arch", "seed-cnn",
+            "--epochs", "5", "--max-steps", "4", "--batch-size", "8", "--val-fraction", "0.25", "--seed", "3",
+            "--checkpoint-seconds", "3600", "--output", str(tmp_path / "m.safetensors"), "--run-dir",
+            str(tmp_path / "r")]
+    first = subprocess.run(args, capture_output=True, text=True, timeout=600)
+    assert first.returncode == 0, first.stderr
+    state = torch.load(tmp_path / "r" / "checkpoint.pt", weights_only=True)
+    assert state["epoch"] == 2 and state["step"] == 4
+    history = read_metadata(tmp_path / "m.safetensors")["history"]
+    assert len(history) == 2
+    (tmp_path / "m.safetensors").unlink()
+    resumed = subprocess.run([*args, "--resume"], capture_output=True, text=True, timeout=600)
+    assert resumed.returncode == 0, resumed.stderr
+    assert read_metadata(tmp_path / "m.safetensors")["history"] == history
+
+
 def test_progressive_resizing_starts_small_and_ends_at_full_size():
     from braintriage.train import train_size_at
 

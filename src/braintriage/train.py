@@ -651,11 +651,18 @@ def restore_checkpoint(checkpoint: Path, run_key: str, device: torch.device, mod
                     state["step"], state["epoch"], state.get("best_whole_recipe", True))
 
 
-def checkpoint_is_due(last_save: float, cfg: TrainConfig, aug_gen: torch.Generator, world: int
+def training_done(progress: Progress, cfg: TrainConfig) -> bool:
+    """Every epoch trained, or stopped early (no better validation loss for `patience` epochs, or --max-steps)."""
+    return (progress.epoch >= cfg.epochs or progress.stale >= cfg.patience
+            or bool(cfg.max_steps and progress.step >= cfg.max_steps))
+
+
+def checkpoint_is_due(last_save: float, cfg: TrainConfig, aug_gen: torch.Generator, world: int, final: bool = False
                       ) -> tuple[bool, list | None]:
-    """Whether to write the checkpoint now (every cfg.checkpoint_seconds), and under torchrun every process's
-    augmentation stream: all processes must take part in the same checkpoints, so rank 0's clock decides."""
-    due = time.time() - last_save >= cfg.checkpoint_seconds
+    """Whether to write the checkpoint now (every cfg.checkpoint_seconds, and after the `final` epoch), and under
+    torchrun every process's augmentation stream: all processes must take part in the same checkpoints, so rank
+    0's clock decides (`final` is the same on every process: validation runs whole on each)."""
+    due = final or time.time() - last_save >= cfg.checkpoint_seconds
     if world == 1:
         return due, None
     import torch.distributed as dist
@@ -859,8 +866,9 @@ def fit(cfg: TrainConfig, data: Prepared, train_idx: np.ndarray, val_idx: np.nda
         val_logits, val_loss, m = validation.score(eval_model, cfg)
         progress.record(val_loss, eval_model.state_dict(), history_row(
             0, 0, 0.0, cfg.image_size, float("nan"), float("nan"), val_loss, m, 0.0), whole_recipe=True)
-    bar = tqdm(range(progress.epoch, cfg.epochs), desc=desc, unit="epoch", dynamic_ncols=True,
-               initial=progress.epoch, total=cfg.epochs)
+    first_epoch = cfg.epochs if training_done(progress, cfg) else progress.epoch  # resumed from its last checkpoint
+    bar = tqdm(range(first_epoch, cfg.epochs), desc=desc, unit="epoch", dynamic_ncols=True,
+               initial=first_epoch, total=cfg.epochs)
     for epoch in bar:
         t_epoch = time.time()
         size = train_size_at(epoch, cfg)
@@ -876,13 +884,17 @@ def fit(cfg: TrainConfig, data: Prepared, train_idx: np.ndarray, val_idx: np.nda
         progress.epoch = epoch + 1
         bar.set_postfix(loss=f"{train_loss:.3f}", val_loss=f"{val_loss:.3f}",
                         val_acc=f"{m['accuracy']:.3f}", val_recall=f"{m['sensitivity']:.3f}")
-        due, aug_states = checkpoint_is_due(last_save, cfg, aug_gen, world) if checkpoint is not None else (False, None)
+        # The last epoch always saves: a run killed while its guard is fitted or its held-out source scored
+        # then resumes straight to those, not to its last timed checkpoint's epochs again.
+        done = training_done(progress, cfg)
+        due, aug_states = (checkpoint_is_due(last_save, cfg, aug_gen, world, final=done) if checkpoint is not None
+                           else (False, None))
         if due:
             last_save = time.time()
             if dist_info.main:
                 save_checkpoint(checkpoint, training_state(run_key, progress, model, optimizer, schedule, ema, gen,
                                                            aug_states))
-        if progress.stale >= cfg.patience or (cfg.max_steps and progress.step >= cfg.max_steps):
+        if done and progress.epoch < cfg.epochs:
             log(f"stopping after epoch {epoch + 1}" + (" (no better validation loss)" if progress.stale else ""))
             break
     bar.close()

@@ -33,7 +33,7 @@ from PIL import Image
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
-from braintriage.cache import DecodedSet, cached_decode  # noqa: E402
+from braintriage.cache import CACHE_FORMAT, DecodedSet, cached_decode  # noqa: E402
 from braintriage.datasets import TUMOR_TYPES, load_dataset  # noqa: E402
 from braintriage.pretrained import weights_file  # noqa: E402
 from braintriage.train import TrainConfig, preprocess_config  # noqa: E402
@@ -51,7 +51,7 @@ def save_as_jpeg(decoded: DecodedSet, path: Path, quality: int) -> float:
         blobs.append(np.frombuffer(buf.getvalue(), dtype=np.uint8))
         back = np.asarray(Image.open(io.BytesIO(buf.getvalue())), dtype=np.float64)
         squared_error += float(((back - image) ** 2).mean())
-    meta = {"format": 1, "fingerprint": f"{decoded.fingerprint}+jpeg{quality}", "preprocess":
+    meta = {"format": CACHE_FORMAT, "fingerprint": f"{decoded.fingerprint}+jpeg{quality}", "preprocess":
             decoded.preprocess.to_dict(), "errors": decoded.errors, "tumor_types": TUMOR_TYPES, "sources": decoded.sources}
     with open(path, "wb") as f:
         np.savez(f, png=np.concatenate(blobs), png_offsets=np.cumsum([0] + [len(b) for b in blobs]).astype(np.int64),

@@ -21,20 +21,17 @@ repository included. So it gets:
 from __future__ import annotations
 
 import argparse
-import io
-import json
 import sys
 from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
-from braintriage.cache import CACHE_FORMAT, DecodedSet, cached_decode  # noqa: E402
-from braintriage.datasets import TUMOR_TYPES, load_dataset  # noqa: E402
+from braintriage.cache import DecodedSet, cached_decode  # noqa: E402
+from braintriage.datasets import load_dataset  # noqa: E402
 from braintriage.pretrained import weights_file  # noqa: E402
 from braintriage.train import TrainConfig, preprocess_config  # noqa: E402
 
@@ -42,23 +39,11 @@ SOURCES = ("brain-tumor-classification-mri", "br35h", "figshare-cheng2017")
 
 
 def save_as_jpeg(decoded: DecodedSet, path: Path, quality: int) -> float:
-    """The cache file format with JPEG instead of PNG inside (DecodedSet.load opens either), and the fingerprint
-    marked as not the dataset's own; returns the round trip's PSNR in dB."""
-    blobs, squared_error = [], 0.0
-    for image in decoded.images:
-        buf = io.BytesIO()
-        Image.fromarray(image).save(buf, "JPEG", quality=quality)
-        blobs.append(np.frombuffer(buf.getvalue(), dtype=np.uint8))
-        back = np.asarray(Image.open(io.BytesIO(buf.getvalue())), dtype=np.float64)
-        squared_error += float(((back - image) ** 2).mean())
-    meta = {"format": CACHE_FORMAT, "fingerprint": f"{decoded.fingerprint}+jpeg{quality}", "preprocess":
-            decoded.preprocess.to_dict(), "errors": decoded.errors, "tumor_types": TUMOR_TYPES, "sources": decoded.sources}
-    with open(path, "wb") as f:
-        np.savez(f, png=np.concatenate(blobs), png_offsets=np.cumsum([0] + [len(b) for b in blobs]).astype(np.int64),
-                 tumor=decoded.tumor, tumor_type=decoded.tumor_type, paths=decoded.paths.astype(str),
-                 phash=decoded.phash, groups=decoded.groups, source=decoded.source.astype(str),
-                 meta=np.array(json.dumps(meta)))
-    return 10 * np.log10(255 ** 2 / (squared_error / len(decoded.images)))
+    """The cache file with JPEG of `quality` inside (its fingerprint marked "+jpegQ"); returns the PSNR in dB
+    of what was written, read back, against the images as decoded here."""
+    decoded.save(path, jpeg_quality=quality)
+    error = DecodedSet.load(path).images.astype(np.float64) - decoded.images
+    return float(10 * np.log10(255 ** 2 / (error ** 2).mean()))
 
 
 def main() -> None:

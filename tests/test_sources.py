@@ -66,6 +66,21 @@ def test_a_manifest_source_column_names_each_images_collection(tmp_path):
     assert DecodedSet.load(tmp_path / "c.npz").source.tolist() == decoded.source.tolist()
 
 
+def test_a_jpeg_cache_says_its_images_are_not_the_datasets_own(three_sources, tmp_path):
+    """`save(jpeg_quality=Q)` (what experiments/pack_for_device.py carries to a GPU machine when PNG is too large):
+    the same images up to JPEG's error, everything else kept, and a fingerprint that no longer claims the dataset."""
+    decoded = decode_dataset(load_dataset(three_sources[0]), PreprocessConfig(size=32))
+    decoded.save(tmp_path / "png.npz")
+    decoded.save(tmp_path / "jpeg.npz", jpeg_quality=92)
+    png, jpeg = DecodedSet.load(tmp_path / "png.npz"), DecodedSet.load(tmp_path / "jpeg.npz")
+    assert np.array_equal(png.images, decoded.images) and png.fingerprint == decoded.fingerprint
+    assert jpeg.fingerprint == decoded.fingerprint + "+jpeg92"
+    error = np.abs(jpeg.images.astype(int) - decoded.images.astype(int))
+    assert error.max() > 0 and error.mean() < 3
+    assert jpeg.paths.tolist() == decoded.paths.tolist() and jpeg.groups.tolist() == decoded.groups.tolist()
+    assert jpeg.tumor.tolist() == decoded.tumor.tolist() and jpeg.source.tolist() == decoded.source.tolist()
+
+
 def test_joined_sources_keep_their_names_share_groups_and_fingerprint_all(three_sources):
     parts = [decode_dataset(load_dataset(p), PreprocessConfig(size=32)) for p in three_sources]
     joined = from_sources(parts)

@@ -6,7 +6,9 @@ It also holds each image's perceptual hash and near-duplicate group (for leak-fr
 and the files that could not be read, reported once when the cache is built.
 
 A cache file is a plain .npz (images as lossless PNG bytes) read with allow_pickle=False; it can be carried
-to a GPU machine that has no copy of the dataset and trained on directly (`braintriage train CACHE.npz`).
+to a GPU machine that has no copy of the dataset and trained on directly (`braintriage train CACHE.npz`). Where
+even PNG is too large to carry, `save(..., jpeg_quality=Q)` writes JPEG instead, under a fingerprint marked
+"+jpegQ" (not the dataset's images any more); `load` opens either.
 """
 
 from __future__ import annotations
@@ -50,12 +52,13 @@ class DecodedSet:
     def __len__(self) -> int:
         return len(self.tumor)
 
-    def save(self, path: str | Path) -> None:
+    def save(self, path: str | Path, jpeg_quality: int | None = None) -> None:
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        meta = {"format": CACHE_FORMAT, "fingerprint": self.fingerprint, "preprocess": self.preprocess.to_dict(),
+        fingerprint = self.fingerprint + (f"+jpeg{jpeg_quality}" if jpeg_quality else "")
+        meta = {"format": CACHE_FORMAT, "fingerprint": fingerprint, "preprocess": self.preprocess.to_dict(),
                 "errors": self.errors, "tumor_types": TUMOR_TYPES, "sources": self.sources}
-        png, offsets = _encode_png(self.images)
+        png, offsets = _encode_images(self.images, jpeg_quality)
         # runs started side by side may build the same cache at once; a killed run never leaves half of one
         with written_atomically(path, suffix=".tmp.npz") as tmp:
             np.savez(tmp, png=png, png_offsets=offsets, tumor=self.tumor, tumor_type=self.tumor_type,
@@ -128,13 +131,17 @@ def from_sources(parts: list[DecodedSet]) -> DecodedSet:
     return merged
 
 
-def _encode_png(images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def _encode_images(images: np.ndarray, jpeg_quality: int | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Lossless PNG per image: about half the bytes of zlib over the raw array, so a 200 px cache of the
-    seed Training set (about 50 MB) fits the 64 MiB that travels to a GPU machine."""
+    seed Training set (about 50 MB) fits the 64 MiB that travels to a GPU machine. With `jpeg_quality`, JPEG
+    (q92: about half PNG's bytes again) for when the three sources together must travel at 200 px."""
     blobs = []
     for a in images:
         buf = io.BytesIO()
-        Image.fromarray(a).save(buf, "PNG", optimize=True)
+        if jpeg_quality:
+            Image.fromarray(a).save(buf, "JPEG", quality=jpeg_quality)
+        else:
+            Image.fromarray(a).save(buf, "PNG", optimize=True)
         blobs.append(np.frombuffer(buf.getvalue(), dtype=np.uint8))
     offsets = np.cumsum([0] + [len(b) for b in blobs]).astype(np.int64)
     return (np.concatenate(blobs) if blobs else np.zeros(0, np.uint8)), offsets

@@ -193,28 +193,33 @@ def optimized_session(path: Path, options) -> onnxruntime.InferenceSession:
 
 
 class TorchBackend:
-    """Runs a .safetensors model file on PyTorch (the `train` extra)."""
+    """Runs a .safetensors model file on PyTorch (the `train` extra), on the GPU where there is one: what scores a
+    training run's held-out images and fits its guard right after it trained (on a lent GPU machine the CPU side
+    of that took longer than the training, session 54)."""
 
     def __init__(self, path: Path):
         import torch
 
+        from braintriage.hardware import pick_device
         from braintriage.modelfile import load_model
 
         self.torch = torch
-        self.model, _ = load_model(path)  # refuses an ensemble, which runs on ONNX Runtime only
+        self.device = pick_device("auto")
+        model, _ = load_model(path)  # refuses an ensemble, which runs on ONNX Runtime only
+        self.model = model.to(self.device)
         self.explainable = hasattr(self.model, "features_with_penultimate")
-        self.head_weight = self.model.head.weight.detach().numpy() if self.explainable else None
+        self.head_weight = self.model.head.weight.detach().cpu().numpy() if self.explainable else None
         self.outputs = list(EXPLAINABLE_OUTPUTS) if self.explainable else ["logits"]
         self.parallel_runs = 1  # PyTorch spreads one call over all cores itself
 
     def run(self, inputs: dict[str, np.ndarray]) -> tuple[np.ndarray | None, ...]:
         with self.torch.inference_mode():
-            t = self.torch.from_numpy(inputs["image"])
+            t = self.torch.from_numpy(inputs["image"]).to(self.device)
             if not self.explainable:
-                return self.model(t).numpy(), None, None, None
+                return self.model(t).cpu().numpy(), None, None, None
             features, penultimate, quarters = self.model.features_with_penultimate(t)
-            return (self.model.head(features.mean(dim=(2, 3))).numpy(), features.numpy(), penultimate.numpy(),
-                    quarters.numpy())
+            return tuple(out.cpu().numpy() for out in (self.model.head(features.mean(dim=(2, 3))), features,
+                                                       penultimate, quarters))
 
 
 def tumor_probability(logits: np.ndarray, temperature: float = 1.0) -> tuple[np.ndarray, np.ndarray | None]:

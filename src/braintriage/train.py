@@ -44,7 +44,7 @@ from braintriage.guard_fit import calibrate_ood
 from braintriage.hardware import hardware_name, native_bf16, pick_device
 from braintriage.losses import UNTYPED_TUMOR, cell_weights, correct_predictions, reweighted, weighted_loss
 from braintriage.metrics import binary_metrics, threshold_for_sensitivity, wilson_interval
-from braintriage.modelfile import describe_model_file, file_digest, read_metadata, save_model
+from braintriage.modelfile import describe_model_file, read_metadata, save_model
 from braintriage.pretrained import weights_package
 from braintriage.style_mixing import mix_styles_in_training
 from braintriage.synthetic_lesions import add_lesions
@@ -410,6 +410,7 @@ class Fitted:
     std: float
     steps: int
     last_val_logits: torch.Tensor  # of the last epoch run (the same as val_logits when it was the best)
+    trained_with: dict  # files_trained_with: the teacher and starting model, as they were when the run began
 
 
 def save_checkpoint(path: Path, state: dict) -> None:
@@ -607,8 +608,18 @@ def optimizer_and_schedule(model: torch.nn.Module, cfg: TrainConfig, world: int,
     return optimizer, schedule
 
 
-def run_key_of(data: Prepared, train_idx: np.ndarray, cfg: TrainConfig, world: int) -> str:
-    """What makes a run the same run, for --resume: the same images in the same split, trained the same way."""
+def files_trained_with(cfg: TrainConfig) -> dict:
+    """The teacher and the starting model a run trains with (file, SHA-256, architecture, input size), read once as
+    it starts: its resume key and its model file's metadata then name the same file, even one replaced meanwhile."""
+    return {"teacher": describe_model_file(cfg.teacher) if cfg.teacher else None,
+            "initialised_from": describe_model_file(cfg.init_from) if cfg.init_from else None}
+
+
+def run_key_of(data: Prepared, train_idx: np.ndarray, cfg: TrainConfig, world: int,
+               trained_with: dict | None = None) -> str:
+    """What makes a run the same run, for --resume: the same images in the same split, trained the same way
+    (`trained_with`: files_trained_with(cfg), read again when not given)."""
+    trained_with = trained_with or files_trained_with(cfg)
     decoded = data.decoded
     split_hash = hashlib.sha256(train_idx.tobytes()).hexdigest()[:16]
     run_key = f"{decoded.fingerprint}:{split_hash}:{cfg.epochs}:{cfg.batch_size}:{cfg.seed}:{world}"
@@ -622,10 +633,11 @@ def run_key_of(data: Prepared, train_idx: np.ndarray, cfg: TrainConfig, world: i
     if cfg.start_size and cfg.start_size < cfg.image_size:  # the size schedule changes every step's images
         run_key += f":from {cfg.start_size} px, growing over {cfg.resize_ramp[0]}-{cfg.resize_ramp[1]} of the epochs"
     if cfg.teacher:
-        run_key += (f":teacher {file_digest(cfg.teacher)[:16]} weight {cfg.distill_weight} "
+        run_key += (f":teacher {trained_with['teacher']['sha256'][:16]} weight {cfg.distill_weight} "
                     f"temperature {cfg.distill_temperature}" + ("" if cfg.distill_painted else " real images only")
                     + (f" until epoch {cfg.distill_until_epoch}" if cfg.distill_until_epoch is not None else ""))
-    run_key += f":initialised from {file_digest(cfg.init_from)[:16]}" if cfg.init_from else ""
+    run_key += (f":initialised from {trained_with['initialised_from']['sha256'][:16]}" if cfg.init_from
+                else "")
     run_key += f":upweighted by {data.upweight_digest[:16]}" if data.upweight_digest else ""
     return run_key + f":{decoded.preprocess.key()}"
 
@@ -854,7 +866,8 @@ def fit(cfg: TrainConfig, data: Prepared, train_idx: np.ndarray, val_idx: np.nda
     gen = torch.Generator(device=device).manual_seed(cfg.seed)  # data order: the same on every process
     aug_gen = gen if world == 1 else torch.Generator(device=device).manual_seed(cfg.seed + 1 + dist_info.rank)
 
-    run_key = run_key_of(data, train_idx, cfg, world)
+    trained_with = files_trained_with(cfg)
+    run_key = run_key_of(data, train_idx, cfg, world, trained_with)
     progress = Progress()
     if cfg.resume and checkpoint is not None and checkpoint.exists():
         progress = restore_checkpoint(checkpoint, run_key, device, model, optimizer, schedule, ema, gen, aug_gen,
@@ -902,7 +915,7 @@ def fit(cfg: TrainConfig, data: Prepared, train_idx: np.ndarray, val_idx: np.nda
     last_val_logits = val_logits if val_logits is not None else validation.logits(eval_model)
     model.load_state_dict(progress.best)
     return Fitted(model, progress.history, progress.best_row, progress.best_loss, validation.logits(model),
-                  train_data.mean, train_data.std, progress.step, last_val_logits)
+                  train_data.mean, train_data.std, progress.step, last_val_logits, trained_with)
 
 
 def fit_temperature(logits: torch.Tensor, targets: torch.Tensor) -> float:
@@ -1019,8 +1032,7 @@ def model_metadata(cfg: TrainConfig, data: Prepared, fitted: Fitted, train_idx: 
             "data": ", ".join(Path(d).name for d in data_sources(cfg)), "data_fingerprint": decoded.fingerprint,
             "sources": decoded.source_counts(), "held_out_source": cfg.holdout_source,
             "pretrained": f"ImageNet ({weights_package(cfg.architecture)})" if cfg.pretrained else None,
-            "teacher": describe_model_file(cfg.teacher) if cfg.teacher else None,
-            "initialised_from": describe_model_file(cfg.init_from) if cfg.init_from else None,
+            **fitted.trained_with,  # "teacher" and "initialised_from"
             # the path alone (in "config") cannot say which version of the file weighted the loss
             "upweighted_by": {"file": Path(cfg.upweight).name, "sha256": data.upweight_digest}
             if cfg.upweight else None,

@@ -6,9 +6,10 @@ Cold start: a new process running `braintriage predict ONE.jpg` against `python 
 of 5 runs each; once more with a copy of the bundled model whose metadata turns on the head crop
 (`crop_to_head`, which imports scipy.ndimage), for what a cropping model would cost at start. Throughput:
 the 394 `Testing` images, preprocessed once, scored in batches of 32 by the bundled model, best of 3
-passes, on each runtime. Needs the train extra (PyTorch) for the comparison. With `--ensemble FILE` (an
-ensemble made by `braintriage ensemble`), its cold start and ONNX Runtime throughput too (each member reading
-its own preprocessing of the 394 images). End to end: `braintriage predict Testing/ --quiet` (394 files, a new
+passes, on each runtime. Needs the train extra (PyTorch) for the comparison. With `--candidate FILE` (an exported
+model that might replace the bundled one, or an ensemble made by `braintriage ensemble`; `--ensemble` is the same
+option), its cold start and end-to-end `predict` taking turns with the bundled model's, and its ONNX Runtime
+throughput (an ensemble's members each reading their own preprocessing of the 394 images). End to end: `braintriage predict Testing/ --quiet` (394 files, a new
 process; a batch run that writes a CSV or nothing), median of 5 (`--runs`); and the same without `--quiet`, its stdout a pipe
 (the terminal table of 394 rows, printed by Rich as batches finish), taking turns with it. With `--compare-with
 REV`, the cold start and both end-to-end runs of that revision's code too (a temporary git worktree), in the
@@ -76,6 +77,22 @@ def compare_with(revision: str, one: Path, runs: int) -> dict:
                     "predict_testing_with_terminal_table_images_per_s": round(394 / testing["old_table"], 1)}}
 
 
+def candidate_beside_bundled(candidate: Path, one: Path, runs: int) -> dict:
+    """A candidate model file's cold single-image `predict` and end-to-end `predict Testing/ --quiet`, each taking
+    turns with the bundled model's (medians of `runs` turns): what a shipping rule compares."""
+    base = [sys.executable, "-m", "braintriage", "predict"]
+    model = ["--model", str(candidate)]
+    times = alternating({"cold_bundled": ([*base, str(one), "--quiet"], None, None),
+                         "cold_candidate": ([*base, str(one), "--quiet", *model], None, None),
+                         "testing_bundled": ([*base, str(DATA / "Testing"), "--quiet"], None, None),
+                         "testing_candidate": ([*base, str(DATA / "Testing"), "--quiet", *model], None, None)}, runs)
+    return {"file": candidate.name, "size_mb": round(candidate.stat().st_size / 1e6, 2),
+            "cold_start_seconds_predict_one_jpg": round(times["cold_candidate"], 3),
+            "bundled_cold_start_seconds_same_turns": round(times["cold_bundled"], 3),
+            "predict_testing_end_to_end_images_per_s": round(394 / times["testing_candidate"], 1),
+            "bundled_predict_testing_end_to_end_images_per_s_same_turns": round(394 / times["testing_bundled"], 1)}
+
+
 def best_throughput(score, images: np.ndarray, passes: int = 3) -> float:
     best = 0.0
     for _ in range(passes):
@@ -88,7 +105,8 @@ def best_throughput(score, images: np.ndarray, passes: int = 3) -> float:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--output", type=Path, default=REPO / "benchmarks" / "inference.json")
-    ap.add_argument("--ensemble", type=Path, help="also time this ensemble model file")
+    ap.add_argument("--candidate", "--ensemble", type=Path, dest="candidate",
+                    help="also time this exported model (plain or ensemble) beside the bundled one")
     ap.add_argument("--compare-with", help="a git revision whose cold start and end-to-end run to time too")
     ap.add_argument("--runs", type=int, default=5, help="turns of each end-to-end and cold-start command (median)")
     args = ap.parse_args()
@@ -116,7 +134,7 @@ def main() -> None:
             **bundled_input, "preprocess": {**bundled_input["preprocess"], "crop_to_head": True}}})
         cold_predict_crop = median_seconds([*cli, "--model", str(cropping)])
     cold_torch = median_seconds([sys.executable, "-c", "import torch"])
-    cold_ensemble = median_seconds([*cli, "--model", str(args.ensemble)]) if args.ensemble else None
+    beside = candidate_beside_bundled(args.candidate, one, args.runs) if args.candidate else None
 
     from braintriage.datasets import load_dataset
     from braintriage.inference import Predictor
@@ -126,11 +144,15 @@ def main() -> None:
     onnx_predictor = Predictor()
     images = np.stack([load_and_preprocess(s.path, onnx_predictor.preprocess) for s in samples])
     onnx_ips = best_throughput(lambda x: onnx_predictor.predict_arrays(x), images)
-    ensemble_ips = None
-    if args.ensemble:
-        ensemble = Predictor(args.ensemble)
-        per_input = [np.stack([load_and_preprocess(s.path, c) for s in samples]) for c in ensemble.input_preprocess]
-        ensemble_ips = best_throughput(lambda x: ensemble.predict_arrays(per_input), images)
+    if args.candidate:
+        candidate = Predictor(args.candidate)
+        per_input = [np.stack([load_and_preprocess(s.path, c) for s in samples]) for c in candidate.input_preprocess]
+        beside["onnxruntime_images_per_s"] = round(best_throughput(lambda x: candidate.predict_arrays(per_input),
+                                                                   images), 1)
+        beside["model"] = (candidate.metadata["ensemble"]["combine"] if "ensemble" in candidate.metadata
+                           else candidate.metadata["architecture"])
+        beside["members"] = len(candidate.network.input_names)
+        beside["image_sizes"] = [c.size for c in candidate.input_preprocess]
 
     import torch
 
@@ -158,11 +180,7 @@ def main() -> None:
         "predict_testing_end_to_end_images_per_s": round(end_to_end, 1),
         "predict_testing_with_terminal_table_images_per_s": round(with_table, 1),
         **({"old_path": old} if old else {}),
-        **({"ensemble": {"file": args.ensemble.name, "model": ensemble.metadata["ensemble"]["combine"],
-                         "members": len(ensemble.network.input_names),
-            "size_mb": round(args.ensemble.stat().st_size / 1e6, 2),
-            "cold_start_seconds_predict_one_jpg": round(cold_ensemble, 3),
-            "onnxruntime_images_per_s": round(ensemble_ips, 1)}} if args.ensemble else {}),
+        **({"candidate": beside} if beside else {}),
         "batch": 32, "images": len(images), "runs": args.runs, "image_size": meta["input"]["preprocess"]["size"],
         "model": meta["architecture"],
     }

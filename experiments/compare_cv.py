@@ -17,15 +17,14 @@ config's rule reads all the folds.
 
 from __future__ import annotations
 
-import gzip
 import json
 import sys
 from pathlib import Path
 
 import numpy as np
 
-from braintriage.metrics import describe_per_source, per_source_metrics, threshold_for_specificity
-from braintriage.operating_point import out_of_fold_scores, out_of_fold_sources, read_out_of_fold
+from braintriage.metrics import binary_metrics, describe_per_source, per_source_metrics, threshold_for_specificity
+from braintriage.operating_point import kept_folds, out_of_fold_scores, out_of_fold_sources, read_out_of_fold
 
 
 def per_source(run: Path) -> tuple[float, dict]:
@@ -43,13 +42,10 @@ def per_source(run: Path) -> tuple[float, dict]:
     return threshold, per_source_metrics(y, p, source, threshold)
 
 
-def kept_folds(name: str) -> dict[int, list[dict]]:
-    """A CV's kept folds (experiments/cv/NAME/fold-K.json.gz, as experiments/run.py keeps them): rows by fold."""
+def kept_rows_by_fold(name: str) -> dict[int, list[dict]]:
+    """A CV's kept folds (experiments/cv/NAME/, `operating_point.kept_folds`): out-of-fold rows by fold number."""
     folder = Path(__file__).resolve().parent / "cv" / name
-    folds = {}
-    for path in sorted(folder.glob("fold-*.json.gz")):
-        record = json.loads(gzip.decompress(path.read_bytes()))
-        folds[record["fold"]["fold"]] = record["oof_rows"]
+    folds = {record["fold"]["fold"]: record["oof_rows"] for record in kept_folds(folder)}
     if not folds:
         raise SystemExit(f"{folder} holds no kept folds")
     return folds
@@ -57,7 +53,7 @@ def kept_folds(name: str) -> dict[int, list[dict]]:
 
 def part_way(names: list[str]) -> None:
     """Each CV on the folds all of them have kept, at its own threshold for specificity 0.95 over those folds."""
-    by_name = {name: kept_folds(name) for name in names}
+    by_name = {name: kept_rows_by_fold(name) for name in names}
     common = sorted(set.intersection(*(set(folds) for folds in by_name.values())))
     if not common:
         raise SystemExit("these CVs have no kept fold in common")
@@ -69,9 +65,10 @@ def part_way(names: list[str]) -> None:
         rows = [r for k in common for r in folds[k]]
         y, p = np.array([r["tumor"] for r in rows]), np.array([r["p_tumor"] for r in rows])
         threshold = threshold_for_specificity(y, p, 0.95)
-        print(f"{name} (threshold {threshold:.3f} over these folds: pooled sensitivity "
-              f"{(p[y == 1] >= threshold).mean():.3f} of {int(y.sum())} tumors, specificity "
-              f"{(p[y == 0] < threshold).mean():.3f} of {int((y == 0).sum())} normals)")
+        pooled = binary_metrics(y, p, threshold)
+        print(f"{name} (threshold {threshold:.3f} over these folds: pooled sensitivity {pooled['sensitivity']:.3f} "
+              f"of {pooled['n_tumor']} tumors, specificity {pooled['specificity']:.3f} of {pooled['n_no_tumor']} "
+              "normals)")
         for line in describe_per_source(per_source_metrics(y, p, out_of_fold_sources(rows), threshold)):
             print(f"  {line}")
 

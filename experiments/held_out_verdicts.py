@@ -61,7 +61,6 @@ P` (80, 90, 95 or 99) with the familiarity rule too: its cost in distribution ov
 from __future__ import annotations
 
 import argparse
-import gzip
 import json
 import sys
 import tempfile
@@ -76,7 +75,7 @@ from braintriage.evaluate import read_held_out_scores
 from braintriage.inference import Predictor
 from braintriage.metrics import binary_metrics
 from braintriage.modelfile import ModelFileError, read_metadata, update_metadata
-from braintriage.operating_point import (out_of_fold_rows, out_of_fold_scores, out_of_fold_sources,
+from braintriage.operating_point import (kept_folds, out_of_fold_rows, out_of_fold_scores, out_of_fold_sources,
                                          threshold_and_band, uncertain_band)
 
 RULE_KEYS = ("threshold", "uncertain_band")
@@ -86,7 +85,7 @@ def out_of_fold_folds(run: Path) -> list[dict]:
     """A finished cross-validation's fold records (cv.json's per_fold, or each kept fold's)."""
     if (run / "cv.json").exists():
         return json.loads((run / "cv.json").read_text())["per_fold"]
-    return [json.loads(gzip.decompress(f.read_bytes()))["fold"] for f in sorted(run.glob("fold-*.json.gz"))]
+    return [record["fold"] for record in kept_folds(run)]
 
 
 def has_guard_scores(run: Path) -> bool:

@@ -79,13 +79,19 @@ def read_out_of_fold(cv_dir: str | Path) -> tuple[dict, list[dict[str, str]]]:
         return cv, list(csv.DictReader(f))
 
 
+def kept_folds(cv_dir: str | Path) -> list[dict]:
+    """The fold records experiments/run.py kept of a cross-validation (experiments/cv/NAME/fold-K.json.gz: config,
+    data fingerprint, fold, oof_rows), in fold order, as many as are kept so far."""
+    return [json.loads(gzip.decompress(f.read_bytes())) for f in sorted(Path(cv_dir).glob("fold-*.json.gz"))]
+
+
 def out_of_fold_rows(cv_dir: str | Path) -> list[dict]:
     """A finished cross-validation's out-of-fold rows: its oof.csv (a run directory), or, on a machine without the
     run, every fold experiments/run.py kept of it (experiments/cv/NAME/fold-K.json.gz)."""
     cv_dir = Path(cv_dir)
     if (cv_dir / "oof.csv").exists():
         return read_out_of_fold(cv_dir)[1]
-    folds = [json.loads(gzip.decompress(f.read_bytes())) for f in sorted(cv_dir.glob("fold-*.json.gz"))]
+    folds = kept_folds(cv_dir)
     if not folds or len(folds) != folds[0]["config"]["folds"]:
         raise ModelFileError(f"{cv_dir} holds no finished cross-validation (oof.csv, or all its kept folds "
                              f"fold-K.json.gz: {len(folds)} here)")

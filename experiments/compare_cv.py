@@ -42,18 +42,20 @@ def per_source(run: Path) -> tuple[float, dict]:
     return threshold, per_source_metrics(y, p, source, threshold)
 
 
-def kept_rows_by_fold(name: str) -> dict[int, list[dict]]:
+KEPT_CVS = Path(__file__).resolve().parent / "cv"
+
+
+def kept_rows_by_fold(folder: Path) -> dict[int, list[dict]]:
     """A CV's kept folds (experiments/cv/NAME/, `operating_point.kept_folds`): out-of-fold rows by fold number."""
-    folder = Path(__file__).resolve().parent / "cv" / name
     folds = {record["fold"]["fold"]: record["oof_rows"] for record in kept_folds(folder)}
     if not folds:
         raise SystemExit(f"{folder} holds no kept folds")
     return folds
 
 
-def part_way(names: list[str]) -> None:
+def part_way(names: list[str], kept_cvs: Path = KEPT_CVS) -> None:
     """Each CV on the folds all of them have kept, at its own threshold for specificity 0.95 over those folds."""
-    by_name = {name: kept_rows_by_fold(name) for name in names}
+    by_name = {name: kept_rows_by_fold(kept_cvs / name) for name in names}
     common = sorted(set.intersection(*(set(folds) for folds in by_name.values())))
     if not common:
         raise SystemExit("these CVs have no kept fold in common")

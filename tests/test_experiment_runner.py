@@ -210,6 +210,36 @@ def test_a_cvs_kept_folds_give_the_verdicts_of_its_out_of_fold_scores_per_source
     assert tumor.tolist() == [True, True, False, True] and sources.tolist() == ["seed", "seed", "br35h", "br35h"]
 
 
+def test_compare_cv_reads_cvs_part_way_on_the_folds_all_of_them_kept(tmp_path, capsys):
+    """`compare_cv.py --kept`: two CVs, one with a fold the other lacks, are read on their common folds only, each
+    at the threshold that keeps specificity 0.95 over those folds' normals (here: above the highest normal)."""
+    import gzip
+
+    spec = importlib.util.spec_from_file_location("compare_cv", ROOT / "experiments" / "compare_cv.py")
+    compare_cv = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(compare_cv)
+
+    def keep(name: str, folds: dict[int, list[tuple[str, int, float]]]) -> None:
+        (tmp_path / name).mkdir()
+        for fold, rows in folds.items():
+            kept = {"fold": {"fold": fold}, "oof_rows": [{"path": p, "tumor": t, "p_tumor": s} for p, t, s in rows]}
+            (tmp_path / name / f"fold-{fold}.json.gz").write_bytes(gzip.compress(json.dumps(kept).encode()))
+
+    keep("a", {1: [("seed/n1.jpg", 0, 0.30), ("seed/t1.jpg", 1, 0.90)],
+               2: [("br35h/n2.jpg", 0, 0.10), ("br35h/t2.jpg", 1, 0.20)]})
+    keep("b", {1: [("seed/n1.jpg", 0, 0.60), ("seed/t1.jpg", 1, 0.95)],
+               2: [("br35h/n2.jpg", 0, 0.05), ("br35h/t2.jpg", 1, 0.70)],
+               3: [("seed/n3.jpg", 0, 0.99)]})  # fold 3: only b has it, so it is not read
+    compare_cv.part_way(["a", "b"], kept_cvs=tmp_path)
+    out = capsys.readouterr().out
+    assert out.startswith("folds 1, 2 of each; the same images in each")
+    lines = out.splitlines()
+    a_line = next(line for line in lines if line.startswith("a ("))
+    b_line = next(line for line in lines if line.startswith("b ("))
+    assert "pooled sensitivity 0.500 of 2 tumors, specificity 1.000 of 2 normals" in a_line  # t2 (0.20) under 0.30
+    assert "pooled sensitivity 1.000 of 2 tumors, specificity 1.000 of 2 normals" in b_line  # n3's 0.99 not read
+
+
 def test_every_committed_config_still_parses_as_train_arguments(monkeypatch, tmp_path):
     """Each config in experiments/configs is a record that must rerun: its `train` flags (as the runner passes
     them) are ones `train` still takes, with values of the right type, and its file is named for it. A renamed

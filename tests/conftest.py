@@ -36,6 +36,15 @@ def seed_data() -> Path:
     return root
 
 
+@pytest.fixture(scope="session")
+def bundled_model_id() -> str:
+    """What a result names as the bundled model (its network and file digest): tests read it from the asset, so
+    that they hold for whichever model is bundled."""
+    from braintriage.inference import Predictor
+
+    return Predictor().model_id
+
+
 def synthetic_slice(size: int = 128, seed: int = 0, lesion: bool = False) -> np.ndarray:
     """A made-up 'brain slice': an ellipse of noisy tissue on black, with an optional bright blob."""
     rng = np.random.default_rng(seed)

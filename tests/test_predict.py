@@ -68,7 +68,7 @@ def test_results_come_in_input_order_as_soon_as_their_slices_are_scored(predicto
         assert streamed[it.path].verdict == alone.verdict and streamed[it.path].top_slices == alone.top_slices
 
 
-def test_cli_exit_codes_and_csv(image_folder, tmp_path):
+def test_cli_exit_codes_and_csv(image_folder, tmp_path, bundled_model_id):
     out = tmp_path / "p.csv"
     ok = runner.invoke(app, ["predict", str(image_folder), "--output", str(out), "--types"])
     assert ok.exit_code == 0, ok.output
@@ -79,7 +79,7 @@ def test_cli_exit_codes_and_csv(image_folder, tmp_path):
                              "probability_pituitary"]
     for r in rows:
         assert r["verdict"] in ("tumor_suspected", "uncertain", "cannot_assess", "no_tumor_detected")
-        assert r["model"].startswith("efficientnet-lite0 ") and r["analysed_at"].endswith("+00:00")
+        assert r["model"] == bundled_model_id and r["analysed_at"].endswith("+00:00")
         probs = {t: float(r[f"probability_{t}"]) for t in ("no_tumor", "glioma", "meningioma", "pituitary")}
         assert abs(sum(probs.values()) - 1) < 1e-4 and r["predicted_type"] == max(probs, key=probs.get)
         assert abs(float(r["tumor_probability"]) - (1 - probs["no_tumor"])) < 1e-5
@@ -100,12 +100,12 @@ def test_cli_exit_codes_and_csv(image_folder, tmp_path):
     assert runner.invoke(app, ["predict"]).exit_code == 2  # usage error
 
 
-def test_the_terminal_table_has_one_line_per_scan_under_the_folder_they_share(image_folder):
+def test_the_terminal_table_has_one_line_per_scan_under_the_folder_they_share(image_folder, bundled_model_id):
     (image_folder / "bad.png").write_bytes(b"garbage")
     result = runner.invoke(app, ["predict", str(image_folder), str(image_folder / "gone.jpg")])
     assert result.exit_code == 1 and result.stderr == "2 of 6 rows had errors\n"
     lines = result.stdout.splitlines()
-    assert lines[0].startswith("braintriage (efficientnet-lite0 ") and lines[1] == f"paths under {image_folder}/"
+    assert lines[0].startswith(f"braintriage ({bundled_model_id}): ") and lines[1] == f"paths under {image_folder}/"
     names = ["bad.png", "scan0.jpg", "scan1.png", "scan2.bmp", "scan3.tif", "gone.jpg"]  # as listed: sorted, then
     rows = lines[3:3 + len(names)]
     assert [row.split()[0] for row in rows] == names

@@ -170,7 +170,7 @@ def one_scan_per_outcome(testing) -> dict:
     return {outcome: found[outcome] for outcome in wanted}
 
 
-def test_clinician_uploads_a_real_scan_in_chromium(seed_data, live_server, tmp_path):
+def test_clinician_uploads_a_real_scan_in_chromium(seed_data, live_server, tmp_path, bundled_model_id):
     require_chromium()
     from playwright.sync_api import expect, sync_playwright
 
@@ -216,7 +216,7 @@ def test_clinician_uploads_a_real_scan_in_chromium(seed_data, live_server, tmp_p
         exported = list(csv.DictReader(open(download.value.path())))
         assert {r["verdict"] for r in exported} == {"tumor_suspected", "cannot_assess", "uncertain",
                                                     "no_tumor_detected"}
-        assert all(r["model"].startswith("efficientnet-lite0 ") and r["analysed_at"] for r in exported)
+        assert all(r["model"] == bundled_model_id and r["analysed_at"] for r in exported)
         card = page.locator(".card").first
         heat = card.locator("img.heat")
         expect(heat).to_be_hidden()
@@ -235,7 +235,7 @@ def test_clinician_uploads_a_real_scan_in_chromium(seed_data, live_server, tmp_p
         printed = page.locator(".card .print-only").first
         expect(printed).to_be_visible()
         expect(printed).to_contain_text("A clear result does not rule out a tumor.")
-        expect(printed).to_contain_text("efficientnet-lite0 ")
+        expect(printed).to_contain_text(f"Model {bundled_model_id};")
         expect(page.locator(".card button").first).to_be_hidden()  # no buttons on paper
         page.screenshot(path=str(ARTIFACTS / "clinic-app-print.png"), full_page=True)
         page.emulate_media(media="screen")

@@ -1,6 +1,7 @@
 """The experiment runner keeps a cross-validation's finished folds in the repository and puts them back, and keeps
 each leave-source-out run's row where the model card reads it."""
 
+import gzip
 import importlib.util
 import json
 from pathlib import Path
@@ -20,6 +21,17 @@ def load_runner(monkeypatch, tmp_path):
     monkeypatch.setattr(runner, "KEPT_FOLDS", tmp_path / "kept")
     monkeypatch.setattr(runner, "KEPT_HOLDOUTS", tmp_path / "holdout")
     return runner
+
+
+def keep_folds(folder: Path, rows: list[dict], folds: int = 2) -> Path:
+    """A cross-validation's folds as experiments/run.py keeps them (experiments/cv/NAME/fold-K.json.gz), each with
+    the out-of-fold rows whose "fold" is K."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for fold in range(1, folds + 1):
+        kept = {"config": {"folds": folds}, "fold": {"fold": fold},
+                "oof_rows": [r for r in rows if r["fold"] == fold]}
+        (folder / f"fold-{fold}.json.gz").write_bytes(gzip.compress(json.dumps(kept).encode()))
+    return folder
 
 
 def test_finished_folds_survive_a_fresh_machine(monkeypatch, tmp_path):
@@ -192,8 +204,6 @@ def test_a_false_setting_reaches_train_as_its_no_flag(monkeypatch, tmp_path):
 
 
 def test_a_cvs_kept_folds_give_the_verdicts_of_its_out_of_fold_scores_per_source(tmp_path):
-    import gzip
-
     spec = importlib.util.spec_from_file_location("held_out_verdicts", ROOT / "experiments" / "held_out_verdicts.py")
     verdicts_script = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(verdicts_script)
@@ -201,9 +211,7 @@ def test_a_cvs_kept_folds_give_the_verdicts_of_its_out_of_fold_scores_per_source
             {"path": "seed/t2.jpg", "fold": 1, "tumor": 1, "p_tumor": 0.1},
             {"path": "br35h/n1.jpg", "fold": 2, "tumor": 0, "p_tumor": 0.5},
             {"path": "br35h/t3.jpg", "fold": 2, "tumor": 1, "p_tumor": 0.2}]
-    for fold in (1, 2):  # as experiments/run.py keeps them: experiments/cv/NAME/fold-K.json.gz
-        kept = {"config": {"folds": 2}, "oof_rows": [r for r in rows if r["fold"] == fold]}
-        (tmp_path / f"fold-{fold}.json.gz").write_bytes(gzip.compress(json.dumps(kept).encode()))
+    keep_folds(tmp_path, rows)
     rules = {"threshold": 0.6, "uncertain_band": {"low": 0.15, "high": 0.9}}
     outcomes, tumor, sources = verdicts_script.out_of_fold_verdicts(tmp_path, rules)
     assert outcomes.tolist() == ["tumor_suspected", "no_tumor_detected", "uncertain", "uncertain"]
@@ -213,23 +221,18 @@ def test_a_cvs_kept_folds_give_the_verdicts_of_its_out_of_fold_scores_per_source
 def test_compare_cv_reads_cvs_part_way_on_the_folds_all_of_them_kept(tmp_path, capsys):
     """`compare_cv.py --kept`: two CVs, one with a fold the other lacks, are read on their common folds only, each
     at the threshold that keeps specificity 0.95 over those folds' normals (here: above the highest normal)."""
-    import gzip
-
     spec = importlib.util.spec_from_file_location("compare_cv", ROOT / "experiments" / "compare_cv.py")
     compare_cv = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(compare_cv)
 
-    def keep(name: str, folds: dict[int, list[tuple[str, int, float]]]) -> None:
-        (tmp_path / name).mkdir()
-        for fold, rows in folds.items():
-            kept = {"fold": {"fold": fold}, "oof_rows": [{"path": p, "tumor": t, "p_tumor": s} for p, t, s in rows]}
-            (tmp_path / name / f"fold-{fold}.json.gz").write_bytes(gzip.compress(json.dumps(kept).encode()))
+    def keep(name: str, scored: list[tuple[int, str, int, float]], folds: int) -> None:
+        keep_folds(tmp_path / name, [{"fold": k, "path": p, "tumor": t, "p_tumor": s} for k, p, t, s in scored], folds)
 
-    keep("a", {1: [("seed/n1.jpg", 0, 0.30), ("seed/t1.jpg", 1, 0.90)],
-               2: [("br35h/n2.jpg", 0, 0.10), ("br35h/t2.jpg", 1, 0.20)]})
-    keep("b", {1: [("seed/n1.jpg", 0, 0.60), ("seed/t1.jpg", 1, 0.95)],
-               2: [("br35h/n2.jpg", 0, 0.05), ("br35h/t2.jpg", 1, 0.70)],
-               3: [("seed/n3.jpg", 0, 0.99)]})  # fold 3: only b has it, so it is not read
+    keep("a", [(1, "seed/n1.jpg", 0, 0.30), (1, "seed/t1.jpg", 1, 0.90),
+               (2, "br35h/n2.jpg", 0, 0.10), (2, "br35h/t2.jpg", 1, 0.20)], folds=2)
+    keep("b", [(1, "seed/n1.jpg", 0, 0.60), (1, "seed/t1.jpg", 1, 0.95),
+               (2, "br35h/n2.jpg", 0, 0.05), (2, "br35h/t2.jpg", 1, 0.70),
+               (3, "seed/n3.jpg", 0, 0.99)], folds=3)  # fold 3: only b has it, so it is not read
     compare_cv.part_way(["a", "b"], kept_cvs=tmp_path)
     out = capsys.readouterr().out
     assert out.startswith("folds 1, 2 of each; the same images in each")
@@ -269,8 +272,6 @@ def test_the_model_card_reads_a_held_out_source_at_the_threshold_chosen_without_
     """Issue 21's reading: a leave-source-out run's kept scores at the threshold the shipping rule takes from a CV
     over the other sources. The CV here (kept folds, as experiments/run.py keeps them) has 20 normals scored
     0.00-0.95, so specificity 0.95 puts the threshold just above the 19th; a CV that held the source is refused."""
-    import gzip
-
     from braintriage.model_card import (_unseen_sensitivity_lines, _without_the_source_lines,
                                         leave_source_out_rows, readings_without_the_source)
     from braintriage.modelfile import ModelFileError
@@ -289,12 +290,7 @@ def test_the_model_card_reads_a_held_out_source_at_the_threshold_chosen_without_
         oof = [{"path": f"{sources[k % len(sources)]}/n{k}.jpg", "fold": 1 + k % 2, "tumor": 0, "p_tumor": k / 20}
                for k in range(20)]
         oof += [{"path": f"{sources[0]}/t{k}.jpg", "fold": 1 + k % 2, "tumor": 1, "p_tumor": 0.99} for k in range(10)]
-        cv = tmp_path / name
-        cv.mkdir()
-        for fold in (1, 2):
-            kept = {"config": {"folds": 2}, "oof_rows": [r for r in oof if r["fold"] == fold]}
-            (cv / f"fold-{fold}.json.gz").write_bytes(gzip.compress(json.dumps(kept).encode()))
-        return cv
+        return keep_folds(tmp_path / name, oof)
 
     [reading] = readings_without_the_source(rows, [kept_cv("cv-without", ["seed", "figshare"])])
     assert 0.90 < reading["threshold"] <= 0.95
@@ -310,18 +306,13 @@ def test_the_model_card_reads_a_held_out_source_at_the_threshold_chosen_without_
 
 
 def test_recipes_averaged_are_read_at_the_threshold_of_their_averaged_out_of_fold_scores(tmp_path, capsys):
-    import gzip
-
     spec = importlib.util.spec_from_file_location("ensemble_holdout", ROOT / "experiments" / "ensemble_holdout.py")
     mean_script = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mean_script)
     for name, scores, folds in (("a", (0.9, 0.2, 0.4), (1, 1, 2)), ("b", (0.5, 0.6, 0.0), (2, 1, 1))):
         rows = [{"path": f"seed/{i}.jpg", "fold": f, "tumor": int(i != 2), "p_tumor": s}
                 for i, (s, f) in enumerate(zip(scores, folds))]
-        (tmp_path / name).mkdir()
-        for fold in (1, 2):  # the CVs need not share their folds: every averaged score is still out of fold
-            kept = {"config": {"folds": 2}, "oof_rows": [r for r in rows if r["fold"] == fold]}
-            (tmp_path / name / f"fold-{fold}.json.gz").write_bytes(gzip.compress(json.dumps(kept).encode()))
+        keep_folds(tmp_path / name, rows)  # the CVs need not share folds: each averaged score is out of fold
     paths, y, p = mean_script.mean_out_of_fold([mean_script.scored_out_of_fold(tmp_path / n) for n in "ab"])
     assert paths.tolist() == ["seed/0.jpg", "seed/1.jpg", "seed/2.jpg"]
     assert y.tolist() == [1, 1, 0] and p == pytest.approx([0.7, 0.4, 0.2])

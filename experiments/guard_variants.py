@@ -67,11 +67,11 @@ def guard_inputs(run: Path) -> dict:
 
 def non_mri_inputs(run: Path) -> dict:
     """The 11 non-MRI inputs preprocessed as RUN's model reads them, their names, and which of them the rules
-    before the features (blank, bright frame) refuse."""
+    before the features (blank, bright frame, pixel noise) refuse."""
     others = non_mri_images(DATA / "brain-tumor-classification-mri")
     preprocess_config = Predictor(str(run / "model.safetensors")).preprocess
     views = np.stack([preprocess(im.convert("L"), preprocess_config) for im in others.values()])
-    refused = np.array([v.std() < ood.MIN_STD or ood.border_level(im.convert("L")) > ood.MAX_BORDER_LEVEL
+    refused = np.array([ood.pixel_warning(v, ood.pixel_facts(im.convert("L"))) is not None
                         for v, im in zip(views, others.values())])
     return {"non_mri": views, "refused": refused, "non_mri_names": np.array(list(others))}
 

@@ -203,24 +203,24 @@ class Predictor:
                 yield SCORED
             yield summarised_up_to(b)
 
-    def _decode(self, slice_: Slice) -> tuple[list[np.ndarray], float] | str:
-        """One slice decoded and preprocessed for each model input, with its frame level (as decoded: padding
-        would hide a bright frame); or the error message."""
+    def _decode(self, slice_: Slice) -> tuple[list[np.ndarray], ood.PixelFacts] | str:
+        """One slice decoded and preprocessed for each model input, with what the guard reads off it as decoded
+        (`ood.pixel_facts`); or the error message."""
         try:
             image = slice_.load()
-            return [preprocess(image, config) for config in self.input_preprocess], ood.border_level(image)
+            return [preprocess(image, config) for config in self.input_preprocess], ood.pixel_facts(image)
         except ImageReadError as e:
             return str(e)
 
-    def _score_batch(self, decoded: list[tuple[tuple[int, int], tuple[list[np.ndarray], float]]],
+    def _score_batch(self, decoded: list[tuple[tuple[int, int], tuple[list[np.ndarray], ood.PixelFacts]]],
                      slices: list[SliceResults], heatmaps: bool) -> None:
         """Run the network and the guard on one batch of decoded slices ((item, slice) index, (one image per
-        model input, frame level)), and file each slice's score, view and warning under its item."""
+        model input, pixel facts)), and file each slice's score, view and warning under its item."""
         stacked = [np.stack(per_input) for per_input in zip(*(images for _, (images, _) in decoded))]
-        borders = [border for _, (_, border) in decoded]
+        facts = [pixel_facts for _, (_, pixel_facts) in decoded]
         p_tumor, types, cams, pooled = self.network.run(stacked, heatmaps, self.guard_layers)
         ratios = ood.ratios_for(pooled, self._ood_arrays)
-        warnings = ood.warnings_for(stacked[0], pooled, self._ood_arrays, borders, ratios)
+        warnings = ood.warnings_for(stacked[0], pooled, self._ood_arrays, facts, ratios)
         for k, ((i, j), _) in enumerate(decoded):
             slices[i].alarms[j] = warnings[k]
             if ratios is not None:

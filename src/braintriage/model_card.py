@@ -72,7 +72,7 @@ def _guard_sentence(metadata: dict, report: dict) -> str:
             "distances of the model's pooled features from those of the training split, one per reading: " +
             "; ".join(f"{layers(g)}, {threshold(g)}" for g in guards) + "; an alarm when any fires")
     return ("An out-of-distribution guard (" + what + ") warns when an input does not look like a brain MRI slice; "
-            "blank images and images whose outer frame is not dark always. It can miss inputs that share a slice's "
+            "blank images, images whose outer frame is not dark and heads of pixel noise always. It can miss inputs that share a slice's "
             "look (a bright round or banded shape on black: in this project's checks a flower close-up passed an "
             "earlier model's guard), "
             "so check that inputs are brain MRI slices." + rate)

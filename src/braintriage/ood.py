@@ -7,7 +7,7 @@ average variance left over). A new image's score is its Mahalanobis distance in 
 off the subspace, both in units of the training variance. The alarm threshold is a margin times a high
 percentile of the scores of the *validation* split (held-out training images), so it is calibrated on training
 data only; `Testing` is used only to report the false-alarm rate.
-Blank or near-constant images, and images on a bright background, are refused outright.
+Blank or near-constant images, images on a bright background, and heads of pixel noise are refused outright.
 
 Why that stage and that margin (session 18, `docs/model.md`): the last stage is tuned to the classes, and a guard
 reading it (as the guards of sessions 13-17 did, beside the stage before) learned "looks like the training
@@ -41,6 +41,8 @@ Everything is numpy: the runtime needs no PyTorch.
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -194,6 +196,33 @@ def designs_layers(designs: tuple[tuple[tuple[str, ...], float], ...]) -> tuple[
 MAX_BORDER_LEVEL = 180
 BORDER_FRACTION = 0.05
 
+# Inside the head of a real slice neighbouring pixels are alike: anatomy varies over many pixels. Over the 3,945
+# training images (as decoded, over the pixels above NOISE_FOREGROUND) the smaller of the horizontal and vertical
+# lag-1 correlations is at least 0.36 (a sharpened, noisy Br35H slice; medians 0.85-0.89); independent pixel noise
+# shaped like a head is near 0, with a bright blob painted on it 0.19 at most. Below NOISE_CORRELATION a slice is
+# mostly noise, whatever the features say: a feature guard reads such phantoms as MRI on some seeds and not others
+# (session 57, docs/model.md). Read at the slice's own resolution: averaged over 2x2 blocks, a sharpened slice's
+# grain turns noise-like (Br35H's yes/y44.jpg: 0.45 as decoded, 0.23 averaged).
+NOISE_CORRELATION = 0.25
+NOISE_FOREGROUND = 20  # grey levels: above the background of a slice
+NOISE_SIDE = 1024  # a larger slice is read averaged over whole blocks (to 512 or more): bounded work at any size
+NOISE_MIN_PAIRS = 50  # fewer pixel pairs above the background give no value (and no warning)
+
+
+@dataclass(frozen=True)
+class PixelFacts:
+    """What the refusals before the features read off a slice as decoded, before preprocessing pads and resizes
+    it (padding would hide a bright frame; resizing would smooth noise)."""
+    border_level: float
+    neighbour_correlation: float  # nan where there is too little above the background to tell
+
+
+def pixel_facts(image) -> PixelFacts:
+    """`PixelFacts` of a slice as decoded: 2D uint8 array or grayscale PIL image."""
+    pixels = np.asarray(image)
+    pixels = pixels.reshape(pixels.shape[-2:])
+    return PixelFacts(border_level(pixels), neighbour_correlation(pixels))
+
 
 def border_level(image) -> float:
     """Median intensity of the outer frame (BORDER_FRACTION of the shorter side) of a slice as decoded, before
@@ -205,25 +234,59 @@ def border_level(image) -> float:
     return percentile(frame, 50)
 
 
+def neighbour_correlation(image) -> float:
+    """The smaller of the correlations of horizontally and of vertically neighbouring pixels, over the pairs both
+    above NOISE_FOREGROUND, of a 2D uint8 slice (over whole blocks where its long side passes NOISE_SIDE); nan
+    with fewer than NOISE_MIN_PAIRS pairs, or where the pixels there do not vary."""
+    pixels = np.asarray(image, dtype=np.float32)
+    factor = -(-max(pixels.shape) // NOISE_SIDE)
+    if factor > 1:  # whole blocks only: bounded work for any size
+        h, w = pixels.shape[0] // factor * factor, pixels.shape[1] // factor * factor
+        pixels = pixels[:h, :w].reshape(h // factor, factor, w // factor, factor).mean(axis=(1, 3))
+    correlations = []
+    for a, b in ((pixels[:, :-1], pixels[:, 1:]), (pixels[:-1], pixels[1:])):
+        both = (a > NOISE_FOREGROUND) & (b > NOISE_FOREGROUND)
+        if both.sum() < NOISE_MIN_PAIRS:
+            return float("nan")
+        a, b = a[both].astype(np.float64), b[both].astype(np.float64)
+        a, b = a - a.mean(), b - b.mean()
+        spread = np.sqrt((a * a).sum() * (b * b).sum())
+        if spread == 0:
+            return float("nan")
+        correlations.append(float((a * b).sum() / spread))
+    return min(correlations)
+
+
+def pixel_warning(image_u8: np.ndarray, facts: PixelFacts | None) -> str | None:
+    """The refusal that needs no features, or None: a blank preprocessed image; and, from the slice as decoded
+    (`facts`, where the caller measured them), a bright frame or a head of pixel noise."""
+    if image_u8.std() < MIN_STD:
+        return "blank or near-constant image, not a brain MRI slice: prediction unreliable"
+    if facts is not None and facts.border_level > MAX_BORDER_LEVEL:
+        return ("the background is not dark, as it is around a brain MRI slice (an inverted image, a photo or a "
+                "document?): prediction unreliable")
+    if facts is not None and facts.neighbour_correlation < NOISE_CORRELATION:  # False for nan
+        return ("the image is mostly pixel noise: neighbouring pixels are hardly alike, as they are across the "
+                "anatomy of a brain MRI slice: prediction unreliable")
+    return None
+
+
 def ratios_for(pooled: dict[str, np.ndarray] | None, params: dict | None) -> np.ndarray | None:
     """`threshold_ratios`, or None where there is no guard or no feature maps to read."""
     return threshold_ratios(pooled, params) if params and pooled is not None else None
 
 
 def warnings_for(images_u8: np.ndarray, pooled: dict[str, np.ndarray] | None, params: dict | None,
-                 border_levels: list[float] | None = None, ratios: np.ndarray | None = None) -> list[str | None]:
+                 facts: list[PixelFacts] | None = None, ratios: np.ndarray | None = None) -> list[str | None]:
     """A warning per image, or None where it looks like the training data. `pooled`: the images' feature maps
-    by layer name (those `all_layers(params)` names); `border_levels`: each slice's `border_level` as decoded
-    (before padding), where the caller measured it; `ratios`: `ratios_for(pooled, params)`, where the caller
-    already has them."""
+    by layer name (those `all_layers(params)` names); `facts`: each slice's `pixel_facts` as decoded, where the
+    caller measured them; `ratios`: `ratios_for(pooled, params)`, where the caller already has them."""
     out: list[str | None] = []
     ratios = ratios_for(pooled, params) if ratios is None else ratios
     for i, image in enumerate(images_u8):
-        if image.std() < MIN_STD:
-            out.append("blank or near-constant image, not a brain MRI slice: prediction unreliable")
-        elif border_levels is not None and border_levels[i] > MAX_BORDER_LEVEL:
-            out.append("the background is not dark, as it is around a brain MRI slice (an inverted image, a photo "
-                       "or a document?): prediction unreliable")
+        refusal = pixel_warning(image, None if facts is None else facts[i])
+        if refusal is not None:
+            out.append(refusal)
         elif ratios is not None and ratios[i] > 1:
             out.append(f"does not look like the brain MRI slices the model was trained on (out-of-distribution "
                        f"score {ratios[i]:.2f} times its threshold): prediction unreliable")

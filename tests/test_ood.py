@@ -76,7 +76,6 @@ def test_bundled_guard_flags_non_mri_and_rarely_real_scans(seed_data):
 
 
 def test_a_bright_background_is_flagged_and_real_slices_have_dark_ones(seed_data):
-
     from braintriage.preprocess import decode_image
 
     slice_ = smooth_slice(128)

@@ -113,9 +113,10 @@ def test_a_head_of_pixel_noise_is_refused_and_real_slices_are_not(seed_data):
     assert np.isnan(ood.neighbour_correlation(np.zeros((64, 64), np.uint8)))
     assert np.isnan(ood.neighbour_correlation(np.full((64, 64), 90, np.uint8)))
     assert ood.pixel_warning(smooth, ood.PixelFacts(0.0, float("nan"))) is None
-    # A slice past NOISE_SIDE is read over whole blocks: noise stays noise, anatomy stays anatomy.
+    # Larger than the sampling grid, a slice is read on pairs sampled across it: noise stays noise, anatomy anatomy.
     big = np.kron(smooth, np.ones((9, 9), np.uint8))
-    assert big.shape[0] > ood.NOISE_SIDE and ood.neighbour_correlation(big) > 0.8
+    assert big.shape[0] > ood.NOISE_GRID and ood.neighbour_correlation(big) > 0.8
+    assert ood.neighbour_correlation(synthetic_slice(1000)) < 0.2
     # The cut rests on the training sources (0 of 3,945 below it, experiments/pixel_noise.py); Br35H, sharpened and
     # noisy in places, comes nearest (0.36).
     values = [ood.neighbour_correlation(decode_image(p)) for p in sorted((seed_data.parent / "br35h").rglob("*.jpg"))]

@@ -277,8 +277,8 @@ def pixel_warning(image_u8: np.ndarray, facts: PixelFacts | None) -> str | None:
         return ("the background is not dark, as it is around a brain MRI slice (an inverted image, a photo or a "
                 "document?): prediction unreliable")
     if facts is not None and facts.neighbour_correlation < NOISE_CORRELATION:  # False for nan
-        return ("the image is mostly pixel noise: neighbouring pixels are hardly alike, as they are across the "
-                "anatomy of a brain MRI slice: prediction unreliable")
+        return ("the image is mostly pixel noise (neighbouring pixels hardly alike, unlike across the anatomy of a "
+                "brain MRI slice): prediction unreliable")
     return None
 
 

@@ -24,7 +24,8 @@ from pathlib import Path
 import numpy as np
 
 from braintriage.metrics import binary_metrics, describe_per_source, per_source_metrics, threshold_for_specificity
-from braintriage.operating_point import kept_folds, out_of_fold_scores, out_of_fold_sources, read_out_of_fold
+from braintriage.operating_point import (kept_folds, out_of_fold_scores, out_of_fold_sources, out_of_fold_type_right,
+                                         read_out_of_fold)
 
 
 def per_source(run: Path) -> tuple[float, dict]:
@@ -39,7 +40,7 @@ def per_source(run: Path) -> tuple[float, dict]:
     if len(names) < 2 or not set(source.tolist()) <= names:
         raise SystemExit(f"{run}: cv.json has no per-source figures and its paths do not name its sources")
     _, y, p = out_of_fold_scores(rows)
-    return threshold, per_source_metrics(y, p, source, threshold)
+    return threshold, per_source_metrics(y, p, source, threshold, out_of_fold_type_right(rows))
 
 
 KEPT_CVS = Path(__file__).resolve().parent / "cv"
@@ -71,7 +72,8 @@ def part_way(names: list[str], kept_cvs: Path = KEPT_CVS) -> None:
         print(f"{name} (threshold {threshold:.3f} over these folds: pooled sensitivity {pooled['sensitivity']:.3f} "
               f"of {pooled['n_tumor']} tumors, specificity {pooled['specificity']:.3f} of {pooled['n_no_tumor']} "
               "normals)")
-        for line in describe_per_source(per_source_metrics(y, p, out_of_fold_sources(rows), threshold)):
+        for line in describe_per_source(per_source_metrics(y, p, out_of_fold_sources(rows), threshold,
+                                                           out_of_fold_type_right(rows))):
             print(f"  {line}")
 
 

@@ -3,8 +3,9 @@ from PIL import Image
 
 from braintriage.cache import DecodedSet, decode_dataset
 from braintriage.datasets import load_dataset
-from braintriage.metrics import (binary_metrics, per_source_metrics, threshold_for_sensitivity,
+from braintriage.metrics import (binary_metrics, describe_per_source, per_source_metrics, threshold_for_sensitivity,
                                  threshold_for_specificity)
+from braintriage.operating_point import out_of_fold_sources, out_of_fold_type_right
 from braintriage.preprocess import PreprocessConfig
 from braintriage.losses import cell_weights
 from braintriage.splits import grouped_split
@@ -85,3 +86,25 @@ def test_per_source_figures_show_a_source_the_pooled_figure_hides():
     # b's tumors are ranked against a's normals: 0.9 beats all 4, 0.55 and 0.5 beat 3, 0.4 beats 3 -> 13 / 16
     assert per["b"]["roc_auc_against_all_normals"] == 13 / 16
     assert per["a"]["roc_auc_against_all_normals"] == 1.0
+
+
+def test_per_source_four_class_accuracy_counts_only_images_of_known_type():
+    # Rows as a cross-validation writes them: a seed-set normal called normal, a seed-set glioma called meningioma,
+    # a figshare pituitary tumor called pituitary, and a Br35H tumor (type unknown) that must not count anywhere.
+    def row(path, label, no_tumor, glioma, meningioma, pituitary):
+        return {"path": path, "tumor": int(label != "no_tumor"), "tumor_type": label, "p_tumor": 1 - no_tumor,
+                "p_no_tumor": no_tumor, "p_glioma": glioma, "p_meningioma": meningioma, "p_pituitary": pituitary}
+    rows = [row("seed/n.jpg", "no_tumor", 0.7, 0.1, 0.1, 0.1), row("seed/g.jpg", "glioma", 0.1, 0.3, 0.5, 0.1),
+            row("figshare/p.jpg", "pituitary", 0.0, 0.1, 0.1, 0.8), row("br35h/y.jpg", "", 0.2, 0.1, 0.6, 0.1)]
+    right = out_of_fold_type_right(rows)
+    assert right[:3].tolist() == [1.0, 0.0, 1.0] and np.isnan(right[3])
+    y, p = np.array([r["tumor"] for r in rows]), np.array([r["p_tumor"] for r in rows])
+    per = per_source_metrics(y, p, out_of_fold_sources(rows), 0.5, right)
+    assert per["seed"]["typed"] == 2 and per["seed"]["type_accuracy"] == 0.5
+    assert per["figshare"]["type_accuracy"] == 1.0
+    assert per["br35h"]["typed"] == 0 and per["br35h"]["type_accuracy"] is None
+    assert "4-class accuracy 0.500" in describe_per_source(per)[2] and "4-class" not in describe_per_source(per)[0]
+    # a binary model's CV has no type columns: no four-class figure, and the per-source figures stay as they were
+    assert out_of_fold_type_right([{k: v for k, v in r.items() if k in ("path", "tumor", "p_tumor")}
+                                   for r in rows]) is None
+    assert "typed" not in per_source_metrics(y, p, out_of_fold_sources(rows), 0.5)["seed"]

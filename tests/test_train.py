@@ -154,6 +154,10 @@ def test_grouped_cross_validation_reports_mean_and_spread(real_subset, tmp_path,
     (only,) = saved["pooled_out_of_fold"]["per_source_at_specificity_0.95"].values()
     assert (only["tumors"], only["normals"]) == (at95["n_tumor"], at95["n_no_tumor"])
     assert only["sensitivity"] == pytest.approx(at95["sensitivity"])
+    # Every image here has a type: the pooled four-class accuracy weighs the folds' own by their sizes.
+    assert only["typed"] == 64
+    assert only["type_accuracy"] == pytest.approx(
+        sum(f["type_accuracy"] * f["images"] for f in saved["per_fold"]) / 64)
 
 
 def test_weight_averaging_saves_the_average_not_the_last_weights(tmp_path):

@@ -25,6 +25,7 @@ from braintriage.hardware import hardware_name, pick_device
 from braintriage.metrics import (METRIC_NAMES, binary_metrics, describe_per_source, per_source_metrics,
                                  threshold_for_specificity)
 from braintriage.modelfile import read_metadata, save_model, update_metadata
+from braintriage.operating_point import out_of_fold_type_right
 from braintriage.models import tumor_probability
 from braintriage.splits import grouped_folds, grouped_split, held_out_digest
 from braintriage.train import (Fitted, Prepared, TrainConfig, TrainingSetupError, check_settings, fit, model_metadata,
@@ -113,7 +114,8 @@ def summarise_folds(cfg: TrainConfig, decoded: DecodedSet, per_fold: list[dict],
     pooled = {"at_0.5": binary_metrics(y_all, p_all, 0.5),
               "at_specificity_0.95": binary_metrics(y_all, p_all, threshold),
               "per_source_at_specificity_0.95": per_source_metrics(
-                  y_all, p_all, np.array([source_of[r["path"]] for r in oof_rows]), threshold)}
+                  y_all, p_all, np.array([source_of[r["path"]] for r in oof_rows]), threshold,
+                  out_of_fold_type_right(oof_rows))}
     # A resumed run may have trained its folds on different machines; same seed, other numbers (hardware_name)
     hardware = sorted({f.get("hardware", "not recorded") for f in per_fold})
     if len(hardware) > 1:

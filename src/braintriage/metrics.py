@@ -122,12 +122,14 @@ def wilson_interval(k: int, n: int, z: float = 1.96) -> list[float]:
     return [max(0.0, centre - half), min(1.0, centre + half)]
 
 
-def per_source_metrics(y_true: np.ndarray, p_tumor: np.ndarray, source: np.ndarray, threshold: float
-                       ) -> dict[str, dict]:
+def per_source_metrics(y_true: np.ndarray, p_tumor: np.ndarray, source: np.ndarray, threshold: float,
+                       type_right: np.ndarray | None = None) -> dict[str, dict]:
     """Each source's share of a pooled result at one threshold: its tumors' sensitivity and its normals'
     specificity (Wilson 95% intervals; None where it has none), and the ROC-AUC of its tumors against the
     normals of all sources, so that a source of tumors alone (figshare) is ranked too. A recipe that keeps the
-    pooled specificity by raising the threshold can lose one source's tumors while the pooled figure holds."""
+    pooled specificity by raising the threshold can lose one source's tumors while the pooled figure holds.
+    With `type_right` (per image: 1 where the most likely of the four classes is its label, 0 where not, NaN
+    where its type is unknown): each source's four-class accuracy over its images of known type, too."""
     y_true, p_tumor, source = np.asarray(y_true).astype(int), np.asarray(p_tumor, float), np.asarray(source)
     normals = p_tumor[y_true == 0]
     out = {}
@@ -145,7 +147,17 @@ def per_source_metrics(y_true: np.ndarray, p_tumor: np.ndarray, source: np.ndarr
             "roc_auc_against_all_normals": float(roc_auc_score(
                 np.r_[np.ones(len(tumors)), np.zeros(len(normals))], np.r_[tumors, normals])) if ranked else None,
         }
+        if type_right is not None:
+            out[name].update(_type_accuracy(np.asarray(type_right, float)[source == name]))
     return out
+
+
+def _type_accuracy(type_right: np.ndarray) -> dict:
+    """Four-class accuracy over the images of known type (`type_right` not NaN), with its Wilson interval."""
+    known = type_right[~np.isnan(type_right)]
+    right = int(known.sum())
+    return {"typed": len(known), "type_accuracy": right / len(known) if len(known) else None,
+            "type_accuracy_ci95": wilson_interval(right, len(known)) if len(known) else None}
 
 
 def describe_per_source(per_source: dict[str, dict]) -> list[str]:
@@ -161,5 +173,8 @@ def describe_per_source(per_source: dict[str, dict]) -> list[str]:
             parts.append(f"specificity {m['specificity']:.3f} ({lo:.3f}-{hi:.3f}) of {m['normals']} normals")
         if m["roc_auc_against_all_normals"] is not None:
             parts.append(f"ROC-AUC against all normals {m['roc_auc_against_all_normals']:.3f}")
+        if m.get("type_accuracy") is not None:
+            lo, hi = m["type_accuracy_ci95"]
+            parts.append(f"4-class accuracy {m['type_accuracy']:.3f} ({lo:.3f}-{hi:.3f}) of {m['typed']} of known type")
         lines.append(f"{name}: " + ", ".join(parts))
     return lines

@@ -109,6 +109,19 @@ def out_of_fold_sources(rows: list[dict[str, str]]) -> np.ndarray:
     return np.array([r["path"].split("/", 1)[0] for r in rows])
 
 
+def out_of_fold_type_right(rows: list[dict[str, str]]) -> np.ndarray | None:
+    """Per out-of-fold row: 1.0 where its most likely of the four classes (no tumor and the tumor types) is its
+    label, 0.0 where another is, NaN where its type is unknown (Br35H's tumors); None for a binary model's CV.
+    The four-class accuracy these give is the in-source counterpart of `Testing`'s four-class figure."""
+    types = out_of_fold_types(rows)
+    if types is None or "p_no_tumor" not in rows[0]:
+        return None
+    label, probs, names = types
+    classes = np.array(["no_tumor", *names])
+    best = classes[np.c_[np.array([float(r["p_no_tumor"]) for r in rows]), probs].argmax(axis=1)]
+    return np.where(np.isin(label, classes), (best == label).astype(float), np.nan)
+
+
 def out_of_fold_types(rows: list[dict[str, str]]) -> tuple[np.ndarray, np.ndarray, list[str]] | None:
     """Out-of-fold tumor-type labels ('' where unknown) and P(type) per tumor type (N, K), with the type names;
     None for a cross-validation of a binary model (no type columns)."""

@@ -114,3 +114,6 @@ def test_model_card_is_generated_from_measured_numbers(seed_data, small_testing_
     t, tu = metrics["type_accuracy"], metrics["unleaked"]["type_accuracy"]
     assert f"| tumor-type accuracy (4 classes) | {t:.3f} " in text and f"| {tu:.3f} (" in text
     assert f"{metrics['leakage']['leaked_images']} of 48 test images" in text
+    # How often a shown type was right, among the limits, counted from the same evaluation.
+    shown, right = metrics["verdicts"]["types_shown"], metrics["verdicts"]["types_shown_right"]
+    assert shown > 0 and f"Shown types were right on the test data {right} of {shown} ({right / shown:.3f})" in text

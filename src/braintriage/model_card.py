@@ -544,6 +544,22 @@ def _unseen_sensitivity_lines(without_the_source: list[dict]) -> list[str]:
             + "; ".join(spans) + " (leave-source-out tables above)."]
 
 
+def _type_limit_lines(metadata: dict, report: dict) -> list[str]:
+    """How often a shown tumor type was right on the test data and its unleaked subset, beside the precision the
+    display rule was set for out of fold: the type is learnt from the training sources' collections, and on
+    images from others the shown type can be wrong far more often than that."""
+    shown = metadata.get("type_display")
+    counted = [(label, counts) for label, counts in (("the test data", report.get("verdicts")), (
+        "its unleaked subset", (report.get("unleaked") or {}).get("verdicts"))) if counts and counts["types_shown"]]
+    if not shown or not counted:
+        return []
+    right = "; ".join(f"on {label} {c['types_shown_right']} of {c['types_shown']} "
+                      f"({_f(c['types_shown_right'] / c['types_shown'])})" for label, c in counted)
+    return [f"- Tumor type: the display rule keeps shown types right {_f(shown['out_of_fold']['precision'])} of the "
+            f"time out of fold, on images from the training sources' own collections. Shown types were right {right}. "
+            "Read a shown type as a hint for the specialist, not a finding."]
+
+
 def _limits_section(metadata: dict, report: dict, held_out_counts: list[dict],
                     without_the_source: list[dict]) -> list[str]:
     return [
@@ -558,6 +574,7 @@ def _limits_section(metadata: dict, report: dict, held_out_counts: list[dict],
         "site metadata.",
         "- Three tumor types only (glioma, meningioma, pituitary); other lesions (metastases, abscesses, "
         "infarcts) were never shown to the model and may get any score.",
+        *_type_limit_lines(metadata, report),
         f"- {_guard_sentence(metadata, report)}",
         "- Probabilities are not calibrated risks (see the calibration error above); treat them as a ranking.",
     ]

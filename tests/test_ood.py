@@ -75,16 +75,23 @@ def test_bundled_guard_flags_non_mri_and_rarely_real_scans(seed_data):
     assert warned / len(testing) < 0.02
 
 
-def test_a_bright_background_is_flagged_and_real_slices_have_dark_ones(seed_data):
+@pytest.fixture(scope="module")
+def br35h_slices(seed_data) -> list[np.ndarray]:
+    """Every Br35H image as decoded (web-collected in many formats: the source likeliest to break a cut that rests
+    on the training sources), decoded once for the tests below."""
     from braintriage.preprocess import decode_image
 
+    return [decode_image(p) for p in sorted((seed_data.parent / "br35h").rglob("*.jpg"))]
+
+
+def test_a_bright_background_is_flagged_and_real_slices_have_dark_ones(br35h_slices):
     slice_ = smooth_slice(128)
     inverted = 255 - slice_
     images = np.stack([slice_, inverted])
     warnings = ood.warnings_for(images, None, None, [ood.pixel_facts(a) for a in images])
     assert warnings[0] is None and "background is not dark" in warnings[1]
     # The level rests on the training sources; Br35H, web-collected in many formats, is the likeliest to break it.
-    levels = [ood.border_level(decode_image(p)) for p in sorted((seed_data.parent / "br35h").rglob("*.jpg"))[::2]]
+    levels = [ood.border_level(image) for image in br35h_slices[::2]]
     assert len(levels) > 250 and max(levels) <= ood.MAX_BORDER_LEVEL
 
 
@@ -97,10 +104,8 @@ def smooth_slice(size: int) -> np.ndarray:
     return np.where(head > 0, gaussian_filter(head.astype(np.float32), 2), 0).clip(0, 255).astype(np.uint8)
 
 
-def test_a_head_of_pixel_noise_is_refused_and_real_slices_are_not(seed_data):
+def test_a_head_of_pixel_noise_is_refused_and_real_slices_are_not(br35h_slices):
     from conftest import synthetic_slice
-
-    from braintriage.preprocess import decode_image
 
     noisy = [synthetic_slice(size, seed=k, lesion=k % 2 == 0) for k, size in enumerate((48, 128, 256, 600))]
     assert all(ood.neighbour_correlation(a) < 0.2 for a in noisy)
@@ -119,7 +124,7 @@ def test_a_head_of_pixel_noise_is_refused_and_real_slices_are_not(seed_data):
     assert ood.neighbour_correlation(synthetic_slice(1000)) < 0.2
     # The cut rests on the training sources (0 of 3,945 below it, experiments/pixel_noise.py); Br35H, sharpened and
     # noisy in places, comes nearest (0.36).
-    values = [ood.neighbour_correlation(decode_image(p)) for p in sorted((seed_data.parent / "br35h").rglob("*.jpg"))]
+    values = [ood.neighbour_correlation(image) for image in br35h_slices]
     assert len(values) > 600 and min(values) >= ood.NOISE_CORRELATION
 
 

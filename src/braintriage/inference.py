@@ -217,7 +217,7 @@ class Predictor:
         """Run the network and the guard on one batch of decoded slices ((item, slice) index, (one image per
         model input, pixel facts)), and file each slice's score, view and warning under its item."""
         stacked = [np.stack(per_input) for per_input in zip(*(images for _, (images, _) in decoded))]
-        facts = [pixel_facts for _, (_, pixel_facts) in decoded]
+        facts = [slice_facts for _, (_, slice_facts) in decoded]
         p_tumor, types, cams, pooled = self.network.run(stacked, heatmaps, self.guard_layers)
         ratios = ood.ratios_for(pooled, self._ood_arrays)
         warnings = ood.warnings_for(stacked[0], pooled, self._ood_arrays, facts, ratios)

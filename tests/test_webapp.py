@@ -5,6 +5,7 @@ import csv
 import io
 import json
 import os
+import re
 import socket
 import threading
 import time
@@ -196,6 +197,7 @@ def test_clinician_uploads_a_real_scan_in_chromium(seed_data, live_server, tmp_p
         expect(card.locator(".verdict")).to_have_text("Tumor suspected: refer for specialist review")
         expect(card.locator(".probability")).to_have_text("High suspicion (> 99%)")  # never "100.0%"
         expect(card.locator(".type")).to_have_text("Likely type: glioma")
+        expect(card.locator(".type")).to_have_attribute("title", re.compile("hint for the specialist, not a finding"))
         expect(cards["uncertain"].locator(".verdict")).to_have_text("Uncertain: needs a human read")
         expect(cards["uncertain"].locator(".type")).to_have_count(0)  # types only for suspected tumors
         expect(cards["clear"].locator(".verdict")).to_have_text("No tumor detected")

@@ -20,6 +20,10 @@ const SUMMARY_WORDS = {
   no_tumor_detected: "clear", error: "could not be read",
 };
 const CLEAR_CAUTION = "A clear result does not rule out a tumor.";
+// Types are learnt from the training collections; on other collections a shown type was often wrong
+// (MODEL_CARD.md, "Known failure modes and limits").
+const TYPE_CAUTION = "A hint for the specialist, not a finding: on scans from other collections the shown type "
+  + "was often wrong.";
 const verdictOf = (r) => r.verdict || "error";
 const capitalised = (s) => s.charAt(0).toUpperCase() + s.slice(1);
 
@@ -174,7 +178,9 @@ function card(result, index) {
   }
   if (result.type) {  // only for a suspected tumor, and only when the type is likely enough to be right
     const label = result.type === "type uncertain" ? "Type uncertain" : `Likely type: ${result.type.replace("_", " ")}`;
-    article.appendChild(line("secondary type", label));
+    const typeLine = line("secondary type", label);
+    typeLine.title = TYPE_CAUTION;
+    article.appendChild(typeLine);
   }
   if (result.image) {
     const enlarge = document.createElement("button");

@@ -25,8 +25,8 @@ from braintriage.hardware import hardware_name, pick_device
 from braintriage.metrics import (METRIC_NAMES, binary_metrics, describe_per_source, per_source_metrics,
                                  threshold_for_specificity)
 from braintriage.modelfile import read_metadata, save_model, update_metadata
-from braintriage.operating_point import out_of_fold_type_right
 from braintriage.models import tumor_probability
+from braintriage.operating_point import out_of_fold_type_right
 from braintriage.splits import grouped_folds, grouped_split, held_out_digest
 from braintriage.train import (Fitted, Prepared, TrainConfig, TrainingSetupError, check_settings, fit, model_metadata,
                                prepare_data, recipe)

@@ -300,6 +300,21 @@ def test_the_model_card_reads_a_held_out_source_at_the_threshold_chosen_without_
     assert "| `br35h` | lso-br35h-x-s0 |" in table and "| 2 of 4 (0.500) | 1 of 2 (0.500) |" in table
     assert "`br35h`: `cv-without`" in table
     assert "`br35h` 0.500" in _unseen_sensitivity_lines([reading])[0]
+    # A second CV of the recipe (another set-up) chooses its own threshold: read and pooled apart, never mixed.
+    def shifted_cv(name: str, shift: float) -> Path:
+        oof = [{"path": f"seed/n{k}.jpg", "fold": 1 + k % 2, "tumor": 0, "p_tumor": k / 20 - shift} for k in range(20)]
+        oof += [{"path": f"seed/t{k}.jpg", "fold": 1 + k % 2, "tumor": 1, "p_tumor": 0.99} for k in range(10)]
+        return keep_folds(tmp_path / name, oof)
+
+    first, second = readings_without_the_source(rows, [kept_cv("cv-without", ["seed", "figshare"]),
+                                                       shifted_cv("cv-lower", 0.1)])
+    assert second["threshold"] < 0.85 and (second["tumors_found"], second["cv"]) == (3, "cv-lower")
+    both = "\n".join(_without_the_source_lines([first, second]))
+    assert "| `br35h`, 1 runs pooled | | {:.3f} | 2 of 4 (0.500) |".format(first["threshold"]) in both
+    assert "| `br35h`, 1 runs pooled | | {:.3f} | 3 of 4 (0.750) |".format(second["threshold"]) in both
+    sentence = _unseen_sensitivity_lines([first, second])[0]
+    assert f"`br35h` 0.500 at {first['threshold']:.3f}; `br35h` 0.750 at {second['threshold']:.3f}" in sentence
+    assert "at 0." not in _unseen_sensitivity_lines([reading])[0]  # one CV: no threshold to tell apart
     with pytest.raises(ModelFileError, match="every held-out source"):
         readings_without_the_source(rows, [kept_cv("cv-with", ["seed", "br35h"])])
     assert readings_without_the_source(rows, []) == [] and _without_the_source_lines([]) == []

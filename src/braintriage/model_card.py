@@ -266,13 +266,15 @@ def readings_without_the_source(rows: list[dict], cv_dirs: list[Path], specifici
     return readings
 
 
-def _pooled_by_source(readings: list[dict]) -> dict[str, dict]:
-    """readings_without_the_source summed per held-out source (in order of first reading): tumors found and
-    normals cleared over all its runs, and each run's sensitivity."""
-    pooled: dict[str, dict] = {}
+def _pooled_by_source(readings: list[dict]) -> dict[tuple[str, str], dict]:
+    """readings_without_the_source summed per held-out source and CV (in order of first reading): tumors found and
+    normals cleared over all its runs, each run's sensitivity, and the CV's threshold. Two CVs of one recipe (on
+    two set-ups, say) choose two thresholds: their readings are pooled apart, never mixed."""
+    pooled: dict[tuple[str, str], dict] = {}
     for r in readings:
-        p = pooled.setdefault(r["held_out_source"], {"tumors_found": 0, "tumors": 0, "normals_cleared": 0,
-                                                     "normals": 0, "run_sensitivities": []})
+        p = pooled.setdefault((r["held_out_source"], r["cv"]), {"tumors_found": 0, "tumors": 0, "normals_cleared": 0,
+                                                                 "normals": 0, "run_sensitivities": [],
+                                                                 "threshold": r["threshold"]})
         for key in ("tumors_found", "tumors", "normals_cleared", "normals"):
             p[key] += r[key]
         if r["tumors"]:
@@ -288,8 +290,9 @@ def _without_the_source_lines(readings: list[dict]) -> list[str]:
     def share(k: int, n: int) -> str:
         return f"{k} of {n} ({k / n:.3f})" if n else "n/a"
 
-    cvs = "; ".join(f"`{source}`: `{cv}`" for source, cv in dict.fromkeys((r["held_out_source"], r["cv"])
-                                                                         for r in readings))
+    pooled = _pooled_by_source(readings)
+    cvs = "; ".join(f"`{source}`: `{cv}`" + (f" (threshold {p['threshold']:.3f})" if len(pooled) > 1 else "")
+                    for (source, cv), p in pooled.items())
     lines = ["", "The same kept held-out scores at the threshold chosen without the held-out source: the shipping "
              "rule (out-of-fold specificity >= 0.95) applied to a cross-validation of the recipe over the other "
              f"sources only ({cvs}), as a model trained without that collection would have shipped. This is the "
@@ -300,10 +303,10 @@ def _without_the_source_lines(readings: list[dict]) -> list[str]:
     for r in readings:
         lines.append(f"| `{r['held_out_source']}` | {r['run']} | {r['threshold']:.3f} | "
                      f"{share(r['tumors_found'], r['tumors'])} | {share(r['normals_cleared'], r['normals'])} |")
-    for source, p in _pooled_by_source(readings).items():
-        runs = sum(r["held_out_source"] == source for r in readings)
-        lines.append(f"| `{source}`, {runs} runs pooled | | | {share(p['tumors_found'], p['tumors'])} | "
-                     f"{share(p['normals_cleared'], p['normals'])} |")
+    for (source, cv), p in pooled.items():
+        runs = sum((r["held_out_source"], r["cv"]) == (source, cv) for r in readings)
+        lines.append(f"| `{source}`, {runs} runs pooled | | {p['threshold']:.3f} | "
+                     f"{share(p['tumors_found'], p['tumors'])} | {share(p['normals_cleared'], p['normals'])} |")
     return lines
 
 
@@ -531,17 +534,23 @@ def _unseen_source_lines(held_out_counts: list[dict]) -> list[str]:
 
 def _unseen_sensitivity_lines(without_the_source: list[dict]) -> list[str]:
     """readings_without_the_source in one sentence: how many of an unseen collection's tumors are found."""
+    pooled = _pooled_by_source(without_the_source)
+    cvs_per_source = Counter(source for source, _ in pooled)
     spans = []
-    for source, p in _pooled_by_source(without_the_source).items():
+    for (source, _), p in pooled.items():
         rates = p["run_sensitivities"]
         if rates:
             spans.append(f"`{source}` {p['tumors_found'] / p['tumors']:.3f}"
-                         + (f" ({len(rates)} runs, {min(rates):.3f}-{max(rates):.3f})" if len(rates) > 1 else ""))
+                         + (f" ({len(rates)} runs, {min(rates):.3f}-{max(rates):.3f})" if len(rates) > 1 else "")
+                         + (f" at {p['threshold']:.3f}" if cvs_per_source[source] > 1 else ""))
     if not spans:
         return []
     return ["- On a collection it never trained on, the recipe finds fewer tumors than on its own: trained without "
             "one source, at the threshold chosen without it, the share of that source's tumors flagged: "
-            + "; ".join(spans) + " (leave-source-out tables above)."]
+            + "; ".join(spans) + " ("
+            + ("each cross-validation without the source chooses its own threshold, all shown; "
+               if max(cvs_per_source.values()) > 1 else "")
+            + "leave-source-out tables above)."]
 
 
 def _type_limit_lines(metadata: dict, report: dict) -> list[str]:

@@ -828,15 +828,68 @@ def models_to_train(cfg: TrainConfig, data: Prepared, device: torch.device, dist
     return model, step_model, ema
 
 
-def training_state(run_key: str, progress: Progress, model, optimizer, schedule, ema, gen: torch.Generator,
-                   aug_states: list | None) -> dict:
-    """Everything --resume needs to continue a run exactly (`restore_checkpoint` reads it back)."""
-    return {"run_key": run_key, "epoch": progress.epoch, "step": progress.step, "model": model.state_dict(),
-            "optimizer": optimizer.state_dict(), "schedule": schedule.state_dict(),
-            "ema": ema.state_dict() if ema is not None else None,
-            "generator": gen.get_state(), "aug_generators": aug_states, "torch_rng": torch.get_rng_state(),
-            "history": progress.history, "best": progress.best, "best_loss": progress.best_loss,
-            "best_row": progress.best_row, "stale": progress.stale, "best_whole_recipe": progress.best_whole_recipe}
+@dataclass
+class Run:
+    """One training run's moving parts, as `start_run` sets them up (or resumes them) and `fit`'s loop steps them."""
+    model: torch.nn.Module
+    step_model: torch.nn.Module  # the model as stepped: wrapped under torchrun, compiled with cfg.compile
+    ema: torch.optim.swa_utils.AveragedModel | None
+    optimizer: torch.optim.Optimizer
+    schedule: torch.optim.lr_scheduler.LambdaLR
+    gen: torch.Generator  # data order: the same on every process
+    aug_gen: torch.Generator  # augmentation draws: this process's own
+    train_data: TrainingData
+    train_ids: torch.Tensor
+    steps_per_epoch: int
+    bf16: bool
+    run_key: str  # what a checkpoint must match to be resumed
+    trained_with: dict
+    progress: Progress
+    validation: Validation
+
+    @property
+    def eval_model(self) -> torch.nn.Module:
+        """What is validated and kept: the weight average where the run keeps one."""
+        return self.ema.module if self.ema is not None else self.model
+
+    def state(self, aug_states: list | None) -> dict:
+        """Everything --resume needs to continue the run exactly (`restore_checkpoint` reads it back)."""
+        progress = self.progress
+        return {"run_key": self.run_key, "epoch": progress.epoch, "step": progress.step,
+                "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+                "schedule": self.schedule.state_dict(), "ema": self.ema.state_dict() if self.ema is not None else None,
+                "generator": self.gen.get_state(), "aug_generators": aug_states, "torch_rng": torch.get_rng_state(),
+                "history": progress.history, "best": progress.best, "best_loss": progress.best_loss,
+                "best_row": progress.best_row, "stale": progress.stale, "best_whole_recipe": progress.best_whole_recipe}
+
+
+def start_run(cfg: TrainConfig, data: Prepared, train_idx: np.ndarray, val_idx: np.ndarray, device: torch.device,
+              log, checkpoint: Path | None, dist_info: Distributed) -> Run:
+    """The network, its optimizer and schedule, the random streams and the validation split of a run, resumed from
+    `checkpoint` where cfg.resume finds one. The order of the steps below fixes the random draws: keep it."""
+    torch.manual_seed(cfg.seed)
+    if device.type == "cpu":
+        keep_freed_memory()  # half a CPU training step went to page faults without it (cpu_memory.py)
+    world = dist_info.world
+    bf16 = use_bf16(cfg.precision, device)
+    train_data = training_data_on(device, data, train_idx, cfg)
+    train_ids = torch.from_numpy(train_idx).to(device)
+    model, step_model, ema = models_to_train(cfg, data, device, dist_info, bf16, log)
+    steps_per_epoch = max(1, len(train_idx) // (cfg.batch_size * world))  # drop the ragged last batch
+    optimizer, schedule = optimizer_and_schedule(model, cfg, world, steps_per_epoch, device.type == "cuda")
+    gen = torch.Generator(device=device).manual_seed(cfg.seed)
+    aug_gen = gen if world == 1 else torch.Generator(device=device).manual_seed(cfg.seed + 1 + dist_info.rank)
+    trained_with = files_trained_with(cfg)
+    run_key = run_key_of(data, train_idx, cfg, world, trained_with)
+    progress = Progress()
+    if cfg.resume and checkpoint is not None and checkpoint.exists():
+        progress = restore_checkpoint(checkpoint, run_key, device, model, optimizer, schedule, ema, gen, aug_gen,
+                                      dist_info)
+        log(f"resuming after epoch {progress.epoch} (step {progress.step}) from {checkpoint}")
+    val_batch = 256 if device.type == "cuda" else 64  # CPU caches favour small batches
+    validation = validation_on(train_data, data.decoded, train_idx, val_idx, cfg, ema is not None, val_batch, bf16)
+    return Run(model, step_model, ema, optimizer, schedule, gen, aug_gen, train_data, train_ids, steps_per_epoch,
+               bf16, run_key, trained_with, progress, validation)
 
 
 def fit(cfg: TrainConfig, data: Prepared, train_idx: np.ndarray, val_idx: np.ndarray, device: torch.device,
@@ -848,36 +901,12 @@ def fit(cfg: TrainConfig, data: Prepared, train_idx: np.ndarray, val_idx: np.nda
     draws, same number of steps. Under torchrun each process trains on its share of every global batch
     (batch_size per process; the learning rate scales with the global batch) through DistributedDataParallel;
     validation runs whole on every process, so early stopping decides the same everywhere."""
-    torch.manual_seed(cfg.seed)
-    if device.type == "cpu":
-        keep_freed_memory()  # half a CPU training step went to page faults without it (cpu_memory.py)
-    world = dist_info.world
-    on_cuda = device.type == "cuda"
-    bf16 = use_bf16(cfg.precision, device)
-    val_batch = 256 if on_cuda else 64  # CPU caches favour small batches
-    decoded = data.decoded
-    train_data = training_data_on(device, data, train_idx, cfg)
-    train_ids = torch.from_numpy(train_idx).to(device)
-    model, step_model, ema = models_to_train(cfg, data, device, dist_info, bf16, log)
-    eval_model = ema.module if ema is not None else model
-
-    steps_per_epoch = max(1, len(train_idx) // (cfg.batch_size * world))  # drop the ragged last batch
-    optimizer, schedule = optimizer_and_schedule(model, cfg, world, steps_per_epoch, on_cuda)
-    gen = torch.Generator(device=device).manual_seed(cfg.seed)  # data order: the same on every process
-    aug_gen = gen if world == 1 else torch.Generator(device=device).manual_seed(cfg.seed + 1 + dist_info.rank)
-
-    trained_with = files_trained_with(cfg)
-    run_key = run_key_of(data, train_idx, cfg, world, trained_with)
-    progress = Progress()
-    if cfg.resume and checkpoint is not None and checkpoint.exists():
-        progress = restore_checkpoint(checkpoint, run_key, device, model, optimizer, schedule, ema, gen, aug_gen,
-                                      dist_info)
-        log(f"resuming after epoch {progress.epoch} (step {progress.step}) from {checkpoint}")
-    validation = validation_on(train_data, decoded, train_idx, val_idx, cfg, ema is not None, val_batch, bf16)
+    run = start_run(cfg, data, train_idx, val_idx, device, log, checkpoint, dist_info)
+    progress, validation = run.progress, run.validation
     val_logits, last_save = None, time.time()
     if cfg.epochs == 0:  # --init-from's model as it is, validated (and then written) at this run's input size
-        val_logits, val_loss, m = validation.score(eval_model, cfg)
-        progress.record(val_loss, eval_model.state_dict(), history_row(
+        val_logits, val_loss, m = validation.score(run.eval_model, cfg)
+        progress.record(val_loss, run.eval_model.state_dict(), history_row(
             0, 0, 0.0, cfg.image_size, float("nan"), float("nan"), val_loss, m, 0.0), whole_recipe=True)
     first_epoch = cfg.epochs if training_done(progress, cfg) else progress.epoch  # resumed from its last checkpoint
     bar = tqdm(range(first_epoch, cfg.epochs), desc=desc, unit="epoch", dynamic_ncols=True,
@@ -885,37 +914,36 @@ def fit(cfg: TrainConfig, data: Prepared, train_idx: np.ndarray, val_idx: np.nda
     for epoch in bar:
         t_epoch = time.time()
         size = train_size_at(epoch, cfg)
-        model.train()
-        order = train_ids[torch.randperm(len(train_ids), generator=gen, device=device)]
-        train_loss, train_accuracy = train_one_epoch(model, step_model, optimizer, schedule, ema, train_data, order,
-                                                     steps_per_epoch, recipe_at(epoch, cfg), aug_gen, size, bf16,
-                                                     progress, dist_info)
-        val_logits, val_loss, m = validation.score(eval_model, cfg)
-        row = history_row(epoch + 1, progress.step, schedule.get_last_lr()[0], size, train_loss, train_accuracy,
+        run.model.train()
+        order = run.train_ids[torch.randperm(len(run.train_ids), generator=run.gen, device=device)]
+        train_loss, train_accuracy = train_one_epoch(
+            run.model, run.step_model, run.optimizer, run.schedule, run.ema, run.train_data, order,
+            run.steps_per_epoch, recipe_at(epoch, cfg), run.aug_gen, size, run.bf16, progress, dist_info)
+        val_logits, val_loss, m = validation.score(run.eval_model, cfg)
+        row = history_row(epoch + 1, progress.step, run.schedule.get_last_lr()[0], size, train_loss, train_accuracy,
                           val_loss, m, time.time() - t_epoch)
-        progress.record(val_loss, eval_model.state_dict(), row, whole_recipe=trains_whole_recipe(epoch, cfg))
+        progress.record(val_loss, run.eval_model.state_dict(), row, whole_recipe=trains_whole_recipe(epoch, cfg))
         progress.epoch = epoch + 1
         bar.set_postfix(loss=f"{train_loss:.3f}", val_loss=f"{val_loss:.3f}",
                         val_acc=f"{m['accuracy']:.3f}", val_recall=f"{m['sensitivity']:.3f}")
         # The last epoch always saves: a run killed while its guard is fitted or its held-out source scored
         # then resumes straight to those, not to its last timed checkpoint's epochs again.
         done = training_done(progress, cfg)
-        due, aug_states = (checkpoint_is_due(last_save, cfg, aug_gen, world, final=done) if checkpoint is not None
-                           else (False, None))
+        due, aug_states = (checkpoint_is_due(last_save, cfg, run.aug_gen, dist_info.world, final=done)
+                           if checkpoint is not None else (False, None))
         if due:
             last_save = time.time()
             if dist_info.main:
-                save_checkpoint(checkpoint, training_state(run_key, progress, model, optimizer, schedule, ema, gen,
-                                                           aug_states))
+                save_checkpoint(checkpoint, run.state(aug_states))
         if done and progress.epoch < cfg.epochs:
             log(f"stopping after epoch {epoch + 1}" + (" (no better validation loss)" if progress.stale else ""))
             break
     bar.close()
     # The last epoch's validation outputs; a run resumed from its final checkpoint ran no epoch here.
-    last_val_logits = val_logits if val_logits is not None else validation.logits(eval_model)
-    model.load_state_dict(progress.best)
-    return Fitted(model, progress.history, progress.best_row, progress.best_loss, validation.logits(model),
-                  train_data.mean, train_data.std, progress.step, last_val_logits, trained_with)
+    last_val_logits = val_logits if val_logits is not None else validation.logits(run.eval_model)
+    run.model.load_state_dict(progress.best)
+    return Fitted(run.model, progress.history, progress.best_row, progress.best_loss, validation.logits(run.model),
+                  run.train_data.mean, run.train_data.std, progress.step, last_val_logits, run.trained_with)
 
 
 def fit_temperature(logits: torch.Tensor, targets: torch.Tensor) -> float:

@@ -286,9 +286,9 @@ def test_the_model_card_reads_a_held_out_source_at_the_threshold_chosen_without_
     (run_dir / "holdout-evaluation" / "metrics.json").write_text(json.dumps({"predictions": predictions}))
     rows = leave_source_out_rows([runner.keep_holdout("lso-br35h-x-s0", run_dir)])
 
-    def kept_cv(name: str, sources: list[str]) -> Path:
-        oof = [{"path": f"{sources[k % len(sources)]}/n{k}.jpg", "fold": 1 + k % 2, "tumor": 0, "p_tumor": k / 20}
-               for k in range(20)]
+    def kept_cv(name: str, sources: list[str], shift: float = 0.0) -> Path:  # normals at k / 20 - shift
+        oof = [{"path": f"{sources[k % len(sources)]}/n{k}.jpg", "fold": 1 + k % 2, "tumor": 0,
+                "p_tumor": k / 20 - shift} for k in range(20)]
         oof += [{"path": f"{sources[0]}/t{k}.jpg", "fold": 1 + k % 2, "tumor": 1, "p_tumor": 0.99} for k in range(10)]
         return keep_folds(tmp_path / name, oof)
 
@@ -301,13 +301,8 @@ def test_the_model_card_reads_a_held_out_source_at_the_threshold_chosen_without_
     assert "`br35h`: `cv-without`" in table
     assert "`br35h` 0.500" in _unseen_sensitivity_lines([reading])[0]
     # A second CV of the recipe (another set-up) chooses its own threshold: read and pooled apart, never mixed.
-    def shifted_cv(name: str, shift: float) -> Path:
-        oof = [{"path": f"seed/n{k}.jpg", "fold": 1 + k % 2, "tumor": 0, "p_tumor": k / 20 - shift} for k in range(20)]
-        oof += [{"path": f"seed/t{k}.jpg", "fold": 1 + k % 2, "tumor": 1, "p_tumor": 0.99} for k in range(10)]
-        return keep_folds(tmp_path / name, oof)
-
     first, second = readings_without_the_source(rows, [kept_cv("cv-without", ["seed", "figshare"]),
-                                                       shifted_cv("cv-lower", 0.1)])
+                                                       kept_cv("cv-lower", ["seed"], shift=0.1)])
     assert second["threshold"] < 0.85 and (second["tumors_found"], second["cv"]) == (3, "cv-lower")
     both = "\n".join(_without_the_source_lines([first, second]))
     assert "| `br35h`, 1 runs pooled | | {:.3f} | 2 of 4 (0.500) |".format(first["threshold"]) in both

@@ -268,13 +268,14 @@ def readings_without_the_source(rows: list[dict], cv_dirs: list[Path], specifici
 
 def _pooled_by_source(readings: list[dict]) -> dict[tuple[str, str], dict]:
     """readings_without_the_source summed per held-out source and CV (in order of first reading): tumors found and
-    normals cleared over all its runs, each run's sensitivity, and the CV's threshold. Two CVs of one recipe (on
+    normals cleared over its runs (counted), each run's sensitivity, and the CV's threshold. Two CVs of one recipe (on
     two set-ups, say) choose two thresholds: their readings are pooled apart, never mixed."""
     pooled: dict[tuple[str, str], dict] = {}
     for r in readings:
-        p = pooled.setdefault((r["held_out_source"], r["cv"]), {"tumors_found": 0, "tumors": 0, "normals_cleared": 0,
-                                                                 "normals": 0, "run_sensitivities": [],
-                                                                 "threshold": r["threshold"]})
+        p = pooled.setdefault((r["held_out_source"], r["cv"]), {"runs": 0, "tumors_found": 0, "tumors": 0,
+                                                                 "normals_cleared": 0, "normals": 0,
+                                                                 "run_sensitivities": [], "threshold": r["threshold"]})
+        p["runs"] += 1
         for key in ("tumors_found", "tumors", "normals_cleared", "normals"):
             p[key] += r[key]
         if r["tumors"]:
@@ -303,9 +304,8 @@ def _without_the_source_lines(readings: list[dict]) -> list[str]:
     for r in readings:
         lines.append(f"| `{r['held_out_source']}` | {r['run']} | {r['threshold']:.3f} | "
                      f"{share(r['tumors_found'], r['tumors'])} | {share(r['normals_cleared'], r['normals'])} |")
-    for (source, cv), p in pooled.items():
-        runs = sum((r["held_out_source"], r["cv"]) == (source, cv) for r in readings)
-        lines.append(f"| `{source}`, {runs} runs pooled | | {p['threshold']:.3f} | "
+    for (source, _), p in pooled.items():
+        lines.append(f"| `{source}`, {p['runs']} runs pooled | | {p['threshold']:.3f} | "
                      f"{share(p['tumors_found'], p['tumors'])} | {share(p['normals_cleared'], p['normals'])} |")
     return lines
 
